@@ -1,0 +1,1 @@
+"""arb_pipeline: backup and replication of a Django/PostgreSQL app between two servers."""

@@ -1,0 +1,16 @@
+"""Errors that name the thing that is wrong and the fix (promise 6)."""
+
+
+class ArbError(Exception):
+    """Base for every error this package raises on purpose.
+
+    Messages say what is wrong, with which setting or object, and what to do.
+    """
+
+
+class ConfigError(ArbError):
+    """A setting is missing or wrong."""
+
+
+class SchemaError(ArbError):
+    """A database schema is not what this version of arb_pipeline expects."""

@@ -1,0 +1,1 @@
+"""sshd and SMTP fixtures (filled in by the services work)."""
