@@ -1,0 +1,5 @@
+"""The sender's code location (TranSapp, production): backup assets, schedules, checks."""
+
+import dagster as dg
+
+defs = dg.Definitions()
