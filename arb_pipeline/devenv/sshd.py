@@ -105,6 +105,19 @@ def _process_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):
+            found.append(int(stat_file.parent.name))
+    return found
+
+
 def _check_chroot_path(path: Path) -> None:
     """sshd's own rule: every component of the chroot is root-owned and not group/world writable."""
     for part in [path, *path.parents]:
@@ -213,12 +226,15 @@ class LocalSshd:
         if str(self.chroot_dir).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")):
             raise ServiceError(f"chroot folder {self.chroot_dir} is under a world-writable folder; sshd refuses "
                                f"that. Use e.g. {DEFAULT_CHROOT_BASE}/<name>")
-        if not self.chroot_dir.exists():
+        existing = next(p for p in [self.chroot_dir, *self.chroot_dir.parents] if p.exists())
+        _check_chroot_path(existing)  # before creating anything below it
+        if existing != self.chroot_dir:
             self._created_chroot = True
         for part in reversed([self.chroot_dir, *self.chroot_dir.parents]):
             if not part.exists():
                 part.mkdir(mode=0o755)
                 os.chown(part, 0, 0)
+                os.chmod(part, 0o755)  # whatever the umask
         _check_chroot_path(self.chroot_dir)
         self.inbox_dir.mkdir(mode=0o755, exist_ok=True)
         os.chown(self.inbox_dir, user.pw_uid, user.pw_gid)
@@ -321,13 +337,22 @@ ForceCommand internal-sftp
             return "(no log)"
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the PID in the pid file and wait until it has exited. Sessions are cut too."""
+        """SIGTERM the PID in the pid file and wait until it has exited.
+
+        sshd leaves open sessions running when its listener stops, so the session processes
+        it forked (its direct children) get SIGTERM too.
+        """
         pid = self.pid
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
+        pids = [pid, *_children(pid)]
+        for each in pids:
+            try:
+                os.kill(each, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout
-        while _process_alive(pid):
+        while any(_process_alive(each) for each in pids):
             if time.monotonic() > deadline:
                 raise ServiceError(f"sshd (pid {pid}) did not exit {timeout:.0f} s after SIGTERM")
             time.sleep(0.01)
