@@ -1,0 +1,201 @@
+"""Extraction from the sender's database: a partial window or a complete snapshot.
+
+Everything one backup reads comes from one REPEATABLE READ READ ONLY snapshot, and
+rows are produced by the server (row_to_json, COPY) and streamed to compressed files:
+no per-row Python work, bounded memory.
+
+No row lost at window edges (promise 1): a partial for the window [start, end) selects
+rows whose cursor lies in [start - overlap, end). ``overlap`` is the longest delay
+between the timestamp a transaction writes and its commit, plus the largest clock
+offset between the app servers and the database. A row written with cursor t and
+committed at c (database clock) is therefore in the partial of every window from
+t's own up to t + overlap, and at least one of those is extracted after c, as long as
+c - t < overlap. Overlapping rows reach the receiver more than once; its loads are
+idempotent upserts that never let an older version win.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from psycopg import sql
+
+from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
+from arb_pipeline.errors import ArbError
+from arb_pipeline.package.manifest import ColumnSpec, FileEntry
+from arb_pipeline.package.writer import StagedBackup
+
+DEFAULT_OVERLAP = timedelta(minutes=15)   # 10 min late commit + 5 min clock offset
+
+
+class ExtractError(ArbError):
+    pass
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self):
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ExtractError("window bounds must be timezone-aware")
+        if not self.start < self.end:
+            raise ExtractError(f"window start {self.start} is not before its end {self.end}")
+
+
+@dataclass
+class Extracted:
+    snapshot_time: datetime
+    tables_order: list[str]
+    files: list[FileEntry]
+    media_names: list[str]            # distinct file names referenced by the extracted rows
+    snapshot_id: str | None = None
+
+
+@contextmanager
+def read_snapshot(conn) -> Iterator[datetime]:
+    """One consistent, read-only view of the database; yields its time on the DB clock."""
+    if conn.info.transaction_status != 0:  # IDLE
+        conn.rollback()
+    conn.autocommit = False
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        # now() is the transaction's start; the snapshot is taken at its first query.
+        snapshot_time = conn.execute("SELECT now()").fetchone()[0]
+        yield snapshot_time
+    finally:
+        conn.rollback()
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+class _PartialSelection:
+    """SQL predicates choosing a window's rows and, transitively, their FK parents."""
+
+    def __init__(self, specs: dict[str, TableSpec], infos: dict[str, TableInfo], window: Window,
+                 overlap: timedelta):
+        self.specs, self.infos = specs, infos
+        self.lo = sql.Literal(window.start - overlap)
+        self.hi = sql.Literal(window.end)
+        roots = [t for t, s in specs.items() if s.in_partials]
+        self.tables = set(roots)
+        todo = list(roots)
+        while todo:  # close the set under FK parents
+            for fk in infos[todo.pop()].foreign_keys:
+                if fk.ref_table in infos and fk.ref_table not in self.tables:
+                    self.tables.add(fk.ref_table)
+                    todo.append(fk.ref_table)
+        self._children = {t: [] for t in self.tables}
+        for child in self.tables:
+            for fk in infos[child].foreign_keys:
+                if fk.ref_table in self.tables and fk.ref_table != child:
+                    self._children[fk.ref_table].append((child, fk))
+
+    def predicate(self, table: str, alias: str = "t", depth: int = 0) -> sql.Composable:
+        parts: list[sql.Composable] = []
+        spec = self.specs[table]
+        if spec.in_partials:
+            col = sql.SQL("{}.{}").format(_ident(alias), _ident(spec.cursor))
+            parts.append(sql.SQL("({c} >= {lo} AND {c} < {hi})").format(c=col, lo=self.lo, hi=self.hi))
+        for child, fk in self._children[table]:
+            inner = f"c{depth}"
+            parts.append(sql.SQL("({ref}) IN (SELECT {cols} FROM {child} {a} WHERE {pred})").format(
+                ref=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in fk.ref_columns),
+                cols=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(inner), _ident(c)) for c in fk.columns),
+                child=_ident(child), a=_ident(inner), pred=self.predicate(child, inner, depth + 1)))
+        return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
+
+
+def _unescape_copy_text(chunk: bytes) -> bytes:
+    """COPY's text format doubles backslashes; row_to_json output has no other escapes
+    (JSON already escapes every control character), so this restores the JSON exactly."""
+    return chunk.replace(b"\\\\", b"\\")
+
+
+def _copy_to(conn, query: sql.Composable, sink, transform=None) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+            for chunk in copy:
+                data = bytes(chunk)
+                sink.write_lines(transform(data) if transform else data)
+
+
+def _select_list(columns) -> sql.Composable:
+    return sql.SQL(", ").join(_ident(c.name) for c in columns)
+
+
+def _file_entry(staged: StagedBackup, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str,
+                cursor: str | None) -> FileEntry:
+    size, digest = staged.last_file
+    return FileEntry(name=name, kind="table", bytes=size, sha256=digest, rows=staged.last_table.rows,
+                     table=spec.name, format=fmt, columns=tuple(ColumnSpec(c.name, c.type) for c in columns),
+                     primary_key=info.primary_key, cursor=cursor)
+
+
+def _catalog_specs(catalog) -> dict[str, TableSpec]:
+    return {s.name: s for s in catalog}
+
+
+def extract_partial(conn, staged: StagedBackup, window: Window, *, overlap: timedelta = DEFAULT_OVERLAP,
+                    catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False) -> Extracted:
+    """Write the window's rows, one JSON Lines file per table, from one snapshot."""
+    specs = _catalog_specs(catalog)
+    with read_snapshot(conn) as snapshot_time:
+        infos = introspect(conn, list(specs))
+        selection = _PartialSelection(specs, infos, window, overlap)
+        order = [t for t in parents_first(infos) if t in selection.tables]
+        files, media = [], set()
+        for table in order:
+            spec, info = specs[table], infos[table]
+            columns = shipped_columns(spec, info, include_personal)
+            pred = selection.predicate(table)
+            query = sql.SQL("SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x").format(
+                cols=_select_list(columns), t=_ident(table), pred=pred,
+                pk=sql.SQL(", ").join(_ident(c) for c in info.primary_key))
+            name = f"tables/{table}.jsonl.zst"
+            with staged.table_file(name) as sink:
+                _copy_to(conn, query, sink, _unescape_copy_text)
+            files.append(staged.add_entry(_file_entry(staged, name, spec, info, columns, "jsonl", spec.cursor)))
+            if spec.media_column:
+                rows = conn.execute(sql.SQL(
+                    "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''").format(
+                    m=_ident(spec.media_column), t=_ident(table), pred=pred))
+                media.update(r[0] for r in rows)
+    return Extracted(snapshot_time, order, files, sorted(media))
+
+
+def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ...] = CATALOG,
+                     include_personal: bool = False, level: int = 3, threads: int = -1,
+                     on_snapshot=None) -> Extracted:
+    """Write every catalog table in COPY text format, from one snapshot.
+
+    ``on_snapshot(snapshot_id)`` runs inside the snapshot (e.g. ``pg_dump --snapshot``
+    for the schema) before the tables are read.
+    """
+    specs = _catalog_specs(catalog)
+    with read_snapshot(conn) as snapshot_time:
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        if on_snapshot:
+            on_snapshot(snapshot_id)
+        infos = introspect(conn, list(specs))
+        order = parents_first(infos)
+        files, media = [], set()
+        for table in order:
+            spec, info = specs[table], infos[table]
+            columns = shipped_columns(spec, info, include_personal)
+            query = sql.SQL("SELECT {cols} FROM {t}").format(cols=_select_list(columns), t=_ident(table))
+            name = f"tables/{table}.copy.zst"
+            with staged.table_file(name, level=level, threads=threads) as sink:
+                _copy_to(conn, query, sink)
+            files.append(staged.add_entry(_file_entry(staged, name, spec, info, columns, "copy-text", None)))
+            if spec.media_column:
+                rows = conn.execute(sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
+                    m=_ident(spec.media_column), t=_ident(table)))
+                media.update(r[0] for r in rows)
+    return Extracted(snapshot_time, order, files, sorted(media), snapshot_id)

@@ -1,0 +1,270 @@
+"""The manifest: what a backup holds, with sizes, sha256 and row counts to verify it by.
+
+Parsing is strict: anything unexpected is a ManifestError naming the field, so a
+malformed or hostile manifest never reaches the loader.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from arb_pipeline.errors import ArbError
+
+FORMAT = "arb-backup"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+KINDS = ("partial", "complete")
+FILE_KINDS = ("table", "media", "schema", "restore")
+TABLE_FORMATS = ("jsonl", "copy-text")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+_BACKUP_ID = re.compile(r"^(partial|complete)-[0-9]{4}-[0-9]{2}-[0-9]{2}(-[0-9]{2}-[0-9]{2})?-[0-9a-z]{1,32}$")
+
+
+class ManifestError(ArbError):
+    """A manifest is malformed: the message names the field."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str                       # relative to the backup folder, e.g. "tables/X.jsonl.zst"
+    kind: str                       # table | media | schema | restore
+    bytes: int
+    sha256: str
+    rows: int | None = None         # table rows, or media files in the bundle
+    table: str | None = None
+    format: str | None = None       # table files: jsonl | copy-text
+    columns: tuple[ColumnSpec, ...] = ()
+    primary_key: tuple[str, ...] = ()
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaEntry:
+    name: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class MissingMedia:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    backup_id: str
+    kind: str
+    partition_key: str
+    window_start: datetime
+    window_end: datetime
+    extract_from: datetime | None   # partial: window start minus the overlap; complete: None
+    snapshot_time: datetime         # on the sender's database clock
+    sender_id: str
+    created_by: str
+    files: tuple[FileEntry, ...]
+    tables_order: tuple[str, ...]   # parents first
+    media: tuple[MediaEntry, ...] = ()
+    media_missing: tuple[MissingMedia, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def table_files(self) -> list[FileEntry]:
+        by_table = {f.table: f for f in self.files if f.kind == "table"}
+        return [by_table[t] for t in self.tables_order if t in by_table]
+
+    def file(self, kind: str) -> FileEntry | None:
+        return next((f for f in self.files if f.kind == kind), None)
+
+    # -- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "backup_id": self.backup_id,
+            "kind": self.kind,
+            "partition_key": self.partition_key,
+            "window": {
+                "start": self.window_start.isoformat(),
+                "end": self.window_end.isoformat(),
+                "extract_from": self.extract_from.isoformat() if self.extract_from else None,
+            },
+            "snapshot_time": self.snapshot_time.isoformat(),
+            "sender_id": self.sender_id,
+            "created_by": self.created_by,
+            "tables_order": list(self.tables_order),
+            "files": [_file_to_dict(f) for f in self.files],
+            "media": {
+                "files": [asdict(m) for m in self.media],
+                "missing": [asdict(m) for m in self.media_missing],
+            },
+            "extra": self.extra,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=1, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> "Manifest":
+        r = _Reader(doc, "manifest")
+        if r.str("format") != FORMAT:
+            raise ManifestError(f"manifest.format is not {FORMAT!r}: this is not an arb_pipeline backup")
+        version = r.int("format_version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(f"manifest.format_version {version} is not supported (this receiver reads "
+                                f"{FORMAT_VERSION}); upgrade arb_pipeline on the receiver")
+        kind = r.choice("kind", KINDS)
+        backup_id = r.str("backup_id")
+        if not _BACKUP_ID.match(backup_id) or not backup_id.startswith(kind + "-"):
+            raise ManifestError(f"manifest.backup_id {backup_id!r} is not of the form <kind>-<partition key>-<id>")
+        window = r.sub("window")
+        media = r.sub("media")
+        files = tuple(_file_from(sub) for sub in r.list_of_subs("files"))
+        names = [f.name for f in files]
+        if len(set(names)) != len(names):
+            raise ManifestError("manifest.files lists a file twice")
+        tables_order = tuple(r.str_list("tables_order"))
+        table_files = {f.table for f in files if f.kind == "table"}
+        if table_files - set(tables_order):
+            raise ManifestError(f"manifest.tables_order lacks table(s) {sorted(table_files - set(tables_order))}")
+        return cls(
+            backup_id=backup_id,
+            kind=kind,
+            partition_key=r.str("partition_key"),
+            window_start=window.time("start"),
+            window_end=window.time("end"),
+            extract_from=window.time("extract_from", optional=True),
+            snapshot_time=r.time("snapshot_time"),
+            sender_id=r.str("sender_id"),
+            created_by=r.str("created_by"),
+            files=files,
+            tables_order=tables_order,
+            media=tuple(MediaEntry(s.safe_name("name"), s.nonneg("bytes"), s.sha256("sha256"))
+                        for s in media.list_of_subs("files")),
+            media_missing=tuple(MissingMedia(s.str("name"), s.str("reason")) for s in media.list_of_subs("missing")),
+            extra=r.dict("extra", optional=True) or {},
+        )
+
+
+def _file_to_dict(f: FileEntry) -> dict[str, Any]:
+    d = asdict(f)
+    d["columns"] = [asdict(c) for c in f.columns]
+    d["primary_key"] = list(f.primary_key)
+    return {k: v for k, v in d.items() if v not in (None, [], ())}
+
+
+def _file_from(r: "_Reader") -> FileEntry:
+    kind = r.choice("kind", FILE_KINDS)
+    entry = FileEntry(
+        name=r.safe_name("name"),
+        kind=kind,
+        bytes=r.nonneg("bytes"),
+        sha256=r.sha256("sha256"),
+        rows=r.nonneg("rows", optional=True),
+        table=r.str("table", optional=True),
+        format=r.choice("format", TABLE_FORMATS, optional=True),
+        columns=tuple(ColumnSpec(c.str("name"), c.str("type")) for c in r.list_of_subs("columns", optional=True)),
+        primary_key=tuple(r.str_list("primary_key", optional=True)),
+        cursor=r.str("cursor", optional=True),
+    )
+    if kind == "table" and (entry.table is None or entry.format is None or entry.rows is None
+                            or not entry.columns or not entry.primary_key):
+        raise ManifestError(f"{r.path}: a table file needs table, format, rows, columns and primary_key")
+    return entry
+
+
+class _Reader:
+    """Typed access to one JSON object, with errors that name the field's path."""
+
+    def __init__(self, doc: Any, path: str):
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{path} must be a JSON object")
+        self.doc, self.path = doc, path
+
+    def _get(self, key: str, types, optional: bool):
+        value = self.doc.get(key)
+        if value is None:
+            if optional:
+                return None
+            raise ManifestError(f"{self.path}.{key} is missing")
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))):
+            raise ManifestError(f"{self.path}.{key} has the wrong type ({type(value).__name__})")
+        return value
+
+    def str(self, key, optional=False):
+        value = self._get(key, str, optional)
+        if value is not None and (len(value) > 10_000 or "\x00" in value):
+            raise ManifestError(f"{self.path}.{key} is too long or holds a NUL byte")
+        return value
+
+    def int(self, key, optional=False):
+        return self._get(key, int, optional)
+
+    def nonneg(self, key, optional=False):
+        value = self.int(key, optional)
+        if value is not None and not 0 <= value < 2**63:
+            raise ManifestError(f"{self.path}.{key} is out of range")
+        return value
+
+    def choice(self, key, allowed, optional=False):
+        value = self.str(key, optional)
+        if value is not None and value not in allowed:
+            raise ManifestError(f"{self.path}.{key} is {value!r}, not one of {', '.join(allowed)}")
+        return value
+
+    def sha256(self, key):
+        value = self.str(key)
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ManifestError(f"{self.path}.{key} is not a sha256 hex digest")
+        return value
+
+    def safe_name(self, key):
+        value = self.str(key)
+        if not _SAFE_NAME.match(value) or ".." in value.split("/"):
+            raise ManifestError(f"{self.path}.{key} {value!r} is not a safe relative file name")
+        return value
+
+    def time(self, key, optional=False):
+        value = self.str(key, optional)
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ManifestError(f"{self.path}.{key} {value!r} is not an ISO 8601 time") from None
+        if parsed.tzinfo is None:
+            raise ManifestError(f"{self.path}.{key} {value!r} has no UTC offset")
+        return parsed
+
+    def sub(self, key):
+        return _Reader(self._get(key, dict, False), f"{self.path}.{key}")
+
+    def dict(self, key, optional=False):
+        return self._get(key, dict, optional)
+
+    def list_of_subs(self, key, optional=False):
+        items = self._get(key, list, optional) or []
+        return [_Reader(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(items)]
+
+    def str_list(self, key, optional=False):
+        items = self._get(key, list, optional) or []
+        if not all(isinstance(i, str) for i in items):
+            raise ManifestError(f"{self.path}.{key} must be a list of strings")
+        return items

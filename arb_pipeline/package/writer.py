@@ -1,0 +1,101 @@
+"""Build a backup in a local staging folder: compressed, hashed, counted as written.
+
+Each file is hashed while it is written, so nothing is read twice; the manifest is
+built from what was actually written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import zstandard
+
+from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
+
+
+class HashingWriter:
+    """A binary sink that writes to a file, hashing and counting the bytes."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data) -> int:
+        self._fh.write(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
+class TableSink:
+    """Where extraction writes one table's rows: line-oriented, compressed with zstd."""
+
+    def __init__(self, compressed: HashingWriter, level: int, threads: int):
+        self._compressed = compressed
+        self._cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+        self._stream = self._cctx.stream_writer(compressed, closefd=False)
+        self.rows = 0
+        self.raw_bytes = 0
+
+    def write_lines(self, data: bytes) -> None:
+        """Write complete lines (one row per line)."""
+        self.rows += data.count(b"\n")
+        self.raw_bytes += len(data)
+        self._stream.write(data)
+
+    def close(self) -> None:
+        self._stream.flush(zstandard.FLUSH_FRAME)
+        self._stream.close()
+
+
+class StagedBackup:
+    """One backup's staging folder; files are added, then the manifest is written last."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.entries: list[FileEntry] = []
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @contextmanager
+    def binary_file(self, name: str) -> Iterator[HashingWriter]:
+        """Write a file; yields a HashingWriter; records bytes and sha256 in ``last_file``."""
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            writer = HashingWriter(fh)
+            yield writer
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.last_file = (writer.bytes, writer.sha256.hexdigest())
+
+    @contextmanager
+    def table_file(self, name: str, *, level: int = 3, threads: int = 0) -> Iterator[TableSink]:
+        with self.binary_file(name) as out:
+            sink = TableSink(out, level, threads)
+            yield sink
+            sink.close()
+        self.last_table = sink
+
+    def add_entry(self, entry: FileEntry) -> FileEntry:
+        self.entries.append(entry)
+        return entry
+
+    def write_manifest(self, manifest: Manifest) -> Path:
+        path = self.path(MANIFEST_NAME)
+        path.write_bytes(manifest.to_json())
+        return path
+
+    def published_order(self) -> list[str]:
+        """Every file in publishing order: data first, the manifest last."""
+        return [e.name for e in self.entries] + [MANIFEST_NAME]

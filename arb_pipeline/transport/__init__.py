@@ -1,0 +1,6 @@
+"""Moving backup files to the receiver's inbox: a local folder or SFTP, one interface."""
+
+from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, Transport, TransportError, is_temporary_name
+from arb_pipeline.transport.local import LocalFolderTransport
+
+__all__ = ["TEMP_PREFIX", "TEMP_SUFFIX", "Transport", "TransportError", "is_temporary_name", "LocalFolderTransport"]
