@@ -3,4 +3,6 @@
 from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, Transport, TransportError, is_temporary_name
 from arb_pipeline.transport.local import LocalFolderTransport
 
-__all__ = ["TEMP_PREFIX", "TEMP_SUFFIX", "Transport", "TransportError", "is_temporary_name", "LocalFolderTransport"]
+from arb_pipeline.transport.sftp import SftpTransport
+
+__all__ = ["SftpTransport", "TEMP_PREFIX", "TEMP_SUFFIX", "Transport", "TransportError", "is_temporary_name", "LocalFolderTransport"]

@@ -55,3 +55,9 @@ class LocalFolderTransport:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> "LocalFolderTransport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
