@@ -1,0 +1,119 @@
+"""The sender's backup assets: table dumps, media bundles and the published package.
+
+One multi-asset per kind, so that all of a backup's tables come from one database
+snapshot: each table and the media bundle are assets of their own (status, row counts
+and lineage per table in the UI), and the ``backup`` asset is the package itself,
+which the BackupPublisher IO manager publishes with its manifest last.
+"""
+
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from arb_pipeline.backup import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
+from arb_pipeline.catalog import CATALOG
+from arb_pipeline.extract import Window
+from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
+
+PREFIX = "AndroidRequests_"
+
+
+def short_name(table: str) -> str:
+    return table[len(PREFIX):] if table.startswith(PREFIX) else table
+
+
+def table_key(kind: str, table: str) -> dg.AssetKey:
+    return dg.AssetKey(["sender", kind, short_name(table)])
+
+
+def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
+    group = f"sender_{kind}"
+    table_specs = [dg.AssetSpec(table_key(kind, t), group_name=group, partitions_def=partitions_def,
+                                description=f"{t} rows of the {kind} backup, published on the receiver",
+                                kinds={"postgres"}).with_io_manager_key("backup_publisher")
+                   for t in tables]
+    media = dg.AssetSpec(["sender", kind, "media"], group_name=group, partitions_def=partitions_def,
+                         description="media files referenced by the backup's rows", kinds={"file"},
+                         ).with_io_manager_key("backup_publisher")
+    package = dg.AssetSpec(["sender", kind, "backup"], group_name=group, partitions_def=partitions_def,
+                           deps=[s.key for s in table_specs] + [media.key],
+                           description=f"the {kind} backup package, committed on the receiver by its manifest",
+                           ).with_io_manager_key("backup_publisher")
+    return table_specs + [media, package]
+
+
+def _results(context: dg.AssetExecutionContext, kind: str, built: BuiltBackup, shown_tables: set[str]):
+    """Outputs in publishing order: each table's dump, the media bundle, then the package
+    (remaining files and the manifest). The IO manager publishes each as it is yielded."""
+    m = built.manifest
+    for f in m.table_files():
+        if f.table in shown_tables:
+            yield dg.Output(BackupPart(built, (f.name,)), output_name=_output_name(table_key(kind, f.table).path),
+                            metadata={"rows": f.rows, "bytes": f.bytes, "sha256": f.sha256, "backup_id": m.backup_id})
+    media_file = m.file("media")
+    yield dg.Output(BackupPart(built, (media_file.name,) if media_file else ()),
+                    output_name=_output_name(["sender", kind, "media"]), metadata={
+        "files": len(m.media), "bytes": media_file.bytes if media_file else 0,
+        "missing": dg.MetadataValue.json([{"name": x.name, "reason": x.reason} for x in m.media_missing]),
+    })
+    if m.media_missing:
+        context.log.warning(f"{len(m.media_missing)} referenced media file(s) missing or unsafe: "
+                            + ", ".join(x.name for x in m.media_missing[:10]))
+    yield dg.Output(built, output_name=_output_name(["sender", kind, "backup"]), metadata={
+        "backup_id": m.backup_id,
+        "snapshot_time": m.snapshot_time.isoformat(),
+        "rows": sum(f.rows or 0 for f in m.table_files()),
+        "bytes": sum(f.bytes for f in m.files),
+        "media_files": len(m.media),
+        "media_missing": len(m.media_missing),
+    })
+
+
+def _output_name(path: list[str]) -> str:
+    return "__".join(path)
+
+
+PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
+COMPLETE_TABLES = [s.name for s in CATALOG]
+
+
+@dg.multi_asset(name="partial_backup", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
+                pool="sender_partial", can_subset=False)
+def partial_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
+    """Rows whose cursor falls in the partition's window (plus the overlap for late
+    commits and clock skew) and their FK parents, one JSON Lines file per table."""
+    tw = context.partition_time_window
+    staging = Path(sender_settings.staging_dir)
+    sweep_staging(staging)
+    run_dir = staging / context.run.run_id
+    try:
+        built = build_partial(
+            sender_db.checked_dsn(), run_dir, partition_key=context.partition_key, window=Window(tw.start, tw.end),
+            unique=context.run.run_id.replace("-", ""), media_dir=Path(sender_settings.media_dir),
+            sender_id=sender_settings.resolved_sender_id(), overlap=sender_settings.overlap(),
+            include_personal=sender_settings.include_personal_columns)
+        yield from _results(context, "partial", built, set(PARTIAL_TABLES))
+    finally:  # the temp folder goes after every run, failed ones too
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@dg.multi_asset(name="complete_backup", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
+                pool="sender_complete", can_subset=False)
+def complete_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
+    """Every catalog table from one snapshot (COPY format, restorable with psql), all media."""
+    tw = context.partition_time_window
+    staging = Path(sender_settings.staging_dir)
+    sweep_staging(staging)
+    run_dir = staging / context.run.run_id
+    try:
+        built = build_complete(
+            sender_db.checked_dsn(), run_dir, partition_key=context.partition_key, window=Window(tw.start, tw.end),
+            unique=context.run.run_id.replace("-", ""), media_dir=Path(sender_settings.media_dir),
+            sender_id=sender_settings.resolved_sender_id(), pg_dump=sender_settings.pg_dump,
+            include_personal=sender_settings.include_personal_columns, zstd_level=sender_settings.zstd_level)
+        yield from _results(context, "complete", built, set(COMPLETE_TABLES))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

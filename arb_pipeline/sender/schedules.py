@@ -1,0 +1,68 @@
+"""When backups run: a partial for each window that just closed, a complete daily.
+
+A partial tick requests the newest window that ended at least the safety delay
+ago; rows committed later still arrive through the next windows' overlap.
+"""
+
+
+import os
+from datetime import timedelta
+
+import dagster as dg
+
+from arb_pipeline.partitions import COMPLETE, PARTIAL, partial_minutes
+from arb_pipeline.sender.assets import complete_backup, partial_backup
+
+# One step per run: the in-process executor saves a process start per run.
+partial_backup_job = dg.define_asset_job(
+    "partial_backup_job", selection=dg.AssetSelection.assets(partial_backup), executor_def=dg.in_process_executor,
+    tags={"arb/kind": "partial"})
+complete_backup_job = dg.define_asset_job(
+    "complete_backup_job", selection=dg.AssetSelection.assets(complete_backup), executor_def=dg.in_process_executor,
+    tags={"arb/kind": "complete"})
+
+
+def safety_delay() -> timedelta:
+    minutes = partial_minutes()
+    delay = int(os.environ.get("ARB_PARTIAL_DELAY_MINUTES", "1"))
+    return timedelta(minutes=min(delay, minutes - 1))
+
+
+def last_closed_key(partitions_def: dg.TimeWindowPartitionsDefinition, now, delay: timedelta,
+                    length: timedelta) -> str | None:
+    """The newest partition whose window ended at or before ``now - delay``."""
+    inside = now - delay - length  # a moment in the last closed window
+    if inside < partitions_def.start:
+        return None
+    return partitions_def.get_partition_key_for_timestamp(inside.timestamp())
+
+
+def _partial_cron() -> str:
+    minutes = partial_minutes()
+    offset = int(safety_delay().total_seconds() // 60)
+    return f"{offset}-59/{minutes} * * * *" if minutes > 1 else "* * * * *"
+
+
+@dg.schedule(name="partial_backup_schedule", cron_schedule=_partial_cron(), job=partial_backup_job,
+             execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+def partial_backup_schedule(context: dg.ScheduleEvaluationContext):
+    key = last_closed_key(PARTIAL, context.scheduled_execution_time, safety_delay(),
+                          timedelta(minutes=partial_minutes()))
+    if key is None:
+        return dg.SkipReason("no partial window has closed yet since ARB_GO_LIVE")
+    return dg.RunRequest(run_key=f"partial-{key}", partition_key=key)
+
+
+def _complete_cron() -> str:
+    hh, mm = os.environ.get("ARB_COMPLETE_AT", "03:30").split(":")
+    return f"{int(mm)} {int(hh)} * * *"
+
+
+@dg.schedule(name="complete_backup_schedule", cron_schedule=_complete_cron(), job=complete_backup_job,
+             execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
+             default_status=dg.DefaultScheduleStatus.RUNNING)
+def complete_backup_schedule(context: dg.ScheduleEvaluationContext):
+    key = last_closed_key(COMPLETE, context.scheduled_execution_time, timedelta(0), timedelta(days=1))
+    if key is None:
+        return dg.SkipReason("no day has closed yet since ARB_GO_LIVE")
+    return dg.RunRequest(run_key=f"complete-{key}", partition_key=key)
