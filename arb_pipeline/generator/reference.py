@@ -121,6 +121,9 @@ def _service_codes(rng: random.Random, n: int) -> list[str]:
     pool = [str(k) for k in range(101, 600) if k != 506]
     pool += [f"{z}{k:02d}" for z in "BCDEFGHIJ" for k in range(1, 31)]
     pool += [f"{k}{s}" for k in range(101, 600, 7) for s in ("e", "v", "c", "N")]
+    if n - 1 > len(pool):
+        raise GeneratorError(f"{n} services asked for, but only {len(pool) + 1} distinct codes exist: "
+                             "use a smaller --reference-scale")
     return ["506"] + rng.sample(pool, n - 1)
 
 

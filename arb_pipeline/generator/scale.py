@@ -1,8 +1,9 @@
 """Bulk volume for benchmarks: grow a sender database to N GB, or fill one 5-minute window.
 
-All set-based (INSERT ... SELECT over generate_series) with ids reserved in blocks, so
-PostgreSQL does the work without a row crossing the wire. Timestamps advance with the
-ids, which keeps every timeStamp index append-only and the load fast. Rows keep the app's
+All set-based (INSERT ... SELECT over generate_series), so PostgreSQL does the work
+without a row crossing the wire; only parent ids (tokens, events) are taken up front, from
+the sequences, so children can reference them. Timestamps advance with the series, which
+keeps every timeStamp index append-only and the load fast. Rows keep the app's
 invariants: each event's timeStamp is its newest stat's, tokens own consecutive poses.
 Values come from random() after setseed(), so a run is repeatable on an empty database.
 """
@@ -19,8 +20,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from arb_pipeline.db import connect
-
-from arb_pipeline.generator.common import GeneratorError, LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, reserve_ids, table
+from arb_pipeline.generator.common import GeneratorError, LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, table, take_ids
 
 POSES_PER_TOKEN = 40
 BYTES_PER_POSE_GUESS = 400  # bytes a batch adds per pose (all its tables and indexes); then measured
@@ -72,7 +72,7 @@ def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs
 
     A stat's timeStamp steps back 90 s per earlier vote, and the newest one equals the
     event's timeStamp, as the vote pattern guarantees. timeCreation lies up to
-    ``created_back_s`` before timeStamp (events updated by later votes).
+    ``created_back_s`` before the first vote (events updated by later votes).
     """
     assignments, stops, bus_events, stop_events = refs
     if kind == "bus":
@@ -81,37 +81,36 @@ def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs
     else:
         events_t, stats_t, target_col = "eventforbusstop", "stadisticdatafromregistrationbusstop", '"stopCode"'
         targets, target_type, ev = stops, "text", stop_events
-    e0 = reserve_ids(cur, events_t, n)
-    s0 = reserve_ids(cur, stats_t, n * stats_per_event)
-    params = {"e0": e0, "s0": s0, "n": n, "start": start, "step": timedelta(microseconds=step_us),
+    params = {"ids": take_ids(cur, events_t, n), "n": n, "start": start, "step": timedelta(microseconds=step_us),
               "targets": targets, "nt": len(targets), "ev": ev, "nev": len(ev), "back": created_back_s,
               "k": stats_per_event}
     cur.execute(
         f'INSERT INTO {table(events_t)} (id, "timeStamp", "timeCreation", "expireTime", event_id, "eventConfirm", '
         f'"eventDecline", "phoneId", broken, "brokenType", {target_col}) '
-        f"SELECT %(e0)s::bigint + g, ts, ts - make_interval(secs => 90 * (%(k)s::bigint - 1) + (g %% 4) * %(back)s::bigint / 3), "
+        f"SELECT (%(ids)s::int[])[1 + g], ts, "
+        f"ts - make_interval(secs => 90 * (%(k)s::bigint - 1) + (g %% 4) * %(back)s::bigint / 3), "
         f"ts + interval '30 min', (%(ev)s::text[])[1 + g %% %(nev)s::bigint], 1 + g %% 5, "
         f"CASE WHEN g %% 50 = 0 THEN 9 ELSE g %% 3 END, {_PHONE}, g %% 50 = 0, "
         f"CASE WHEN g %% 50 = 0 THEN 'decline' END, t.target "
         f"FROM (SELECT g, %(start)s::timestamptz + g * %(step)s::interval AS ts "
-        f"FROM generate_series(0, %(n)s::bigint - 1) g) s "
+        f"      FROM generate_series(0, %(n)s::bigint - 1) g) s "
         # A join, not targets[i]: subscripting a text array walks it from the start.
         f"JOIN unnest(%(targets)s::{target_type}[]) WITH ORDINALITY AS t(target, i) "
         f"ON t.i = 1 + (s.g * 7919) %% %(nt)s::bigint", params)
-    gps = ""
-    gps_cols = ""
-    if kind == "bus":
+    gps_cols = gps = ""
+    if kind == "bus":  # a third of the bus stats have no GPS fix
         gps_cols = ', "gpsLongitude", "gpsLatitude", "gpsTimeStamp", distance'
         gps = (f", CASE WHEN j %% 3 > 0 THEN {_LON} END, CASE WHEN j %% 3 > 0 THEN {_LAT} END, "
                f"CASE WHEN j %% 3 > 0 THEN ts - interval '7 s' END, CASE WHEN j %% 3 > 0 THEN 60 * random() END")
     cur.execute(
-        f'INSERT INTO {table(stats_t)} (id, longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
+        f'INSERT INTO {table(stats_t)} (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
         f'"reportOfEvent_id", "tranSappUser_id"{gps_cols}) '
-        f"SELECT %(s0)s::bigint + j, {_LON}, {_LAT}, ts, CASE WHEN j %% 4 = 3 THEN 'decline' ELSE 'confirm' END, "
-        f"{_PHONE}, %(e0)s::bigint + g, NULL{gps} "
+        f"SELECT {_LON}, {_LAT}, ts, CASE WHEN j %% 4 = 3 THEN 'decline' ELSE 'confirm' END, "
+        f"{_PHONE}, (%(ids)s::int[])[1 + g], NULL{gps} "
         f"FROM (SELECT j, g, %(start)s::timestamptz + g * %(step)s::interval "
         f"        - make_interval(secs => 90 * (%(k)s::bigint - 1 - j %% %(k)s::bigint)) AS ts "
-        f"      FROM (SELECT j, j / %(k)s::bigint AS g FROM generate_series(0, %(n)s::bigint * %(k)s::bigint - 1) j) q) s", params)
+        f"      FROM (SELECT j, j / %(k)s::bigint AS g "
+        f"            FROM generate_series(0, %(n)s::bigint * %(k)s::bigint - 1) j) q) s", params)
     return {events_t: n, stats_t: n * stats_per_event}
 
 
@@ -119,35 +118,32 @@ def _insert_trips(cur, n_poses: int, start: datetime, step_us: float, assignment
     """Tokens with POSES_PER_TOKEN consecutive poses each."""
     n_tokens = max(1, n_poses // POSES_PER_TOKEN)
     n_poses = n_tokens * POSES_PER_TOKEN
-    t0 = reserve_ids(cur, "token", n_tokens)
-    p0 = reserve_ids(cur, "poseintrajectoryoftoken", n_poses)
-    params = {"t0": t0, "p0": p0, "nt": n_tokens, "np": n_poses, "start": start,
+    params = {"ids": take_ids(cur, "token", n_tokens), "nt": n_tokens, "np": n_poses, "start": start,
               "step": timedelta(microseconds=step_us), "tstep": timedelta(microseconds=POSES_PER_TOKEN * step_us),
               "per": POSES_PER_TOKEN, "ba": assignments, "nba": len(assignments)}
     cur.execute(
         f'INSERT INTO {table("token")} (id, token, busassignment_id, direction, color, "phoneId", "timeCreation", '
         f'"userEvaluation", "tranSappUser_id") '
-        f"SELECT %(t0)s::bigint + g, encode(sha512(int8send(%(t0)s::bigint + g)), 'hex'), "
-        f"(%(ba)s::int[])[1 + g %% %(nba)s::bigint], (ARRAY['I', 'R', NULL])[1 + g %% 3], '#00a0f0', {_PHONE}, "
+        f"SELECT id, encode(sha512(int8send(id)), 'hex'), (%(ba)s::int[])[1 + g %% %(nba)s::bigint], "
+        f"(ARRAY['I', 'R', NULL])[1 + g %% 3], '#00a0f0', {_PHONE}, "
         f"%(start)s::timestamptz + g * %(tstep)s::interval, NULL, NULL "
-        f"FROM generate_series(0, %(nt)s::bigint - 1) g", params)
+        f"FROM (SELECT g, (%(ids)s::int[])[1 + g] AS id FROM generate_series(0, %(nt)s::bigint - 1) g) s", params)
     cur.execute(
-        f'INSERT INTO {table("poseintrajectoryoftoken")} (id, longitude, latitude, "timeStamp", "inVehicleOrNot", token_id) '
-        f"SELECT %(p0)s::bigint + g, {_LON}, {_LAT}, %(start)s::timestamptz + g * %(step)s::interval, "
-        f"CASE WHEN random() < 0.8 THEN 'vehicle' ELSE 'non_vehicle' END, %(t0)s::bigint + g / %(per)s::bigint "
+        f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", "inVehicleOrNot", token_id) '
+        f"SELECT {_LON}, {_LAT}, %(start)s::timestamptz + g * %(step)s::interval, "
+        f"CASE WHEN random() < 0.8 THEN 'vehicle' ELSE 'non_vehicle' END, (%(ids)s::int[])[1 + g / %(per)s::bigint] "
         f"FROM generate_series(0, %(np)s::bigint - 1) g", params)
     return {"token": n_tokens, "poseintrajectoryoftoken": n_poses}
 
 
 def _insert_positions_and_events(cur, n_poses: int, start: datetime, step_us: float, refs) -> dict[str, int]:
-    """Device positions (half as many as poses) and events with two stats each (a tenth)."""
+    """Device positions (half as many as poses) and events with two stats each (a twentieth)."""
     n_dev = n_poses // 2
-    d0 = reserve_ids(cur, "devicepositionintime", n_dev)
     cur.execute(
-        f'INSERT INTO {table("devicepositionintime")} (id, longitude, latitude, "timeStamp", "phoneId") '
-        f"SELECT %(d0)s::bigint + g, {_LON}, {_LAT}, %(start)s::timestamptz + g * %(dstep)s::interval, {_PHONE} "
+        f'INSERT INTO {table("devicepositionintime")} (longitude, latitude, "timeStamp", "phoneId") '
+        f"SELECT {_LON}, {_LAT}, %(start)s::timestamptz + g * %(dstep)s::interval, {_PHONE} "
         f"FROM generate_series(0, %(nd)s::bigint - 1) g",
-        {"d0": d0, "nd": n_dev, "start": start, "dstep": timedelta(microseconds=2 * step_us)})
+        {"nd": n_dev, "start": start, "dstep": timedelta(microseconds=2 * step_us)})
     written = {"devicepositionintime": n_dev}
     n_ev = max(2, n_poses // 20)
     for kind, share in (("bus", 0.6), ("busStop", 0.4)):

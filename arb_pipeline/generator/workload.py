@@ -73,7 +73,8 @@ class Workload:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(f'SELECT id, "eventType", lifespam FROM {table("event")} ORDER BY id')
             self.events = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
-            cur.execute(f"SELECT id FROM {table('gtfs')} ORDER BY version DESC, id DESC LIMIT 1")
+            # Stops of the newest seeded GTFS version, as the app serves.
+            cur.execute(f"SELECT id FROM {table('gtfs')} ORDER BY id DESC LIMIT 1")
             gtfs = cur.fetchone()
             cur.execute(f'SELECT id, code, name, longitude, latitude FROM {table("busstop")} '
                         f'WHERE gtfs_id = %s ORDER BY id', (gtfs[0] if gtfs else None,))
