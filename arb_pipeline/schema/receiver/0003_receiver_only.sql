@@ -27,7 +27,8 @@ CREATE TABLE "AndroidRequests_zonification" (
 
 CREATE TABLE "AndroidRequests_reportinfo" (
     id serial PRIMARY KEY,
-    report_id integer NOT NULL UNIQUE REFERENCES "AndroidRequests_report"(id) DEFERRABLE INITIALLY DEFERRED,
+    -- Derived from a report: goes when the report goes (a complete load applies deletions).
+    report_id integer NOT NULL UNIQUE REFERENCES "AndroidRequests_report"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
     "reportType" varchar(10),
     "busUUID" uuid,
     service varchar(11),

@@ -1,0 +1,51 @@
+"""Test helpers: real backups built from a real sender database."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from arb_pipeline.backup import BuiltBackup, build_complete, build_partial
+from arb_pipeline.db import connect
+from arb_pipeline.devenv.postgres import find_bin_dir
+from arb_pipeline.extract import Window
+from arb_pipeline.load import LoadResult, load_backup
+from arb_pipeline.package.manifest import MANIFEST_NAME
+from arb_pipeline.package.reader import read_manifest
+
+UTC = timezone.utc
+_unique = itertools.count()
+
+
+def wide_window(now: datetime | None = None) -> Window:
+    """A window holding everything a test's traffic wrote."""
+    now = now or datetime.now(UTC)
+    return Window(now - timedelta(hours=2), now + timedelta(hours=2))
+
+
+def make_partial(sender_dsn: str, staging: Path, media: Path, window: Window | None = None,
+                 overlap: timedelta = timedelta(0)) -> BuiltBackup:
+    window = window or wide_window()
+    key = window.start.strftime("%Y-%m-%d-%H-%M")
+    return build_partial(sender_dsn, staging, partition_key=key, window=window, unique=f"{next(_unique):08d}",
+                         media_dir=media, sender_id="test-sender", overlap=overlap)
+
+
+def make_complete(sender_dsn: str, staging: Path, media: Path) -> BuiltBackup:
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return build_complete(sender_dsn, staging, partition_key=day.strftime("%Y-%m-%d"),
+                          window=Window(day - timedelta(days=1), day), unique=f"{next(_unique):08d}",
+                          media_dir=media, sender_id="test-sender", pg_dump=str(find_bin_dir() / "pg_dump"))
+
+
+def manifest_sha256(backup_dir: Path) -> str:
+    return hashlib.sha256((Path(backup_dir) / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+def load(receiver_dsn: str, built: BuiltBackup) -> LoadResult:
+    folder = built.staged.root
+    with connect(receiver_dsn) as conn:
+        return load_backup(conn, folder, read_manifest(folder), manifest_sha256(folder))

@@ -1,0 +1,143 @@
+"""Loads into a real receiver: idempotent, order-independent, all or nothing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from arb_pipeline.db import connect
+from arb_pipeline.generator.reference import seed_reference
+from arb_pipeline.generator.workload import Workload
+from arb_pipeline.load import LoadError
+from arb_pipeline.parity import compare_tables
+from arb_pipeline_tests.backups import load, make_complete, make_partial
+from arb_pipeline_tests.conftest import _fresh_db
+
+P = "AndroidRequests_"
+PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
+                                  "stadisticdatafromregistrationbus", "report")]
+
+
+@pytest.fixture
+def sender(sender_db, tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    with connect(sender_db) as conn:
+        seed_reference(conn, seed=3, scale=0.02)
+    work = Workload(sender_db, media, seed=3)
+    yield sender_db, media, work
+    work.close()
+
+
+def _traffic(work, n=120):
+    for _ in range(n):
+        work.step()
+
+
+def _count(dsn, table, where="true"):
+    with connect(dsn) as conn:
+        return conn.execute(f'SELECT count(*) FROM "{table}" WHERE {where}').fetchone()[0]
+
+
+def test_partial_load_applies_rows_and_twice_is_a_noop(sender, receiver_db, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    backup = make_partial(dsn, tmp_path / "s", media)
+    first = load(receiver_db, backup)
+    assert first.outcome == "loaded" and first.rows_written == first.rows_in_backup > 0
+    assert compare_tables(dsn, receiver_db, tables=PARTIAL_TABLES).ok
+    again = load(receiver_db, backup)
+    assert again.outcome == "already loaded" and again.rows_written == 0
+    with connect(receiver_db) as conn:
+        assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 1
+
+
+def test_out_of_order_partials_end_in_the_in_order_state(sender, pg_cluster, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    older = make_partial(dsn, tmp_path / "s", media)
+    _traffic(work)  # votes update events of the first batch: newer versions of the same rows
+    newer = make_partial(dsn, tmp_path / "s", media)
+    in_order, reversed_ = _fresh_db(pg_cluster, "receiver"), _fresh_db(pg_cluster, "receiver")
+    load(in_order, older), load(in_order, newer)
+    load(reversed_, newer)
+    late = load(reversed_, older)
+    assert late.outcome == "loaded"
+    assert compare_tables(in_order, reversed_).ok
+    assert compare_tables(dsn, reversed_, tables=PARTIAL_TABLES).ok  # the newest versions won
+
+
+def test_a_complete_after_newer_partials_keeps_them(sender, pg_cluster, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    complete = make_complete(dsn, tmp_path / "s", media)
+    _traffic(work)
+    partial = make_partial(dsn, tmp_path / "s", media)
+    a, b = _fresh_db(pg_cluster, "receiver"), _fresh_db(pg_cluster, "receiver")
+    load(a, complete), load(a, partial)
+    load(b, partial)
+    assert load(b, complete).outcome == "loaded"
+    assert compare_tables(a, b).ok
+    assert compare_tables(dsn, b, tables=PARTIAL_TABLES).ok
+
+
+def test_complete_applies_deletes_and_bulk_updates_then_supersedes_older_partials(sender, receiver_db, tmp_path):
+    dsn, media, work = sender
+    _traffic(work, 200)
+    old_partial = make_partial(dsn, tmp_path / "s", media)
+    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    with connect(dsn) as conn:  # changes no timestamp sees: deletes and a bulk update
+        conn.execute(f'DELETE FROM "{P}activetoken"')
+        conn.execute(f'UPDATE "{P}eventforbusv2" SET broken = true, "brokenType" = \'test\'')
+    complete = make_complete(dsn, tmp_path / "s", media)
+    result = load(receiver_db, complete)
+    assert result.rows_deleted > 0
+    assert compare_tables(dsn, receiver_db).ok
+    late = load(receiver_db, old_partial)  # older than the complete: must not resurrect anything
+    assert late.outcome == "superseded"
+    assert compare_tables(dsn, receiver_db).ok
+
+
+def test_receiver_only_columns_survive_and_changed_rows_are_marked(sender, receiver_db, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    load(receiver_db, make_partial(dsn, tmp_path / "s", media))
+    with connect(receiver_db) as conn:
+        conn.execute(f'UPDATE "{P}eventforbusv2" SET transformed = true, direction = \'I\'')
+    with connect(dsn) as conn:
+        changed = conn.execute(f'UPDATE "{P}eventforbusv2" SET "eventConfirm" = "eventConfirm" + 1, '
+                               f'"timeStamp" = "timeStamp" + interval \'1 second\' '
+                               f'WHERE id = (SELECT min(id) FROM "{P}eventforbusv2") RETURNING id').fetchone()[0]
+    load(receiver_db, make_partial(dsn, tmp_path / "s", media))
+    assert _count(receiver_db, P + "eventforbusv2", "direction = 'I'") == _count(receiver_db, P + "eventforbusv2")
+    assert _count(receiver_db, P + "eventforbusv2", "NOT transformed") == 1
+    assert _count(receiver_db, P + "eventforbusv2", f"NOT transformed AND id = {changed}") == 1
+
+
+def test_sequences_end_past_the_loaded_ids(sender, receiver_db, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    load(receiver_db, make_partial(dsn, tmp_path / "s", media))
+    with connect(receiver_db) as conn:
+        top = conn.execute(f'SELECT max(id) FROM "{P}report"').fetchone()[0]
+        nxt = conn.execute(f"""SELECT nextval(pg_get_serial_sequence('"{P}report"', 'id'))""").fetchone()[0]
+    assert top is not None and nxt > top
+
+
+def test_a_failing_load_changes_nothing(sender, receiver_db, tmp_path):
+    dsn, media, work = sender
+    _traffic(work)
+    backup = make_partial(dsn, tmp_path / "s", media)
+    # Corrupt the last table's file after the manifest was written: the load stages the
+    # first tables, then fails; the transaction leaves no row and no ledger entry behind.
+    last = backup.manifest.table_files()[-1]
+    path = backup.staged.path(last.name)
+    import zstandard
+    path.write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "not a number"}\n' * (last.rows or 1)))
+    with pytest.raises(Exception):
+        load(receiver_db, backup)
+    with connect(receiver_db) as conn:
+        assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 0
+    for table in PARTIAL_TABLES + [P + "busv2", P + "event"]:
+        assert _count(receiver_db, table) == 0
