@@ -1,0 +1,391 @@
+"""Verify a backup before anything of it is loaded (promises 3, 4 and 6).
+
+Two checks, both plain Python:
+
+- :func:`verify_files`: the folder holds exactly the files its manifest lists (upload
+  temporaries aside), each a regular file inside the folder with the manifest's size and
+  sha256; every table file is a complete zstd frame holding the manifest's row count.
+  A failure means the backup was altered or truncated: the caller quarantines it.
+- :func:`check_schema`: every table of the backup can be loaded into the receiver's
+  tables; the result is the :class:`SchemaPlan` the loader follows (which columns to load,
+  which to leave out). A failure whose fix is on the receiver is a :class:`SchemaMismatch`
+  with ``quarantine = False``: the backup is fine and stays in the inbox.
+
+Media members are not checked here: ``media.install_media`` verifies each member itself;
+here ``media.tar`` is one more file with a size and a sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zstandard
+
+from arb_pipeline.catalog import CATALOG
+from arb_pipeline.errors import ArbError
+from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, ColumnSpec, FileEntry, Manifest, ManifestError
+from arb_pipeline.transport.base import is_temporary_name
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+_PARTITION_IN_ID = re.compile(r"^(?:partial|complete)-(.+)-[0-9a-z]{1,32}$")
+
+
+class VerifyError(ArbError):
+    """A backup failed verification. ``quarantine`` says whether the backup itself is bad
+    (move it aside) or whether the fix is elsewhere and the backup should stay queued."""
+
+    quarantine: bool = True
+
+    def __init__(self, message: str, *, backup_id: str | None = None, file: str | None = None):
+        super().__init__(message)
+        self.backup_id = backup_id
+        self.file = file
+
+
+class SchemaMismatch(VerifyError):
+    """The backup is intact but the receiver's schema can't take it yet: fix the receiver,
+    the backup stays where it is and loads on a later try."""
+
+    quarantine = False
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    column: str
+    backup_type: str
+    receiver_type: str
+
+
+@dataclass
+class SchemaPlan:
+    """How each table of a backup maps onto the receiver's table."""
+
+    backup_id: str
+    # Per table: the backup's columns that the receiver has, in backup order (what to load).
+    columns: dict[str, tuple[ColumnSpec, ...]] = field(default_factory=dict)
+    # Per table: the receiver's primary key (equal to the backup's).
+    primary_key: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per table: backup columns left out (the receiver lacks them, or computes them itself).
+    ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per table: columns whose type string differs; the load casts, and fails clearly if it can't.
+    type_changes: dict[str, tuple[TypeChange, ...]] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        out = []
+        for table, cols in self.ignored.items():
+            out.append(f"backup {self.backup_id}: table {table}: column(s) {', '.join(cols)} are not loaded "
+                       "(the receiver table lacks them); the other columns load, and a later complete "
+                       "backup fills them once the receiver is migrated (`arb migrate --role receiver`)")
+        for table, changes in self.type_changes.items():
+            for c in changes:
+                out.append(f"backup {self.backup_id}: table {table}: column {c.column} is {c.backup_type} in the "
+                           f"backup but {c.receiver_type} on the receiver; the load casts it")
+        return out
+
+
+# -- files ---------------------------------------------------------------------------
+
+def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
+    if partition_key is None:
+        m = _PARTITION_IN_ID.match(backup_id)
+        partition_key = m.group(1) if m else None
+    kind = backup_id.split("-", 1)[0] if backup_id.startswith(("partial-", "complete-")) else None
+    if partition_key and kind:
+        return f"re-run the sender's {kind} partition {partition_key} to publish it again"
+    return "re-run the sender's partition of this backup to publish it again"
+
+
+def _altered(manifest_or_id, file: str | None, what: str) -> VerifyError:
+    if isinstance(manifest_or_id, Manifest):
+        bid, hint = manifest_or_id.backup_id, _partition_hint(manifest_or_id.backup_id, manifest_or_id.partition_key)
+    else:
+        bid, hint = manifest_or_id, _partition_hint(manifest_or_id)
+    where = f"backup {bid}: file {file}: " if file else f"backup {bid}: "
+    return VerifyError(f"{where}{what}. The backup was altered or truncated in transit; it has been "
+                       f"quarantined; {hint}", backup_id=bid, file=file)
+
+
+def _load_manifest(backup_dir: Path) -> Manifest:
+    folder_id = backup_dir.name
+    path = backup_dir / MANIFEST_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}") from None
+    except OSError as exc:  # a symlink (ELOOP) or unreadable
+        raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened as a regular file "
+                                                 f"({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
+        data = fh.read(64 << 20)  # a manifest is small; a huge one is refused, not read whole
+        if fh.read(1):
+            raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is larger than 64 MB")
+    try:
+        manifest = Manifest.from_json(data)
+    except ManifestError as exc:
+        raise _altered(folder_id, MANIFEST_NAME, f"malformed manifest: {exc}") from None
+    if manifest.backup_id != folder_id:
+        raise _altered(folder_id, MANIFEST_NAME,
+                       f"the manifest's backup_id is {manifest.backup_id!r}, not the folder's name {folder_id!r}")
+    kind_folder = backup_dir.parent.name
+    if kind_folder in KINDS and kind_folder != manifest.kind:
+        raise _altered(folder_id, MANIFEST_NAME,
+                       f"a {manifest.kind} backup in the inbox's {kind_folder} folder")
+    return manifest
+
+
+def _open_inside(backup_dir: Path, name: str):
+    """Open ``name`` (relative, already checked safe by the manifest parser) without
+    following a symlink anywhere below ``backup_dir``; return (fd, None) or (None, problem)."""
+    parts = name.split("/")
+    current = backup_dir
+    for part in parts[:-1]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return None, "is missing (no folder " + str(current.relative_to(backup_dir)) + ")"
+        if not stat.S_ISDIR(st.st_mode):
+            return None, f"is not inside a regular folder ({current.relative_to(backup_dir)} is not a folder)"
+    path = backup_dir / name
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None, "is missing"
+    except OSError as exc:
+        if os.path.islink(path):
+            return None, "is a symlink, not a regular file"
+        return None, f"can't be opened ({exc.strerror})"
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None, "is not a regular file"
+    return fd, None
+
+
+class _LineCounter:
+    """Decompress a zstd stream incrementally, frame after frame (as the reader does),
+    and count its lines."""
+
+    def __init__(self):
+        self._dctx = zstandard.ZstdDecompressor()
+        self._dobj = None          # the frame being decoded; None between frames
+        self.lines = 0
+        self.last_byte = b""
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        while data and not self.error:
+            if self._dobj is None:
+                self._dobj = self._dctx.decompressobj()
+            try:
+                out = self._dobj.decompress(data)
+            except zstandard.ZstdError as exc:
+                self.error = f"is not a valid zstd stream ({exc})"
+                return
+            if out:
+                self.lines += out.count(b"\n")
+                self.last_byte = out[-1:]
+            if not self._dobj.eof:
+                return
+            data = self._dobj.unused_data  # the next frame starts here
+            self._dobj = None
+
+    def finish(self) -> tuple[int | None, str | None]:
+        if self.error:
+            return None, self.error
+        if self._dobj is not None:
+            return None, "ends in the middle of a zstd frame (truncated or corrupt)"
+        # The reader yields an unterminated last line too: count it as a row.
+        return self.lines + (1 if self.last_byte not in (b"", b"\n") else 0), None
+
+
+def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
+    fd, problem = _open_inside(backup_dir, entry.name)
+    if problem:
+        raise _altered(manifest, entry.name, problem)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size != entry.bytes:
+            raise _altered(manifest, entry.name, f"size differs: the manifest says {entry.bytes} bytes, "
+                                                 f"the file has {size} bytes")
+        digest = hashlib.sha256()
+        counter = _LineCounter() if entry.kind == "table" else None
+        read = 0
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            read += len(chunk)
+            if counter:
+                counter.feed(chunk)
+    if read != entry.bytes:  # changed while we read it
+        raise _altered(manifest, entry.name, f"size differs: the manifest says {entry.bytes} bytes, "
+                                             f"{read} bytes were read")
+    actual = digest.hexdigest()
+    if actual != entry.sha256:
+        raise _altered(manifest, entry.name, f"sha256 differs: the manifest says {entry.sha256}, "
+                                             f"the file has {actual}")
+    if counter is not None:
+        rows, problem = counter.finish()
+        if problem:
+            raise _altered(manifest, entry.name, problem)
+        if rows != entry.rows:
+            raise _altered(manifest, entry.name, f"rows differ: the manifest says {entry.rows} rows, "
+                                                 f"the file holds {rows} lines")
+
+
+def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
+    listed = {MANIFEST_NAME} | {f.name for f in manifest.files}
+    folders = {"/".join(n.split("/")[:i]) for n in listed for i in range(1, n.count("/") + 1)}
+    extra = []
+    for root, dirs, files in os.walk(backup_dir):  # never follows symlinked folders
+        rel_root = Path(root).relative_to(backup_dir)
+        for name in sorted(dirs + files):
+            rel = (rel_root / name).as_posix()
+            if is_temporary_name(name):
+                continue
+            full = Path(root) / name
+            if name in dirs and not full.is_symlink() and rel in folders:
+                continue
+            if name in files and rel in listed:
+                continue  # listed files are checked (type, size, hash) by _check_file
+            extra.append(rel + ("/" if name in dirs and not full.is_symlink() else ""))
+        dirs[:] = [d for d in dirs if (rel_root / d).as_posix() in folders]
+    if extra:
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        raise _altered(manifest, extra[0].rstrip("/"), f"unexpected file(s) not listed in the manifest: {shown}")
+
+
+def verify_files(backup_dir: Path) -> Manifest:
+    """Check a published backup folder against its manifest; return the manifest.
+
+    Raises VerifyError (``quarantine`` True) naming the backup, the file and what differs.
+    """
+    backup_dir = Path(backup_dir)
+    if backup_dir.is_symlink() or not backup_dir.is_dir():
+        raise _altered(backup_dir.name, None, f"{backup_dir} is not a folder")
+    manifest = _load_manifest(backup_dir)
+    tables = [f.table for f in manifest.files if f.kind == "table"]
+    twice = sorted({t for t in tables if tables.count(t) > 1})
+    if twice:
+        raise _altered(manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}")
+    for entry in manifest.files:
+        _check_file(backup_dir, manifest, entry)
+    _check_no_extra_files(backup_dir, manifest)
+    return manifest
+
+
+# -- schema ---------------------------------------------------------------------------
+
+_RECEIVER_COLUMNS_SQL = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.atthasdef, a.attidentity <> '', a.attgenerated <> ''
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%(tables)s)
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY c.relname, a.attnum
+"""
+
+_PRIMARY_KEYS_SQL = """
+SELECT c.relname,
+       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i)
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND k.contype = 'p' AND c.relname = ANY(%(tables)s)
+"""
+
+
+@dataclass(frozen=True)
+class _ReceiverColumn:
+    name: str
+    type: str
+    not_null: bool
+    has_default: bool      # a DEFAULT (serial's nextval included) or an identity
+    generated: bool        # GENERATED ALWAYS AS (...) STORED: computed, never written
+
+
+def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
+    """Map every table file of ``manifest`` onto the receiver's tables.
+
+    ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
+    write; a receiver-only table is never written, even when it exists. Raises
+    VerifyError for a backup that can't be loaded by design (unknown table, a different
+    primary key) and SchemaMismatch (``quarantine`` False) when the receiver must change.
+    """
+    allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
+    bid = manifest.backup_id
+    entries = manifest.table_files()
+    tables = [e.table for e in entries]
+    receiver: dict[str, list[_ReceiverColumn]] = {t: [] for t in tables}
+    pks: dict[str, tuple[str, ...]] = {}
+    if tables:
+        for rel, name, typ, not_null, has_def, identity, generated in receiver_conn.execute(
+                _RECEIVER_COLUMNS_SQL, {"tables": tables}):
+            receiver[rel].append(_ReceiverColumn(name, typ, not_null, has_def or identity, generated))
+        for rel, keycols in receiver_conn.execute(_PRIMARY_KEYS_SQL, {"tables": tables}):
+            pks[rel] = tuple(keycols)
+    plan = SchemaPlan(backup_id=bid)
+    for entry in entries:
+        table = entry.table
+        if table not in allowed or not receiver[table]:
+            why = ("the receiver has no such table" if not receiver[table]
+                   else "the receiver does not replicate it (not in arb_pipeline/catalog.py)")
+            raise VerifyError(f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
+                              f"from the sender's catalog; the backup has been quarantined: re-queue it "
+                              f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
+        names = [c.name for c in entry.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _altered(manifest, entry.name, f"the manifest lists column(s) {', '.join(dupes)} of table "
+                                                 f"{table} twice")
+        missing_pk = [c for c in entry.primary_key if c not in names]
+        if missing_pk:
+            raise _altered(manifest, entry.name, f"primary key column(s) {', '.join(missing_pk)} of table {table} "
+                                                 "are not among the backup's columns")
+        receiver_pk = pks.get(table)
+        if receiver_pk is None:
+            raise SchemaMismatch(f"receiver table {table} has no primary key; loads upsert by primary key: add "
+                                 f"one ({', '.join(entry.primary_key)}) with a receiver migration",
+                                 backup_id=bid, file=entry.name)
+        if set(receiver_pk) != set(entry.primary_key) or len(receiver_pk) != len(entry.primary_key):
+            raise VerifyError(f"backup {bid}: table {table}: primary key differs: the backup's is "
+                              f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
+                              "rows can't be matched: make the sender's and receiver's keys the same "
+                              "(a migration on one side); the backup has been quarantined: re-queue it "
+                              f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
+        by_name = {c.name: c for c in receiver[table]}
+        for col in receiver[table]:
+            if col.not_null and not col.has_default and not col.generated and col.name not in names:
+                raise SchemaMismatch(f"receiver table {table} requires column {col.name} that backup {bid} does not "
+                                     f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
+                                     backup_id=bid, file=entry.name)
+        load, ignored, changes = [], [], []
+        for col in entry.columns:
+            mine = by_name.get(col.name)
+            if mine is None or mine.generated:
+                ignored.append(col.name)
+                continue
+            load.append(col)
+            if mine.type != col.type:
+                changes.append(TypeChange(col.name, col.type, mine.type))
+        plan.columns[table] = tuple(load)
+        plan.primary_key[table] = receiver_pk
+        if ignored:
+            plan.ignored[table] = tuple(ignored)
+        if changes:
+            plan.type_changes[table] = tuple(changes)
+    for message in plan.warnings():
+        log.warning(message)
+    return plan
+
+
+__all__ = ["SchemaMismatch", "SchemaPlan", "TypeChange", "VerifyError", "check_schema", "verify_files"]
