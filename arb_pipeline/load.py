@@ -169,9 +169,23 @@ def _stage(conn, backup_dir: Path, entry: FileEntry, info, stage: str) -> TableL
     return TableLoad(entry.table, count, ignored_columns=ignored)
 
 
+_RECEIVER_ONLY_SQL = """
+SELECT a.attname FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND col_description(a.attrelid, a.attnum) LIKE 'arb:receiver-only%%'
+"""
+
+
+def receiver_only_columns(conn, table: str) -> set[str]:
+    """Columns the receiver's migrations mark as its own (a column comment): a backup
+    never writes them, even if it carries a column of the same name."""
+    return {r[0] for r in conn.execute(_RECEIVER_ONLY_SQL, (sql.Identifier(table).as_string(conn),))}
+
+
 def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
     receiver_cols = set(info.column_names)
-    cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in RECEIVER_ONLY]
+    own = RECEIVER_ONLY | receiver_only_columns(conn, info.name)
+    cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
     if VERSION_COLUMN not in receiver_cols:
         raise LoadError(f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`")
     non_key = [c for c in cols if c not in info.primary_key]
@@ -180,7 +194,7 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
         sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"))
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=_id(c)) for c in non_key]
     sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=_id(VERSION_COLUMN)))
-    if REPROCESS_COLUMN in receiver_cols and REPROCESS_COLUMN not in cols:
+    if REPROCESS_COLUMN in receiver_cols:
         sets.append(sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
             r=_id(REPROCESS_COLUMN), changed=changed))
     newer = sql.SQL("(t.{v} IS NULL OR t.{v} < EXCLUDED.{v})").format(v=_id(VERSION_COLUMN))

@@ -1,0 +1,133 @@
+"""The receiver's loaded-table assets, on the sender's partitions.
+
+A run loads one backup (``backup_id`` in the run config, set by the inbox sensor) or,
+from `dagster asset materialize`, every unloaded backup of its partition in the
+inbox. The step holds the ``receiver_db`` pool: one database load at a time, across
+sensor runs and the CLI.
+"""
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from arb_pipeline.catalog import CATALOG
+from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.quarantine import quarantine
+from arb_pipeline.receive import Received, apply_retention_after_load, find_published, loaded_ids, receive
+from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
+
+PREFIX = "AndroidRequests_"
+
+
+def short_name(table: str) -> str:
+    return table[len(PREFIX):] if table.startswith(PREFIX) else table
+
+
+def loaded_key(kind: str, table: str) -> dg.AssetKey:
+    return dg.AssetKey(["receiver", kind, short_name(table)])
+
+
+def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
+    group = f"receiver_{kind}"
+    specs = [dg.AssetSpec(loaded_key(kind, t), group_name=group, partitions_def=partitions_def,
+                          deps=[dg.AssetKey(["sender", kind, short_name(t)])], kinds={"postgres"},
+                          description=f"{t} on the receiver, with the {kind} backups of each window applied")
+             for t in tables]
+    specs.append(dg.AssetSpec(["receiver", kind, "media"], group_name=group, partitions_def=partitions_def,
+                              deps=[dg.AssetKey(["sender", kind, "media"])], kinds={"file"},
+                              description="media files of the backup, installed in the receiver's media folder"))
+    return specs
+
+
+class LoadConfig(dg.Config):
+    backup_id: str = ""  # empty: every unloaded backup of the partition found in the inbox
+
+
+def _backups_for(settings: ReceiverSettings, db: ReceiverDatabase, kind: str, partition_key: str, backup_id: str):
+    published, unreadable = find_published(Path(settings.inbox_dir))
+    mine = [p for p in published if p.kind == kind and p.partition_key == partition_key]
+    if backup_id:
+        for bad in unreadable:
+            if bad.backup_id == backup_id and bad.kind == kind:
+                where = quarantine(bad.path, Path(settings.quarantine_dir), f"unreadable manifest: {bad.error}")
+                raise dg.Failure(f"backup {kind}/{backup_id} has an unreadable manifest: {bad.error}. "
+                                 f"Nothing was loaded; it was quarantined in {where}. Re-run the sender's partition "
+                                 f"{partition_key} to publish it again.")
+        chosen = [p for p in mine if p.backup_id == backup_id]
+        if not chosen:
+            raise dg.Failure(f"backup {backup_id} is not in the inbox {settings.inbox_dir}/{kind} "
+                             "(already loaded and removed by retention, or quarantined: see the quarantine folder)")
+        return chosen
+    done = loaded_ids(db.checked_dsn())
+    return [p for p in mine if p.backup_id not in done]
+
+
+def _lag_seconds(received: Received) -> float:
+    return (datetime.now(timezone.utc) - received.manifest.window_end).total_seconds()
+
+
+def _load(context, kind: str, tables: list[str], config: LoadConfig, db: ReceiverDatabase,
+          settings: ReceiverSettings):
+    backups = _backups_for(settings, db, kind, context.partition_key, config.backup_id)
+    if not backups:
+        context.log.info(f"no unloaded {kind} backup of partition {context.partition_key} in the inbox")
+    results: list[Received] = []
+    for pending in backups:
+        received = receive(pending.path, dsn=db.checked_dsn(), media_dir=Path(settings.media_dir),
+                           quarantine_dir=Path(settings.quarantine_dir),
+                           min_free_bytes=settings.min_free_mb * 1024 * 1024)
+        for warning in received.warnings:
+            context.log.warning(warning)
+        context.log.info(f"{received.load.outcome} {pending.backup_id}: {received.load.rows_written} rows written, "
+                         f"{received.load.rows_deleted} deleted, of {received.load.rows_in_backup}")
+        results.append(received)
+    try:
+        deleted = apply_retention_after_load(Path(settings.inbox_dir), db.checked_dsn(),
+                                             partial_days=settings.partial_retention_days,
+                                             complete_days=settings.complete_retention_days)
+        if deleted:
+            context.log.info(f"retention removed {len(deleted)} loaded backup(s)")
+    except Exception as exc:  # retention must never fail a load that committed
+        context.log.warning(f"retention skipped: {exc}")
+    by_table: dict[str, dict] = {}
+    for r in results:
+        for t in r.load.tables:
+            agg = by_table.setdefault(t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0})
+            agg["rows_in_backup"] += t.rows_in_backup
+            agg["rows_written"] += t.rows_written
+            agg["rows_deleted"] += t.rows_deleted
+    common = {"backups": dg.MetadataValue.json([{"backup_id": r.load.backup_id, "outcome": r.load.outcome}
+                                                 for r in results])}
+    if results:
+        common["lag_seconds"] = dg.MetadataValue.float(max(_lag_seconds(r) for r in results))
+    for table in tables:
+        yield dg.MaterializeResult(asset_key=loaded_key(kind, table), metadata={
+            **common, **{k: dg.MetadataValue.int(v) for k, v in by_table.get(table, {
+                "rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0}).items()}})
+    yield dg.MaterializeResult(asset_key=["receiver", kind, "media"], metadata={
+        **common,
+        "installed": sum(len(r.media.installed) for r in results if r.media),
+        "identical": sum(len(r.media.identical) for r in results if r.media),
+        "conflicts": sum(len(r.media.conflicts) for r in results if r.media),
+    })
+
+
+PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
+COMPLETE_TABLES = [s.name for s in CATALOG]
+
+
+@dg.multi_asset(name="load_partial", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
+                pool="receiver_db", can_subset=False)
+def load_partial(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
+                 receiver_settings: ReceiverSettings):
+    """Verify a partial backup and apply it in one transaction; quarantine it if it is bad."""
+    yield from _load(context, "partial", PARTIAL_TABLES, config, receiver_db, receiver_settings)
+
+
+@dg.multi_asset(name="load_complete", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
+                pool="receiver_db", can_subset=False)
+def load_complete(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
+                  receiver_settings: ReceiverSettings):
+    """Verify a complete backup and apply it: upserts, then deletions, in one transaction."""
+    yield from _load(context, "complete", COMPLETE_TABLES, config, receiver_db, receiver_settings)

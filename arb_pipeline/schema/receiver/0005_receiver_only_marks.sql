@@ -1,0 +1,41 @@
+-- Mark the receiver's own columns on replicated tables, so loads never write them
+-- (load.receiver_only_columns), whatever a backup carries.
+
+COMMENT ON COLUMN "AndroidRequests_eventforbusstop".transformed IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusstop"."timePeriod_id" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusstop"."halfHourPeriod_id" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusstop".zonification_id IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2".transformed IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2"."timePeriod_id" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2"."halfHourPeriod_id" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2".zonification_id IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2".direction IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2"."busStop1" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2"."busStop2" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_busv2".transformed IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_busv2"."normalizedPlate" IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_report".transformed IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_busstop".transformed IS 'arb:receiver-only';
+COMMENT ON COLUMN "AndroidRequests_gtfs".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_busstop".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_service".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_servicesbybusstop".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_servicestopdistance".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_route".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_event".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_busv2".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_busassignment".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_level".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_transappuser".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_eventforbusstop".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_eventforbusv2".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_stadisticdatafromregistrationbusstop".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_stadisticdatafromregistrationbus".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_report".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_token".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_poseintrajectoryoftoken".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_activetoken".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_devicepositionintime".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_nearbybuseslog".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_scoreevent".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
+COMMENT ON COLUMN "AndroidRequests_scorehistory".arb_synced_at IS 'arb:receiver-only: sender snapshot time of the last write';
