@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
-
 from arb_pipeline import __version__
 from arb_pipeline.catalog import CATALOG, TableSpec, introspect, shipped_columns
-from arb_pipeline.db import connect, quote_ident
+from arb_pipeline.db import client_program_args, connect, quote_ident
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.extract import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
 from arb_pipeline.media import bundle_all_media, bundle_media
@@ -87,7 +85,7 @@ def build_partial(dsn: str, staging_root: Path, *, partition_key: str, window: W
 def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: Window, unique: str,
                    media_dir: Path, sender_id: str, pg_dump: str = "pg_dump",
                    catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False,
-                   zstd_level: int = 3) -> BuiltBackup:
+                   zstd_level: int = 1) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
     bid = backup_id("complete", partition_key, unique)
@@ -99,9 +97,10 @@ def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: 
         size, digest = staged.last_file
         staged.add_entry(FileEntry(name="schema.sql", kind="schema", bytes=size, sha256=digest))
 
+    psql = str(Path(pg_dump).with_name("psql")) if Path(pg_dump).with_name("psql").exists() else "psql"
     with connect(dsn) as conn:
         ex = extract_complete(conn, staged, catalog=catalog, include_personal=include_personal,
-                              level=zstd_level, on_snapshot=dump_schema)
+                              level=zstd_level, on_snapshot=dump_schema, psql=psql, dsn=dsn)
         restore = _restore_script(conn, ex, catalog, include_personal)
     with staged.binary_file("restore.sql") as out:
         out.write(restore.encode())
@@ -114,12 +113,9 @@ def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: 
 
 
 def _pg_dump_schema(dsn: str, pg_dump: str, snapshot_id: str, tables: list[str]) -> bytes:
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    env = dict(os.environ)
-    if "password" in params:  # never on the command line, where `ps` shows it
-        env["PGPASSWORD"] = str(params.pop("password"))
+    conninfo, env = client_program_args(dsn)
     args = [pg_dump, "--schema-only", "--no-owner", "--no-privileges", f"--snapshot={snapshot_id}",
-            "--dbname", psycopg.conninfo.make_conninfo(**params)]
+            "--dbname", conninfo]
     for table in tables:
         args += ["--table", f"public.{quote_ident(table)}"]
     try:

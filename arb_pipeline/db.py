@@ -37,6 +37,18 @@ def describe_dsn(dsn: str) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
+    """A conninfo for libpq programs (pg_dump, psql) and their environment: the password
+    goes in PGPASSWORD, never on the command line where `ps` shows it."""
+    import os
+
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    env = dict(os.environ)
+    if "password" in params:
+        env["PGPASSWORD"] = str(params.pop("password"))
+    return psycopg.conninfo.make_conninfo(**params), env
+
+
 def quote_ident(name: str) -> str:
     """Quote an identifier the way PostgreSQL does (TranSapp's names are mixed case)."""
     return '"' + name.replace('"', '""') + '"'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -187,6 +188,7 @@ def test_complete_is_one_snapshot_while_writers_commit(sender_db, tmp_path):
     with connect(sender_db) as conn:
         _base_rows(conn)
     stop = threading.Event()
+    commits = []
 
     def writer():
         with psycopg.connect(sender_db, autocommit=False) as conn:
@@ -195,20 +197,28 @@ def test_complete_is_one_snapshot_while_writers_commit(sender_db, tmp_path):
                                        RETURNING id""").fetchone()[0]
                 conn.execute(f"""INSERT INTO "{P}busassignment" (service, uuid_id) VALUES ('1', %s)""", (bus,))
                 conn.commit()
+                commits.append(bus)
+
+    def wait_for_commits(n):
+        deadline = time.monotonic() + 30
+        while len(commits) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
+        wait_for_commits(3)
         staged = StagedBackup(tmp_path / "c")
         with connect(sender_db) as conn:
-            ex = extract_complete(conn, staged, on_snapshot=lambda _id: stop.wait(0.3))
+            # Writers keep committing after the snapshot is taken, before tables are read.
+            ex = extract_complete(conn, staged, on_snapshot=lambda _id: wait_for_commits(len(commits) + 5))
     finally:
         stop.set()
         thread.join()
     from arb_pipeline.package.reader import iter_table_lines as lines
     buses = {int(line.split(b"\t")[0]) for line in lines(staged.path(f"tables/{P}busv2.copy.zst"))}
     assigned = [int(line.split(b"\t")[2]) for line in lines(staged.path(f"tables/{P}busassignment.copy.zst"))]
-    assert len(assigned) > 2
+    assert 2 < len(assigned) < len(commits) + 2  # later commits are not in the snapshot
     assert set(assigned) <= buses
     assert len(buses) == len(assigned)  # every bus came with its assignment in the same transaction
     entry = next(f for f in ex.files if f.table == f"{P}busv2")
