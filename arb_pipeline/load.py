@@ -24,9 +24,11 @@ is ever executed), then merged into the real table by primary key, parents first
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
@@ -36,6 +38,7 @@ from arb_pipeline.package.reader import iter_table_chunks
 
 log = logging.getLogger(__name__)
 
+LOAD_MEMORY = "256MB"   # per-load work_mem and temp_buffers on the receiver's server
 VERSION_COLUMN = "arb_synced_at"
 REPROCESS_COLUMN = "transformed"
 RECEIVER_ONLY = {VERSION_COLUMN}
@@ -52,6 +55,7 @@ class TableLoad:
     rows_written: int = 0
     rows_deleted: int = 0
     ignored_columns: tuple[str, ...] = ()
+    seconds: dict[str, float] = field(default_factory=dict)   # stage / merge / delete
 
 
 @dataclass
@@ -87,7 +91,15 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
     """Apply a verified backup in one transaction. ``conn`` must not be in a transaction."""
     backup_dir = Path(backup_dir)
     conn.autocommit = False
+    # Staging tables are temporary (no WAL) and the merges are hash joins: give both room
+    # so whole tables don't spill to disk in small batches. Session-local settings.
+    try:
+        conn.execute(f"SET temp_buffers = '{LOAD_MEMORY}'")
+    except psycopg.errors.InvalidParameterValue:
+        conn.rollback()  # temp tables were used earlier in this session: keep the default
+    conn.commit()
     with conn.transaction():
+        conn.execute(f"SET LOCAL work_mem = '{LOAD_MEMORY}'")
         # One loader at a time per database, whatever runs it (the Dagster pool also says so).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('arb_pipeline.load'))")
         done = conn.execute("SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s",
@@ -112,14 +124,19 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
             staged = {}
             for i, table in enumerate(order):
                 stage = f"arb_stage_{i}"
+                t0 = time.perf_counter()
                 load = _stage(conn, backup_dir, by_table[table], infos[table], stage)
+                t1 = time.perf_counter()
                 load.rows_written = _merge(conn, by_table[table], infos[table], stage, manifest, load)
+                load.seconds = {"stage": t1 - t0, "merge": time.perf_counter() - t1}
                 staged[table] = (stage, load)
                 result.tables.append(load)
             if manifest.kind == "complete":
                 for table in reversed(order):  # children first
                     stage, load = staged[table]
+                    t0 = time.perf_counter()
                     load.rows_deleted = _delete_absent(conn, infos[table], stage, manifest)
+                    load.seconds["delete"] = time.perf_counter() - t0
             for table in order:
                 _advance_sequences(conn, infos[table])
         conn.execute(
@@ -211,12 +228,11 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
 
 
 def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
-    """Whole tables: an UPDATE and an INSERT driven by hash joins, writing only rows that
-    changed, cost far less than probing the primary key once per row."""
+    """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
+    far less than probing the primary key once per row (PostgreSQL 15+)."""
     conn.execute(sql.SQL("ANALYZE {}").format(_id(stage)))
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=_id(c)) for c in info.primary_key)
-    params = {"snap": manifest.snapshot_time}
-    written = 0
+    update = sql.SQL("")
     if non_key:
         differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key),
@@ -225,23 +241,21 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
         sets.append(sql.SQL("{v} = %(snap)s").format(v=_id(VERSION_COLUMN)))
         if REPROCESS_COLUMN in receiver_cols:
             sets.append(sql.SQL("{} = false").format(_id(REPROCESS_COLUMN)))
-        written += conn.execute(sql.SQL(
-            "UPDATE {t} t SET {sets} FROM {s} s WHERE {match} AND (t.{v} IS NULL OR t.{v} < %(snap)s) "
-            "AND {differs}").format(t=_id(info.name), sets=sql.SQL(", ").join(sets), s=_id(stage), match=match,
-                                    v=_id(VERSION_COLUMN), differs=differs), params).rowcount
-    written += conn.execute(sql.SQL(
-        "INSERT INTO {t} ({cols}, {v}) SELECT {scols}, %(snap)s FROM {s} s "
-        "WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {match})").format(
-        t=_id(info.name), cols=_ids(cols), v=_id(VERSION_COLUMN), s=_id(stage), match=match,
-        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols)), params).rowcount
-    return written
+        update = sql.SQL("WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
+                         ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+    return conn.execute(sql.SQL(
+        "MERGE INTO {t} t USING {s} s ON {match} {update}"
+        "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)").format(
+        t=_id(info.name), s=_id(stage), match=match, update=update, cols=_ids(cols), v=_id(VERSION_COLUMN),
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols)),
+        {"snap": manifest.snapshot_time}).rowcount
 
 
 def _delete_absent(conn, info, stage: str, manifest: Manifest) -> int:
     """Rows the complete's snapshot doesn't have, and that no newer backup wrote, are gone on the sender."""
     match = sql.SQL(" AND ").join(sql.SQL("s.{c} = t.{c}").format(c=_id(c)) for c in info.primary_key)
     cur = conn.execute(sql.SQL(
-        "DELETE FROM {t} t WHERE true "
+        "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
         "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})").format(
         t=_id(info.name), v=_id(VERSION_COLUMN), s=_id(stage), match=match), {"snap": manifest.snapshot_time})
     return cur.rowcount
