@@ -17,6 +17,7 @@ idempotent upserts that never let an older version win.
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -132,10 +133,9 @@ def _select_list(columns) -> sql.Composable:
     return sql.SQL(", ").join(_ident(c.name) for c in columns)
 
 
-def _file_entry(staged: StagedBackup, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str,
+def _file_entry(sink, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str,
                 cursor: str | None) -> FileEntry:
-    size, digest = staged.last_file
-    return FileEntry(name=name, kind="table", bytes=size, sha256=digest, rows=staged.last_table.rows,
+    return FileEntry(name=name, kind="table", bytes=sink.file_bytes, sha256=sink.file_sha256, rows=sink.rows,
                      table=spec.name, format=fmt, columns=tuple(ColumnSpec(c.name, c.type) for c in columns),
                      primary_key=info.primary_key, cursor=cursor)
 
@@ -163,7 +163,7 @@ def extract_partial(conn, staged: StagedBackup, window: Window, *, overlap: time
             name = f"tables/{table}.jsonl.zst"
             with staged.table_file(name) as sink:
                 _copy_to(conn, query, sink, _unescape_copy_text)
-            files.append(staged.add_entry(_file_entry(staged, name, spec, info, columns, "jsonl", spec.cursor)))
+            files.append(staged.add_entry(_file_entry(sink, name, spec, info, columns, "jsonl", spec.cursor)))
             if spec.media_column:
                 rows = conn.execute(sql.SQL(
                     "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''").format(
@@ -220,18 +220,29 @@ def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ..
             on_snapshot(snapshot_id)
         infos = introspect(conn, list(specs))
         order = parents_first(infos)
-        files, media = [], set()
-        for table in order:
+
+        def dump(table: str):
             spec, info = specs[table], infos[table]
             columns = shipped_columns(spec, info, include_personal)
             query = sql.SQL("SELECT {cols} FROM {t}").format(cols=_select_list(columns), t=_ident(table))
             name = f"tables/{table}.copy.zst"
             with staged.table_file(name, level=level, threads=threads) as sink:
-                if psql and dsn:
+                if parallel:
                     _copy_via_psql(psql, dsn, snapshot_id, query, conn, sink)
                 else:
                     _copy_to(conn, query, sink)
-            files.append(staged.add_entry(_file_entry(staged, name, spec, info, columns, "copy-text", None)))
+            return _file_entry(sink, name, spec, info, columns, "copy-text", None)
+
+        parallel = bool(psql and dsn)
+        if parallel:  # two psql sessions in the same snapshot: the big tables dump side by side
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                entries = list(pool.map(dump, order))
+        else:
+            entries = [dump(t) for t in order]
+        files = [staged.add_entry(e) for e in entries]
+        media = set()
+        for table in order:
+            spec = specs[table]
             if spec.media_column:
                 rows = conn.execute(sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
                     m=_ident(spec.media_column), t=_ident(table)))

@@ -34,7 +34,7 @@ from psycopg import sql
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.package.reader import iter_table_chunks
+from arb_pipeline.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,6 @@ RECEIVER_ONLY = {VERSION_COLUMN}
 
 class LoadError(ArbError):
     pass
-
-
-@dataclass
-class TableLoad:
-    table: str
-    rows_in_backup: int
-    rows_written: int = 0
-    rows_deleted: int = 0
-    ignored_columns: tuple[str, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)   # stage / merge / delete
 
 
 @dataclass
@@ -87,103 +77,101 @@ def _ids(names) -> sql.Composable:
     return sql.SQL(", ").join(_id(n) for n in names)
 
 
-def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str) -> LoadResult:
-    """Apply a verified backup in one transaction. ``conn`` must not be in a transaction."""
+def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, *, dsn: str | None = None,
+                workers: int = 2) -> LoadResult:
+    """Apply a verified backup in one transaction. ``conn`` must not be in a transaction.
+
+    With ``dsn``, a complete's tables are staged first by ``workers`` parallel sessions
+    (scratch tables, outside the transaction), then merged in the one transaction.
+    """
     backup_dir = Path(backup_dir)
-    conn.autocommit = False
-    # Staging tables are temporary (no WAL) and the merges are hash joins: give both room
-    # so whole tables don't spill to disk in small batches. Session-local settings.
+    conn.autocommit = True
+    # Temporary staging tables and hash joins get room so whole tables don't spill to
+    # disk in small batches (session-local; temp_buffers only before the first temp table).
     try:
         conn.execute(f"SET temp_buffers = '{LOAD_MEMORY}'")
     except psycopg.errors.InvalidParameterValue:
-        conn.rollback()  # temp tables were used earlier in this session: keep the default
-    conn.commit()
-    with conn.transaction():
-        conn.execute(f"SET LOCAL work_mem = '{LOAD_MEMORY}'")
-        # One loader at a time per database, whatever runs it (the Dagster pool also says so).
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('arb_pipeline.load'))")
-        done = conn.execute("SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s",
-                            (manifest.backup_id,)).fetchone()
-        if done:
-            if done[0] != manifest_sha256:
-                raise LoadError(f"backup {manifest.backup_id} was already {done[1]} from a different manifest; "
-                                "a backup id is never reused, so this one was altered: quarantine it")
-            return LoadResult(manifest.backup_id, manifest.kind, "already loaded")
-        newest_complete = conn.execute(
-            "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
-            "ORDER BY snapshot_time DESC LIMIT 1").fetchone()
-        result = LoadResult(manifest.backup_id, manifest.kind, "loaded")
-        files = manifest.table_files()
-        if newest_complete and manifest.snapshot_time <= newest_complete[1]:
-            result.outcome, result.superseded_by = "superseded", newest_complete[0]
-            result.tables = [TableLoad(f.table, f.rows or 0) for f in files]
-        else:
+        pass
+    conn.execute(f"SET work_mem = '{LOAD_MEMORY}'")
+    # One loader at a time per database, whatever runs it (the Dagster pool also says so).
+    conn.execute("SELECT pg_advisory_lock(hashtext('arb_pipeline.load'))")
+    staged: dict = {}
+    try:
+        state = _ledger_state(conn, manifest, manifest_sha256)
+        if state is None and manifest.kind == "complete" and dsn:
+            clear_staging(conn)
+            files = manifest.table_files()
             infos = introspect(conn, [f.table for f in files])
-            order = [t for t in parents_first(infos)]
-            by_table = {f.table: f for f in files}
-            staged = {}
-            for i, table in enumerate(order):
-                stage = f"arb_stage_{i}"
+            staged = stage_in_parallel(dsn, backup_dir, {f.table: f for f in files}, infos, parents_first(infos),
+                                       manifest_sha256[:12], workers)
+        with conn.transaction():
+            return _apply(conn, backup_dir, manifest, manifest_sha256, staged)
+    finally:
+        if staged:
+            clear_staging(conn)
+        conn.execute("SELECT pg_advisory_unlock(hashtext('arb_pipeline.load'))")
+
+
+def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
+    """'already loaded' or 'superseded' when the backup needs no staging, else None."""
+    done = conn.execute("SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s",
+                        (manifest.backup_id,)).fetchone()
+    if done:
+        if done[0] != manifest_sha256:
+            raise LoadError(f"backup {manifest.backup_id} was already {done[1]} from a different manifest; "
+                            "a backup id is never reused, so this one was altered: quarantine it")
+        return "already loaded"
+    newest = _newest_complete(conn)
+    return "superseded" if newest and manifest.snapshot_time <= newest[1] else None
+
+
+def _newest_complete(conn):
+    return conn.execute(
+        "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
+        "ORDER BY snapshot_time DESC LIMIT 1").fetchone()
+
+
+def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, staged: dict) -> LoadResult:
+    state = _ledger_state(conn, manifest, manifest_sha256)
+    if state == "already loaded":
+        return LoadResult(manifest.backup_id, manifest.kind, state)
+    result = LoadResult(manifest.backup_id, manifest.kind, "loaded")
+    files = manifest.table_files()
+    if state == "superseded":
+        result.outcome, result.superseded_by = state, _newest_complete(conn)[0]
+        result.tables = [TableLoad(f.table, f.rows or 0) for f in files]
+    else:
+        infos = introspect(conn, [f.table for f in files])
+        order = parents_first(infos)
+        by_table = {f.table: f for f in files}
+        names = {}
+        for i, table in enumerate(order):
+            if table in staged:
+                name, load = staged[table]
+            else:
+                name = sql.Identifier(f"arb_stage_{i}")
+                load = stage_table(conn, backup_dir, by_table[table], infos[table], name, temporary=True)
+            t0 = time.perf_counter()
+            load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)
+            load.seconds["merge"] = time.perf_counter() - t0
+            names[table] = name
+            result.tables.append(load)
+        if manifest.kind == "complete":
+            loads = {t.table: t for t in result.tables}
+            for table in reversed(order):  # children first
                 t0 = time.perf_counter()
-                load = _stage(conn, backup_dir, by_table[table], infos[table], stage)
-                t1 = time.perf_counter()
-                load.rows_written = _merge(conn, by_table[table], infos[table], stage, manifest, load)
-                load.seconds = {"stage": t1 - t0, "merge": time.perf_counter() - t1}
-                staged[table] = (stage, load)
-                result.tables.append(load)
-            if manifest.kind == "complete":
-                for table in reversed(order):  # children first
-                    stage, load = staged[table]
-                    t0 = time.perf_counter()
-                    load.rows_deleted = _delete_absent(conn, infos[table], stage, manifest)
-                    load.seconds["delete"] = time.perf_counter() - t0
-            for table in order:
-                _advance_sequences(conn, infos[table])
-        conn.execute(
-            "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, snapshot_time, "
-            "window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (manifest.backup_id, manifest.kind, manifest.partition_key, manifest.sender_id, manifest_sha256,
-             manifest.snapshot_time, manifest.window_start, manifest.window_end, result.outcome,
-             result.rows_in_backup, result.rows_written, result.rows_deleted))
+                loads[table].rows_deleted = _delete_absent(conn, infos[table], names[table], manifest, loads[table])
+                loads[table].seconds["delete"] = time.perf_counter() - t0
+        for table in order:
+            _advance_sequences(conn, infos[table])
+    conn.execute(
+        "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, snapshot_time, "
+        "window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (manifest.backup_id, manifest.kind, manifest.partition_key, manifest.sender_id, manifest_sha256,
+         manifest.snapshot_time, manifest.window_start, manifest.window_end, result.outcome,
+         result.rows_in_backup, result.rows_written, result.rows_deleted))
     return result
-
-
-def _stage(conn, backup_dir: Path, entry: FileEntry, info, stage: str) -> TableLoad:
-    """COPY one table file into a temporary table typed by the receiver's columns."""
-    receiver_types = {c.name: c.type for c in info.columns}
-    backup_cols = [c.name for c in entry.columns]
-    ignored = tuple(c for c in backup_cols if c not in receiver_types)
-    missing_pk = [c for c in info.primary_key if c not in backup_cols]
-    if missing_pk:
-        raise LoadError(f"backup file {entry.name} lacks primary key column(s) {missing_pk} of {entry.table}")
-    # The receiver's own type names (from its catalog) define the staging columns; a
-    # column the receiver doesn't have is staged as text and then ignored.
-    coldefs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(_id(c), sql.SQL(receiver_types.get(c, "text"))) for c in backup_cols)
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(_id(stage), coldefs))
-    path = backup_dir / entry.name
-    with conn.cursor() as cur:
-        if entry.format == "copy-text":
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(_id(stage), _ids(backup_cols))) as copy:
-                for chunk in iter_table_chunks(path):
-                    copy.write(chunk)
-        else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
-            docs = f"{stage}_doc"
-            conn.execute(sql.SQL("CREATE TEMP TABLE {} (doc jsonb) ON COMMIT DROP").format(_id(docs)))
-            with cur.copy(sql.SQL("COPY {} (doc) FROM STDIN").format(_id(docs))) as copy:
-                for chunk in iter_table_chunks(path):
-                    copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
-            conn.execute(sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, jsonb_populate_record(NULL::{s}, doc) r").format(
-                s=_id(stage), d=_id(docs)))
-    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(stage))).fetchone()[0]
-    if count != entry.rows:
-        raise LoadError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
-    if ignored:
-        log.warning("%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
-                    "(add them with a receiver migration; the next complete backup fills them)",
-                    entry.table, ", ".join(ignored))
-    return TableLoad(entry.table, count, ignored_columns=ignored)
 
 
 _RECEIVER_ONLY_SQL = """
@@ -221,7 +209,7 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
     query = sql.SQL(
         "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
         "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}").format(
-        t=_id(info.name), cols=_ids(cols), v=_id(VERSION_COLUMN), s=_id(stage), pk=_ids(info.primary_key),
+        t=_id(info.name), cols=_ids(cols), v=_id(VERSION_COLUMN), s=stage, pk=_ids(info.primary_key),
         sets=sql.SQL(", ").join(sets))
     cur = conn.execute(query, {"snap": manifest.snapshot_time})
     return cur.rowcount
@@ -230,7 +218,7 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
 def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
     """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
     far less than probing the primary key once per row (PostgreSQL 15+)."""
-    conn.execute(sql.SQL("ANALYZE {}").format(_id(stage)))
+    conn.execute(sql.SQL("ANALYZE {}").format(stage))
     match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=_id(c)) for c in info.primary_key)
     update = sql.SQL("")
     if non_key:
@@ -246,18 +234,23 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
     return conn.execute(sql.SQL(
         "MERGE INTO {t} t USING {s} s ON {match} {update}"
         "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)").format(
-        t=_id(info.name), s=_id(stage), match=match, update=update, cols=_ids(cols), v=_id(VERSION_COLUMN),
+        t=_id(info.name), s=stage, match=match, update=update, cols=_ids(cols), v=_id(VERSION_COLUMN),
         scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols)),
         {"snap": manifest.snapshot_time}).rowcount
 
 
-def _delete_absent(conn, info, stage: str, manifest: Manifest) -> int:
-    """Rows the complete's snapshot doesn't have, and that no newer backup wrote, are gone on the sender."""
+def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: TableLoad) -> int:
+    """Rows the complete's snapshot doesn't have, and that no newer backup wrote, are gone on the sender.
+
+    After the merge every staged row exists in the table; when the table holds no more
+    rows than were staged, nothing can be absent and the anti-join is skipped."""
+    if conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(info.name))).fetchone()[0] <= load.rows_in_backup:
+        return 0
     match = sql.SQL(" AND ").join(sql.SQL("s.{c} = t.{c}").format(c=_id(c)) for c in info.primary_key)
     cur = conn.execute(sql.SQL(
         "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
         "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})").format(
-        t=_id(info.name), v=_id(VERSION_COLUMN), s=_id(stage), match=match), {"snap": manifest.snapshot_time})
+        t=_id(info.name), v=_id(VERSION_COLUMN), s=stage, match=match), {"snap": manifest.snapshot_time})
     return cur.rowcount
 
 

@@ -131,7 +131,7 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
                 where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
                 raise VerifyError(f"backup {manifest.backup_id}: media bundle refused: {exc} "
                                   f"(quarantined in {where})", backup_id=manifest.backup_id) from exc
-        result = load_backup(conn, backup_dir, manifest, sha)
+        result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
     received = Received(result, manifest, media, plan.warnings())
     if media and media.conflicts:
         received.warnings += [f"media file {c.name} differs from the one already on the receiver; kept the existing "

@@ -48,4 +48,4 @@ def manifest_sha256(backup_dir: Path) -> str:
 def load(receiver_dsn: str, built: BuiltBackup) -> LoadResult:
     folder = built.staged.root
     with connect(receiver_dsn) as conn:
-        return load_backup(conn, folder, read_manifest(folder), manifest_sha256(folder))
+        return load_backup(conn, folder, read_manifest(folder), manifest_sha256(folder), dsn=receiver_dsn)

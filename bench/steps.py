@@ -82,7 +82,8 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
     if media:
         install_media(folder / media.name, manifest.media, Path(receiver_media))
     with connect(receiver) as conn:
-        result = load_backup(conn, folder, manifest, hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest())
+        result = load_backup(conn, folder, manifest, hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
+                             dsn=receiver)
     load_s = time.perf_counter() - t
     phases: dict[str, float] = {}
     for t in result.tables:

@@ -55,6 +55,15 @@ class TableSink:
         self._stream.flush(zstandard.FLUSH_FRAME)
         self._stream.close()
 
+    @property
+    def file_bytes(self) -> int:
+        """Size of the compressed file (after close)."""
+        return self._compressed.bytes
+
+    @property
+    def file_sha256(self) -> str:
+        return self._compressed.sha256.hexdigest()
+
 
 class StagedBackup:
     """One backup's staging folder; files are added, then the manifest is written last."""
@@ -81,11 +90,16 @@ class StagedBackup:
 
     @contextmanager
     def table_file(self, name: str, *, level: int = 3, threads: int = 0) -> Iterator[TableSink]:
-        with self.binary_file(name) as out:
-            sink = TableSink(out, level, threads)
+        """Write one table's file; the sink carries rows, bytes and sha256 afterwards.
+        Safe to use from several threads at once (one file each)."""
+        path = self.path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            sink = TableSink(HashingWriter(fh), level, threads)
             yield sink
             sink.close()
-        self.last_table = sink
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def add_entry(self, entry: FileEntry) -> FileEntry:
         self.entries.append(entry)
