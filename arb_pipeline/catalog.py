@@ -176,6 +176,11 @@ def shipped_columns(spec: TableSpec, info: TableInfo, include_personal: bool = F
     return tuple(c for c in info.columns if c.name not in excluded)
 
 
+def short_name(table: str) -> str:
+    """The table's name without Django's app prefix, for asset keys and messages."""
+    return table[len(T):] if table.startswith(T) else table
+
+
 def spec_for(name: str, catalog: tuple[TableSpec, ...] = CATALOG) -> TableSpec:
     for spec in catalog:
         if spec.name == name:

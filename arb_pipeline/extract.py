@@ -26,6 +26,7 @@ from typing import Iterator
 from psycopg import sql
 
 from arb_pipeline.db import client_program_args
+from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry
@@ -189,18 +190,13 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable,
     except FileNotFoundError:
         raise ExtractError(f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
                            "the pg_dump beside it") from None
-    pending = b""
-    while True:
-        data = proc.stdout.read(1 << 20)
-        if not data:
-            break
-        data = pending + data
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        if cut:
-            sink.write_lines(data[:cut])
+    torn = False
+    for chunk in line_chunks(proc.stdout.read):
+        torn = not chunk.endswith(b"\n")
+        if not torn:
+            sink.write_lines(chunk)
     err = proc.stderr.read()
-    if proc.wait() != 0 or pending:
+    if proc.wait() != 0 or torn:
         raise ExtractError(f"COPY through psql failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
 
 

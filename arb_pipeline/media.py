@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from arb_pipeline.fsutil import fsync_dir
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import _SAFE_NAME, FileEntry, MediaEntry, MissingMedia
 from arb_pipeline.package.writer import StagedBackup
@@ -437,7 +438,7 @@ def _put_in_place(staged: list[_Staged], root: str) -> InstallResult:
         log.warning("media: %r already exists with different content; kept it, put the new file "
                     "aside as %r", s.name, kept)
     for folder in folders:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return result
 
 
@@ -488,19 +489,6 @@ def _fsync_files(paths: list[str]) -> None:
     except OSError as exc:
         raise MediaError(f"cannot flush staged media files to disk in the receiver media folder: {exc}; "
                          f"check the disk") from None
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+from arb_pipeline.fsutil import fsync_dir
 from arb_pipeline.errors import ArbError
 
 REASON_NAME = "REASON.txt"
@@ -55,19 +56,6 @@ def _reason_text(backup_dir: Path, kind: str, reason: str, when: datetime, dest_
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _same_tree(a: Path, b: Path) -> bool:
     cmp = filecmp.dircmp(a, b)
     if cmp.left_only or cmp.right_only or cmp.funny_files:
@@ -88,8 +76,8 @@ def _move_folder(src: Path, dest: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
     else:
-        _fsync_dir(dest.parent)
-        _fsync_dir(src.parent)
+        fsync_dir(dest.parent)
+        fsync_dir(src.parent)
         return
     temp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.part")
     try:
@@ -102,7 +90,7 @@ def _move_folder(src: Path, dest: Path) -> None:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)  # our own partial copy; the original is untouched
         raise
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
     shutil.rmtree(src)  # the content is now safely at dest
 
 
@@ -149,7 +137,7 @@ def quarantine(backup_dir: Path, quarantine_root: Path, reason: str) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.rename(temp, reason_path)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     return dest
 
 

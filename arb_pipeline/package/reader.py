@@ -7,6 +7,8 @@ from typing import Iterator
 
 import zstandard
 
+from arb_pipeline.fsutil import line_chunks
+
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 
 CHUNK = 1 << 20
@@ -19,19 +21,8 @@ def read_manifest(backup_dir: Path) -> Manifest:
 def iter_table_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """Decompressed content of a table file, in chunks that end on a line boundary."""
     dctx = zstandard.ZstdDecompressor()
-    pending = b""
     with open(path, "rb") as fh, dctx.stream_reader(fh) as reader:
-        while True:
-            data = reader.read(chunk_size)
-            if not data:
-                break
-            data = pending + data
-            cut = data.rfind(b"\n") + 1
-            pending = data[cut:]
-            if cut:
-                yield data[:cut]
-    if pending:
-        yield pending
+        yield from line_chunks(reader.read, chunk_size)
 
 
 def iter_table_lines(path: Path) -> Iterator[bytes]:

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import CATALOG, short_name
 from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.quarantine import quarantine
 from arb_pipeline.receive import Received, apply_retention_after_load, find_published, loaded_ids, receive
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
-
-PREFIX = "AndroidRequests_"
-
-
-def short_name(table: str) -> str:
-    return table[len(PREFIX):] if table.startswith(PREFIX) else table
-
 
 def loaded_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["receiver", kind, short_name(table)])

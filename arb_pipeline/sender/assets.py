@@ -13,17 +13,10 @@ from pathlib import Path
 import dagster as dg
 
 from arb_pipeline.backup import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import CATALOG, short_name
 from arb_pipeline.extract import Window
 from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
-
-PREFIX = "AndroidRequests_"
-
-
-def short_name(table: str) -> str:
-    return table[len(PREFIX):] if table.startswith(PREFIX) else table
-
 
 def table_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["sender", kind, short_name(table)])
@@ -80,40 +73,35 @@ PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
 COMPLETE_TABLES = [s.name for s in CATALOG]
 
 
+def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: SenderSettings, **kwargs):
+    """Build one backup in a per-run staging folder, yield its outputs (the IO manager
+    publishes them), and empty the folder after every run, failed ones too."""
+    tw = context.partition_time_window
+    staging = Path(settings.staging_dir)
+    sweep_staging(staging)
+    run_dir = staging / context.run.run_id
+    try:
+        built = build(partition_key=context.partition_key, window=Window(tw.start, tw.end),
+                      unique=context.run.run_id.replace("-", ""), media_dir=Path(settings.media_dir),
+                      sender_id=settings.resolved_sender_id(), include_personal=settings.include_personal_columns,
+                      staging_root=run_dir, **kwargs)
+        yield from _results(context, kind, built, set(PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @dg.multi_asset(name="partial_backup", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
                 pool="sender_partial", can_subset=False)
 def partial_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
     """Rows whose cursor falls in the partition's window (plus the overlap for late
     commits and clock skew) and their FK parents, one JSON Lines file per table."""
-    tw = context.partition_time_window
-    staging = Path(sender_settings.staging_dir)
-    sweep_staging(staging)
-    run_dir = staging / context.run.run_id
-    try:
-        built = build_partial(
-            sender_db.checked_dsn(), run_dir, partition_key=context.partition_key, window=Window(tw.start, tw.end),
-            unique=context.run.run_id.replace("-", ""), media_dir=Path(sender_settings.media_dir),
-            sender_id=sender_settings.resolved_sender_id(), overlap=sender_settings.overlap(),
-            include_personal=sender_settings.include_personal_columns)
-        yield from _results(context, "partial", built, set(PARTIAL_TABLES))
-    finally:  # the temp folder goes after every run, failed ones too
-        shutil.rmtree(run_dir, ignore_errors=True)
+    yield from _run_backup(context, "partial", build_partial, sender_settings, dsn=sender_db.checked_dsn(),
+                           overlap=sender_settings.overlap())
 
 
 @dg.multi_asset(name="complete_backup", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
                 pool="sender_complete", can_subset=False)
 def complete_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
     """Every catalog table from one snapshot (COPY format, restorable with psql), all media."""
-    tw = context.partition_time_window
-    staging = Path(sender_settings.staging_dir)
-    sweep_staging(staging)
-    run_dir = staging / context.run.run_id
-    try:
-        built = build_complete(
-            sender_db.checked_dsn(), run_dir, partition_key=context.partition_key, window=Window(tw.start, tw.end),
-            unique=context.run.run_id.replace("-", ""), media_dir=Path(sender_settings.media_dir),
-            sender_id=sender_settings.resolved_sender_id(), pg_dump=sender_settings.pg_dump,
-            include_personal=sender_settings.include_personal_columns, zstd_level=sender_settings.zstd_level)
-        yield from _results(context, "complete", built, set(COMPLETE_TABLES))
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    yield from _run_backup(context, "complete", build_complete, sender_settings, dsn=sender_db.checked_dsn(),
+                           pg_dump=sender_settings.pg_dump, zstd_level=sender_settings.zstd_level)
