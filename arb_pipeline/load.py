@@ -16,7 +16,9 @@ is ever executed), then merged into the real table by primary key, parents first
   never a mix (MVCC), and never an empty table (no TRUNCATE, no swap by rename).
 * Only the sender's columns are written. Receiver-only columns survive; where the
   receiver has a ``transformed`` column, a row whose content changed gets
-  ``transformed = false`` so postprocessing redoes it.
+  ``transformed = false``, and where it has ``arb_changed_at`` (the postprocessing
+  marker) an inserted or changed row gets ``clock_timestamp()``, so postprocessing
+  redoes it. A partial's refresh of an unchanged row's version touches neither.
 * The ledger ``arb_loaded_backup`` is written in the same transaction: loading the same
   backup again is a no-op.
 """
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 LOAD_MEMORY = "256MB"   # per-load work_mem and temp_buffers on the receiver's server
 VERSION_COLUMN = "arb_synced_at"
 REPROCESS_COLUMN = "transformed"
+CHANGED_COLUMN = "arb_changed_at"   # receiver-only: when a load last changed the row (postprocessing's marker)
 RECEIVER_ONLY = {VERSION_COLUMN}
 
 
@@ -202,6 +205,9 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
     if REPROCESS_COLUMN in receiver_cols:
         sets.append(sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
             r=_id(REPROCESS_COLUMN), changed=changed))
+    if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
+        sets.append(sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
+            c=_id(CHANGED_COLUMN), changed=changed))
     if manifest.kind == "complete":
         return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
     # Partials refresh the version of every row they carry, changed or not, so an older
@@ -229,6 +235,8 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
         sets.append(sql.SQL("{v} = %(snap)s").format(v=_id(VERSION_COLUMN)))
         if REPROCESS_COLUMN in receiver_cols:
             sets.append(sql.SQL("{} = false").format(_id(REPROCESS_COLUMN)))
+        if CHANGED_COLUMN in receiver_cols:
+            sets.append(sql.SQL("{} = clock_timestamp()").format(_id(CHANGED_COLUMN)))
         update = sql.SQL("WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
                          ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
     return conn.execute(sql.SQL(

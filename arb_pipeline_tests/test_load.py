@@ -109,10 +109,22 @@ def test_receiver_only_columns_survive_and_changed_rows_are_marked(sender, recei
         changed = conn.execute(f'UPDATE "{P}eventforbusv2" SET "eventConfirm" = "eventConfirm" + 1, '
                                f'"timeStamp" = "timeStamp" + interval \'1 second\' '
                                f'WHERE id = (SELECT min(id) FROM "{P}eventforbusv2") RETURNING id').fetchone()[0]
+    marks = _marks(receiver_db)
     load(receiver_db, make_partial(dsn, tmp_path / "s", media))
     assert _count(receiver_db, P + "eventforbusv2", "direction = 'I'") == _count(receiver_db, P + "eventforbusv2")
     assert _count(receiver_db, P + "eventforbusv2", "NOT transformed") == 1
     assert _count(receiver_db, P + "eventforbusv2", f"NOT transformed AND id = {changed}") == 1
+    # Postprocessing's marker moves on the changed row only (the partial carried them all).
+    after = _marks(receiver_db)
+    assert {i for i in marks if after[i] != marks[i]} == {changed}
+    assert after[changed] > marks[changed]
+    load(receiver_db, make_complete(dsn, tmp_path / "s", media))  # a complete of the same content: nothing moves
+    assert _marks(receiver_db) == after
+
+
+def _marks(dsn):
+    with connect(dsn) as conn:
+        return dict(conn.execute(f'SELECT id, arb_changed_at FROM "{P}eventforbusv2"').fetchall())
 
 
 def test_sequences_end_past_the_loaded_ids(sender, receiver_db, tmp_path):

@@ -51,6 +51,14 @@ def register(subparsers) -> None:
     w.add_argument("--minutes", type=float, default=5)
     w.set_defaults(func=run_window)
 
+    z = sub.add_parser("zones", help="write a grid of zones over the city into the RECEIVER database (idempotent)")
+    z.add_argument("--dsn", default=os.environ.get("ARB_RECEIVER_DSN"),
+                   help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)")
+    z.add_argument("--columns", type=int, default=8)
+    z.add_argument("--rows", type=int, default=7)
+    z.add_argument("--replace", action="store_true", help="also remove zones that are not part of the grid")
+    z.set_defaults(func=run_zones)
+
 
 def _dsn(args) -> str:
     if not args.dsn:
@@ -105,4 +113,16 @@ def run_window(args) -> int:
     with connect(_dsn(args)) as conn:
         written = build_event_window(conn, start, rows=args.rows, minutes=args.minutes)
     print(f"window {start.isoformat()} +{args.minutes} min: " + ", ".join(f"{t} {n}" for t, n in written.items()))
+    return 0
+
+
+def run_zones(args) -> int:
+    from arb_pipeline.db import connect
+    from arb_pipeline.generator.zones import seed_zones
+
+    if not args.dsn:
+        raise ConfigError("no receiver database given: pass --dsn or set ARB_RECEIVER_DSN")
+    with connect(args.dsn) as conn:
+        n = seed_zones(conn, args.columns, args.rows, replace=args.replace)
+    print(f"zones: a {args.columns} x {args.rows} grid, {n} cells")
     return 0

@@ -1,0 +1,124 @@
+"""The direction (I/R) of each bus event, from the same phone's latest trip before it.
+
+A trip is a ``token`` (its ``direction``) with the phone's positions along it
+(``poseintrajectoryoftoken``). The event's direction is the direction of the token of
+the phone's latest pose at or before the event's ``timeCreation``, if that pose is at
+most ``ARB_DIRECTION_MAX_GAP_MINUTES`` (default 60) older: a trip that ended hours
+before says nothing about the bus the phone reports now. No such pose is no problem
+(the user wasn't on a trip): the direction stays empty.
+
+Set-based: per batch, the poses of the batch's phones in the batch's time span come
+from one indexed query, and an as-of join (``pandas.merge_asof`` by phone) pairs each
+event with its latest pose. Trips arrive with complete backups, after the events:
+events of a phone whose poses or tokens a load changed are recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+
+from arb_pipeline.errors import ConfigError
+from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+
+MAX_GAP_SETTING = "ARB_DIRECTION_MAX_GAP_MINUTES"
+DEFAULT_MAX_GAP_MINUTES = 60
+US_PER_MINUTE = 60_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def max_gap_minutes(value: int | None = None) -> int:
+    raw = value if value is not None else os.environ.get(MAX_GAP_SETTING, DEFAULT_MAX_GAP_MINUTES)
+    try:
+        minutes = int(raw)
+    except (TypeError, ValueError):
+        minutes = -1
+    if minutes < 1:
+        raise ConfigError(f"{MAX_GAP_SETTING}={raw!r} must be a whole number of minutes, at least 1")
+    return minutes
+
+
+def latest_trip(events: pd.DataFrame, poses: pd.DataFrame, max_gap_us: int) -> pd.DataFrame:
+    """For events (id, phone, created_us) and poses (phone, pose_us, token_id, direction):
+    direction, token_id and pose_us of each event's latest pose at or before it, within
+    ``max_gap_us``. Ties on a pose time go to the larger token id. Keeps the events' index."""
+    ev = events[["phone", "created_us"]].copy()
+    ev["row"] = np.arange(len(ev))
+    ev["phone"] = ev["phone"].astype(str)
+    ev["created_us"] = ev["created_us"].astype(np.int64)
+    ps = poses[["phone", "pose_us", "token_id", "direction"]].copy()
+    ps["phone"] = ps["phone"].astype(str)
+    ps["pose_us"] = ps["pose_us"].astype(np.int64)
+    ps = ps.sort_values(["pose_us", "token_id"], kind="stable")
+    joined = pd.merge_asof(ev.sort_values("created_us", kind="stable"), ps, left_on="created_us",
+                           right_on="pose_us", by="phone", direction="backward")
+    joined = joined.sort_values("row")
+    close = joined["pose_us"].notna() & (joined["created_us"] - joined["pose_us"] <= max_gap_us)
+    out = pd.DataFrame(index=events.index)
+    out["token_id"] = pd.array(joined["token_id"].where(close).to_numpy(), dtype="Int64")
+    out["pose_us"] = joined["pose_us"].where(close).to_numpy()
+    direction = joined["direction"].where(close).to_numpy(dtype=object)
+    out["direction"] = [d.strip() or None if isinstance(d, str) else None for d in direction]
+    return tidy(out)
+
+
+_POSES = """
+SELECT tk."phoneId"::text AS phone, (extract(epoch FROM p."timeStamp") * 1000000)::int8 AS pose_us,
+       p.token_id, tk.direction
+FROM "AndroidRequests_poseintrajectoryoftoken" p JOIN "AndroidRequests_token" tk ON tk.id = p.token_id
+WHERE p."timeStamp" >= %(lo)s AND p."timeStamp" <= %(hi)s
+  AND tk."phoneId" = ANY(%(phones)s::uuid[])
+"""
+
+# Events of the phones whose trips a load changed (poses, or a token's direction)
+# after the event's direction was computed, from the first changed pose on.
+_TRIPS_CHANGED = """
+SELECT e.id FROM (
+    SELECT tk."phoneId", min(c.at) AS lo, max(c.at) AS hi, max(c.changed) AS changed
+    FROM (SELECT p.token_id, p."timeStamp" AS at, p.arb_changed_at AS changed
+          FROM "AndroidRequests_poseintrajectoryoftoken" p WHERE p.arb_changed_at > %(since)s
+          UNION ALL
+          SELECT p.token_id, p."timeStamp", t.arb_changed_at
+          FROM "AndroidRequests_token" t JOIN "AndroidRequests_poseintrajectoryoftoken" p ON p.token_id = t.id
+          WHERE t.arb_changed_at > %(since)s) c
+    JOIN "AndroidRequests_token" tk ON tk.id = c.token_id
+    GROUP BY tk."phoneId") c
+JOIN "AndroidRequests_eventforbusv2" e ON e."phoneId" = c."phoneId" AND e."timeCreation" >= c.lo
+ AND e."timeCreation" <= c.hi + make_interval(mins => {gap})
+LEFT JOIN arb_pp_eventforbusv2_direction d ON d.id = e.id
+WHERE d.id IS NULL OR c.changed >= d.processed_at
+"""
+
+
+class BusEventDirection(Derivation):
+    """Direction of every bus event (``arb_pp_eventforbusv2_direction``)."""
+
+    name = "bus_event_direction"
+
+    def __init__(self, max_gap: int | None = None):
+        self.max_gap = max_gap_minutes(max_gap)
+        self.sources = (Source(
+            "AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_direction", ("direction", "token_id", "pose_time"),
+            's.id, s.arb_changed_at::text AS version, s."phoneId"::text AS phone, '
+            '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
+            extra=(_TRIPS_CHANGED.format(gap=self.max_gap),)),)
+
+    def reference_digest(self, conn) -> str:
+        return f"v{self.version}:max_gap={self.max_gap}"
+
+    def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
+        gap_us = self.max_gap * US_PER_MINUTE
+        lo, hi = int(rows["created_us"].min()) - gap_us, int(rows["created_us"].max())
+        cur = conn.execute(_POSES, {"lo": EPOCH + timedelta(microseconds=lo), "hi": EPOCH + timedelta(microseconds=hi),
+                                    "phones": sorted(set(rows["phone"]))})
+        poses = pd.DataFrame(cur.fetchall(), columns=["phone", "pose_us", "token_id", "direction"])
+        found = latest_trip(rows, poses, gap_us)
+        out = rows[["id", "version"]].copy()
+        out["direction"] = found["direction"]
+        out["token_id"] = found["token_id"]
+        out["pose_time"] = pd.to_datetime(found["pose_us"], unit="us", utc=True)
+        out["problem"] = None
+        return out

@@ -1,0 +1,60 @@
+"""Licence plates normalised for display.
+
+``DUMMYLPT`` (the app's "unknown") becomes ``No Info.``; the old format ``AAAA11`` and
+the new ``BB1234`` become ``AA AA 11`` and ``BB 12 34``. Before matching, a plate is
+upper-cased and stripped of spaces, dots and hyphens (clients typed ``bb-12-34``). A
+plate in no known format keeps no normalised value and records the problem.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
+
+UNKNOWN = "No Info."
+DUMMY = "DUMMYLPT"
+OLD, NEW = r"[A-Z]{4}[0-9]{2}", r"[A-Z]{2}[0-9]{4}"
+
+
+def normalize(raw: pd.Series) -> pd.DataFrame:
+    """normalized_plate, plate_format and problem for each plate of ``raw`` (vectorised)."""
+    s = raw.astype("string").str.upper().str.replace(r"[\s.\-]", "", regex=True)
+    dummy = (s == DUMMY).fillna(False).astype(bool)
+    old = s.str.fullmatch(OLD).fillna(False).astype(bool)
+    new = s.str.fullmatch(NEW).fillna(False).astype(bool)
+    spaced = s.str.slice(0, 2) + " " + s.str.slice(2, 4) + " " + s.str.slice(4, 6)
+    normalized = nones(raw.index)
+    normalized[old | new] = spaced[old | new].astype(object)
+    normalized[dummy] = UNKNOWN
+    fmt = nones(raw.index)
+    fmt[dummy], fmt[old], fmt[new] = DUMMY, "AAAA11", "BB1234"
+    problem = nones(raw.index)
+    empty = s.isna() | (s == "")
+    unknown = ~(dummy | old | new) & ~empty.fillna(True).astype(bool)
+    problem[empty.fillna(True).astype(bool)] = "no plate"
+    if unknown.any():
+        problem[unknown] = [f"plate {p!r} matches no known format (AAAA11, BB1234, {DUMMY})"
+                            for p in raw[unknown]]
+    return tidy(pd.DataFrame({"normalized_plate": normalized, "plate_format": fmt, "problem": problem}))
+
+
+def normalize_one(plate) -> str | None:
+    """The normalised plate, or None when it has no known format."""
+    return normalize(pd.Series([plate], dtype=object))["normalized_plate"].iloc[0]
+
+
+class BusPlates(Derivation):
+    """The normalised plate of every bus (``AndroidRequests_busv2``)."""
+
+    name = "bus_plates"
+    sources = (Source(
+        "AndroidRequests_busv2", "arb_pp_busv2_plate", ("plate_format", "normalized_plate"),
+        's.id, s.arb_changed_at::text AS version, s."registrationPlate" AS plate',
+        # A bus has no timestamp: a window's buses are those its bus events name.
+        window='SELECT DISTINCT ba.uuid_id FROM "AndroidRequests_eventforbusv2" e '
+               'JOIN "AndroidRequests_busassignment" ba ON ba.id = e.busassignment_id '
+               'WHERE e."timeStamp" >= %(start)s::timestamptz AND e."timeStamp" < %(end)s::timestamptz'),)
+
+    def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([rows[["id", "version"]], normalize(rows["plate"])], axis=1)

@@ -1,0 +1,194 @@
+"""End to end on the receiver's Dagster layer: loads, then postprocessing by itself.
+
+Backups come from a real sender (W1 traffic -> P1, W2 votes updating W1's events -> P2,
+then a complete C) and reach the inbox through the local-folder transport. The inbox
+sensor requests the loads; the postprocess sensor sees them and requests a run, which
+computes what the loads changed. Derived rows survive the complete's reload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from arb_pipeline.backup import BuiltBackup, build_complete
+from arb_pipeline.db import connect
+from arb_pipeline.devenv.postgres import find_bin_dir
+from arb_pipeline.extract import Window
+from arb_pipeline.generator.reference import seed_reference
+from arb_pipeline.generator.zones import seed_zones
+from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.receiver.definitions import defs as receiver_defs
+from arb_pipeline.receiver.postprocess_assets import (
+    AFTER_TAG, OPS, POSTPROCESS_ASSETS, PostprocessSettings, postprocess_sensor,
+)
+from arb_pipeline.receiver.resources import ReceiverDatabase
+from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.test_receiver_faults import (
+    PARTIAL_ONLY_OPS, W1_OPS, Receiver, _partial, _traffic, _window, tick,
+)
+
+UTC = timezone.utc
+P = "AndroidRequests_"
+DERIVED = {  # derived table -> its source table
+    "arb_pp_eventforbusstop_period": "eventforbusstop", "arb_pp_eventforbusv2_period": "eventforbusv2",
+    "arb_pp_busv2_plate": "busv2", "arb_pp_report_info": "report", "arb_pp_eventforbusstop_zone": "eventforbusstop",
+    "arb_pp_eventforbusv2_zone": "eventforbusv2", "arb_pp_report_zone": "report",
+    "arb_pp_eventforbusv2_direction": "eventforbusv2", "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
+}
+
+
+@dataclass
+class Sender:
+    dsn: str
+    media: Path
+    k1: str
+    p1: BuiltBackup
+    p2: BuiltBackup
+    complete: BuiltBackup
+
+
+@pytest.fixture(scope="module")
+def sender(pg_cluster, tmp_path_factory) -> Sender:
+    root = tmp_path_factory.mktemp("pp-sender")
+    media, staging = root / "media", root / "staging"
+    media.mkdir()
+    dsn = _fresh_db(pg_cluster, "sender")
+    with connect(dsn) as conn:
+        seed_reference(conn, seed=23, scale=0.02)
+    now = datetime.now(UTC)
+    k1 = PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=40)).timestamp())
+    k2 = PARTIAL.get_partition_key_for_timestamp((_window(k1).end + timedelta(seconds=1)).timestamp())
+    _traffic(dsn, media, 23, _window(k1).start + timedelta(seconds=30), W1_OPS, 120)
+    p1 = _partial(dsn, staging, media, k1, "p1")
+    _traffic(dsn, media, 24, _window(k2).start + timedelta(seconds=30), PARTIAL_ONLY_OPS, 60)
+    p2 = _partial(dsn, staging, media, k2, "p2")
+    day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    tw = COMPLETE.time_window_for_partition_key(day)
+    complete = build_complete(dsn, staging, partition_key=day, window=Window(tw.start, tw.end), unique="c",
+                              media_dir=media, sender_id="pp", pg_dump=str(find_bin_dir() / "pg_dump"))
+    return Sender(dsn, media, k1, p1, p2, complete)
+
+
+@pytest.fixture
+def rx(receiver_db, tmp_path) -> Receiver:
+    r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
+    r.inbox.mkdir()
+    r.media.mkdir()
+    with connect(receiver_db) as conn:
+        seed_zones(conn)
+    return r
+
+
+def pp_tick(instance, rx: Receiver, cursor):
+    """One postprocess-sensor tick, then the run it requested, in process like the daemon."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=receiver_defs)
+    result = postprocess_sensor(context)
+    runs = []
+    for request in result.run_requests or []:
+        runs.append((request, dg.materialize(
+            POSTPROCESS_ASSETS, partition_key=request.partition_key, run_config=request.run_config,
+            instance=instance, raise_on_error=False, tags={**request.tags, "dagster/run_key": request.run_key},
+            resources={"receiver_db": ReceiverDatabase(dsn=rx.dsn), "postprocess_settings": PostprocessSettings()})))
+    return result, runs
+
+
+def computed(run) -> dict[str, int]:
+    return {op.split("__")[-1]: run.asset_materializations_for_node(op)[0].metadata["rows_computed"].value
+            for op in OPS}
+
+
+def derived_state(dsn) -> dict[str, dict[int, datetime]]:
+    with connect(dsn) as conn:
+        return {t: dict(conn.execute(f"SELECT id, processed_at FROM {t}").fetchall()) for t in DERIVED}
+
+
+def assert_every_row_derived(dsn):
+    with connect(dsn) as conn:
+        for table, source in DERIVED.items():
+            missing = conn.execute(f'SELECT count(*) FROM "{P}{source}" s LEFT JOIN {table} d USING (id) '
+                                   "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
+                                   ).fetchone()[0]
+            assert missing == 0, f"{table}: {missing} rows of {source} not derived from their current version"
+
+
+def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx):
+    res = rx.resources()
+    instance = dg.DagsterInstance.ephemeral()
+    # P1: loaded by the inbox sensor's run; the postprocess sensor requests one run for its partition.
+    rx.deliver(sender.p1)
+    _, loads = tick(instance, res)
+    assert [o.success for _, o in loads] == [True]
+    result, runs = pp_tick(instance, rx, None)
+    assert [(r.partition_key, r.tags[AFTER_TAG]) for r, _ in runs] == [(sender.k1, sender.p1.manifest.backup_id)]
+    assert runs[0][1].success
+    first = computed(runs[0][1])
+    assert first["event_periods"] > 0 and first["report_info"] > 0 and first["zones"] > 0
+    assert_every_row_derived(rx.dsn)
+    with connect(rx.dsn) as conn:  # partials carry no stops: nearest stops wait for the complete
+        assert conn.execute("SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE problem LIKE "
+                            "'no GTFS version%'").fetchone()[0] > 0
+    quiet, runs = pp_tick(instance, rx, result.cursor)
+    assert runs == [] and quiet.skip_reason
+
+    # P2: votes changed some of W1's events; only those (and P2's new rows) are computed.
+    rx.deliver(sender.p2)
+    with connect(rx.dsn) as conn:
+        marks = dict(conn.execute(f'SELECT id, arb_changed_at FROM "{P}eventforbusv2"').fetchall())
+    before = derived_state(rx.dsn)
+    _, loads = tick(instance, res)
+    assert [o.success for _, o in loads] == [True]
+    result, runs = pp_tick(instance, rx, quiet.cursor)
+    assert len(runs) == 1 and runs[0][1].success
+    with connect(rx.dsn) as conn:
+        now_marks = dict(conn.execute(f'SELECT id, arb_changed_at FROM "{P}eventforbusv2"').fetchall())
+    changed = {i for i, m in now_marks.items() if marks.get(i) != m}
+    assert changed and len(changed) < len(now_marks)
+    assert computed(runs[0][1])["event_periods"] < len(now_marks)
+    after = derived_state(rx.dsn)
+    recomputed = {i for i, t in after["arb_pp_eventforbusv2_period"].items()
+                  if before["arb_pp_eventforbusv2_period"].get(i) != t}
+    assert recomputed == changed
+    assert_every_row_derived(rx.dsn)
+
+    # The complete reloads every table: derived rows of unchanged rows are neither wiped nor redone.
+    rx.deliver(sender.complete)
+    before = derived_state(rx.dsn)
+    with connect(rx.dsn) as conn:
+        buses = conn.execute(f'SELECT count(*) FROM "{P}busv2"').fetchone()[0]
+    _, loads = tick(instance, res)
+    assert [o.success for _, o in loads] == [True]
+    survived = derived_state(rx.dsn)
+    assert survived == before
+    result, runs = pp_tick(instance, rx, result.cursor)
+    assert len(runs) == 1 and runs[0][1].success
+    assert runs[0][0].tags[AFTER_TAG] == sender.complete.manifest.backup_id
+    done = computed(runs[0][1])
+    with connect(rx.dsn) as conn:
+        added = conn.execute(f'SELECT count(*) FROM "{P}busv2"').fetchone()[0] - buses
+    assert added > 0 and done["bus_plates"] == added     # the buses no partial carried, and no other
+    assert done["event_periods"] == 0                    # the complete changed no event
+    assert done["bus_event_nearest_stops"] == len(now_marks)   # but brought the stops: all redone
+    assert_every_row_derived(rx.dsn)
+    with connect(rx.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE stop2_code IS NULL"
+                            ).fetchone()[0] == 0
+
+    # By hand, a past partition: its window is recomputed, changed or not.
+    before = derived_state(rx.dsn)
+    by_hand = dg.materialize(POSTPROCESS_ASSETS, partition_key=sender.k1, instance=instance, resources={
+        "receiver_db": ReceiverDatabase(dsn=rx.dsn), "postprocess_settings": PostprocessSettings()})
+    assert by_hand.success
+    tw = PARTIAL.time_window_for_partition_key(sender.k1)
+    with connect(rx.dsn) as conn:
+        in_window = {r[0] for r in conn.execute(f'SELECT id FROM "{P}eventforbusstop" WHERE "timeStamp" >= %s '
+                                                f'AND "timeStamp" < %s', (tw.start, tw.end))}
+    assert in_window
+    after = derived_state(rx.dsn)
+    redone = {i for i, t in after["arb_pp_eventforbusstop_period"].items()
+              if before["arb_pp_eventforbusstop_period"][i] != t}
+    assert redone == in_window

@@ -1,0 +1,204 @@
+"""Benchmark of the receiver's postprocessing: one typical window, and a full backfill.
+
+    .venv/bin/python -m bench.postprocess [--events 1000000] [--window-events 500]
+
+Starts its own PostgreSQL under a temporary folder and fills a receiver database
+set-based (the generator's bulk SQL, as if loaded): one GTFS version's stops, buses,
+``--events`` bus and bus-stop events with one vote each spread over 30 days, trips
+(poses) of the same phones, reports (a few malformed) and a grid of zones. Then:
+
+* **full backfill**: the first run of every derivation computes every row; the baseline
+  is the pure-SQL floor of that write (``INSERT ... SELECT`` of each source's ids and
+  versions into a copy of each derived table, same key and foreign key), measured in
+  the same run;
+* **typical window**: a 5-minute window's worth of new events and votes plus votes
+  that update older events (as a partial load marks them), then one incremental run;
+* **idle**: an incremental run with nothing pending (what every run costs at least).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+UTC = timezone.utc
+P = "AndroidRequests_"
+
+
+def _seed_reference(conn) -> None:
+    """One GTFS version at real volumes (11.3k stops, 380 services, 3k buses), no users."""
+    from arb_pipeline.generator import reference as ref
+
+    rng = random.Random("bench:v1.3")
+    written: dict = {}
+    with conn.transaction(), conn.cursor() as cur:
+        ref._seed_catalogues(cur, written)
+        gtfs_id = ref.take_ids(cur, "gtfs", 1)[0]
+        ref.copy_rows(cur, "gtfs", ("id", "version", "timeCreation"), [(gtfs_id, "v1.3", ref.REFERENCE_EPOCH)])
+        counts = ref.ReferenceCounts()
+        stops = ref._seed_stops(cur, rng, gtfs_id, counts.stops, written)
+        services = ref._seed_services(cur, rng, gtfs_id, counts.services, written)
+        ref._seed_buses(cur, rng, [code for _, code in services], counts.buses, written)
+    print(f"reference: {len(stops):,} stops, {counts.buses:,} buses", flush=True)
+
+
+_REPORTS = f"""
+INSERT INTO "{P}report" ("timeStamp", message, "imageName", "reportInfo", "phoneId")
+SELECT %(start)s::timestamptz + g * %(step)s::interval, 'bench', NULL,
+       CASE WHEN g %% 97 = 0 THEN '{{"locationUser": broken'
+            WHEN g %% 2 = 0 THEN json_build_object(
+                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()),
+                'bus', json_build_object('licensePlate', b."registrationPlate", 'machineId', b.uuid, 'service', '506',
+                                         'latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()))::text
+            ELSE json_build_object(
+                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()),
+                CASE WHEN g %% 4 = 1 THEN 'bus_stop' ELSE 'busStop' END,
+                json_build_object('id', 'PA' || (g %% 4000), 'latitude', -33.5, 'longitude', -70.6))::text END,
+       md5((g %% 5000)::text)::uuid
+FROM generate_series(0, %(n)s::bigint - 1) g
+JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS k, "registrationPlate", uuid FROM "{P}busv2") b
+  ON b.k = g %% (SELECT count(*) FROM "{P}busv2")
+"""
+
+
+def _fill(conn, events: int, poses: int, end: datetime, days: float) -> dict:
+    from arb_pipeline.generator.scale import _insert_trips, _reference_ids, _skip_fk_checks, build_event_window
+
+    start = end - timedelta(days=days)
+    t0 = time.perf_counter()
+    # build_event_window splits its rows 30/30/20/20 between bus events, bus votes, stop events, stop votes.
+    build_event_window(conn, start, rows=events * 2, minutes=days * 1440)
+    with conn.transaction(), conn.cursor() as cur:
+        _skip_fk_checks(conn)
+        refs = _reference_ids(cur)
+        _insert_trips(cur, poses, start - timedelta(minutes=30), days * 86400e6 / poses, refs[0])
+        cur.execute(_REPORTS, {"start": start, "step": timedelta(days=days) / max(1, events // 20),
+                               "n": max(1, events // 20)})
+    with conn.cursor() as cur:
+        counts = {t: cur.execute(f'SELECT count(*) FROM "{P}{t}"').fetchone()[0]
+                  for t in ("eventforbusv2", "eventforbusstop", "stadisticdatafromregistrationbus",
+                            "stadisticdatafromregistrationbusstop", "report", "poseintrajectoryoftoken")}
+    conn.commit()
+    print(f"filled in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+          flush=True)
+    return counts
+
+
+DERIVED = {"arb_pp_eventforbusstop_period": "eventforbusstop", "arb_pp_eventforbusv2_period": "eventforbusv2",
+           "arb_pp_busv2_plate": "busv2", "arb_pp_report_info": "report",
+           "arb_pp_eventforbusstop_zone": "eventforbusstop", "arb_pp_eventforbusv2_zone": "eventforbusv2",
+           "arb_pp_report_zone": "report", "arb_pp_eventforbusv2_direction": "eventforbusv2",
+           "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2"}
+
+
+def _baseline_floor(conn) -> float:
+    """The pure-SQL floor of a backfill: one row per source row written into a copy of
+    every derived table (same key, same foreign key), id and version only, nothing
+    computed and nothing crossing the wire."""
+    seconds = 0.0
+    for derived, source in DERIVED.items():
+        with conn.transaction():
+            conn.execute(f"CREATE TABLE bench_floor (LIKE {derived} INCLUDING DEFAULTS INCLUDING INDEXES)")
+            conn.execute(f'ALTER TABLE bench_floor ADD FOREIGN KEY (id) REFERENCES "{P}{source}"(id) '
+                         "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED")
+        t0 = time.perf_counter()
+        with conn.transaction():
+            conn.execute(f'INSERT INTO bench_floor (id, source_changed_at) SELECT id, arb_changed_at FROM "{P}{source}"')
+        seconds += time.perf_counter() - t0
+        conn.execute("DROP TABLE bench_floor")
+    return seconds
+
+
+def _window(conn, events: int, updates: int, at: datetime) -> None:
+    """A partial's worth of change: new events with votes, and votes on older events."""
+    from arb_pipeline.generator.scale import build_event_window
+
+    build_event_window(conn, at, rows=events * 2, minutes=5)
+    with conn.transaction():
+        for kind, stats in (("eventforbusv2", "stadisticdatafromregistrationbus"),
+                            ("eventforbusstop", "stadisticdatafromregistrationbusstop")):
+            ids = [r[0] for r in conn.execute(f'SELECT id FROM "{P}{kind}" WHERE "timeStamp" < %s '
+                                              f"ORDER BY random() LIMIT %s", (at, updates // 2))]
+            conn.execute(f'UPDATE "{P}{kind}" SET "timeStamp" = %s, "eventConfirm" = "eventConfirm" + 1, '
+                         f"arb_changed_at = clock_timestamp() WHERE id = ANY(%s)", (at, ids))
+            conn.execute(f'INSERT INTO "{P}{stats}" (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
+                         f'"reportOfEvent_id") SELECT -70.85 + 0.4 * random(), -33.65 + 0.35 * random(), %s, '
+                         f"'confirm', md5(id::text)::uuid, id FROM unnest(%s::int[]) id", (at, ids))
+        conn.execute(_REPORTS, {"start": at, "step": timedelta(seconds=10), "n": 20})
+
+
+def _report(title: str, results) -> float:
+    total = sum(r.seconds for r in results)
+    rows = sum(r.computed for r in results)
+    print(f"{title}: {total:.2f} s, {rows:,} derived rows")
+    for r in results:
+        print(f"    {r.derivation:<24} {r.mode:<11} {r.computed:>9,} rows {r.problems:>7,} problems {r.seconds:8.2f} s")
+    return total
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="bus and bus-stop events in the backfill")
+    parser.add_argument("--poses", type=int, default=None, help="trip poses (default: twice --events)")
+    parser.add_argument("--window-events", type=int, default=500, help="new events in the typical window")
+    parser.add_argument("--window-updates", type=int, default=200, help="older events a window's votes update")
+    args = parser.parse_args(argv)
+
+    from arb_pipeline.db import connect
+    from arb_pipeline.devenv.postgres import LocalPostgres
+    from arb_pipeline.generator.zones import seed_zones
+    from arb_pipeline.migrate import apply_migrations
+    from arb_pipeline.postprocess import Scope, run_all
+
+    base = Path(tempfile.mkdtemp(prefix="arb-bench-pp-"))
+    pg = LocalPostgres(base / "pg").start()
+    try:
+        dsn = pg.create_database("receiver")
+        apply_migrations(dsn, "receiver")
+        end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+        with connect(dsn) as conn:
+            _seed_reference(conn)
+            seed_zones(conn)
+            counts = _fill(conn, args.events, args.poses or 2 * args.events, end, days=30)
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")
+            t_copy = _baseline_floor(conn)
+        n_events = counts["eventforbusv2"] + counts["eventforbusstop"]
+        print(f"baseline: writing every derived row's key and version in pure SQL: {t_copy:.1f} s", flush=True)
+
+        t_full = _report(f"full backfill ({n_events:,} events, {counts['report']:,} reports)", run_all(dsn))
+        t_idle = _report("idle incremental run (nothing pending)", run_all(dsn))
+        with connect(dsn) as conn:
+            _window(conn, args.window_events, args.window_updates, end + timedelta(minutes=5))
+        t_window = _report(f"typical window ({args.window_events} new events, {args.window_updates} updated, "
+                           "20 reports)", run_all(dsn))
+        t_redo = _report("one 5-minute window recomputed by hand", run_all(dsn, Scope(
+            end + timedelta(minutes=5), end + timedelta(minutes=10), recompute_window=True)))
+
+        print("\n== postprocessing benchmark ==")
+        figures = {
+            f"full backfill of {n_events:,} events": f"{t_full:.1f} s, {n_events / t_full:,.0f} events/s; "
+                                                     f"{t_full / t_copy:.1f}x the pure-SQL floor ({t_copy:.1f} s)",
+            "typical 5-minute window": f"{t_window:.2f} s ({t_window / t_full * 100:.2f} % of the backfill)",
+            "idle run, nothing pending": f"{t_idle:.2f} s",
+            "a past window by hand": f"{t_redo:.2f} s",
+        }
+        for name, value in figures.items():
+            print(f"- {name}: {value}")
+        print(json.dumps({"full_s": t_full, "copy_s": t_copy, "window_s": t_window, "idle_s": t_idle,
+                          "events": n_events}))
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
