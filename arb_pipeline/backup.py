@@ -85,7 +85,7 @@ def build_partial(dsn: str, staging_root: Path, *, partition_key: str, window: W
 def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: Window, unique: str,
                    media_dir: Path, sender_id: str, pg_dump: str = "pg_dump",
                    catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False,
-                   zstd_level: int = 1) -> BuiltBackup:
+                   zstd_level: int = 1, fingerprints: bool = True) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
     bid = backup_id("complete", partition_key, unique)
@@ -100,7 +100,8 @@ def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: 
     psql = str(Path(pg_dump).with_name("psql")) if Path(pg_dump).with_name("psql").exists() else "psql"
     with connect(dsn) as conn:
         ex = extract_complete(conn, staged, catalog=catalog, include_personal=include_personal,
-                              level=zstd_level, on_snapshot=dump_schema, psql=psql, dsn=dsn)
+                              level=zstd_level, on_snapshot=dump_schema, psql=psql, dsn=dsn,
+                              fingerprints=fingerprints)
         restore = _restore_script(conn, ex, catalog, include_personal)
     with staged.binary_file("restore.sql") as out:
         out.write(restore.encode())

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "arb_pipeline.migrate_cli",
     "arb_pipeline.generator.cli",
     "arb_pipeline.parity_cli",
+    "arb_pipeline.check_cli",
     "arb_pipeline.devenv.cli",
 )
 

@@ -17,9 +17,10 @@ idempotent upserts that never let an older version win.
 from __future__ import annotations
 
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Iterator
 
@@ -29,7 +30,8 @@ from arb_pipeline.db import client_program_args
 from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import ColumnSpec, FileEntry
+from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
+from arb_pipeline.parity import ROW_HASH_ALGORITHM, table_fingerprint
 from arb_pipeline.package.writer import StagedBackup
 
 DEFAULT_OVERLAP = timedelta(minutes=15)   # 10 min late commit + 5 min clock offset
@@ -200,10 +202,58 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable,
         raise ExtractError(f"COPY through psql failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
 
 
+def _fingerprints_in_snapshot(dsn: str, snapshot_id: str, wanted: dict, sessions: int = 2) -> dict:
+    """Fingerprint tables in ``sessions`` sessions joined to an exported snapshot, largest first."""
+    from arb_pipeline.db import connect
+
+    queue = list(wanted)
+    lock = threading.Lock()
+    out: dict = {}
+
+    def worker() -> None:
+        with connect(dsn, autocommit=True, application_name="arb_fingerprint") as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            try:
+                while True:
+                    with lock:
+                        if not queue:
+                            return
+                        table = queue.pop(0)
+                    cols, pk = wanted[table]
+                    out[table] = table_fingerprint(conn, table, cols, pk)
+            finally:
+                conn.execute("ROLLBACK")
+
+    with connect(dsn, autocommit=True) as conn:  # largest tables first, so the sessions finish together
+        sizes = dict(conn.execute("SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+                                  "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+                                  (queue,)).fetchall())
+    queue.sort(key=lambda t: -sizes.get(t, 0))
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        for future in [pool.submit(worker) for _ in range(sessions)]:
+            future.result()
+    return out
+
+
+def _with_fingerprint(entry: FileEntry, fp) -> FileEntry:
+    if fp is None:
+        return entry
+    if fp.rows != entry.rows:
+        raise ExtractError(f"{entry.table}: fingerprinted {fp.rows} rows but dumped {entry.rows} from the same "
+                           "snapshot; the snapshot was not shared (is the server a standby?)")
+    return replace(entry, fingerprint=TableFingerprint(ROW_HASH_ALGORITHM, fp.rows, fp.digest))
+
+
 def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ...] = CATALOG,
                      include_personal: bool = False, level: int = 1, threads: int = 0,
-                     on_snapshot=None, psql: str | None = None, dsn: str | None = None) -> Extracted:
+                     on_snapshot=None, psql: str | None = None, dsn: str | None = None,
+                     fingerprints: bool = True) -> Extracted:
     """Write every catalog table in COPY text format, from one snapshot.
+
+    With ``fingerprints``, each table file's manifest entry carries the row count and
+    order-independent digest of its columns (parity.table_fingerprint), computed by the
+    server in the same snapshot: the receiver checks its copy against them.
 
     ``on_snapshot(snapshot_id)`` runs inside the snapshot (e.g. ``pg_dump --snapshot``
     for the schema) before the tables are read. With ``psql`` and ``dsn``, table data
@@ -230,12 +280,18 @@ def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ..
             return _file_entry(sink, name, spec, info, columns, "copy-text", None)
 
         parallel = bool(psql and dsn)
+        wanted = {t: ([c.name for c in shipped_columns(specs[t], infos[t], include_personal)], infos[t].primary_key)
+                  for t in order} if fingerprints else {}
         if parallel:  # two psql sessions in the same snapshot: the big tables dump side by side
-            with ThreadPoolExecutor(max_workers=2) as pool:
+            with ThreadPoolExecutor(max_workers=1) as fp_pool, ThreadPoolExecutor(max_workers=2) as pool:
+                # a third session, in the same snapshot, fingerprints the tables meanwhile
+                fp_future = fp_pool.submit(_fingerprints_in_snapshot, dsn, snapshot_id, wanted) if wanted else None
                 entries = list(pool.map(dump, order))
+                prints = fp_future.result() if fp_future else {}
         else:
             entries = [dump(t) for t in order]
-        files = [staged.add_entry(e) for e in entries]
+            prints = {t: table_fingerprint(conn, t, cols, pk) for t, (cols, pk) in wanted.items()}
+        files = [staged.add_entry(_with_fingerprint(e, prints.get(e.table))) for e in entries]
         media = set()
         for table in order:
             spec = specs[table]

@@ -161,19 +161,33 @@ def table_fingerprint(
             f"key column(s) {', '.join(missing_keys)} of {table} are not among the fingerprinted "
             "columns: include the primary key in the column list"
         )
-    sql = (
-        "SELECT count(*), coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0) "
-        f"FROM (SELECT {_row_hash_sql(columns)} AS h FROM {_qualified(table)} t) s"
-    )
     with canonical_text_settings(conn):
         try:
-            rows, total = conn.execute(sql).fetchone()
+            return relation_fingerprint(conn, _qualified(table), columns)
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
             raise SchemaError(
                 f"cannot fingerprint {table} ({', '.join(columns)}) at {describe_dsn(conn.info.dsn)}: "
                 f"{str(exc).strip().splitlines()[0]}. Check the table and column names, "
                 "or run `arb migrate` on that database."
             ) from exc
+
+
+def row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
+    """The row hash expression (``ROW_HASH_ALGORITHM``) over ``alias``'s columns."""
+    return _row_hash_sql(columns, alias)
+
+
+def relation_fingerprint(conn: psycopg.Connection, relation_sql: str, columns: Sequence[str],
+                         where_sql: str = "", params: Sequence[Any] = ()) -> Fingerprint:
+    """``table_fingerprint`` of any relation (``relation_sql`` is trusted SQL text, e.g. a
+    quoted temporary table), aliased ``t``, optionally restricted by ``where_sql``.
+    The caller pins ``CANONICAL_SETTINGS`` (``canonical_text_settings``)."""
+    where = f" WHERE {where_sql}" if where_sql else ""
+    sql = (
+        "SELECT count(*), coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0) "
+        f"FROM (SELECT {_row_hash_sql(columns)} AS h FROM {relation_sql} t{where}) s"
+    )
+    rows, total = conn.execute(sql, tuple(params) if params else None).fetchone()
     return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}")
 
 
@@ -223,6 +237,11 @@ def _collatable(conn: psycopg.Connection, table: str, columns: Sequence[str]) ->
     )}
 
 
+# Bookkeeping of one database (when *its* loads changed a row, for postprocessing): never
+# equal between two databases, so never compared, even between two receivers.
+LOCAL_COLUMNS = ("arb_changed_at",)
+
+
 def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Connection, table: str) -> SharedColumns:
     """Columns present on both sides in the sender's order, and the primary key both agree on.
 
@@ -237,7 +256,7 @@ def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Conne
                 f"table {table} not found on the {side} ({describe_dsn(conn.info.dsn)}): "
                 f"check the table name or run `arb migrate --role {side}` on that database"
             )
-    receiver_set = set(receiver_cols)
+    receiver_set = set(receiver_cols) - set(LOCAL_COLUMNS)
     shared = tuple(c for c in sender_cols if c in receiver_set)
     sender_key = primary_key(sender_conn, table)
     receiver_key = primary_key(receiver_conn, table)

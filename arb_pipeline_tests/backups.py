@@ -41,6 +41,15 @@ def make_complete(sender_dsn: str, staging: Path, media: Path) -> BuiltBackup:
                           media_dir=media, sender_id="test-sender", pg_dump=str(find_bin_dir() / "pg_dump"))
 
 
+def complete_for_yesterday(dsn: str, staging: Path, media: Path) -> BuiltBackup:
+    """A complete backup of yesterday's partition (a key the daily partitions know)."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    return build_complete(dsn, staging, partition_key=yesterday.strftime("%Y-%m-%d"), window=Window(yesterday, today),
+                          unique=f"{next(_unique):08d}", media_dir=media, sender_id="test-sender",
+                          pg_dump=str(find_bin_dir() / "pg_dump"))
+
+
 def manifest_sha256(backup_dir: Path) -> str:
     return hashlib.sha256((Path(backup_dir) / MANIFEST_NAME).read_bytes()).hexdigest()
 

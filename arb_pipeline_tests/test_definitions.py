@@ -64,10 +64,14 @@ def test_loads_hold_the_receiver_db_pool_and_backups_their_own():
     for defs in (sender, receiver):
         for assets in defs.assets:
             pools[assets.node_def.name] = assets.node_def.pool
+    postprocess = {n: pools.pop(n) for n in list(pools) if n.startswith("receiver__postprocess__")}
+    ops = {n: pools.pop(n) for n in list(pools) if "__ops__" in n}  # drill, connectivity: outside the load pools
+    assert ops == {"receiver__ops__restore_drill": None, "sender__ops__receiver_connectivity": None}
     assert pools == {"partial_backup": "sender_partial", "complete_backup": "sender_complete",
                      "load_partial": "receiver_db", "load_complete": "receiver_db"}
-    sensor = receiver.resolve_sensor_def("inbox_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert len(postprocess) == 6 and set(postprocess.values()) == {"receiver_db"}
+    for name in ("inbox_sensor", "postprocess_sensor"):
+        assert receiver.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_cli_backfill_of_a_past_window_gives_the_scheduled_runs_backup(sender_db, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 from arb_pipeline.db import connect
 from arb_pipeline.devenv.ports import free_port
 from arb_pipeline.devenv.postgres import LocalPostgres, find_bin_dir
+from arb_pipeline.devenv.smtp import LocalSmtp
 from arb_pipeline.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,24 @@ def demo_environment(base: Path, pg: LocalPostgres, go_live: datetime, port: int
         "ARB_UI_BASE_URL": f"http://127.0.0.1:{port}",
     })
     return env
+
+
+def operations_environment(pg: LocalPostgres, mail: LocalSmtp) -> dict[str, str]:
+    """Alerts to a local capturing SMTP server (no login, like a local relay) and a restore
+    drill role that may create databases and nothing more."""
+    with connect(pg.dsn(), autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'arb_drill'").fetchone():
+            conn.execute("CREATE ROLE arb_drill LOGIN CREATEDB")
+    return {
+        "ARB_ADMINS": "admins@localhost",
+        "ARB_SMTP_HOST": mail.host,
+        "ARB_SMTP_PORT": str(mail.port),
+        "ARB_SMTP_SECURITY": "none",
+        "ARB_MAIL_FROM": "arb-demo@localhost",
+        "ARB_ALERT_INTERVAL_MINUTES": "10",
+        "ARB_DRILL_DSN": f"host=127.0.0.1 port={pg.port} user=arb_drill dbname=postgres",
+        "ARB_PSQL": str(find_bin_dir() / "psql"),
+    }
 
 
 def _traffic(dsn: str, media: Path, stop: threading.Event, rate: float) -> None:
@@ -100,13 +119,17 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False) -> int:
         (base / sub).mkdir(parents=True, exist_ok=True)
     _log(f"starting PostgreSQL ({find_bin_dir()}) under {base}")
     pg = LocalPostgres(base / "postgres").start()
-    dev = None
+    dev = mail = None
     stop = threading.Event()
     traffic = None
     try:
         for role in ("sender", "receiver"):
             apply_migrations(pg.create_database(role), role)
         from arb_pipeline.generator.reference import seed_reference
+        from arb_pipeline.generator.zones import seed_zones
+
+        with connect(pg.dsn("receiver")) as conn:  # the receiver's own reference data: zones for postprocessing
+            seed_zones(conn)
 
         with connect(pg.dsn("sender")) as conn:
             seed_reference(conn, seed=1, scale=0.1)
@@ -119,6 +142,8 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False) -> int:
         env = demo_environment(base, pg, go_live, port)
         port = port if _port_free(port) else free_port()
         env["ARB_UI_BASE_URL"] = f"http://127.0.0.1:{port}"
+        mail = LocalSmtp(eml_dir=base / "mail").start()  # alert emails land in var/demo/mail/*.eml
+        env.update(operations_environment(pg, mail))
         log = open(base / "dagster-dev.log", "ab")
         # Popen (not a shell `&`): dagster dev then honours SIGTERM/SIGINT.
         dev = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"),
@@ -152,6 +177,8 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False) -> int:
                 os.killpg(dev.pid, signal.SIGKILL)
         if traffic is not None:
             traffic.join(10)
+        if mail is not None:
+            mail.stop()
         pg.stop()
         _log("stopped")
 

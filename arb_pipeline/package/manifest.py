@@ -35,6 +35,17 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class TableFingerprint:
+    """Row count and order-independent digest of a table file's columns, computed by the
+    sender's server in the backup's snapshot (parity.table_fingerprint), so the receiver
+    can check its own copy without a connection to the sender."""
+
+    algorithm: str                  # parity.ROW_HASH_ALGORITHM
+    rows: int
+    digest: str                     # 16 hex digits
+
+
+@dataclass(frozen=True)
 class FileEntry:
     name: str                       # relative to the backup folder, e.g. "tables/X.jsonl.zst"
     kind: str                       # table | media | schema | restore
@@ -46,6 +57,7 @@ class FileEntry:
     columns: tuple[ColumnSpec, ...] = ()
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
+    fingerprint: TableFingerprint | None = None   # complete backups' tables, over ``columns``
 
 
 @dataclass(frozen=True)
@@ -183,11 +195,23 @@ def _file_from(r: "_Reader") -> FileEntry:
         columns=tuple(ColumnSpec(c.str("name"), c.str("type")) for c in r.list_of_subs("columns", optional=True)),
         primary_key=tuple(r.str_list("primary_key", optional=True)),
         cursor=r.str("cursor", optional=True),
+        fingerprint=_fingerprint_from(r.sub("fingerprint", optional=True)),
     )
+    if entry.fingerprint is not None and (kind != "table" or entry.fingerprint.rows != entry.rows):
+        raise ManifestError(f"{r.path}.fingerprint: only table files carry one, with the file's row count")
     if kind == "table" and (entry.table is None or entry.format is None or entry.rows is None
                             or not entry.columns or not entry.primary_key):
         raise ManifestError(f"{r.path}: a table file needs table, format, rows, columns and primary_key")
     return entry
+
+
+def _fingerprint_from(r: "_Reader | None") -> TableFingerprint | None:
+    if r is None:
+        return None
+    digest = r.str("digest")
+    if not re.fullmatch(r"[0-9a-f]{16}", digest):
+        raise ManifestError(f"{r.path}.digest is not 16 hex digits")
+    return TableFingerprint(algorithm=r.str("algorithm"), rows=r.nonneg("rows"), digest=digest)
 
 
 class _Reader:
@@ -253,8 +277,9 @@ class _Reader:
             raise ManifestError(f"{self.path}.{key} {value!r} has no UTC offset")
         return parsed
 
-    def sub(self, key):
-        return _Reader(self._get(key, dict, False), f"{self.path}.{key}")
+    def sub(self, key, optional=False):
+        value = self._get(key, dict, optional)
+        return None if value is None else _Reader(value, f"{self.path}.{key}")
 
     def dict(self, key, optional=False):
         return self._get(key, dict, optional)

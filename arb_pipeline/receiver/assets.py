@@ -12,6 +12,8 @@ from pathlib import Path
 import dagster as dg
 
 from arb_pipeline.catalog import CATALOG, short_name
+from arb_pipeline.freshness import policy_for
+from arb_pipeline.load_checks import TableCheck, check_complete, check_partial
 from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.quarantine import quarantine
 from arb_pipeline.receive import Received, apply_retention_after_load, find_published, loaded_ids, receive
@@ -23,12 +25,14 @@ def loaded_key(kind: str, table: str) -> dg.AssetKey:
 
 def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"receiver_{kind}"
+    fresh = policy_for(kind)
     specs = [dg.AssetSpec(loaded_key(kind, t), group_name=group, partitions_def=partitions_def,
                           deps=[dg.AssetKey(["sender", kind, short_name(t)])], kinds={"postgres"},
+                          freshness_policy=fresh,
                           description=f"{t} on the receiver, with the {kind} backups of each window applied")
              for t in tables]
     specs.append(dg.AssetSpec(["receiver", kind, "media"], group_name=group, partitions_def=partitions_def,
-                              deps=[dg.AssetKey(["sender", kind, "media"])], kinds={"file"},
+                              deps=[dg.AssetKey(["sender", kind, "media"])], kinds={"file"}, freshness_policy=fresh,
                               description="media files of the backup, installed in the receiver's media folder"))
     return specs
 
@@ -57,7 +61,56 @@ def _backups_for(settings: ReceiverSettings, db: ReceiverDatabase, kind: str, pa
 
 
 def _lag_seconds(received: Received) -> float:
+    """Newest source timestamp (the backup's snapshot, on the sender's clock) to load time."""
+    return (datetime.now(timezone.utc) - received.manifest.snapshot_time).total_seconds()
+
+
+def _window_lag_seconds(received: Received) -> float:
     return (datetime.now(timezone.utc) - received.manifest.window_end).total_seconds()
+
+
+CHECK_NAMES = {"partial": "rows_applied", "complete": "parity"}
+CHECK_DESCRIPTIONS = {
+    "partial": "every row of the partial's file (and of the FK parents it carried) is on the receiver at the "
+               "backup's version or newer",
+    "complete": "the table equals the sender's snapshot: row count and digest from the manifest, rows written "
+                "by newer partials left out; on drift, the first differing keys",
+}
+
+
+def _check_specs(kind: str, tables: list[str]) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(CHECK_NAMES[kind], asset=loaded_key(kind, t), blocking=True,
+                              description=CHECK_DESCRIPTIONS[kind]) for t in tables]
+
+
+def _run_checks(context, kind: str, tables: list[str], received: Received, path: Path, dsn: str) -> dict:
+    try:
+        if kind == "partial":
+            return check_partial(dsn, path, received.manifest, received.load, shown=tables)
+        return check_complete(dsn, path, received.manifest, received.load)
+    except Exception as exc:  # the load committed; a check that can't run fails, it doesn't undo it
+        context.log.error(f"checks of {received.load.backup_id} could not run: {exc}")
+        return {t: TableCheck(t, False, f"the check could not run: {exc}") for t in tables}
+
+
+def _check_results(kind: str, tables: list[str], checks: list[tuple[str, dict]]):
+    for table in tables:
+        found = [(bid, c[table]) for bid, c in checks if table in c]
+        key = loaded_key(kind, table)
+        if not found:
+            yield dg.AssetCheckResult(asset_key=key, check_name=CHECK_NAMES[kind], passed=True,
+                                      description="no backup of this table was loaded in this run")
+            continue
+        passed = all(c.passed for _, c in found)
+        shown = [(bid, c) for bid, c in found if passed or not c.passed]
+        description = "; ".join((f"{bid}: " if len(found) > 1 else "") + c.description for bid, c in shown)
+        metadata = {k: v for k, v in found[-1][1].metadata.items() if v is not None}
+        metadata["backups"] = dg.MetadataValue.json([bid for bid, _ in found])
+        first = [k for _, c in shown for k in c.first_keys]
+        if first:
+            metadata["first_keys"] = dg.MetadataValue.json(first)
+        yield dg.AssetCheckResult(asset_key=key, check_name=CHECK_NAMES[kind], passed=passed,
+                                  description=description[:4000], metadata=metadata)
 
 
 def _load(context, kind: str, tables: list[str], config: LoadConfig, db: ReceiverDatabase,
@@ -66,6 +119,7 @@ def _load(context, kind: str, tables: list[str], config: LoadConfig, db: Receive
     if not backups:
         context.log.info(f"no unloaded {kind} backup of partition {context.partition_key} in the inbox")
     results: list[Received] = []
+    checks: list[tuple[str, dict]] = []   # before retention, which may remove the backup's files
     for pending in backups:
         received = receive(pending.path, dsn=db.checked_dsn(), media_dir=Path(settings.media_dir),
                            quarantine_dir=Path(settings.quarantine_dir),
@@ -75,6 +129,8 @@ def _load(context, kind: str, tables: list[str], config: LoadConfig, db: Receive
         context.log.info(f"{received.load.outcome} {pending.backup_id}: {received.load.rows_written} rows written, "
                          f"{received.load.rows_deleted} deleted, of {received.load.rows_in_backup}")
         results.append(received)
+        checks.append((pending.backup_id, _run_checks(context, kind, tables, received, pending.path,
+                                                      db.checked_dsn())))
     try:
         deleted = apply_retention_after_load(Path(settings.inbox_dir), db.checked_dsn(),
                                              partial_days=settings.partial_retention_days,
@@ -85,25 +141,32 @@ def _load(context, kind: str, tables: list[str], config: LoadConfig, db: Receive
         context.log.warning(f"retention skipped: {exc}")
     by_table: dict[str, dict] = {}
     for r in results:
+        sizes = {f.table: f.bytes for f in r.manifest.table_files()}
         for t in r.load.tables:
-            agg = by_table.setdefault(t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0})
+            agg = by_table.setdefault(t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0,
+                                                "bytes": 0})
             agg["rows_in_backup"] += t.rows_in_backup
             agg["rows_written"] += t.rows_written
             agg["rows_deleted"] += t.rows_deleted
+            agg["bytes"] += sizes.get(t.table, 0)
     common = {"backups": dg.MetadataValue.json([{"backup_id": r.load.backup_id, "outcome": r.load.outcome}
                                                  for r in results])}
-    if results:
-        common["lag_seconds"] = dg.MetadataValue.float(max(_lag_seconds(r) for r in results))
+    if results:  # numbers the UI plots: lag from the newest source timestamp to this load
+        common["lag_seconds"] = dg.MetadataValue.float(min(_lag_seconds(r) for r in results))
+        common["window_lag_seconds"] = dg.MetadataValue.float(min(_window_lag_seconds(r) for r in results))
+        common["snapshot_time"] = dg.MetadataValue.timestamp(max(r.manifest.snapshot_time for r in results))
     for table in tables:
         yield dg.MaterializeResult(asset_key=loaded_key(kind, table), metadata={
             **common, **{k: dg.MetadataValue.int(v) for k, v in by_table.get(table, {
-                "rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0}).items()}})
+                "rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}).items()}})
     yield dg.MaterializeResult(asset_key=["receiver", kind, "media"], metadata={
         **common,
         "installed": sum(len(r.media.installed) for r in results if r.media),
         "identical": sum(len(r.media.identical) for r in results if r.media),
         "conflicts": sum(len(r.media.conflicts) for r in results if r.media),
+        "bytes": dg.MetadataValue.int(sum(r.manifest.file("media").bytes for r in results if r.manifest.file("media"))),
     })
+    yield from _check_results(kind, tables, checks)
 
 
 PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
@@ -111,7 +174,7 @@ COMPLETE_TABLES = [s.name for s in CATALOG]
 
 
 @dg.multi_asset(name="load_partial", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
-                pool="receiver_db", can_subset=False)
+                check_specs=_check_specs("partial", PARTIAL_TABLES), pool="receiver_db", can_subset=False)
 def load_partial(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
                  receiver_settings: ReceiverSettings):
     """Verify a partial backup and apply it in one transaction; quarantine it if it is bad."""
@@ -119,7 +182,7 @@ def load_partial(context: dg.AssetExecutionContext, config: LoadConfig, receiver
 
 
 @dg.multi_asset(name="load_complete", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
-                pool="receiver_db", can_subset=False)
+                check_specs=_check_specs("complete", COMPLETE_TABLES), pool="receiver_db", can_subset=False)
 def load_complete(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
                   receiver_settings: ReceiverSettings):
     """Verify a complete backup and apply it: upserts, then deletions, in one transaction."""

@@ -15,6 +15,7 @@ import dagster as dg
 from arb_pipeline.backup import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
 from arb_pipeline.catalog import CATALOG, short_name
 from arb_pipeline.extract import Window
+from arb_pipeline.freshness import policy_for
 from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
 
@@ -24,15 +25,16 @@ def table_key(kind: str, table: str) -> dg.AssetKey:
 
 def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"sender_{kind}"
+    fresh = policy_for(kind)
     table_specs = [dg.AssetSpec(table_key(kind, t), group_name=group, partitions_def=partitions_def,
                                 description=f"{t} rows of the {kind} backup, published on the receiver",
-                                kinds={"postgres"}).with_io_manager_key("backup_publisher")
+                                kinds={"postgres"}, freshness_policy=fresh).with_io_manager_key("backup_publisher")
                    for t in tables]
     media = dg.AssetSpec(["sender", kind, "media"], group_name=group, partitions_def=partitions_def,
                          description="media files referenced by the backup's rows", kinds={"file"},
-                         ).with_io_manager_key("backup_publisher")
+                         freshness_policy=fresh).with_io_manager_key("backup_publisher")
     package = dg.AssetSpec(["sender", kind, "backup"], group_name=group, partitions_def=partitions_def,
-                           deps=[s.key for s in table_specs] + [media.key],
+                           freshness_policy=fresh, deps=[s.key for s in table_specs] + [media.key],
                            description=f"the {kind} backup package, committed on the receiver by its manifest",
                            ).with_io_manager_key("backup_publisher")
     return table_specs + [media, package]
@@ -104,4 +106,5 @@ def partial_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase,
 def complete_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
     """Every catalog table from one snapshot (COPY format, restorable with psql), all media."""
     yield from _run_backup(context, "complete", build_complete, sender_settings, dsn=sender_db.checked_dsn(),
-                           pg_dump=sender_settings.pg_dump, zstd_level=sender_settings.zstd_level)
+                           pg_dump=sender_settings.pg_dump, zstd_level=sender_settings.zstd_level,
+                           fingerprints=sender_settings.complete_fingerprints)

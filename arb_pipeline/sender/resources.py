@@ -36,6 +36,7 @@ class SenderSettings(dg.ConfigurableResource):
     include_personal_columns: bool = False
     pg_dump: str = "pg_dump"
     zstd_level: int = 1                   # completes: level 1 keeps the dump as fast as pg_dump
+    complete_fingerprints: bool = True    # per-table digests in the complete's manifest (receiver parity check)
 
     def overlap(self):
         from datetime import timedelta
@@ -62,8 +63,10 @@ class BackupDestination(dg.ConfigurableResource):
     remote_dir: str = ""                  # REMOTE_BKP_FLDR
     connect_timeout: int = 10
     retries: int = 4
+    min_free_mb: int = 1024               # the connectivity check fails below this much room in the inbox
 
-    def open(self) -> Transport:
+    def open(self, retries: int | None = None) -> Transport:
+        """The transport; ``retries`` overrides the setting (a preflight check fails fast)."""
         if self.kind == "local":
             if not self.local_dir:
                 raise ConfigError("ARB_INBOX_DIR is empty: set the receiver's inbox folder for the local transport")
@@ -80,7 +83,8 @@ class BackupDestination(dg.ConfigurableResource):
             return SftpTransport(host=self.host, port=self.port, username=self.username, key_file=self.key_file,
                                  known_hosts_file=self.known_hosts_file, remote_dir=self.remote_dir,
                                  key_passphrase=self.key_passphrase or None,
-                                 connect_timeout=self.connect_timeout, retries=self.retries)
+                                 connect_timeout=self.connect_timeout,
+                                 retries=self.retries if retries is None else retries)
         raise ConfigError(f"ARB_TRANSPORT={self.kind!r}: use 'local' or 'sftp'")
 
 
@@ -134,6 +138,7 @@ def from_environment() -> dict:
         key_passphrase=env("ARB_SFTP_KEY_PASSPHRASE") if os.environ.get("ARB_SFTP_KEY_PASSPHRASE") else "",
         known_hosts_file=os.environ.get("ARB_SFTP_KNOWN_HOSTS", ""),
         remote_dir=os.environ.get("ARB_SFTP_REMOTE_DIR", ""),
+        min_free_mb=int(os.environ.get("ARB_REMOTE_MIN_FREE_MB", "1024")),
     )
     return {
         "sender_db": SenderDatabase(dsn=env("ARB_SENDER_DSN")),
@@ -145,6 +150,7 @@ def from_environment() -> dict:
             max_clock_skew_minutes=int(os.environ.get("ARB_MAX_CLOCK_SKEW_MINUTES", "5")),
             include_personal_columns=os.environ.get("ARB_INCLUDE_PERSONAL_COLUMNS", "") == "1",
             pg_dump=os.environ.get("ARB_PG_DUMP", "pg_dump"),
+            complete_fingerprints=os.environ.get("ARB_COMPLETE_FINGERPRINTS", "1") != "0",
         ),
         "backup_destination": destination,
         "backup_publisher": BackupPublisher(destination=destination),

@@ -53,6 +53,15 @@ class LocalFolderTransport:
             raise TransportError(f"the local inbox folder {self.root} is not writable: {exc}. "
                                  "Check ARB_INBOX_DIR and the folder's owner") from exc
 
+    def server_key(self) -> str:
+        return "(local folder: no host key)"
+
+    def disk_free(self) -> int | None:
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
+
     def close(self) -> None:
         pass
 

@@ -516,6 +516,39 @@ class SftpTransport:
                     f"the server (it must exist or be creatable, and be writable by that user)") from exc.__cause__
             raise
 
+    def server_key(self) -> str:
+        """``<type> SHA256:<fingerprint>`` of the host key the server presented (connects,
+        and so verifies it against known_hosts, if not connected yet)."""
+
+        def attempt(sftp: paramiko.SFTPClient) -> str:
+            key = self._client.get_transport().get_remote_server_key()
+            return f"{key.get_name()} {_fingerprint(key)}"
+
+        return self._retrying(f"cannot connect to {self._where}", attempt)
+
+    def disk_free(self) -> int | None:
+        """Bytes available to this user in ``remote_dir``, from OpenSSH's ``statvfs@openssh.com``
+        SFTP extension; None when the server doesn't offer it."""
+
+        def attempt(sftp: paramiko.SFTPClient) -> int | None:
+            from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+            try:
+                kind, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", self.remote_dir)
+            except (OSError, paramiko.SSHException) as exc:
+                if self._connected():  # the server said no: the extension is missing
+                    log.info("statvfs@openssh.com not available on %s: %s", self._where, _describe(exc))
+                    return None
+                raise
+            if kind != CMD_EXTENDED_REPLY:
+                return None
+            # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_fsid, f_flag, f_namemax
+            fields = [msg.get_int64() for _ in range(11)]
+            frsize = fields[1] or fields[0]
+            return fields[4] * frsize
+
+        return self._retrying(f"cannot read the free space of {self.remote_dir} on {self._where}", attempt)
+
     def close(self) -> None:
         with self._lock:
             self._disconnect()
