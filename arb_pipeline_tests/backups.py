@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,6 +18,28 @@ from arb_pipeline.package.reader import read_manifest
 
 UTC = timezone.utc
 _unique = itertools.count()
+P = "AndroidRequests_"
+PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
+                                  "stadisticdatafromregistrationbus", "report")]
+
+
+@contextmanager
+def seeded_sender(sender_dsn: str, tmp_path: Path, seed: int):
+    """A sender with small reference data and a Workload on it: yields (dsn, media, work)."""
+    from arb_pipeline.generator.reference import seed_reference
+    from arb_pipeline.generator.workload import Workload
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with connect(sender_dsn) as conn:
+        seed_reference(conn, seed=seed, scale=0.02)
+    with Workload(sender_dsn, media, seed=seed) as work:
+        yield sender_dsn, media, work
+
+
+def traffic(work, n: int = 120) -> None:
+    for _ in range(n):
+        work.step()
 
 
 def wide_window(now: datetime | None = None) -> Window:

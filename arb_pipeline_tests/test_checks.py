@@ -11,35 +11,24 @@ import pytest
 from arb_pipeline.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.db import connect
 from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
 from arb_pipeline.load_checks import check_complete, check_partial
 from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.parity import table_fingerprint
 from arb_pipeline.receiver.assets import load_complete
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline_tests.alerting import Ticker, mailer_for
-from arb_pipeline_tests.backups import complete_for_yesterday, load, make_complete, make_partial
+from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, complete_for_yesterday, load, make_complete, make_partial
 
-P = "AndroidRequests_"
-PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
-                                  "stadisticdatafromregistrationbus", "report")]
 
 
 @pytest.fixture
 def sender(sender_db, tmp_path):
-    media = tmp_path / "media"
-    media.mkdir()
-    with connect(sender_db) as conn:
-        seed_reference(conn, seed=7, scale=0.02)
-    work = Workload(sender_db, media, seed=7)
-    yield sender_db, media, work
-    work.close()
+    with seeded_sender(sender_db, tmp_path, seed=7) as world:
+        yield world
 
 
 def _traffic(work, n=100):
-    for _ in range(n):
-        work.step()
+    traffic(work, n)
 
 
 def _first_id(dsn, table, where="true"):

@@ -7,32 +7,21 @@ from datetime import timedelta
 import pytest
 
 from arb_pipeline.db import connect
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
 from arb_pipeline.load import LoadError
 from arb_pipeline.parity import compare_tables
-from arb_pipeline_tests.backups import load, make_complete, make_partial
+from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, load, make_complete, make_partial
 from arb_pipeline_tests.conftest import _fresh_db
 
-P = "AndroidRequests_"
-PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
-                                  "stadisticdatafromregistrationbus", "report")]
 
 
 @pytest.fixture
 def sender(sender_db, tmp_path):
-    media = tmp_path / "media"
-    media.mkdir()
-    with connect(sender_db) as conn:
-        seed_reference(conn, seed=3, scale=0.02)
-    work = Workload(sender_db, media, seed=3)
-    yield sender_db, media, work
-    work.close()
+    with seeded_sender(sender_db, tmp_path, seed=3) as world:
+        yield world
 
 
 def _traffic(work, n=120):
-    for _ in range(n):
-        work.step()
+    traffic(work, n)
 
 
 def _count(dsn, table, where="true"):
