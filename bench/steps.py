@@ -13,13 +13,14 @@ from pathlib import Path
 UTC = timezone.utc
 
 
-def build_complete(sender, media, staging, pg_dump):
+def build_complete(sender, media, staging, pg_dump, fingerprints=True):
     from arb_pipeline.backup import build_complete as build
     from arb_pipeline.extract import Window
 
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     built = build(sender, Path(staging), partition_key=day.strftime("%Y-%m-%d"), window=Window(day - timedelta(days=1), day),
-                  unique=str(time.time_ns()), media_dir=Path(media), sender_id="bench", pg_dump=pg_dump)
+                  unique=str(time.time_ns()), media_dir=Path(media), sender_id="bench", pg_dump=pg_dump,
+                  fingerprints=fingerprints)
     return {"path": str(built.staged.root), "bytes": sum(f.bytes for f in built.manifest.files)}
 
 
