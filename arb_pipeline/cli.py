@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "arb_pipeline.generator.cli",
     "arb_pipeline.parity_cli",
     "arb_pipeline.check_cli",
+    "arb_pipeline.backups_cli",
     "arb_pipeline.devenv.cli",
 )
 
