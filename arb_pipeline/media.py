@@ -53,7 +53,14 @@ TOO_DEEP = "unsafe name: folder nested more than one level deep (not bundled)"
 
 
 class MediaError(ArbError):
-    """A media folder or media bundle is unusable; the message names the file and the fix."""
+    """A media folder or media bundle is unusable; the message names the file and the fix.
+
+    ``quarantine`` says whether the bundle itself is bad (move the backup aside) or the
+    receiver's setting is wrong (the backup waits in the inbox for the next try)."""
+
+    def __init__(self, message: str, *, quarantine: bool = True):
+        super().__init__(message)
+        self.quarantine = quarantine
 
 
 @dataclass(frozen=True)
@@ -148,11 +155,11 @@ def bundle_all_media(media_dir: Path, staged: StagedBackup, bundle_name: str = B
     return _write_bundle(root, candidates, missing, staged, bundle_name, media_dir)
 
 
-def _media_root(media_dir: Path) -> str:
+def _media_root(media_dir: Path, label: str = "media folder") -> str:
     path = Path(media_dir)
     if not path.is_dir():
-        raise MediaError(f"media folder {str(path)!r} does not exist or is not a folder: "
-                         f"check the media_dir setting, or create the folder")
+        raise MediaError(f"{label} {str(path)!r} does not exist or is not a folder: "
+                         f"check the media_dir setting, or create the folder", quarantine=False)
     return os.path.realpath(path)
 
 
@@ -293,7 +300,7 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
     a regular file, has an unsafe name, isn't in ``expected`` or appears twice, when a
     member's size or sha256 differs from ``expected``, or when an expected file is absent.
     """
-    root = _receiver_root(media_dir)
+    root = _media_root(media_dir, "receiver media folder")
     want: dict[str, MediaEntry] = {}
     for e in expected:
         if not is_safe_name(e.name):
@@ -339,14 +346,6 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
                     os.rmdir(d)
                 except OSError:
                     pass
-
-
-def _receiver_root(media_dir: Path) -> str:
-    path = Path(media_dir)
-    if not path.is_dir():
-        raise MediaError(f"receiver media folder {str(path)!r} does not exist or is not a folder: "
-                         f"check the media_dir setting, or create the folder")
-    return os.path.realpath(path)
 
 
 def _check_member(member: tarfile.TarInfo, want: dict[str, MediaEntry], seen: set[str], bundle) -> None:

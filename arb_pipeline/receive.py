@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from arb_pipeline.db import connect
-from arb_pipeline.errors import ArbError, ConfigError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.load import LoadResult, load_backup
 from arb_pipeline.media import InstallResult, MediaError, install_media
 from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
@@ -121,13 +121,11 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
         media = None
         bundle = manifest.file("media")
         if bundle is not None:
-            if not Path(media_dir).is_dir():  # the receiver's setting is wrong, not the backup: keep it
-                raise ConfigError(f"receiver media folder {str(media_dir)!r} does not exist or is not a folder: "
-                                  "create it or fix the media_dir setting (ARB_RECEIVER_MEDIA_DIR); backup "
-                                  f"{manifest.backup_id} was not loaded and stays in the inbox for the next try")
             try:
                 media = install_media(backup_dir / bundle.name, manifest.media, Path(media_dir))
             except MediaError as exc:
+                if not exc.quarantine:  # the receiver's setting is wrong, not the backup: it waits
+                    raise
                 where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
                 raise VerifyError(f"backup {manifest.backup_id}: media bundle refused: {exc} "
                                   f"(quarantined in {where})", backup_id=manifest.backup_id) from exc
