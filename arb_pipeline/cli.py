@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "arb_pipeline.parity_cli",
     "arb_pipeline.check_cli",
     "arb_pipeline.backups_cli",
+    "arb_pipeline.restore_cli",
     "arb_pipeline.devenv.cli",
 )
 
