@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from arb_pipeline.errors import ConfigError
@@ -21,10 +23,32 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "arb_
             connect_timeout=10,
         )
     except psycopg.OperationalError as exc:
+        # Raised without its cause: libpq's text is kept, scrubbed of the password.
         raise ConfigError(
-            f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {str(exc).strip()}. "
+            f"cannot connect to PostgreSQL at {describe_dsn(dsn)}: {redact(str(exc).strip(), dsn)}. "
             "Check that the server is running and the DSN setting (host, port, user, dbname) is right."
-        ) from exc
+        ) from None
+    except psycopg.ProgrammingError as exc:  # libpq can't parse the DSN; some messages quote it whole
+        raise ConfigError(f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}. "
+                          "Write it as key=value pairs (host=... port=... dbname=... user=...) or a "
+                          "postgresql:// URI") from None
+
+
+def redact(text: str, dsn: str) -> str:
+    """``text`` with the DSN's password (and the DSN itself) replaced by ``***``."""
+    secrets = [dsn]
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+        # Unparseable: a URI's userinfo, or the value after password=, is all we can guess.
+        secrets += re.findall(r"://[^:/@]*:([^@]+)@", dsn) + re.findall(r"password\s*=\s*'?([^'\s]+)", dsn)
+    if password:
+        secrets.append(str(password))
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def describe_dsn(dsn: str) -> str:
@@ -42,7 +66,10 @@ def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
     goes in PGPASSWORD, never on the command line where `ps` shows it."""
     import os
 
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}") from None
     env = dict(os.environ)
     if "password" in params:
         env["PGPASSWORD"] = str(params.pop("password"))

@@ -99,18 +99,34 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
     # One loader at a time per database, whatever runs it (the Dagster pool also says so).
     conn.execute("SELECT pg_advisory_lock(hashtext('arb_pipeline.load'))")
     staged: dict = {}
+    staging_used = False
     try:
         state = _ledger_state(conn, manifest, manifest_sha256)
         if state is None and manifest.kind == "complete" and dsn:
             clear_staging(conn)
+            staging_used = True   # a failed stage_in_parallel leaves tables behind too
             files = manifest.table_files()
             infos = introspect(conn, [f.table for f in files])
             staged = stage_in_parallel(dsn, backup_dir, {f.table: f for f in files}, infos, parents_first(infos),
                                        manifest_sha256[:12], workers)
         with conn.transaction():
             return _apply(conn, backup_dir, manifest, manifest_sha256, staged)
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
+        # Rows the server can't take (malformed values, a broken key or reference): the
+        # transaction rolled back, nothing of the backup is applied.
+        diag = exc.diag
+        where = f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})" \
+            if diag.table_name else ""
+        raise LoadError(f"backup {manifest.backup_id}: its rows can't be applied{where}: "
+                        f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
+                        f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
+                        f"{manifest.partition_key} to publish it again") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise LoadError(f"backup {manifest.backup_id}: the receiver's database role may not do what a load needs: "
+                        f"{(exc.diag.message_primary or str(exc)).strip()}; nothing was loaded. As the database's "
+                        "owner, run deploy/sql/receiver-role.sql for this role again (after every migration)") from exc
     finally:
-        if staged:
+        if staged or staging_used:
             clear_staging(conn)
         conn.execute("SELECT pg_advisory_unlock(hashtext('arb_pipeline.load'))")
 

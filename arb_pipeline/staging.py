@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from arb_pipeline.db import connect
@@ -62,6 +63,25 @@ def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Ident
     create = sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temporary else "CREATE UNLOGGED TABLE {} ({})")
     conn.execute(create.format(stage, coldefs))
     path = Path(backup_dir) / entry.name
+    try:
+        _copy_in(conn, path, entry, stage, backup_cols)
+    except psycopg.DataError as exc:  # a value the receiver's column type can't take, or not JSON
+        diag = exc.diag
+        where = f" ({diag.context.strip().splitlines()[0][:300]})" if diag.context else ""
+        raise StagingError(f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
+                           f"column types: {(diag.message_primary or str(exc)).strip()}{where}; the file is "
+                           "malformed: re-run the sender's partition to publish the backup again") from exc
+    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+    if count != entry.rows:
+        raise StagingError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
+    if ignored:
+        log.warning("%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
+                    "(add them with a receiver migration; the next complete backup fills them)",
+                    entry.table, ", ".join(ignored))
+    return TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
+
+
+def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str]) -> None:
     with conn.cursor() as cur:
         if entry.format == "copy-text":
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _ids(backup_cols))) as copy:
@@ -75,14 +95,6 @@ def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Ident
                     copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
             conn.execute(sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, json_populate_record(NULL::{s}, doc) r").format(
                 s=stage, d=docs))
-    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
-    if count != entry.rows:
-        raise StagingError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
-    if ignored:
-        log.warning("%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
-                    "(add them with a receiver migration; the next complete backup fills them)",
-                    entry.table, ", ".join(ignored))
-    return TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
 
 
 def stage_name(backup_key: str, i: int) -> sql.Identifier:
