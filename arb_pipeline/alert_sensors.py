@@ -319,8 +319,19 @@ def make_freshness_alert_sensor(location: str, targets: dict[dg.AssetKey, timede
     return _freshness_alerts
 
 
+def own_runs(context: dg.SensorEvaluationContext):
+    """A predicate: is this run one of the sensor's code location's (see _belongs)?"""
+    jobs, keys = _own_keys(context.repository_def)
+    watch_all = context.repository_def is None
+    return lambda run: _belongs(context.instance, run, jobs, keys, watch_all)
+
+
 def alert_sensors(location: str, assets: Sequence) -> list[dg.SensorDefinition]:
-    """Both alert sensors of a code location; its Definitions also need the
+    """The operations sensors of a code location: failure and freshness emails, and the
+    dead-run reaper (whose failures the first emails). Its Definitions also need the
     ``alert_mailer`` resource (``alert_mailer_from_environment()``)."""
+    from arb_pipeline.run_reaper import make_dead_run_sensor
+
     return [make_failure_alert_sensor(location),
-            make_freshness_alert_sensor(location, freshness_targets(assets))]
+            make_freshness_alert_sensor(location, freshness_targets(assets)),
+            make_dead_run_sensor(location, own_runs)]

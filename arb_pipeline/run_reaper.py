@@ -1,0 +1,105 @@
+"""Runs whose process died (SIGKILL, OOM killer, a reboot) are marked failed, and their
+pool slots given back.
+
+Why: with the default run launcher (and `dagster asset materialize`), Dagster can't tell
+a run whose worker was killed from a slow one; the run stays STARTED forever, and so do
+the pool slot it claimed (``sender_partial``, ``receiver_db``) and its place under the
+``arb/db-load`` run limit. Every later backup or load of that pool then waits, silently.
+Run monitoring's ``max_runtime`` would end it only after the longest legitimate run
+(hours, for a complete). The fault matrix found this (scenario 1).
+
+How: every event Dagster writes carries the pid of the process that wrote it. A STARTED
+run is dead when the newest such pid is not a live process of this host and the run has
+been silent for ``min_silence_seconds``. Launchers that check their workers themselves
+(Docker, Kubernetes) are left to Dagster. The run is reported failed with the reason,
+which the failure alert sensor emails, and its concurrency slots are freed; the next
+schedule tick or sensor request then proceeds (the sender's overlap re-reads a killed
+window, the inbox sensor re-requests a killed load).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+DEFAULT_MIN_SILENCE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class ReapedRun:
+    run_id: str
+    job_name: str
+    pid: int
+    silent_seconds: float
+
+
+def _pid_alive(pid: int) -> bool:
+    """A live process that is a Python/dagster worker (a recycled pid running something else is dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else: not ours to judge
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return state != "Z" and (b"python" in cmdline or b"dagster" in cmdline)
+
+
+def _last_pid_and_time(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, float | None]:
+    logs = instance.all_logs(run_id)
+    for entry in reversed(logs):
+        if entry.dagster_event is not None and entry.dagster_event.pid:
+            return entry.dagster_event.pid, logs[-1].timestamp
+    return None, (logs[-1].timestamp if logs else None)
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, *, belongs: Callable[[dg.DagsterRun], bool] = lambda run: True,
+                   min_silence_seconds: float = DEFAULT_MIN_SILENCE_SECONDS,
+                   now: float | None = None) -> list[ReapedRun]:
+    """Mark this host's dead STARTED runs failed and free their pool slots; return them."""
+    if instance.run_launcher.supports_check_run_worker_health:
+        return []  # the launcher's own health check (run monitoring) handles it
+    now = time.time() if now is None else now
+    reaped = []
+    for record in instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        run = record.dagster_run
+        if not belongs(run):
+            continue
+        pid, last = _last_pid_and_time(instance, run.run_id)
+        if pid is None or last is None or now - last < min_silence_seconds or _pid_alive(pid):
+            continue
+        message = (f"The run's process (pid {pid}) is gone without finishing: it was killed or the machine "
+                   f"restarted. Marked failed after {now - last:.0f} s of silence; its pool slots are freed "
+                   "and the next scheduled run or sensor request takes over.")
+        instance.report_run_failed(run, message)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(ReapedRun(run.run_id, run.job_name, pid, now - last))
+    return reaped
+
+
+def make_dead_run_sensor(location: str, belongs_factory: Callable[[dg.SensorEvaluationContext],
+                                                                  Callable[[dg.DagsterRun], bool]],
+                         *, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(name=f"{location}_dead_runs", minimum_interval_seconds=minimum_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Marks failed the {location} runs whose process died (SIGKILL, OOM, reboot) "
+                           "and frees their pool slots, so later backups and loads don't wait on them")
+    def _dead_runs(context: dg.SensorEvaluationContext):
+        min_silence = float(os.environ.get("ARB_DEAD_RUN_SILENCE_SECONDS", DEFAULT_MIN_SILENCE_SECONDS))
+        reaped = reap_dead_runs(context.instance, belongs=belongs_factory(context), min_silence_seconds=min_silence)
+        if not reaped:
+            return dg.SkipReason("no dead runs")
+        for r in reaped:
+            context.log.warning(f"run {r.run_id} ({r.job_name}): process {r.pid} gone; marked failed")
+        return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(r.run_id for r in reaped)}")
+
+    return _dead_runs
