@@ -395,7 +395,7 @@ def _stage_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: MediaEnt
                      | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
     except OSError as exc:
         raise MediaError(f"cannot write into the receiver media folder for {member.name!r}: {exc}; "
-                         f"check its permissions and free space") from None
+                         f"check its permissions and free space", quarantine=False) from None
     staged = _Staged(member.name, os.path.join(folder, base), temp, entry.sha256)
     try:
         digest, size = hashlib.sha256(), 0
@@ -413,8 +413,9 @@ def _stage_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: MediaEnt
     except BaseException as exc:
         _unlink_quietly(temp)
         if isinstance(exc, OSError):
+            # The receiver's disk, not the backup (it was verified): the backup waits in the inbox.
             raise MediaError(f"cannot stage media file {member.name!r} in the receiver media folder: {exc}; "
-                             f"check its permissions and free space") from None
+                             f"check its permissions and free space", quarantine=False) from None
         raise
     return staged
 
@@ -487,7 +488,7 @@ def _fsync_files(paths: list[str]) -> None:
             list(pool.map(sync, paths))
     except OSError as exc:
         raise MediaError(f"cannot flush staged media files to disk in the receiver media folder: {exc}; "
-                         f"check the disk") from None
+                         f"check the disk", quarantine=False) from None
 
 
 def _unlink_quietly(path: str) -> None:
