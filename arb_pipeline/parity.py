@@ -625,8 +625,11 @@ def compare_tables(
     receiver_dsn: str,
     tables: Iterable[str] | None = None,
     max_diffs: int = 10,
+    progress=None,
 ) -> ParityReport:
     """Compare the replicated tables of two databases on their shared columns.
+
+    ``progress`` (an ``arb_pipeline.progress.Progress``) counts the tables as they are done.
 
     Each side is read in one read-only REPEATABLE READ snapshot. The two snapshots are
     taken at (about) the same moment but on different servers, so on a live sender a
@@ -642,7 +645,7 @@ def compare_tables(
         if tables is None:
             receiver_set = set(names)
             report.sender_only_tables = tuple(t for t in _replicable_tables(s_conn) if t not in receiver_set)
-        for table in names:
+        for table in (progress.track(names, "parity") if progress is not None else names):
             shared = shared_columns(s_conn, r_conn, table)
             result = TableParity(
                 table=table,

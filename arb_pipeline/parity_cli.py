@@ -3,9 +3,7 @@
 A bad setting or an unreachable server is an ArbError, which ``arb`` turns into exit 2,
 so scripts can tell "the data differ" from "the check could not run".
 
-On a terminal (or with ARB_PROGRESS=1) a progress bar on stderr counts the tables; the
-tables are then compared one call at a time, each in its own pair of snapshots instead
-of all in one, which for a per-table comparison is the same check.
+On a terminal (or with ARB_PROGRESS=1) a progress bar on stderr counts the tables.
 """
 
 from __future__ import annotations
@@ -13,9 +11,8 @@ from __future__ import annotations
 import json
 import os
 
-from arb_pipeline.db import connect, describe_dsn
 from arb_pipeline.errors import ConfigError
-from arb_pipeline.parity import ParityReport, compare_media, compare_tables, replicated_tables
+from arb_pipeline.parity import compare_media, compare_tables
 from arb_pipeline.progress import Progress
 
 
@@ -50,7 +47,8 @@ def run(args) -> int:
         raise ConfigError("media folders come in pairs: pass both --sender-media and --receiver-media, or neither")
     if args.max_diffs < 0:
         raise ConfigError(f"--max-diffs must be 0 or more, not {args.max_diffs}")
-    report = _compare_tables(args, Progress())
+    report = compare_tables(args.sender_dsn, args.receiver_dsn, tables=args.tables, max_diffs=args.max_diffs,
+                            progress=Progress())
     if args.sender_media:
         report.media = compare_media(args.sender_media, args.receiver_media, max_diffs=args.max_diffs)
     if args.json:
@@ -59,18 +57,3 @@ def run(args) -> int:
         print(report.format())
     return 0 if report.ok else 1
 
-
-def _compare_tables(args, progress: Progress) -> ParityReport:
-    if not progress.enabled:
-        return compare_tables(args.sender_dsn, args.receiver_dsn, tables=args.tables, max_diffs=args.max_diffs)
-    with connect(args.sender_dsn, application_name="arb_parity") as s_conn, \
-            connect(args.receiver_dsn, application_name="arb_parity") as r_conn:
-        names = replicated_tables(s_conn, r_conn, args.tables)
-        # The sender's own replicable tables are its "replicated tables" with itself.
-        sender_only = () if args.tables else tuple(t for t in replicated_tables(s_conn, s_conn) if t not in names)
-    report = ParityReport(sender=describe_dsn(args.sender_dsn), receiver=describe_dsn(args.receiver_dsn),
-                          sender_only_tables=sender_only)
-    for table in progress.track(names, "parity"):
-        report.tables += compare_tables(args.sender_dsn, args.receiver_dsn, tables=[table],
-                                        max_diffs=args.max_diffs).tables
-    return report

@@ -62,6 +62,7 @@ class BackupDestination(dg.ConfigurableResource):
     known_hosts_file: str = ""
     remote_dir: str = ""                  # REMOTE_BKP_FLDR
     connect_timeout: int = 10
+    io_timeout: int = 30                  # a transfer that hears nothing this long is retried
     retries: int = 4
     min_free_mb: int = 1024               # the connectivity check fails below this much room in the inbox
 
@@ -83,7 +84,7 @@ class BackupDestination(dg.ConfigurableResource):
             return SftpTransport(host=self.host, port=self.port, username=self.username, key_file=self.key_file,
                                  known_hosts_file=self.known_hosts_file, remote_dir=self.remote_dir,
                                  key_passphrase=self.key_passphrase or None,
-                                 connect_timeout=self.connect_timeout,
+                                 connect_timeout=self.connect_timeout, io_timeout=self.io_timeout,
                                  retries=self.retries if retries is None else retries)
         raise ConfigError(f"ARB_TRANSPORT={self.kind!r}: use 'local' or 'sftp'")
 
@@ -138,6 +139,7 @@ def from_environment() -> dict:
         key_passphrase=env("ARB_SFTP_KEY_PASSPHRASE") if os.environ.get("ARB_SFTP_KEY_PASSPHRASE") else "",
         known_hosts_file=os.environ.get("ARB_SFTP_KNOWN_HOSTS", ""),
         remote_dir=os.environ.get("ARB_SFTP_REMOTE_DIR", ""),
+        io_timeout=int(os.environ.get("ARB_SFTP_IO_TIMEOUT", "30")),
         min_free_mb=int(os.environ.get("ARB_REMOTE_MIN_FREE_MB", "1024")),
     )
     return {
