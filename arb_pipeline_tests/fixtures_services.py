@@ -1,9 +1,13 @@
 """sshd and SMTP fixtures, loaded as a pytest plugin by conftest.py.
 
-- ``sshd_server`` (session): a real, chrooted, SFTP-only OpenSSH sshd on 127.0.0.1.
-  It needs root and /usr/sbin/sshd. Elsewhere it skips with the reason, except when the
-  environment says the services are required (``CI`` or ``ARB_REQUIRE_SSHD`` set), where
-  a missing sshd is a failure: CI must not pass by skipping the SFTP tests.
+- ``sshd_server`` (session): a real, SFTP-only OpenSSH sshd on 127.0.0.1 with the
+  production options of deploy/sshd/arb-sftp.conf: chrooted when run as root, otherwise
+  unprivileged (run by the test user for itself, no chroot; ``remote_inbox`` is then an
+  absolute path, so tests name it, never ``/inbox``). It needs /usr/sbin/sshd. Without it
+  it skips with the reason, except when the environment says the services are required
+  (``CI`` or ``ARB_REQUIRE_SSHD`` set), where a missing sshd is a failure: CI must not
+  pass by skipping the SFTP tests. The chroot itself is tested by test_sshd_hardening.py
+  (marker ``needs_root``: .ci/run runs those as root).
 - ``sftp_inbox`` (function): the same server with an empty inbox and a known_hosts file
   that trusts its current host key.
 - ``smtp_server`` (function): a fresh capturing SMTP server.

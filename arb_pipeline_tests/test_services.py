@@ -1,8 +1,12 @@
-"""Each local service really answers: PostgreSQL, OpenSSH sshd (SFTP, chrooted), SMTP."""
+"""Each local service really answers: PostgreSQL, OpenSSH sshd (SFTP only), SMTP; and in CI
+they, and the suite, run as an unprivileged user."""
 
 from __future__ import annotations
 
+import grp
 import io
+import os
+import pwd
 import shutil
 import smtplib
 import socket
@@ -55,14 +59,15 @@ def test_sftp_put_and_get_round_trip(sftp_inbox):
 
 
 @pytest.mark.sshd
-def test_sftp_user_is_chrooted(sftp_inbox):
+def test_sftp_user_may_not_write_outside_the_inbox(sftp_inbox):
+    # Chrooted, "/" is the root-owned chroot; unprivileged, the real root. The chroot itself
+    # (the client sees only /inbox) is test_sshd_hardening's, run as root.
     with _sftp_client(sftp_inbox) as client, client.open_sftp() as sftp:
-        assert sftp.listdir("/") == ["inbox"]
-        assert sftp.listdir("/..") == ["inbox"]
-        with pytest.raises(FileNotFoundError):
-            sftp.stat("/etc/passwd")
-        with pytest.raises(PermissionError):  # the chroot itself is root's
+        with pytest.raises(PermissionError):
             sftp.putfo(io.BytesIO(b"x"), "/outside.txt")
+        with pytest.raises(PermissionError):  # ForceCommand internal-sftp -P symlink,hardlink
+            sftp.symlink(sftp_inbox.remote_inbox, f"{sftp_inbox.remote_inbox}/link")
+    assert list(sftp_inbox.inbox_dir.iterdir()) == []
 
 
 @pytest.mark.sshd
@@ -124,6 +129,29 @@ def test_sshd_listens_on_loopback_only(sftp_inbox):
     assert "ListenAddress 127.0.0.1" in config
     with socket.create_connection(("127.0.0.1", sftp_inbox.port), timeout=5) as sock:
         assert sock.recv(64).startswith(b"SSH-2.0-OpenSSH")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _uid_of(pid: int) -> int:
+    return os.stat(f"/proc/{pid}").st_uid
+
+
+@pytest.mark.sshd
+def test_ci_runs_the_suite_and_its_services_unprivileged(sftp_inbox, pg_cluster):
+    if not _flag("ARB_EXPECT_UNPRIVILEGED"):
+        pytest.skip("ARB_EXPECT_UNPRIVILEGED is set by .ci/run, which runs the suite as an unprivileged user")
+    me = os.geteuid()
+    assert me != 0 and os.getuid() != 0
+    assert 0 not in os.getgroups() and all(g.gr_gid not in os.getgroups()
+                                           for g in grp.getgrall() if g.gr_name in ("sudo", "wheel", "admin"))
+    assert not sftp_inbox.chroot and sftp_inbox.username == pwd.getpwuid(me).pw_name
+    assert _uid_of(sftp_inbox.pid) == me and _uid_of(pg_cluster.pid) == me  # started by this user, not root
+    with _sftp_client(sftp_inbox) as client, client.open_sftp() as sftp:
+        sftp.putfo(io.BytesIO(b"unprivileged"), f"{sftp_inbox.remote_inbox}/u.bin")
+    assert (sftp_inbox.inbox_dir / "u.bin").stat().st_uid == me
 
 
 # ---- SMTP ------------------------------------------------------------------------------

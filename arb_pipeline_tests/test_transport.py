@@ -265,7 +265,7 @@ def test_unreachable_port_names_host_and_port(sftp_inbox):
 
 @pytest.mark.sshd
 def test_unwritable_remote_folder(sftp_inbox, tmp_path):
-    with make_sftp(sftp_inbox, remote_dir="/", retries=3, backoff=1.0) as t:  # the chroot: root-owned
+    with make_sftp(sftp_inbox, remote_dir="/", retries=3, backoff=1.0) as t:  # root-owned (chroot or not)
         started = time.monotonic()
         with pytest.raises(TransportError, match="remote_dir") as err:
             t.check_writable()
@@ -276,15 +276,16 @@ def test_unwritable_remote_folder(sftp_inbox, tmp_path):
     readonly.mkdir()
     shutil.chown(readonly, sftp_inbox.username)
     readonly.chmod(0o555)
-    with make_sftp(sftp_inbox, remote_dir="/inbox/readonly", retries=3, backoff=1.0) as t:
-        with pytest.raises(TransportError, match="/inbox/readonly") as err:
+    remote_readonly = f"{sftp_inbox.remote_inbox}/readonly"  # /inbox/readonly when chrooted
+    with make_sftp(sftp_inbox, remote_dir=remote_readonly, retries=3, backoff=1.0) as t:
+        with pytest.raises(TransportError, match=remote_readonly) as err:
             t.check_writable()
         assert "remote_dir" in str(err.value)
         with pytest.raises(TransportError, match="permission denied"):
             t.publish(write(tmp_path / "s", b"x"), "sub/x.bin")
     assert list(readonly.iterdir()) == []
 
-    with make_sftp(sftp_inbox, remote_dir="/inbox/new/deeper") as t:  # a missing folder is created
+    with make_sftp(sftp_inbox, remote_dir=f"{sftp_inbox.remote_inbox}/new/deeper") as t:  # a missing folder is created
         t.check_writable()
     assert (sftp_inbox.inbox_dir / "new/deeper").is_dir()
 

@@ -2,8 +2,9 @@
 
 Uses the system's PostgreSQL binaries when present (Debian's /usr/lib/postgresql/N/bin),
 otherwise the ones bundled in the ``pgserver`` wheel, so the demo works on a machine
-with only Python. initdb and postgres refuse to run as root: as root the cluster runs
-as the ``postgres`` user (created as a system user when missing).
+with only Python. Run as any user but root, the cluster is that user's (initdb needs no
+privileges; CI runs the suite so). initdb and postgres refuse to run as root: as root the
+cluster runs as the ``postgres`` user (created as a system user when missing).
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
-"""A real OpenSSH sshd on 127.0.0.1 for the demo and the tests: SFTP only, chrooted, key only.
+"""A real OpenSSH sshd on 127.0.0.1 for the demo and the tests: SFTP only, key only.
 
-What it sets up (all of it needs root: ``ChrootDirectory`` and ``useradd``):
+It runs deploy/sshd/arb-sftp.conf's options (``SFTP_ONLY_OPTIONS`` in a ``Match User``
+block, as there; test_sshd_hardening checks they agree) and an ``authorized_keys`` line
+with ``restrict,from=...`` as in authorized_keys.example. ``chroot`` picks the mode
+(default: chrooted when run as root):
 
-- a system user (default ``arbsftp``) created with password ``*`` (key-only; ``!`` would
-  mark the account locked and sshd refuses it) and shell ``/usr/sbin/nologin``;
-- an ed25519 host key and a ``known_hosts`` file naming it as ``[127.0.0.1]:PORT``, so
-  clients verify the server (promise 5);
-- an ed25519 client key and an ``authorized_keys`` file holding only its public half;
-- a chroot (default ``/srv/arb-sftp/<unique>``; sshd refuses a chroot under /tmp or with
-  any path component not owned by root or writable by group/others) with one folder
-  ``inbox`` owned by the sftp user: the receiver's inbox, ``/inbox`` as the client sees it;
-- an ``sshd_config`` allowing nothing but ``internal-sftp``: no shell, no TTY, no
-  forwarding, no passwords, no root.
+- **chrooted** (root; production's layout): a system user (default ``arbsftp``, password
+  ``*``: key only, where ``!`` would mark it locked and sshd refuse it; shell nologin) and
+  a chroot (default ``/srv/arb-sftp/<unique>``: sshd wants every component root-owned and
+  not group/world-writable, so not under /tmp) holding ``inbox``, ``/inbox`` to clients.
+- **unprivileged** (any other user): sshd runs as the current user, the only user it can
+  let in. No chroot (that needs root): clients see the real file system, and
+  ``remote_inbox`` is the absolute path of ``base_dir/inbox``. The rest is the same.
 
-Config, keys, pid file and log live in ``base_dir`` (anywhere, /tmp included); only the
-chroot has to be elsewhere. The server is stopped by the PID in its pid file.
+Config, keys (host and client, ed25519), known_hosts (``[127.0.0.1]:PORT``, so clients
+verify the server: promise 5), pid file and log live in ``base_dir``, /tmp included.
+The server is stopped by the PID in its pid file.
 """
 
 from __future__ import annotations
@@ -38,6 +39,23 @@ DEFAULT_USER = "arbsftp"
 DEFAULT_CHROOT_BASE = Path("/srv/arb-sftp")
 INSTALL_HINT = "install it with `apt-get install openssh-server` (Debian/Ubuntu)"
 
+# The ``Match User`` block of deploy/sshd/arb-sftp.conf minus the site's paths
+# (AuthorizedKeysFile, ChrootDirectory). `-P` refuses symlink/hardlink requests: the sender
+# never needs them, and a link in the inbox could point the receiver at another file.
+SFTP_ONLY_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("ForceCommand", "internal-sftp -u 0007 -P symlink,hardlink"),
+    ("AuthenticationMethods", "publickey"),
+    ("PasswordAuthentication", "no"),
+    ("PermitTTY", "no"),
+    ("AllowTcpForwarding", "no"),
+    ("AllowAgentForwarding", "no"),
+    ("AllowStreamLocalForwarding", "no"),
+    ("X11Forwarding", "no"),
+    ("PermitTunnel", "no"),
+)
+# authorized_keys.example's options: no forwarding, PTY, user rc or X11; only from the sender.
+AUTHORIZED_KEY_OPTIONS = 'restrict,from="{address}"'
+
 
 class ServiceError(ArbError):
     """A local service could not be set up or started; the message says how to fix it."""
@@ -48,19 +66,19 @@ def sshd_installed(sshd_bin: Path = SSHD_BIN) -> bool:
     return sshd_bin.is_file() and os.access(sshd_bin, os.X_OK)
 
 
-def sshd_unavailable_reason(sshd_bin: Path = SSHD_BIN) -> str | None:
-    """Why ``LocalSshd`` can't run here (None when it can): not root, or sshd missing."""
+def sshd_unavailable_reason(sshd_bin: Path = SSHD_BIN, *, chroot: bool = False) -> str | None:
+    """Why ``LocalSshd`` can't run here (None when it can): sshd missing, or a chroot without root."""
     if not sshd_installed(sshd_bin):
         return f"OpenSSH sshd not found at {sshd_bin}: {INSTALL_HINT}"
-    if os.geteuid() != 0:
-        return ("the local sshd needs root (ChrootDirectory and useradd); "
-                "run as root or use the local-folder transport")
+    if chroot and os.geteuid() != 0:
+        return ("the chrooted sshd needs root (ChrootDirectory and useradd); run as root, or use "
+                "LocalSshd(chroot=False), the unprivileged mode without a chroot")
     return None
 
 
-def require_sshd(sshd_bin: Path = SSHD_BIN) -> None:
+def require_sshd(sshd_bin: Path = SSHD_BIN, *, chroot: bool = False) -> None:
     """Raise ``ServiceError`` naming the fix when ``LocalSshd`` can't run here."""
-    reason = sshd_unavailable_reason(sshd_bin)
+    reason = sshd_unavailable_reason(sshd_bin, chroot=chroot)
     if reason:
         raise ServiceError(reason)
 
@@ -139,29 +157,45 @@ class LocalSshd:
     """An SFTP-only OpenSSH server: ``start()``, ``stop()``, ``regenerate_host_key()``, ``cleanup()``.
 
     ``base_dir`` holds sshd_config, keys, known_hosts, authorized_keys, the pid file and the
-    log. ``chroot_dir`` is the sftp user's root; ``inbox_dir`` (= ``chroot_dir/inbox``) is the
-    local path of ``remote_inbox`` (``/inbox``) as a client sees it.
+    log. ``inbox_dir`` is the local path of ``remote_inbox`` as a client sees it: chrooted,
+    ``chroot_dir/inbox`` seen as ``/inbox``; unprivileged, ``base_dir/inbox`` seen as itself.
+    ``chroot=None`` means chrooted when running as root.
     """
 
     base_dir: Path
     chroot_dir: Path = field(default_factory=_default_chroot)
-    username: str = DEFAULT_USER
+    username: str = ""  # default: DEFAULT_USER chrooted, the current user unprivileged
     host: str = "127.0.0.1"
     port: int = 0
     sshd_bin: Path = SSHD_BIN
-    remote_inbox: str = "/inbox"
     start_timeout: float = 10.0
+    chroot: bool | None = None
     _created_chroot: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.base_dir = Path(self.base_dir)
         self.chroot_dir = Path(self.chroot_dir)
         self.sshd_bin = Path(self.sshd_bin)
+        if self.chroot is None:
+            self.chroot = os.geteuid() == 0
+        if not self.chroot and os.geteuid() == 0:
+            raise ServiceError("LocalSshd(chroot=False) runs sshd as the user it lets in, and root logins are "
+                               "refused: run it as an unprivileged user, or as root with chroot=True")
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        self.username = self.username or (DEFAULT_USER if self.chroot else me)
+        if not self.chroot and self.username != me:
+            raise ServiceError(f"an unprivileged sshd can only let in the user it runs as ({me!r}), not "
+                               f"{self.username!r}: leave username empty, or run as root with chroot=True")
 
     # ---- paths -------------------------------------------------------------------
     @property
     def inbox_dir(self) -> Path:
-        return self.chroot_dir / self.remote_inbox.strip("/")
+        return self.chroot_dir / "inbox" if self.chroot else self.base_dir / "inbox"
+
+    @property
+    def remote_inbox(self) -> str:
+        """The inbox as SFTP clients name it (``ARB_SFTP_REMOTE_DIR``)."""
+        return "/inbox" if self.chroot else str(self.inbox_dir)
 
     @property
     def config_path(self) -> Path:
@@ -253,20 +287,24 @@ class LocalSshd:
         self.known_hosts_path.write_text(f"[{self.host}]:{self.port} {self.host_key_line}\n")
         return self.known_hosts_path
 
-    def _write_config(self) -> None:
-        config = f"""\
-# Written by arb_pipeline.devenv.sshd: SFTP only, chrooted, key only, loopback only.
+    def config_text(self) -> str:
+        """The sshd_config this server runs: loopback only, then deploy/sshd/arb-sftp.conf's block."""
+        match_block = [f"AuthorizedKeysFile {self.authorized_keys_path}"]
+        if self.chroot:
+            match_block.append(f"ChrootDirectory {self.chroot_dir}")
+        match_block += [f"{name} {value}" for name, value in SFTP_ONLY_OPTIONS]
+        indented = "".join(f"    {line}\n" for line in match_block)
+        return f"""\
+# Written by arb_pipeline.devenv.sshd: SFTP only, key only, loopback only{", chrooted" if self.chroot else ""}.
 Port {self.port}
 ListenAddress {self.host}
 AddressFamily inet
 HostKey {self.host_key_path}
 PidFile {self.pid_file}
-AuthorizedKeysFile {self.authorized_keys_path}
-# authorized_keys is root-owned 0644 in base_dir, which may sit under /tmp (StrictModes would refuse).
+# base_dir may sit under /tmp (world-writable), which StrictModes would refuse.
 StrictModes no
 UsePAM no
 PubkeyAuthentication yes
-PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitEmptyPasswords no
 PermitRootLogin no
@@ -275,26 +313,22 @@ MaxAuthTries 3
 LoginGraceTime 30
 PermitUserEnvironment no
 PermitUserRC no
-AllowTcpForwarding no
-AllowAgentForwarding no
-AllowStreamLocalForwarding no
-GatewayPorts no
-PermitTunnel no
-X11Forwarding no
-PermitTTY no
 LogLevel VERBOSE
 Subsystem sftp internal-sftp
-ChrootDirectory {self.chroot_dir}
-ForceCommand internal-sftp
-"""
-        self.config_path.write_text(config)
+# The production options, as in deploy/sshd/arb-sftp.conf.
+Match User {self.username}
+{indented}"""
 
     def _setup(self, *, trust_host_key: bool = True) -> None:
-        require_sshd(self.sshd_bin)
-        user = self._ensure_user()
-        self._prepare_base()
-        self._prepare_chroot(user)
-        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation folder
+        require_sshd(self.sshd_bin, chroot=bool(self.chroot))
+        if self.chroot:
+            user = self._ensure_user()
+            self._prepare_base()
+            self._prepare_chroot(user)
+            Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation folder
+        else:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self.inbox_dir.mkdir(mode=0o755, exist_ok=True)
         if not self.port:
             self.port = free_port()
         if not self.host_key_path.exists():
@@ -302,11 +336,11 @@ ForceCommand internal-sftp
         if not self.client_key_path.exists():
             generate_ed25519_key(self.client_key_path, f"arb-client@{self.host}")
         client_pub = " ".join(Path(f"{self.client_key_path}.pub").read_text().split()[:2])
-        self.authorized_keys_path.write_text(client_pub + "\n")
+        self.authorized_keys_path.write_text(f"{AUTHORIZED_KEY_OPTIONS.format(address=self.host)} {client_pub}\n")
         os.chmod(self.authorized_keys_path, 0o644)
         if trust_host_key or not self.known_hosts_path.exists():
             self.write_known_hosts()
-        self._write_config()
+        self.config_path.write_text(self.config_text())
 
     # ---- lifecycle ---------------------------------------------------------------
     def start(self, *, trust_host_key: bool = True) -> "LocalSshd":
