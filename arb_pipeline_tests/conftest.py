@@ -16,7 +16,7 @@ import pytest
 from arb_pipeline.devenv.postgres import LocalPostgres
 from arb_pipeline.migrate import apply_migrations
 
-pytest_plugins = ["arb_pipeline_tests.fixtures_services"]
+pytest_plugins = ["arb_pipeline_tests.fixtures_services", "arb_pipeline_tests.demo_fixture"]
 
 _db_counter = itertools.count()
 

@@ -9,6 +9,7 @@ bash scripts/setup.sh
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v zstd >/dev/null || need+=(zstd)
+command -v chromium >/dev/null || need+=(chromium)  # the UI tests (test_ui_browser.py)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         [ -f /tmp/.arb-apt-updated ] || { apt-get update -qq && touch /tmp/.arb-apt-updated; }
@@ -19,4 +20,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 mkdir -p test-artifacts
-exec .venv/bin/python -m pytest -p no:cacheprovider --junitxml=test-artifacts/junit.xml "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider --junitxml="${ARB_JUNIT_XML:-test-artifacts/junit.xml}" "$@"
