@@ -37,6 +37,33 @@ def seeded_sender(sender_dsn: str, tmp_path: Path, seed: int):
         yield sender_dsn, media, work
 
 
+def new_sender(pg, root: Path, seed: int) -> tuple[str, Path, Path]:
+    """A fresh sender database with small reference data: (dsn, media folder, staging folder)."""
+    from arb_pipeline.generator.reference import seed_reference
+    from arb_pipeline_tests.conftest import _fresh_db
+
+    media, staging = root / "media", root / "staging"
+    media.mkdir()
+    dsn = _fresh_db(pg, "sender")
+    with connect(dsn) as conn:
+        seed_reference(conn, seed=seed, scale=0.02)
+    return dsn, media, staging
+
+
+def copy_db(pg, source_dsn: str, prefix: str = "copy") -> str:
+    """CREATE DATABASE ... TEMPLATE: a frozen copy of a database (no session may be open on it)."""
+    import os
+    import time
+
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
+    source = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
+    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+    return pg.dsn(name)
+
+
 def traffic(work, n: int = 120) -> None:
     for _ in range(n):
         work.step()

@@ -27,7 +27,6 @@ from arb_pipeline.db import connect
 from arb_pipeline.devenv.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
 from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
 from arb_pipeline.generator.zones import seed_zones
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.verify import VerifyError
@@ -36,7 +35,7 @@ from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.receive import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.backups import new_sender
 from arb_pipeline_tests.test_postprocess_e2e import assert_every_row_derived
 from arb_pipeline_tests.test_receiver_faults import W1_OPS, Receiver, _partial, _traffic, _window, failure_text, tick
 
@@ -82,11 +81,7 @@ class Sender:
 @pytest.fixture(scope="module")
 def sender(pg_cluster, tmp_path_factory) -> Sender:
     root = tmp_path_factory.mktemp("hardening-sender")
-    media, staging = root / "media", root / "staging"
-    media.mkdir()
-    dsn = _fresh_db(pg_cluster, "sender")
-    with connect(dsn) as conn:
-        seed_reference(conn, seed=31, scale=0.02)
+    dsn, media, staging = new_sender(pg_cluster, root, seed=31)
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=40)).timestamp())
     _traffic(dsn, media, 31, _window(key).start + timedelta(seconds=30), W1_OPS, 100)
     partial = _partial(dsn, staging, media, key, "h1")
@@ -316,7 +311,7 @@ def test_nothing_from_a_backup_is_executed_as_sql(sender, receiver_db, tmp_path,
     # A complete's restore.sql and schema.sql are for a human restore (and the fenced drill):
     # the loader never runs them.
     loaded = receive(variant(sender.complete, inbox, "script", extra_files={
-        "restore.sql": f"DROP TABLE arb_canary;\nDROP TABLE \"AndroidRequests_report\";\n".encode(),
+        "restore.sql": "DROP TABLE arb_canary;\nDROP TABLE \"AndroidRequests_report\";\n".encode(),
         "schema.sql": b"DROP TABLE arb_canary;\n"}), **go)
     assert loaded.load.outcome == "loaded"
     assert_nothing_dropped(receiver_db)

@@ -34,10 +34,8 @@ import zstandard
 
 from arb_pipeline.backup import BuiltBackup, build_complete, build_partial, publish
 from arb_pipeline.cli import main
-from arb_pipeline.db import connect
 from arb_pipeline.devenv.postgres import find_bin_dir
 from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
 from arb_pipeline.generator.workload import DEFAULT_WEIGHTS, Workload
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
@@ -45,6 +43,7 @@ from arb_pipeline.parity import compare_media, compare_tables
 from arb_pipeline.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
 from arb_pipeline.progress import Progress
 from arb_pipeline.transport.local import LocalFolderTransport
+from arb_pipeline_tests.backups import copy_db, new_sender
 from arb_pipeline_tests.conftest import _fresh_db
 
 UTC = timezone.utc
@@ -88,23 +87,10 @@ def _traffic(dsn, media, seed: int, app_time: datetime, weights, steps: int) -> 
             work.step()
 
 
-def _copy_db(pg, source_dsn: str) -> str:
-    """CREATE DATABASE ... TEMPLATE: the sender frozen at this moment (no session is open on it)."""
-    name = f"pitr_at_{os.getpid()}_{next(_names)}"
-    source = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    return pg.dsn(name)
-
-
 @pytest.fixture(scope="module")
 def world(pg_cluster, tmp_path_factory) -> World:
     root = tmp_path_factory.mktemp("pitr")
-    media, staging = root / "media", root / "staging"
-    media.mkdir()
-    dsn = _fresh_db(pg_cluster, "sender")
-    with connect(dsn) as conn:
-        seed_reference(conn, seed=23, scale=0.02)
+    dsn, media, staging = new_sender(pg_cluster, root, seed=23)
     c_old = _complete(dsn, staging, media, "cold")
     before = datetime.now(UTC) - timedelta(minutes=40)
     _traffic(dsn, media, 23, before, DEFAULT_WEIGHTS, 150)
@@ -121,7 +107,7 @@ def world(pg_cluster, tmp_path_factory) -> World:
         if i < 3:
             media_copy = root / f"media_at_w{i}"
             shutil.copytree(media, media_copy)
-            copies[windows[i].end] = (_copy_db(pg_cluster, dsn), media_copy)
+            copies[windows[i].end] = (copy_db(pg_cluster, dsn, "pitr_at"), media_copy)
     inbox = root / "inbox"
     for built in (c_old, early, complete, *partials):
         publish(LocalFolderTransport(inbox), BuiltBackup(built.staged, built.manifest))

@@ -19,7 +19,6 @@ from arb_pipeline.backup import BuiltBackup, build_complete
 from arb_pipeline.db import connect
 from arb_pipeline.devenv.postgres import find_bin_dir
 from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
 from arb_pipeline.generator.zones import seed_zones
 from arb_pipeline.partitions import COMPLETE, PARTIAL
 from arb_pipeline.receiver.definitions import defs as receiver_defs
@@ -27,7 +26,7 @@ from arb_pipeline.receiver.postprocess_assets import (
     AFTER_TAG, OPS, POSTPROCESS_ASSETS, PostprocessSettings, postprocess_sensor,
 )
 from arb_pipeline.receiver.resources import ReceiverDatabase
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.backups import new_sender
 from arb_pipeline_tests.test_receiver_faults import (
     PARTIAL_ONLY_OPS, W1_OPS, Receiver, _partial, _traffic, _window, tick,
 )
@@ -55,11 +54,7 @@ class Sender:
 @pytest.fixture(scope="module")
 def sender(pg_cluster, tmp_path_factory) -> Sender:
     root = tmp_path_factory.mktemp("pp-sender")
-    media, staging = root / "media", root / "staging"
-    media.mkdir()
-    dsn = _fresh_db(pg_cluster, "sender")
-    with connect(dsn) as conn:
-        seed_reference(conn, seed=23, scale=0.02)
+    dsn, media, staging = new_sender(pg_cluster, root, seed=23)
     now = datetime.now(UTC)
     k1 = PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=40)).timestamp())
     k2 = PARTIAL.get_partition_key_for_timestamp((_window(k1).end + timedelta(seconds=1)).timestamp())

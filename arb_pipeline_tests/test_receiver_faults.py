@@ -50,6 +50,7 @@ from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.transport.local import LocalFolderTransport
+from arb_pipeline_tests.backups import copy_db, new_sender
 from arb_pipeline_tests.backups import load as load_direct
 from arb_pipeline_tests.conftest import _fresh_db
 from arb_pipeline_tests.test_receiver_e2e import receiver_resources
@@ -95,23 +96,10 @@ def _traffic(dsn, media, seed, app_time: datetime, weights, steps) -> None:
             work.step()
 
 
-def _copy_db(pg, source_dsn: str, role: str) -> str:
-    """CREATE DATABASE ... TEMPLATE: a frozen copy of a database (no session may be open on it)."""
-    name = f"{role}_copy_{os.getpid()}_{time.monotonic_ns()}"
-    source = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    return pg.dsn(name)
-
-
 @pytest.fixture(scope="module")
 def world(pg_cluster, tmp_path_factory) -> SenderWorld:
     root = tmp_path_factory.mktemp("faults-sender")
-    media, staging = root / "media", root / "staging"
-    media.mkdir()
-    dsn = _fresh_db(pg_cluster, "sender")
-    with connect(dsn) as conn:
-        seed_reference(conn, seed=17, scale=0.02)
+    dsn, media, staging = new_sender(pg_cluster, root, seed=17)
     now = datetime.now(UTC)
     k1 = PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=45)).timestamp())
     w1 = _window(k1)
@@ -121,7 +109,7 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
     p1 = _partial(dsn, staging, media, k1, "p1")
     _traffic(dsn, media, 18, _window(k2).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 80)
     p2 = _partial(dsn, staging, media, k2, "p2")
-    at_p2 = _copy_db(pg_cluster, dsn, "sender")
+    at_p2 = copy_db(pg_cluster, dsn, "sender_copy")
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
     complete = build_complete(dsn, staging, partition_key=day, window=Window(tw.start, tw.end), unique="c",

@@ -222,25 +222,20 @@ class Pipeline:
 
     def send_cli(self, key: str, kind: str = "partial") -> CliRun:
         """The same run through the real CLI, in its own process group (killable)."""
-        self._runs += 1
-        log = self.root / f"sender-run-{self._runs}.log"
-        cmd = [DAGSTER, "asset", "materialize", "-m", "arb_pipeline.sender.definitions",
-               "--select", f"group:sender_{kind}", "--partition", key]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, env=self.env("sender"), stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.root, start_new_session=True)
-        return CliRun(proc, log)
+        return self._cli("sender", f"sender_{kind}", key)
 
     def receive_cli(self, key: str, kind: str = "partial") -> CliRun:
-        """A receiver load of partition ``key`` through the CLI (loads that window's backups)."""
+        """A receiver run of partition ``key`` through the CLI: a load of that window's
+        backups (kind partial or complete) or its postprocessing (kind postprocess)."""
+        return self._cli("receiver", f"receiver_{kind}", key)
+
+    def _cli(self, side: str, group: str, key: str) -> CliRun:
         self._runs += 1
-        log = self.root / f"receiver-run-{self._runs}.log"
-        group = {"partial": "receiver_partial", "complete": "receiver_complete",
-                 "postprocess": "receiver_postprocess"}[kind]
-        cmd = [DAGSTER, "asset", "materialize", "-m", "arb_pipeline.receiver.definitions",
+        log = self.root / f"{side}-run-{self._runs}.log"
+        cmd = [DAGSTER, "asset", "materialize", "-m", f"arb_pipeline.{side}.definitions",
                "--select", f"group:{group}", "--partition", key]
         with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, env=self.env("receiver"), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=self.env(side), stdout=out, stderr=subprocess.STDOUT,
                                     cwd=self.root, start_new_session=True)
         return CliRun(proc, log)
 
@@ -289,6 +284,12 @@ class Pipeline:
         failed = [(r.run_key, _failure(res)) for r, res in done if not res.success]
         assert not failed, failed
         return [r.run_key for r, _ in done]
+
+    def begin(self, minutes_ago: int = 120) -> tuple[str, str, str]:
+        """``start`` in the window ``minutes_ago``; returns the scenario's next three window keys."""
+        base = first_key(minutes_ago)
+        self.start(base)
+        return next_key(base, 2), next_key(base, 3), next_key(base, 4)
 
     def start(self, baseline_key: str) -> None:
         """Baseline: traffic of every kind, a complete, loaded; then the scenario begins."""

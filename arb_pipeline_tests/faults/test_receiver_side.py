@@ -9,7 +9,7 @@ import shutil
 
 from arb_pipeline.db import connect
 from arb_pipeline.package.manifest import MANIFEST_NAME
-from arb_pipeline_tests.faults.harness import complete_day, first_key, next_key, wait_for
+from arb_pipeline_tests.faults.harness import complete_day, wait_for
 
 P = "AndroidRequests_"
 
@@ -40,9 +40,7 @@ def _kill_while_locked(p, table: str, run, dsn: str) -> str:
 
 def test_6_receiver_load_killed(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1 = next_key(base, 2)
+    k1, _, _ = p.begin()
     p.traffic(k1, 80)
     p.send(k1)
     before, ledger = _counts(p.receiver_dsn), p.ledger()
@@ -56,9 +54,7 @@ def test_6_receiver_load_killed(pipeline):
 
 def test_7_receiver_killed_during_a_complete_swap(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1 = next_key(base, 2)
+    k1, _, _ = p.begin()
     p.traffic(k1, 80, ops={"vote_bus": 10, "report": 5, "trip": 5, "purge_active_tokens": 2,
                            "mark_declined_broken": 2, "device_position": 5})
     p.send(complete_day(), "complete")
@@ -73,9 +69,7 @@ def test_7_receiver_killed_during_a_complete_swap(pipeline):
 
 def test_8_postprocess_killed(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 80)
     p.send(k1)
     p.receive_ok()
@@ -92,9 +86,7 @@ def test_8_postprocess_killed(pipeline):
 
 def test_9_the_same_backup_delivered_twice(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1 = next_key(base, 2)
+    k1, _, _ = p.begin()
     p.traffic(k1, 80)
     p.send(k1)
     p.send(k1)                               # the partition run again: a second backup, same rows
@@ -113,9 +105,7 @@ def test_9_the_same_backup_delivered_twice(pipeline):
 
 def test_10_backups_delivered_out_of_order(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    keys = [next_key(base, n) for n in (2, 3, 4)]
+    keys = p.begin()
     for key in keys:
         p.traffic(key, 50)
         p.send(key)
@@ -132,9 +122,7 @@ def test_10_backups_delivered_out_of_order(pipeline):
 
 def test_11_a_complete_arriving_after_newer_partials(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 60)
     p.send(k1)
     p.send(complete_day(), "complete")
@@ -162,9 +150,7 @@ def _truncate(path) -> None:
 
 
 def _bad_file_then_recovery(p, damage) -> None:
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 80)
     p.send(k1)
     [folder] = p.published()

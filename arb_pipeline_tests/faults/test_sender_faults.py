@@ -11,16 +11,14 @@ from __future__ import annotations
 import time
 
 from arb_pipeline.db import connect
-from arb_pipeline_tests.faults.harness import first_key, next_key, temp_uploads, wait_for, waiting_on_lock
+from arb_pipeline_tests.faults.harness import temp_uploads, wait_for, waiting_on_lock
 
 REPORT = '"AndroidRequests_report"'
 
 
 def test_1_sender_killed_during_extraction(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 80)
     with connect(p.sender_dsn) as lock:  # the extraction waits on this lock: that's where it dies
         lock.execute(f"LOCK TABLE {REPORT} IN ACCESS EXCLUSIVE MODE")
@@ -44,9 +42,7 @@ def _backup_folders(p) -> list:
 
 def test_2_sender_killed_during_upload(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 200)
     p.proxy.rate = 30_000  # bytes/s: the upload lasts seconds, long enough to be cut
     run = p.send_cli(k1)
@@ -64,9 +60,7 @@ def test_2_sender_killed_during_upload(pipeline):
 
 def test_3_sender_killed_after_upload_before_the_manifest(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     p.traffic(k1, 200)
     p.proxy.rate = 20_000
     run = p.send_cli(k1)
@@ -91,9 +85,7 @@ def test_3_sender_killed_after_upload_before_the_manifest(pipeline):
 
 def test_4_sshd_stopped_mid_upload_then_restarted(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1 = next_key(base, 2)
+    k1, _, _ = p.begin()
     p.traffic(k1, 200)
     p.proxy.rate = 30_000
     run = p.send_cli(k1)
@@ -112,9 +104,7 @@ def test_4_sshd_stopped_mid_upload_then_restarted(pipeline):
 def test_5_a_stalled_connection_times_out_and_retries(pipeline):
     p = pipeline
     p.io_timeout = 4
-    base = first_key(120)
-    p.start(base)
-    k1 = next_key(base, 2)
+    k1, _, _ = p.begin()
     p.traffic(k1, 200)
     p.proxy.rate = 30_000
     connections = p.proxy.connections

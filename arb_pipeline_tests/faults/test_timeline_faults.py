@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import timedelta
 
 import pytest
 
 from arb_pipeline.db import connect
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline_tests.alerting import Ticker, mailer_for
-from arb_pipeline_tests.faults.harness import complete_day, first_key, next_key
+from arb_pipeline_tests.faults.harness import complete_day, first_key
 
 P = "AndroidRequests_"
 
@@ -53,9 +52,7 @@ def test_15_receiver_volume_full_then_space_freed(pipeline, smtp_server):
     try:
         p.receiver_media = volume / "media"
         p.receiver_media.mkdir()
-        base = first_key(120)
-        p.start(base)
-        k1 = next_key(base, 2)
+        k1, _, _ = p.begin()
         p.traffic(k1, 60, ops={"report": 10, "vote_bus": 5})
         p.send(k1)
         filler = volume / "filler"
@@ -86,9 +83,7 @@ def test_15_receiver_volume_full_then_space_freed(pipeline, smtp_server):
 
 def test_16_a_transaction_committing_8_minutes_late(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2, k3 = (next_key(base, n) for n in (2, 3, 4))
+    k1, k2, k3 = p.begin()
     p.traffic(k1, 30)
     with p.workload(k1, at_second=270) as work:   # its timeStamp: 30 s before k1 closes
         late = work.late_vote("bus")
@@ -106,9 +101,7 @@ def test_16_a_transaction_committing_8_minutes_late(pipeline):
 
 def test_17_app_clock_3_minutes_off(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2, k3 = (next_key(base, n) for n in (2, 3, 4))
+    k1, k2, k3 = p.begin()
     # Ahead: written while k1 was open, stamped 3 minutes later, in k2.
     p.traffic(k1, 40, at_second=120 + 180)
     p.send(k1)
@@ -122,9 +115,7 @@ def test_17_app_clock_3_minutes_off(pipeline):
 
 def test_18_sender_schema_gains_a_column_before_the_receiver(pipeline):
     p = pipeline
-    base = first_key(120)
-    p.start(base)
-    k1, k2 = next_key(base, 2), next_key(base, 3)
+    k1, k2, _ = p.begin()
     with connect(p.sender_dsn) as conn:      # the app's migration, on the sender only
         conn.execute(f'ALTER TABLE "{P}report" ADD COLUMN priority integer NOT NULL DEFAULT 3')
     p.traffic(k1, 60, ops={"report": 10, "vote_bus": 5})
