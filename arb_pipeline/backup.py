@@ -6,7 +6,6 @@ The sender's Dagster assets call these; so do the benchmarks and the tests. No D
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from arb_pipeline.db import client_program_args, connect, quote_ident
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.extract import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
 from arb_pipeline.media import bundle_all_media, bundle_media
-from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
+from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.transport.base import Transport
 

@@ -167,7 +167,7 @@ def _folder(name: str, path: str, *, writable: bool, min_free: int = 0, create_h
                     create_hint or f"mkdir -p {p} and give it to the pipeline's user")
     if not os.access(p, os.R_OK | os.X_OK) or (writable and not os.access(p, os.W_OK)):
         return Item(name, FAIL, f"{p} is not {'writable' if writable else 'readable'} by uid {os.getuid()}",
-                    f"chown the folder to the pipeline's user")
+                    "chown the folder to the pipeline's user")
     free = shutil.disk_usage(p).free
     if min_free and free < min_free:
         return Item(name, FAIL, f"{p}: {_mb(free)} free, below {_mb(min_free)}",

@@ -8,7 +8,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-import pytest
 
 from arb_pipeline.db import connect
 from arb_pipeline.extract import Window, extract_complete, extract_partial

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from arb_pipeline.db import connect
-from arb_pipeline.load import LoadError
 from arb_pipeline.parity import compare_tables
 from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, load, make_complete, make_partial
 from arb_pipeline_tests.conftest import _fresh_db

@@ -170,7 +170,7 @@ class SftpTransport:
         if self._key is not None:
             return self._key
         path = self.key_file
-        fix = f"set key_file to the SFTP client's private key (an OpenSSH or PEM key file, mode 600)"
+        fix = "set key_file to the SFTP client's private key (an OpenSSH or PEM key file, mode 600)"
         try:
             st = path.stat()
         except FileNotFoundError:
