@@ -1,20 +1,23 @@
 """Runs whose process died (SIGKILL, OOM killer, a reboot) are marked failed, and their
 pool slots given back.
 
-Why: with the default run launcher (and `dagster asset materialize`), Dagster can't tell
-a run whose worker was killed from a slow one; the run stays STARTED forever, and so do
-the pool slot it claimed (``sender_partial``, ``receiver_db``) and its place under the
-``arb/db-load`` run limit. Every later backup or load of that pool then waits, silently.
-Run monitoring's ``max_runtime`` would end it only after the longest legitimate run
-(hours, for a complete). The fault matrix found this (scenario 1).
+Why: a run whose process dies while no Dagster process watches it (a `dagster asset
+materialize` run; runs whose code server died with them; a reboot) stays STARTED
+forever, and so do the pool slot it claimed (``sender_partial``, ``receiver_db``) and its
+place under the ``arb/db-load`` run limit. Every later backup or load of that pool then
+waits, silently. (A run the daemon launched is watched by its code server, which reports
+it failed itself; the default launcher has no health check for the rest.) Run
+monitoring's ``max_runtime`` would end it only after the longest legitimate run (hours,
+for a complete). The fault matrix found this (scenario 1).
 
 How: every event Dagster writes carries the pid of the process that wrote it. A STARTED
 run is dead when the newest such pid is not a live process of this host and the run has
 been silent for ``min_silence_seconds``. Launchers that check their workers themselves
 (Docker, Kubernetes) are left to Dagster. The run is reported failed with the reason,
-which the failure alert sensor emails, and its concurrency slots are freed; the next
-schedule tick or sensor request then proceeds (the sender's overlap re-reads a killed
-window, the inbox sensor re-requests a killed load).
+which the failure alert sensor emails, and its concurrency slots are freed; the daemon's
+run retries launch it again (dagster.yaml), and the next schedule tick or sensor request
+proceeds (the sender's overlap re-reads a killed window, the inbox sensor re-requests a
+killed load).
 """
 
 from __future__ import annotations
