@@ -14,3 +14,9 @@ class ConfigError(ArbError):
 
 class SchemaError(ArbError):
     """A database schema is not what this version of arb_pipeline expects."""
+
+
+class BackupDataError(ArbError):
+    """A backup that passed verification (sizes, hashes, row counts) but whose rows the
+    receiver's database can't take: the backup itself is bad, so it is quarantined with
+    this message (it would fail the same way on every retry)."""

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.errors import ArbError
+from arb_pipeline.errors import ArbError, BackupDataError
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 
@@ -49,6 +49,10 @@ RECEIVER_ONLY = {VERSION_COLUMN}
 
 class LoadError(ArbError):
     pass
+
+
+class RowsRejectedError(LoadError, BackupDataError):
+    """The server refused a verified backup's rows (a value, a key, a reference)."""
 
 
 @dataclass
@@ -117,7 +121,7 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
         diag = exc.diag
         where = f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})" \
             if diag.table_name else ""
-        raise LoadError(f"backup {manifest.backup_id}: its rows can't be applied{where}: "
+        raise RowsRejectedError(f"backup {manifest.backup_id}: its rows can't be applied{where}: "
                         f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
                         f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
                         f"{manifest.partition_key} to publish it again") from exc

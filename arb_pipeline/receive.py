@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from arb_pipeline.db import connect
-from arb_pipeline.errors import ArbError
+from arb_pipeline.errors import ArbError, BackupDataError
 from arb_pipeline.load import LoadResult, load_backup
 from arb_pipeline.media import InstallResult, MediaError, install_media
 from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
@@ -129,7 +129,13 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
                 where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
                 raise VerifyError(f"backup {manifest.backup_id}: media bundle refused: {exc} "
                                   f"(quarantined in {where})", backup_id=manifest.backup_id) from exc
-        result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
+        try:
+            result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
+        except BackupDataError as exc:  # verified, yet rows the database refuses: it would fail every time
+            conn.rollback()
+            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
+            raise VerifyError(f"{exc} (quarantined in {where}; `arb requeue {manifest.backup_id}` once the cause "
+                              "is fixed)", backup_id=manifest.backup_id) from exc
     received = Received(result, manifest, media, plan.warnings())
     if media and media.conflicts:
         received.warnings += [f"media file {c.name} differs from the one already on the receiver; kept the existing "

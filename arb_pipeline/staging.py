@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.db import connect
-from arb_pipeline.errors import ArbError
+from arb_pipeline.errors import ArbError, BackupDataError
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 
@@ -29,6 +29,10 @@ STAGING_SCHEMA = "arb_stage"
 
 class StagingError(ArbError):
     pass
+
+
+class MalformedFileError(StagingError, BackupDataError):
+    """A table file's rows can't be read as the receiver's column types."""
 
 
 @dataclass
@@ -68,12 +72,12 @@ def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Ident
     except psycopg.DataError as exc:  # a value the receiver's column type can't take, or not JSON
         diag = exc.diag
         where = f" ({diag.context.strip().splitlines()[0][:300]})" if diag.context else ""
-        raise StagingError(f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
+        raise MalformedFileError(f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
                            f"column types: {(diag.message_primary or str(exc)).strip()}{where}; the file is "
                            "malformed: re-run the sender's partition to publish the backup again") from exc
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
     if count != entry.rows:
-        raise StagingError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
+        raise MalformedFileError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
     if ignored:
         log.warning("%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
                     "(add them with a receiver migration; the next complete backup fills them)",

@@ -322,7 +322,7 @@ def test_nothing_from_a_backup_is_executed_as_sql(sender, receiver_db, tmp_path,
 
 def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_db, tmp_path):
     """A complete whose last table (parents first) holds a value its column can't take:
-    a clear error, no table changed, no staging table left behind."""
+    a clear error, no table changed, no staging table left behind, the backup quarantined."""
     inbox, media = tmp_path / "inbox", tmp_path / "media"
     media.mkdir()
     last = sender.complete.manifest.tables_order[-1]
@@ -332,6 +332,9 @@ def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_d
         receive(bad, dsn=receiver_db, media_dir=media, quarantine_dir=tmp_path / "q")
     message = str(err.value)
     assert last in message and "malformed" in message
+    # Verified yet refused by the database: it would fail every time, so it is quarantined.
+    assert "quarantined" in message and not bad.exists()
+    assert (tmp_path / "q" / "complete" / bad.name / "REASON.txt").read_text().count(last)
     with connect(receiver_db) as conn:
         assert all(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] == 0
                    for t in REPLICATED)
