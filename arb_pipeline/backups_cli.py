@@ -50,8 +50,10 @@ def run_inspect(args) -> int:
             print(f"    missing {m.name}: {m.reason}")
     if args.no_verify:
         return 0
+    from arb_pipeline.progress import Progress
+
     try:
-        verify_files(folder)
+        verify_files(folder, progress=Progress())
     except VerifyError as exc:
         print(f"verification FAILED: {exc}")
         return 1

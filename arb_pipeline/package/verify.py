@@ -109,8 +109,8 @@ def _altered(manifest_or_id, file: str | None, what: str) -> VerifyError:
     else:
         bid, hint = manifest_or_id, _partition_hint(manifest_or_id)
     where = f"backup {bid}: file {file}: " if file else f"backup {bid}: "
-    return VerifyError(f"{where}{what}. The backup was altered or truncated in transit; it has been "
-                       f"quarantined; {hint}", backup_id=bid, file=file)
+    return VerifyError(f"{where}{what}. The backup was altered or truncated in transit; "
+                       f"{hint}", backup_id=bid, file=file)
 
 
 def _load_manifest(backup_dir: Path) -> Manifest:
@@ -263,10 +263,11 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
         raise _altered(manifest, extra[0].rstrip("/"), f"unexpected file(s) not listed in the manifest: {shown}")
 
 
-def verify_files(backup_dir: Path) -> Manifest:
+def verify_files(backup_dir: Path, progress=None) -> Manifest:
     """Check a published backup folder against its manifest; return the manifest.
 
     Raises VerifyError (``quarantine`` True) naming the backup, the file and what differs.
+    ``progress`` (an ``arb_pipeline.progress.Progress``) counts the files as they are checked.
     """
     backup_dir = Path(backup_dir)
     if backup_dir.is_symlink() or not backup_dir.is_dir():
@@ -276,7 +277,9 @@ def verify_files(backup_dir: Path) -> Manifest:
     twice = sorted({t for t in tables if tables.count(t) > 1})
     if twice:
         raise _altered(manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}")
-    for entry in manifest.files:
+    files = manifest.files if progress is None else progress.track(manifest.files, "verify",
+                                                                    describe=lambda e: e.name)
+    for entry in files:
         _check_file(backup_dir, manifest, entry)
     _check_no_extra_files(backup_dir, manifest)
     return manifest
@@ -340,7 +343,7 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
             why = ("the receiver has no such table" if not receiver[table]
                    else "the receiver does not replicate it (not in arb_pipeline/catalog.py)")
             raise VerifyError(f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
-                              f"from the sender's catalog; the backup has been quarantined: re-queue it "
+                              f"from the sender's catalog; then re-queue it "
                               f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
         names = [c.name for c in entry.columns]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -360,7 +363,7 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
             raise VerifyError(f"backup {bid}: table {table}: primary key differs: the backup's is "
                               f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
                               "rows can't be matched: make the sender's and receiver's keys the same "
-                              "(a migration on one side); the backup has been quarantined: re-queue it "
+                              "(a migration on one side); then re-queue it "
                               f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
         by_name = {c.name: c for c in receiver[table]}
         for col in receiver[table]:
