@@ -330,6 +330,18 @@ class Pipeline:
                     stale[derived] = n
         assert not stale, f"derived rows missing or stale: {stale}"
 
+    def next_window_recovers(self, key: str, *, cli: bool = False, steps: int = 40) -> None:
+        """The system's own recovery from a lost window: the next window's run (its overlap
+        re-reads the lost one) is loaded, and full parity holds. ``cli``: run it through the
+        dagster CLI, which waits for the pool slot a killed run would still hold."""
+        self.traffic(key, steps)
+        if cli:
+            self.send_cli(key).assert_ok()
+        else:
+            self.send(key)
+        assert len(self.receive_ok()) == 1
+        self.assert_parity()
+
     def ledger(self) -> dict[str, str]:
         with connect(self.receiver_dsn) as conn:
             return dict(conn.execute("SELECT backup_id, outcome FROM arb_loaded_backup").fetchall())

@@ -29,10 +29,7 @@ def test_1_sender_killed_during_extraction(pipeline):
     # Recovery: the dead-run sensor fails the run and frees its pool slot (or the next run
     # would wait for it forever); the next window's run re-reads k1 inside its overlap.
     assert len(p.reap("sender")) == 1
-    p.traffic(k2, 40)
-    p.send_cli(k2).assert_ok()
-    assert len(p.receive_ok()) == 1
-    p.assert_parity()
+    p.next_window_recovers(k2, cli=True)
 
 
 def _backup_folders(p) -> list:
@@ -52,10 +49,7 @@ def test_2_sender_killed_during_upload(pipeline):
     assert p.published() == []
     assert p.receive_ok() == []            # a half-uploaded file under its temporary name is never read
     assert len(p.reap("sender")) == 1
-    p.traffic(k2, 40)
-    p.send_cli(k2).assert_ok()
-    assert len(p.receive_ok()) == 1
-    p.assert_parity()
+    p.next_window_recovers(k2, cli=True)
 
 
 def test_3_sender_killed_after_upload_before_the_manifest(pipeline):
@@ -77,10 +71,7 @@ def test_3_sender_killed_after_upload_before_the_manifest(pipeline):
     assert list((folder / "tables").iterdir()), "the table files were uploaded"
     assert p.receive_ok() == []            # no manifest, no backup: the folder is not read
     assert len(p.reap("sender")) == 1
-    p.traffic(k2, 40)
-    p.send_cli(k2).assert_ok()
-    assert len(p.receive_ok()) == 1
-    p.assert_parity()
+    p.next_window_recovers(k2, cli=True)
 
 
 def test_4_sshd_stopped_mid_upload_then_restarted(pipeline):
