@@ -58,11 +58,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _last_pid_and_time(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, float | None]:
-    logs = instance.all_logs(run_id)
-    for entry in reversed(logs):
-        if entry.dagster_event is not None and entry.dagster_event.pid:
-            return entry.dagster_event.pid, logs[-1].timestamp
-    return None, (logs[-1].timestamp if logs else None)
+    """The pid of the newest event that names one, and the time of the newest event; only
+    the last few events are read (a long complete has thousands)."""
+    records = instance.get_records_for_run(run_id, limit=20, ascending=False).records
+    last = records[0].event_log_entry.timestamp if records else None
+    # Plain log lines carry no pid; step and engine events always do.
+    marked = instance.get_records_for_run(run_id, limit=1, ascending=False, of_type={
+        dg.DagsterEventType.STEP_START, dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_START}).records
+    for record in [*records, *marked]:
+        event = record.event_log_entry.dagster_event
+        if event is not None and event.pid:
+            return event.pid, last
+    return None, last
 
 
 def reap_dead_runs(instance: dg.DagsterInstance, *, belongs: Callable[[dg.DagsterRun], bool] = lambda run: True,

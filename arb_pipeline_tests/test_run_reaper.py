@@ -15,7 +15,9 @@ def _started_run(instance):
     started, release = threading.Event(), threading.Event()
 
     @dg.asset
-    def slow() -> None:
+    def slow(context):
+        for i in range(40):  # plain log lines carry no pid: the reaper must look past them
+            context.log.info(f"working {i}")
         started.set()
         release.wait(30)
 
