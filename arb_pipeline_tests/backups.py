@@ -64,6 +64,15 @@ def copy_db(pg, source_dsn: str, prefix: str = "copy") -> str:
     return pg.dsn(name)
 
 
+def traffic_at(dsn: str, media: Path, seed: int, app_time: datetime, weights: dict, steps: int) -> None:
+    """``steps`` app requests with the app's clock set to ``app_time`` (a window that has closed)."""
+    from arb_pipeline.generator.workload import Workload
+
+    with Workload(dsn, media, seed=seed, clock_offset=app_time - datetime.now(UTC), weights=weights) as work:
+        for _ in range(steps):
+            work.step()
+
+
 def traffic(work, n: int = 120) -> None:
     for _ in range(n):
         work.step()

@@ -36,7 +36,7 @@ from arb_pipeline.backup import BuiltBackup, build_complete, build_partial, publ
 from arb_pipeline.cli import main
 from arb_pipeline.devenv.postgres import find_bin_dir
 from arb_pipeline.extract import Window
-from arb_pipeline.generator.workload import DEFAULT_WEIGHTS, Workload
+from arb_pipeline.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.parity import compare_media, compare_tables
@@ -44,6 +44,7 @@ from arb_pipeline.pitr import RestoreError, check_restored, parse_time, plan_res
 from arb_pipeline.progress import Progress
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.backups import copy_db, new_sender
+from arb_pipeline_tests.backups import traffic_at as _traffic
 from arb_pipeline_tests.conftest import _fresh_db
 
 UTC = timezone.utc
@@ -79,12 +80,6 @@ def _complete(dsn, staging, media, unique: str) -> BuiltBackup:
     return build_complete(dsn, staging, partition_key=day.strftime("%Y-%m-%d"),
                           window=Window(day, day + timedelta(days=1)), unique=unique, media_dir=media,
                           sender_id="pitr", pg_dump=str(find_bin_dir() / "pg_dump"))
-
-
-def _traffic(dsn, media, seed: int, app_time: datetime, weights, steps: int) -> None:
-    with Workload(dsn, media, seed=seed, clock_offset=app_time - datetime.now(UTC), weights=weights) as work:
-        for _ in range(steps):
-            work.step()
 
 
 @pytest.fixture(scope="module")

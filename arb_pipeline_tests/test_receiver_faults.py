@@ -39,7 +39,7 @@ from arb_pipeline.devenv.postgres import find_bin_dir
 from arb_pipeline.extract import Window
 from arb_pipeline.generator.reference import seed_reference
 from arb_pipeline.generator.scale import build_event_window
-from arb_pipeline.generator.workload import DEFAULT_WEIGHTS, Workload
+from arb_pipeline.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.parity import compare_media, compare_tables
 from arb_pipeline.partitions import COMPLETE, PARTIAL
@@ -51,6 +51,7 @@ from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.backups import copy_db, new_sender
+from arb_pipeline_tests.backups import traffic_at as _traffic
 from arb_pipeline_tests.backups import load as load_direct
 from arb_pipeline_tests.conftest import _fresh_db
 from arb_pipeline_tests.test_receiver_e2e import receiver_resources
@@ -88,12 +89,6 @@ def _window(key: str) -> Window:
 def _partial(dsn, staging, media, key, unique) -> BuiltBackup:
     return build_partial(dsn, staging, partition_key=key, window=_window(key), unique=unique, media_dir=media,
                          sender_id="faults")
-
-
-def _traffic(dsn, media, seed, app_time: datetime, weights, steps) -> None:
-    with Workload(dsn, media, seed=seed, clock_offset=app_time - datetime.now(UTC), weights=weights) as work:
-        for _ in range(steps):
-            work.step()
 
 
 @pytest.fixture(scope="module")
