@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from arb_pipeline.db import quote_ident
+from arb_pipeline.pg.connect import quote_ident
 from arb_pipeline.errors import SchemaError
 
 T = "AndroidRequests_"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from arb_pipeline.alert_sensors import AlertMailer
+from arb_pipeline.dagster_common.alert_sensors import AlertMailer
 
 ADMINS = ("ops@example.org", "oncall@example.org")
 UI = "http://dagster.example.org:3000"

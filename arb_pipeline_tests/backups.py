@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from arb_pipeline.backup import BuiltBackup, build_complete, build_partial
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
-from arb_pipeline.extract import Window
-from arb_pipeline.load import LoadResult, load_backup
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
 
@@ -26,8 +26,8 @@ PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadistic
 @contextmanager
 def seeded_sender(sender_dsn: str, tmp_path: Path, seed: int):
     """A sender with small reference data and a Workload on it: yields (dsn, media, work)."""
-    from arb_pipeline.generator.reference import seed_reference
-    from arb_pipeline.generator.workload import Workload
+    from arb_pipeline.dev.generator.reference import seed_reference
+    from arb_pipeline.dev.generator.workload import Workload
 
     media = tmp_path / "media"
     media.mkdir()
@@ -39,7 +39,7 @@ def seeded_sender(sender_dsn: str, tmp_path: Path, seed: int):
 
 def new_sender(pg, root: Path, seed: int) -> tuple[str, Path, Path]:
     """A fresh sender database with small reference data: (dsn, media folder, staging folder)."""
-    from arb_pipeline.generator.reference import seed_reference
+    from arb_pipeline.dev.generator.reference import seed_reference
     from arb_pipeline_tests.conftest import _fresh_db
 
     media, staging = root / "media", root / "staging"
@@ -66,7 +66,7 @@ def copy_db(pg, source_dsn: str, prefix: str = "copy") -> str:
 
 def traffic_at(dsn: str, media: Path, seed: int, app_time: datetime, weights: dict, steps: int) -> None:
     """``steps`` app requests with the app's clock set to ``app_time`` (a window that has closed)."""
-    from arb_pipeline.generator.workload import Workload
+    from arb_pipeline.dev.generator.workload import Workload
 
     with Workload(dsn, media, seed=seed, clock_offset=app_time - datetime.now(UTC), weights=weights) as work:
         for _ in range(steps):

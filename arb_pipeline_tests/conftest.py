@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.devenv.postgres import LocalPostgres
-from arb_pipeline.migrate import apply_migrations
+from arb_pipeline.dev.postgres import LocalPostgres
+from arb_pipeline.schema.migrate import apply_migrations
 
 pytest_plugins = ["arb_pipeline_tests.fixtures_services", "arb_pipeline_tests.demo_fixture"]
 

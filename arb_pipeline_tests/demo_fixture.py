@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.devenv.ports import free_port
+from arb_pipeline.dev.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "demo"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.devenv.smtp import LocalSmtp
-from arb_pipeline.devenv.sshd import LocalSshd, sshd_unavailable_reason
+from arb_pipeline.dev.smtp import LocalSmtp
+from arb_pipeline.dev.sshd import LocalSshd, sshd_unavailable_reason
 
 
 def _services_required() -> bool:

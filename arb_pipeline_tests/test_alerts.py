@@ -9,8 +9,8 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from arb_pipeline.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.alerts import AlertError, FailedRun, Mailer, MailSettings, Throttle, parse_admins
+from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
+from arb_pipeline.ops.alerts import AlertError, FailedRun, Mailer, MailSettings, Throttle, parse_admins
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from arb_pipeline.cli import main
-from arb_pipeline.quarantine import quarantine
+from arb_pipeline.cli.main import main
+from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline_tests.backups import make_partial, seeded_sender, traffic
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from arb_pipeline.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.cli import main as arb
-from arb_pipeline.devenv.postgres import find_bin_dir
+from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
+from arb_pipeline.cli.main import main as arb
+from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.sender.connectivity import receiver_connectivity, receiver_connectivity_job
 from arb_pipeline.sender.resources import BackupDestination
 from arb_pipeline_tests.alerting import Ticker, mailer_for

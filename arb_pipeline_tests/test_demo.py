@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.demo_parity import PARTIAL_TABLES, loaded_parity
-from arb_pipeline.extract import Window
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.demo_parity import PARTIAL_TABLES, loaded_parity
+from arb_pipeline.extract.tables import Window
 from arb_pipeline_tests.backups import complete_for_yesterday, load, make_partial, seeded_sender, traffic
 from arb_pipeline_tests.demo_fixture import PARITY_LINE, TRANSPORT_LINE, DemoProcess, required
 
@@ -132,7 +132,7 @@ def test_ctrl_c_stops_everything_the_demo_started(demo_stopped):
 @pytest.mark.timeout(900)
 def test_demo_over_sftp(demo_stopped):
     """`arb demo --sftp`: the same demo with backups published through a local sshd."""
-    from arb_pipeline.devenv.sshd import sshd_unavailable_reason
+    from arb_pipeline.dev.sshd import sshd_unavailable_reason
 
     reason = sshd_unavailable_reason()
     if reason:

@@ -9,15 +9,15 @@ import dagster as dg
 import psycopg
 import pytest
 
-from arb_pipeline.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
+from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.receiver.drill_assets import RestoreDrillSettings, restore_drill, restore_drill_job
 from arb_pipeline.receiver.resources import ReceiverSettings
-from arb_pipeline.restore_drill import SCRATCH_PREFIX, DrillError, check_restore_script, latest_complete
+from arb_pipeline.restore.drill import SCRATCH_PREFIX, DrillError, check_restore_script, latest_complete
 from arb_pipeline_tests.alerting import Ticker, mailer_for
 from arb_pipeline_tests.backups import complete_for_yesterday
 

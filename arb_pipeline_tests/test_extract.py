@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from arb_pipeline.db import connect
-from arb_pipeline.extract import Window, extract_complete, extract_partial
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.extract.tables import Window, extract_complete, extract_partial
 from arb_pipeline.package.reader import iter_table_lines
 from arb_pipeline.package.writer import StagedBackup
-from arb_pipeline.parity import compare_tables
+from arb_pipeline.ops.parity import compare_tables
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from arb_pipeline.alert_sensors import freshness_targets, make_freshness_alert_sensor
-from arb_pipeline.alerts import FreshnessTracker
+from arb_pipeline.dagster_common.alert_sensors import freshness_targets, make_freshness_alert_sensor
+from arb_pipeline.ops.alerts import FreshnessTracker
 from arb_pipeline.receiver.assets import load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline_tests.alerting import UI, Ticker, mailer_for

@@ -17,11 +17,11 @@ import zstandard
 from psycopg import sql
 
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.package.verify import VerifyError, verify_files
-from arb_pipeline.receive import receive
+from arb_pipeline.receive.inbox import receive
 from arb_pipeline_tests.backups import make_partial, seeded_sender, traffic
 
 json_values = st.recursive(

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError
-from arb_pipeline.generator import (
+from arb_pipeline.dev.generator import (
     GeneratorError, Vote, Workload, build_event_window, build_scale, database_size, seed_reference,
 )
-from arb_pipeline.generator import cli as generator_cli
+from arb_pipeline.cli import generate as generator_cli
 from arb_pipeline_tests.conftest import _fresh_db
 
 SMALL = 0.005  # reference volumes: ~56 stops, 4 services, 15 buses, 5 users

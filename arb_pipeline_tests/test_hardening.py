@@ -21,18 +21,18 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from arb_pipeline.backup import BuiltBackup, build_complete
+from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
-from arb_pipeline.extract import Window
-from arb_pipeline.generator.zones import seed_zones
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.verify import VerifyError
-from arb_pipeline.parity import compare_tables
-from arb_pipeline.partitions import COMPLETE, PARTIAL
-from arb_pipeline.receive import receive
+from arb_pipeline.ops.parity import compare_tables
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.backups import new_sender

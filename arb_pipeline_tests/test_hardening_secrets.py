@@ -22,11 +22,11 @@ from dagster._serdes import serialize_value
 from psycopg import sql
 
 from arb_pipeline.catalog import CATALOG, introspect
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.partitions import PARTIAL
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.receiver import resources as receiver_resources
 from arb_pipeline.receiver.assets import load_partial
 from arb_pipeline.sender import resources as sender_resources

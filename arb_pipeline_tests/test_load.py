@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arb_pipeline.db import connect
-from arb_pipeline.parity import compare_tables
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, load, make_complete, make_partial
 from arb_pipeline_tests.conftest import _fresh_db
 

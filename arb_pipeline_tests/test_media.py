@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.media import (
-    NOT_FOUND, UNSAFE_NAME, MediaError, bundle_all_media, bundle_media, install_media, is_safe_name,
-)
+from arb_pipeline.extract.media import NOT_FOUND, UNSAFE_NAME, bundle_all_media, bundle_media
+from arb_pipeline.package.media import MediaError, is_safe_name
+from arb_pipeline.receive.media import install_media
 from arb_pipeline.package.manifest import MediaEntry
 from arb_pipeline.package.writer import StagedBackup
 
@@ -73,7 +73,7 @@ def test_mixed_case_extensions_bundled(dirs):
 def test_missing_file_listed_with_warning(dirs, caplog):
     sender, _, staged = dirs
     write_images(sender)
-    with caplog.at_level(logging.WARNING, logger="arb_pipeline.media"):
+    with caplog.at_level(logging.WARNING, logger="arb_pipeline.extract.media"):
         bundle = bundle_media(sender, ["99_00-00-00_2026-11-26.jpg", "12_04-15-26_2026-11-26.JPG"], staged)
     assert [f.name for f in bundle.files] == ["12_04-15-26_2026-11-26.JPG"]
     assert [(m.name, m.reason) for m in bundle.missing] == [("99_00-00-00_2026-11-26.jpg", NOT_FOUND)]
@@ -355,7 +355,7 @@ def test_bundle_all_media_nested_2000_files(dirs, caplog):
     (sender / "d1" / "deeper" / "x.jpg").write_bytes(b"too deep")
     (sender / "bad name.jpg").write_bytes(b"x")
     (sender / "link.jpg").symlink_to(sender / "d1" / next(n for n in expected if n.startswith("d1/")).split("/")[1])
-    with caplog.at_level(logging.WARNING, logger="arb_pipeline.media"):
+    with caplog.at_level(logging.WARNING, logger="arb_pipeline.extract.media"):
         bundle = bundle_all_media(sender, staged)
     assert [f.name for f in bundle.files] == sorted(expected)
     assert bundle.entry.rows == 2000

@@ -2,7 +2,7 @@ import psycopg
 import pytest
 
 from arb_pipeline.errors import SchemaError
-from arb_pipeline.migrate import apply_migrations, migrations_for
+from arb_pipeline.schema.migrate import apply_migrations, migrations_for
 
 
 def _tables(dsn):

@@ -9,9 +9,9 @@ import json
 import psycopg
 import pytest
 
-from arb_pipeline.db import connect, quote_ident
+from arb_pipeline.pg.connect import connect, quote_ident
 from arb_pipeline.errors import ConfigError, SchemaError
-from arb_pipeline.parity import (
+from arb_pipeline.ops.parity import (
     CHANGED,
     EXTRA,
     MISSING,
@@ -21,7 +21,7 @@ from arb_pipeline.parity import (
     shared_columns,
     table_fingerprint,
 )
-from arb_pipeline.parity_cli import register
+from arb_pipeline.cli.parity import register
 
 GTFS = "AndroidRequests_gtfs"
 BUSSTOP = "AndroidRequests_busstop"
@@ -389,7 +389,7 @@ def test_cli_takes_dsns_from_the_environment_and_checks_settings(dbs, monkeypatc
 
 
 def test_arb_main_parity_exit_codes(dbs, capsys):
-    from arb_pipeline import cli
+    from arb_pipeline.cli import main as cli
 
     try:
         cli.build_parser()

@@ -32,15 +32,15 @@ import psycopg
 import pytest
 import zstandard
 
-from arb_pipeline.backup import BuiltBackup, build_complete, build_partial, publish
-from arb_pipeline.cli import main
-from arb_pipeline.devenv.postgres import find_bin_dir
-from arb_pipeline.extract import Window
-from arb_pipeline.generator.workload import DEFAULT_WEIGHTS
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
+from arb_pipeline.cli.main import main
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
-from arb_pipeline.parity import compare_media, compare_tables
-from arb_pipeline.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
+from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.restore.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
 from arb_pipeline.progress import Progress
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.backups import copy_db, new_sender

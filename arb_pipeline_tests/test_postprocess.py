@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ConfigError
-from arb_pipeline.generator.zones import grid_cells, seed_zones
+from arb_pipeline.dev.generator.zones import grid_cells, seed_zones
 from arb_pipeline.postprocess import Scope, all_derivations, run_all, run_derivation
 from arb_pipeline.postprocess.direction import BusEventDirection, latest_trip
 from arb_pipeline.postprocess.nearest import EARTH_RADIUS_M, StopSet
@@ -388,7 +388,7 @@ def test_cli_materializes_a_past_partition_by_hand(receiver_db, tmp_path):
     import sys
     from pathlib import Path
 
-    from arb_pipeline.partitions import PARTIAL
+    from arb_pipeline.dagster_common.partitions import PARTIAL
 
     with connect(receiver_db) as conn:
         _seed_receiver(conn)

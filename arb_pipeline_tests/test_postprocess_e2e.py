@@ -15,12 +15,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arb_pipeline.backup import BuiltBackup, build_complete
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
-from arb_pipeline.extract import Window
-from arb_pipeline.generator.zones import seed_zones
-from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.extract.build import BuiltBackup, build_complete
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dev.generator.zones import seed_zones
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.postprocess_assets import (
     AFTER_TAG, OPS, POSTPROCESS_ASSETS, PostprocessSettings, postprocess_sensor,

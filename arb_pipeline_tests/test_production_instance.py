@@ -13,10 +13,10 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from arb_pipeline.db import connect
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
-from arb_pipeline.partitions import PARTIAL
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import Workload
+from arb_pipeline.dagster_common.partitions import PARTIAL
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")

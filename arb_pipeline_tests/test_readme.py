@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.cli import build_parser
+from arb_pipeline.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arb_pipeline.db import connect
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
-from arb_pipeline.parity import compare_media, compare_tables
-from arb_pipeline.partitions import PARTIAL
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import Workload
+from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
@@ -28,7 +28,7 @@ def sender_resources(dsn, media, staging, sshd, retries=2):
     dest = BackupDestination(kind="sftp", host=sshd.host, port=sshd.port, username=sshd.username,
                              key_file=str(sshd.client_key_path), known_hosts_file=str(sshd.known_hosts_path),
                              remote_dir=sshd.remote_inbox, retries=retries)
-    from arb_pipeline.devenv.postgres import find_bin_dir
+    from arb_pipeline.dev.postgres import find_bin_dir
     return {"sender_db": SenderDatabase(dsn=dsn),
             "sender_settings": SenderSettings(media_dir=str(media), staging_dir=str(staging), sender_id="e2e",
                                               pg_dump=str(find_bin_dir() / "pg_dump")),

@@ -32,19 +32,19 @@ import dagster as dg
 import psycopg
 import pytest
 
-from arb_pipeline.backup import BuiltBackup, build_complete, build_partial, publish
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import find_bin_dir
-from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.scale import build_event_window
-from arb_pipeline.generator.workload import DEFAULT_WEIGHTS
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.scale import build_event_window
+from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.package.manifest import MANIFEST_NAME
-from arb_pipeline.parity import compare_media, compare_tables
-from arb_pipeline.partitions import COMPLETE, PARTIAL
-from arb_pipeline.quarantine import REASON_NAME
-from arb_pipeline.receive import receive
+from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.receive.quarantine import REASON_NAME
+from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
@@ -485,7 +485,7 @@ def test_the_disk_floor_stops_loading_then_the_sensor_retries(world, rx, instanc
 
 # -- 11. SIGKILL in the middle of a load ------------------------------------------------------------
 
-_RECEIVE = ("import os, sys; from pathlib import Path; from arb_pipeline.receive import receive; "
+_RECEIVE = ("import os, sys; from pathlib import Path; from arb_pipeline.receive.inbox import receive; "
             "receive(Path(sys.argv[1]), dsn=os.environ['ARB_TEST_DSN'], media_dir=Path(sys.argv[2]), "
             "quarantine_dir=Path(sys.argv[3]))")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
-from arb_pipeline.retention import (ABANDONED_UPLOAD, HASH_MISMATCH, INCOMPLETE_UPLOAD, NEWEST_COMPLETE,
+from arb_pipeline.ops.retention import (ABANDONED_UPLOAD, HASH_MISMATCH, INCOMPLETE_UPLOAD, NEWEST_COMPLETE,
                                     NOT_A_BACKUP_FOLDER, NOT_LOADED, TOO_YOUNG, UPLOAD_IN_PROGRESS,
                                     Candidate, DiskSpaceError, RetentionPlan, apply_retention,
                                     check_free_space, format_bytes, free_bytes, load_ledger, plan_retention)
@@ -131,7 +131,7 @@ def test_old_loaded_partial_is_deleted(inbox, receiver_db, caplog):
     superseded = backup(inbox, receiver_db, "partial", timedelta(hours=30), outcome="superseded")
     plan = plan_retention(inbox, ledger(receiver_db), NOW)
     assert deleted_names(plan) == {old.name, superseded.name}
-    with caplog.at_level(logging.INFO, logger="arb_pipeline.retention"):
+    with caplog.at_level(logging.INFO, logger="arb_pipeline.ops.retention"):
         assert sorted(apply_retention(plan, inbox)) == sorted([old, superseded])
     assert not old.exists() and not superseded.exists()
     assert os.listdir(inbox / "partial") == []      # no hidden leftovers either
@@ -191,7 +191,7 @@ def test_manifest_replaced_after_planning_is_not_deleted(inbox, receiver_db, cap
     # The sender re-sends the backup between planning and deleting: a different manifest.
     other = make_manifest("partial", NOW - DAY * 3, unique=folder.name.rsplit("-", 1)[1], sender_id="other")
     (folder / MANIFEST_NAME).write_bytes(other.to_json())
-    with caplog.at_level(logging.WARNING, logger="arb_pipeline.retention"):
+    with caplog.at_level(logging.WARNING, logger="arb_pipeline.ops.retention"):
         assert apply_retention(plan, inbox) == []
     assert folder.is_dir() and (folder / MANIFEST_NAME).read_bytes() == other.to_json()
     assert sorted(os.listdir(inbox / "partial")) == [folder.name]   # the rename was undone
@@ -285,7 +285,7 @@ def test_abandoned_upload_of_temporary_files_only(inbox, caplog):
     assert deleted_names(plan) == {stale.name, empty.name}
     assert reason_for(plan, fresh).startswith(UPLOAD_IN_PROGRESS)
     assert reason_for(plan, with_final_names).startswith(INCOMPLETE_UPLOAD)
-    with caplog.at_level(logging.INFO, logger="arb_pipeline.retention"):
+    with caplog.at_level(logging.INFO, logger="arb_pipeline.ops.retention"):
         assert sorted(apply_retention(plan, inbox)) == sorted([stale, empty])
     assert ABANDONED_UPLOAD in caplog.text
     assert not stale.exists() and fresh.exists() and with_final_names.exists()
@@ -328,7 +328,7 @@ def test_apply_refuses_a_symlinked_backup_folder(inbox, tmp_path, receiver_db, c
     outside = tmp_path / "precious"
     shutil.move(folder, outside)
     folder.symlink_to(outside, target_is_directory=True)
-    with caplog.at_level(logging.ERROR, logger="arb_pipeline.retention"):
+    with caplog.at_level(logging.ERROR, logger="arb_pipeline.ops.retention"):
         assert apply_retention(plan, inbox) == []
     assert "symlink" in caplog.text
     assert (outside / MANIFEST_NAME).exists() and folder.is_symlink()

@@ -6,8 +6,8 @@ import threading
 
 import dagster as dg
 
-from arb_pipeline import run_reaper
-from arb_pipeline.run_reaper import reap_dead_runs
+from arb_pipeline.dagster_common import run_reaper
+from arb_pipeline.dagster_common.run_reaper import reap_dead_runs
 
 
 def _started_run(instance):

@@ -9,12 +9,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arb_pipeline.db import connect
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.reader import iter_table_lines
-from arb_pipeline.partitions import PARTIAL
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
 
@@ -49,7 +49,7 @@ def _resources(dsn, media, tmp_path, destination: BackupDestination):
 
 
 def _pg_dump():
-    from arb_pipeline.devenv.postgres import find_bin_dir
+    from arb_pipeline.dev.postgres import find_bin_dir
 
     return str(find_bin_dir() / "pg_dump")
 
@@ -121,7 +121,7 @@ def test_complete_backup_restores_with_psql(traffic, tmp_path, pg_cluster):
     done = subprocess.run([pg_cluster.tool("psql"), "-v", "ON_ERROR_STOP=1", "--single-transaction", "-q",
                            "-d", target, "-f", "restore.sql"], cwd=backup, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    from arb_pipeline.parity import compare_tables
+    from arb_pipeline.ops.parity import compare_tables
     with connect(target) as conn:  # the personal columns exist but were never shipped
         assert conn.execute('SELECT count(*) FROM "AndroidRequests_transappuser" '
                             'WHERE email IS NOT NULL OR "sessionToken" IS NOT NULL').fetchone()[0] == 0

@@ -16,7 +16,7 @@ import paramiko
 import psycopg
 import pytest
 
-from arb_pipeline.devenv.sshd import LocalSshd, generate_ed25519_key
+from arb_pipeline.dev.sshd import LocalSshd, generate_ed25519_key
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------

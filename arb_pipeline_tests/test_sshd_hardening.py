@@ -25,7 +25,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from arb_pipeline.devenv.sshd import (AUTHORIZED_KEY_OPTIONS, SFTP_ONLY_OPTIONS, SSHD_BIN, LocalSshd,
+from arb_pipeline.dev.sshd import (AUTHORIZED_KEY_OPTIONS, SFTP_ONLY_OPTIONS, SSHD_BIN, LocalSshd,
                                       generate_ed25519_key, sshd_unavailable_reason)
 from arb_pipeline_tests.fixtures_services import _services_required
 

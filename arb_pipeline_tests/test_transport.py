@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.devenv.ports import free_port
-from arb_pipeline.devenv.sshd import LocalSshd, _children
+from arb_pipeline.dev.ports import free_port
+from arb_pipeline.dev.sshd import LocalSshd, _children
 from arb_pipeline.transport.base import TransportError, check_relative, is_temporary_name
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline.transport.sftp import SftpTransport

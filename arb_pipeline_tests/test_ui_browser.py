@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.demo_fixture import REPO, required
 
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(900)]

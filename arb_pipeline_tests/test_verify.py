@@ -16,21 +16,21 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from arb_pipeline.backup import build_complete, build_partial
-from arb_pipeline.db import connect
-from arb_pipeline.extract import Window
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import Workload
+from arb_pipeline.extract.build import build_complete, build_partial
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.verify import SchemaMismatch, VerifyError, check_schema, verify_files
-from arb_pipeline.quarantine import QuarantineError, list_quarantined, quarantine, requeue
+from arb_pipeline.receive.quarantine import QuarantineError, list_quarantined, quarantine, requeue
 from arb_pipeline_tests.conftest import _fresh_db
 
 REPORT = "AndroidRequests_report"
 
 
 def _pg_dump() -> str:
-    from arb_pipeline.devenv.postgres import find_bin_dir
+    from arb_pipeline.dev.postgres import find_bin_dir
 
     return str(find_bin_dir() / "pg_dump")
 

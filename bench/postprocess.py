@@ -34,7 +34,7 @@ P = "AndroidRequests_"
 
 def _seed_reference(conn) -> None:
     """One GTFS version at real volumes (11.3k stops, 380 services, 3k buses), no users."""
-    from arb_pipeline.generator import reference as ref
+    from arb_pipeline.dev.generator import reference as ref
 
     rng = random.Random("bench:v1.3")
     written: dict = {}
@@ -69,7 +69,7 @@ JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS k, "registrationPlate", uuid
 
 
 def _fill(conn, events: int, poses: int, end: datetime, days: float) -> dict:
-    from arb_pipeline.generator.scale import _insert_trips, _reference_ids, _skip_fk_checks, build_event_window
+    from arb_pipeline.dev.generator.scale import _insert_trips, _reference_ids, _skip_fk_checks, build_event_window
 
     start = end - timedelta(days=days)
     t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def _baseline_floor(conn) -> float:
 
 def _window(conn, events: int, updates: int, at: datetime) -> None:
     """A partial's worth of change: new events with votes, and votes on older events."""
-    from arb_pipeline.generator.scale import build_event_window
+    from arb_pipeline.dev.generator.scale import build_event_window
 
     build_event_window(conn, at, rows=events * 2, minutes=5)
     with conn.transaction():
@@ -151,10 +151,10 @@ def main(argv=None) -> int:
     parser.add_argument("--window-updates", type=int, default=200, help="older events a window's votes update")
     args = parser.parse_args(argv)
 
-    from arb_pipeline.db import connect
-    from arb_pipeline.devenv.postgres import LocalPostgres
-    from arb_pipeline.generator.zones import seed_zones
-    from arb_pipeline.migrate import apply_migrations
+    from arb_pipeline.pg.connect import connect
+    from arb_pipeline.dev.postgres import LocalPostgres
+    from arb_pipeline.dev.generator.zones import seed_zones
+    from arb_pipeline.schema.migrate import apply_migrations
     from arb_pipeline.postprocess import Scope, run_all
 
     base = Path(tempfile.mkdtemp(prefix="arb-bench-pp-"))

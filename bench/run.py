@@ -52,11 +52,11 @@ def main(argv=None) -> int:
     parser.add_argument("--sftp", action="store_true", help="move the complete through a local sshd (root)")
     args = parser.parse_args(argv)
 
-    from arb_pipeline.db import connect
-    from arb_pipeline.devenv.postgres import LocalPostgres
-    from arb_pipeline.generator.reference import seed_reference
-    from arb_pipeline.generator.scale import build_event_window, build_scale, database_size
-    from arb_pipeline.migrate import apply_migrations
+    from arb_pipeline.pg.connect import connect
+    from arb_pipeline.dev.postgres import LocalPostgres
+    from arb_pipeline.dev.generator.reference import seed_reference
+    from arb_pipeline.dev.generator.scale import build_event_window, build_scale, database_size
+    from arb_pipeline.schema.migrate import apply_migrations
 
     base = Path(tempfile.mkdtemp(prefix="arb-bench-"))
     pg = LocalPostgres(base / "pg").start()

@@ -14,8 +14,8 @@ UTC = timezone.utc
 
 
 def build_complete(sender, media, staging, pg_dump, fingerprints=True):
-    from arb_pipeline.backup import build_complete as build
-    from arb_pipeline.extract import Window
+    from arb_pipeline.extract.build import build_complete as build
+    from arb_pipeline.extract.tables import Window
 
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     built = build(sender, Path(staging), partition_key=day.strftime("%Y-%m-%d"), window=Window(day - timedelta(days=1), day),
@@ -25,8 +25,8 @@ def build_complete(sender, media, staging, pg_dump, fingerprints=True):
 
 
 def build_partial(sender, media, staging, pg_dump, window_start):
-    from arb_pipeline.backup import build_partial as build
-    from arb_pipeline.extract import Window
+    from arb_pipeline.extract.build import build_partial as build
+    from arb_pipeline.extract.tables import Window
 
     start = datetime.fromisoformat(window_start)
     t = time.perf_counter()
@@ -40,7 +40,7 @@ def build_partial(sender, media, staging, pg_dump, window_start):
 
 def _transport(inbox, sftp):
     if sftp:
-        from arb_pipeline.devenv.sshd import LocalSshd
+        from arb_pipeline.dev.sshd import LocalSshd
         from arb_pipeline.transport.sftp import SftpTransport
 
         sshd = LocalSshd(Path(inbox).parent / "sshd").start()
@@ -52,13 +52,13 @@ def _transport(inbox, sftp):
 
 
 def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
-    from arb_pipeline.backup import BuiltBackup, publish
-    from arb_pipeline.db import connect
-    from arb_pipeline.load import load_backup
+    from arb_pipeline.extract.build import BuiltBackup, publish
+    from arb_pipeline.pg.connect import connect
+    from arb_pipeline.load.apply import load_backup
     from arb_pipeline.package.reader import read_manifest
     from arb_pipeline.package.verify import verify_files
     from arb_pipeline.package.writer import StagedBackup
-    from arb_pipeline.media import install_media
+    from arb_pipeline.receive.media import install_media
 
     backup = Path(backup)
     manifest = read_manifest(backup)
@@ -97,9 +97,9 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
 
 def catch_up(sender, receiver, media, staging, inbox, receiver_media, count, window_start):
     """Build ``count`` consecutive 5-minute partials (not timed), then verify and load them all."""
-    from arb_pipeline.backup import build_partial as build, publish
-    from arb_pipeline.extract import Window
-    from arb_pipeline.receive import find_published, receive
+    from arb_pipeline.extract.build import build_partial as build, publish
+    from arb_pipeline.extract.tables import Window
+    from arb_pipeline.receive.inbox import find_published, receive
     from arb_pipeline.transport import LocalFolderTransport
 
     start = datetime.fromisoformat(window_start)

@@ -34,11 +34,11 @@ from typing import Any
 import pandas as pd
 from psycopg import sql
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 
 log = logging.getLogger(__name__)
 
-LOAD_LOCK = "arb_pipeline.load"        # held by load.load_backup for a whole load
+LOAD_LOCK = "arb_pipeline.load.apply"        # held by load.load_backup for a whole load
 CHANGED = "arb_changed_at"
 TODO = "arb_pp_todo"
 # Candidates start this long before done_through, for a small step back of the database

@@ -12,11 +12,11 @@ from pathlib import Path
 import dagster as dg
 
 from arb_pipeline.catalog import CATALOG, short_name
-from arb_pipeline.freshness import policy_for
-from arb_pipeline.load_checks import TableCheck, check_complete, check_partial
-from arb_pipeline.partitions import COMPLETE, PARTIAL
-from arb_pipeline.quarantine import quarantine
-from arb_pipeline.receive import Received, apply_retention_after_load, find_published, loaded_ids, receive
+from arb_pipeline.dagster_common.freshness import policy_for
+from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.receive.quarantine import quarantine
+from arb_pipeline.receive.inbox import Received, apply_retention_after_load, find_published, loaded_ids, receive
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 def loaded_key(kind: str, table: str) -> dg.AssetKey:

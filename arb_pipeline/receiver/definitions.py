@@ -5,7 +5,7 @@ Settings come from ARB_* environment variables (README, "Settings").
 
 import dagster as dg
 
-from arb_pipeline.alert_sensors import alert_mailer_from_environment, alert_sensors
+from arb_pipeline.dagster_common.alert_sensors import alert_mailer_from_environment, alert_sensors
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.drill_assets import drill_resources, restore_drill, restore_drill_job, restore_drill_schedule
 from arb_pipeline.receiver.postprocess_assets import (

@@ -1,6 +1,6 @@
 """The receiver's restore drill, as a scheduled asset: the newest complete backup in the
 inbox is restored with psql into a scratch database, checked against its manifest and
-dropped (arb_pipeline.restore_drill). Restore time and sizes are numeric metadata the
+dropped (arb_pipeline.restore.drill). Restore time and sizes are numeric metadata the
 UI plots; a failed drill fails its run, which emails the admins.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from arb_pipeline.receiver.resources import ReceiverSettings
-from arb_pipeline.restore_drill import latest_complete, run_drill
+from arb_pipeline.restore.drill import latest_complete, run_drill
 
 DRILL_KEY = dg.AssetKey(["receiver", "ops", "restore_drill"])
 

@@ -41,7 +41,7 @@ import dagster as dg
 from pydantic import Field
 
 from arb_pipeline.catalog import T
-from arb_pipeline.partitions import PARTIAL, go_live, partial_minutes
+from arb_pipeline.dagster_common.partitions import PARTIAL, go_live, partial_minutes
 from arb_pipeline.postprocess import (
     BusEventDirection, BusPlates, EventPeriods, NearestStops, ReportInfo, Scope, Zones, run_derivation,
 )

@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
-from arb_pipeline.partitions import COMPLETE, PARTIAL
-from arb_pipeline.quarantine import quarantine
-from arb_pipeline.receive import find_published, loaded_ids
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.receive.quarantine import quarantine
+from arb_pipeline.receive.inbox import find_published, loaded_ids
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.backup import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
+from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
 from arb_pipeline.catalog import CATALOG, short_name
-from arb_pipeline.extract import Window
-from arb_pipeline.freshness import policy_for
-from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.dagster_common.freshness import policy_for
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
 
 def table_key(kind: str, table: str) -> dg.AssetKey:

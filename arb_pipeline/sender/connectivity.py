@@ -1,6 +1,6 @@
 """The sender's hourly connectivity check: the receiver is reachable, its host key is
 the one in known_hosts, the remote folder is writable and has room. The same checks as
-`arb check` (arb_pipeline.preflight). A failure fails the run, which emails the admins,
+`arb check` (arb_pipeline.ops.preflight). A failure fails the run, which emails the admins,
 before the next backup finds out.
 """
 
@@ -9,7 +9,7 @@ import os
 
 import dagster as dg
 
-from arb_pipeline.preflight import FAIL, OK, destination_items
+from arb_pipeline.ops.preflight import FAIL, OK, destination_items
 from arb_pipeline.sender.resources import BackupDestination
 
 CONNECTIVITY_KEY = dg.AssetKey(["sender", "ops", "receiver_connectivity"])

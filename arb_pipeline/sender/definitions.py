@@ -5,7 +5,7 @@ Settings come from ARB_* environment variables (README, "Settings").
 
 import dagster as dg
 
-from arb_pipeline.alert_sensors import alert_mailer_from_environment, alert_sensors
+from arb_pipeline.dagster_common.alert_sensors import alert_mailer_from_environment, alert_sensors
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.connectivity import (
     receiver_connectivity,

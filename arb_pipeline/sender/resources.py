@@ -44,7 +44,7 @@ class SenderSettings(dg.ConfigurableResource):
         return timedelta(minutes=self.max_commit_delay_minutes + self.max_clock_skew_minutes)
 
     def resolved_sender_id(self) -> str:
-        from arb_pipeline.backup import default_sender_id
+        from arb_pipeline.extract.build import default_sender_id
 
         return self.sender_id or default_sender_id()
 
@@ -102,7 +102,7 @@ class BackupPublisher(dg.ConfigurableIOManager):
     _transport: Optional[Transport] = PrivateAttr(default=None)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        from arb_pipeline.backup import BackupPart, publish
+        from arb_pipeline.extract.build import BackupPart, publish
 
         if self._transport is None:
             self._transport = self.destination.open()

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from arb_pipeline.partitions import COMPLETE, PARTIAL, partial_minutes
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL, partial_minutes
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 
 # One step per run: the in-process executor saves a process start per run.

@@ -31,13 +31,13 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from arb_pipeline.db import connect
-from arb_pipeline.devenv.postgres import LocalPostgres, find_bin_dir
-from arb_pipeline.devenv.sshd import LocalSshd
-from arb_pipeline.generator.reference import seed_reference
-from arb_pipeline.generator.workload import DEFAULT_WEIGHTS, Workload
-from arb_pipeline.parity import compare_media, compare_tables
-from arb_pipeline.partitions import COMPLETE, PARTIAL
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
+from arb_pipeline.dev.sshd import LocalSshd
+from arb_pipeline.dev.generator.reference import seed_reference
+from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS, Workload
+from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings

@@ -16,7 +16,7 @@ import subprocess
 
 import dagster as dg
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.faults.harness import DAGSTER, wait_for, waiting_on_lock
 
 REPORT = '"AndroidRequests_report"'

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline_tests.faults.harness import complete_day, wait_for
 

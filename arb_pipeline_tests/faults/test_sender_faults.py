@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.faults.harness import temp_uploads, wait_for, waiting_on_lock
 
 REPORT = '"AndroidRequests_report"'

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from arb_pipeline.db import connect
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline_tests.alerting import Ticker, mailer_for
 from arb_pipeline_tests.faults.harness import complete_day, first_key

@@ -1,0 +1,302 @@
+"""Extraction from the sender's database: a partial window or a complete snapshot.
+
+Everything one backup reads comes from one REPEATABLE READ READ ONLY snapshot, and
+rows are produced by the server (row_to_json, COPY) and streamed to compressed files:
+no per-row Python work, bounded memory.
+
+No row lost at window edges (promise 1): a partial for the window [start, end) selects
+rows whose cursor lies in [start - overlap, end). ``overlap`` is the longest delay
+between the timestamp a transaction writes and its commit, plus the largest clock
+offset between the app servers and the database. A row written with cursor t and
+committed at c (database clock) is therefore in the partial of every window from
+t's own up to t + overlap, and at least one of those is extracted after c, as long as
+c - t < overlap. Overlapping rows reach the receiver more than once; its loads are
+idempotent upserts that never let an older version win.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from psycopg import sql
+
+from arb_pipeline.pg.connect import client_program_args
+from arb_pipeline.fsutil import line_chunks
+from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
+from arb_pipeline.errors import ArbError
+from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
+from arb_pipeline.ops.parity import ROW_HASH_ALGORITHM, table_fingerprint
+from arb_pipeline.package.writer import StagedBackup
+
+DEFAULT_OVERLAP = timedelta(minutes=15)   # 10 min late commit + 5 min clock offset
+
+
+class ExtractError(ArbError):
+    pass
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self):
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ExtractError("window bounds must be timezone-aware")
+        if not self.start < self.end:
+            raise ExtractError(f"window start {self.start} is not before its end {self.end}")
+
+
+@dataclass
+class Extracted:
+    snapshot_time: datetime
+    tables_order: list[str]
+    files: list[FileEntry]
+    media_names: list[str]            # distinct file names referenced by the extracted rows
+    snapshot_id: str | None = None
+
+
+@contextmanager
+def read_snapshot(conn) -> Iterator[datetime]:
+    """One consistent, read-only view of the database; yields its time on the DB clock."""
+    if conn.info.transaction_status != 0:  # IDLE
+        conn.rollback()
+    conn.autocommit = False
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        # now() is the transaction's start; the snapshot is taken at its first query.
+        snapshot_time = conn.execute("SELECT now()").fetchone()[0]
+        yield snapshot_time
+    finally:
+        conn.rollback()
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+class _PartialSelection:
+    """SQL predicates choosing a window's rows and, transitively, their FK parents."""
+
+    def __init__(self, specs: dict[str, TableSpec], infos: dict[str, TableInfo], window: Window,
+                 overlap: timedelta):
+        self.specs, self.infos = specs, infos
+        self.lo = sql.Literal(window.start - overlap)
+        self.hi = sql.Literal(window.end)
+        roots = [t for t, s in specs.items() if s.in_partials]
+        self.tables = set(roots)
+        todo = list(roots)
+        while todo:  # close the set under FK parents
+            for fk in infos[todo.pop()].foreign_keys:
+                if fk.ref_table in infos and fk.ref_table not in self.tables:
+                    self.tables.add(fk.ref_table)
+                    todo.append(fk.ref_table)
+        self._children = {t: [] for t in self.tables}
+        for child in self.tables:
+            for fk in infos[child].foreign_keys:
+                if fk.ref_table in self.tables and fk.ref_table != child:
+                    self._children[fk.ref_table].append((child, fk))
+
+    def predicate(self, table: str, alias: str = "t", depth: int = 0) -> sql.Composable:
+        parts: list[sql.Composable] = []
+        spec = self.specs[table]
+        if spec.in_partials:
+            col = sql.SQL("{}.{}").format(_ident(alias), _ident(spec.cursor))
+            parts.append(sql.SQL("({c} >= {lo} AND {c} < {hi})").format(c=col, lo=self.lo, hi=self.hi))
+        for child, fk in self._children[table]:
+            inner = f"c{depth}"
+            parts.append(sql.SQL("({ref}) IN (SELECT {cols} FROM {child} {a} WHERE {pred})").format(
+                ref=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in fk.ref_columns),
+                cols=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(inner), _ident(c)) for c in fk.columns),
+                child=_ident(child), a=_ident(inner), pred=self.predicate(child, inner, depth + 1)))
+        return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
+
+
+def _unescape_copy_text(chunk: bytes) -> bytes:
+    """COPY's text format doubles backslashes; row_to_json output has no other escapes
+    (JSON already escapes every control character), so this restores the JSON exactly."""
+    return chunk.replace(b"\\\\", b"\\")
+
+
+def _copy_to(conn, query: sql.Composable, sink, transform=None) -> None:
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
+            for chunk in copy:
+                data = bytes(chunk)
+                sink.write_lines(transform(data) if transform else data)
+
+
+def _select_list(columns) -> sql.Composable:
+    return sql.SQL(", ").join(_ident(c.name) for c in columns)
+
+
+def _file_entry(sink, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str,
+                cursor: str | None) -> FileEntry:
+    return FileEntry(name=name, kind="table", bytes=sink.file_bytes, sha256=sink.file_sha256, rows=sink.rows,
+                     table=spec.name, format=fmt, columns=tuple(ColumnSpec(c.name, c.type) for c in columns),
+                     primary_key=info.primary_key, cursor=cursor)
+
+
+def _catalog_specs(catalog) -> dict[str, TableSpec]:
+    return {s.name: s for s in catalog}
+
+
+def extract_partial(conn, staged: StagedBackup, window: Window, *, overlap: timedelta = DEFAULT_OVERLAP,
+                    catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False) -> Extracted:
+    """Write the window's rows, one JSON Lines file per table, from one snapshot."""
+    specs = _catalog_specs(catalog)
+    with read_snapshot(conn) as snapshot_time:
+        infos = introspect(conn, list(specs))
+        selection = _PartialSelection(specs, infos, window, overlap)
+        order = [t for t in parents_first(infos) if t in selection.tables]
+        files, media = [], set()
+        for table in order:
+            spec, info = specs[table], infos[table]
+            columns = shipped_columns(spec, info, include_personal)
+            pred = selection.predicate(table)
+            query = sql.SQL("SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x").format(
+                cols=_select_list(columns), t=_ident(table), pred=pred,
+                pk=sql.SQL(", ").join(_ident(c) for c in info.primary_key))
+            name = f"tables/{table}.jsonl.zst"
+            with staged.table_file(name) as sink:
+                _copy_to(conn, query, sink, _unescape_copy_text)
+            files.append(staged.add_entry(_file_entry(sink, name, spec, info, columns, "jsonl", spec.cursor)))
+            if spec.media_column:
+                rows = conn.execute(sql.SQL(
+                    "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''").format(
+                    m=_ident(spec.media_column), t=_ident(table), pred=pred))
+                media.update(r[0] for r in rows)
+    return Extracted(snapshot_time, order, files, sorted(media))
+
+
+def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable, conn, sink) -> None:
+    """COPY a query's rows out through psql joined to our exported snapshot.
+
+    psycopg hands COPY data over one row per call, which costs more Python time than the
+    server spends on a large table; psql streams it in C and we read big chunks."""
+    conninfo, env = client_program_args(dsn)
+    args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo,
+            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "-c", f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
+            "-c", "SET TimeZone = 'UTC'",
+            "-c", sql.SQL("COPY ({}) TO STDOUT").format(query).as_string(conn),
+            "-c", "COMMIT"]
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except FileNotFoundError:
+        raise ExtractError(f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
+                           "the pg_dump beside it") from None
+    torn = False
+    for chunk in line_chunks(proc.stdout.read):
+        torn = not chunk.endswith(b"\n")
+        if not torn:
+            sink.write_lines(chunk)
+    err = proc.stderr.read()
+    if proc.wait() != 0 or torn:
+        raise ExtractError(f"COPY through psql failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+
+
+def _fingerprints_in_snapshot(dsn: str, snapshot_id: str, wanted: dict, sessions: int = 2) -> dict:
+    """Fingerprint tables in ``sessions`` sessions joined to an exported snapshot, largest first."""
+    from arb_pipeline.pg.connect import connect
+
+    queue = list(wanted)
+    lock = threading.Lock()
+    out: dict = {}
+
+    def worker() -> None:
+        with connect(dsn, autocommit=True, application_name="arb_fingerprint") as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+            try:
+                while True:
+                    with lock:
+                        if not queue:
+                            return
+                        table = queue.pop(0)
+                    cols, pk = wanted[table]
+                    out[table] = table_fingerprint(conn, table, cols, pk)
+            finally:
+                conn.execute("ROLLBACK")
+
+    with connect(dsn, autocommit=True) as conn:  # largest tables first, so the sessions finish together
+        sizes = dict(conn.execute("SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+                                  "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+                                  (queue,)).fetchall())
+    queue.sort(key=lambda t: -sizes.get(t, 0))
+    with ThreadPoolExecutor(max_workers=sessions) as pool:
+        for future in [pool.submit(worker) for _ in range(sessions)]:
+            future.result()
+    return out
+
+
+def _with_fingerprint(entry: FileEntry, fp) -> FileEntry:
+    if fp is None:
+        return entry
+    if fp.rows != entry.rows:
+        raise ExtractError(f"{entry.table}: fingerprinted {fp.rows} rows but dumped {entry.rows} from the same "
+                           "snapshot; the snapshot was not shared (is the server a standby?)")
+    return replace(entry, fingerprint=TableFingerprint(ROW_HASH_ALGORITHM, fp.rows, fp.digest))
+
+
+def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ...] = CATALOG,
+                     include_personal: bool = False, level: int = 1, threads: int = 0,
+                     on_snapshot=None, psql: str | None = None, dsn: str | None = None,
+                     fingerprints: bool = True) -> Extracted:
+    """Write every catalog table in COPY text format, from one snapshot.
+
+    With ``fingerprints``, each table file's manifest entry carries the row count and
+    order-independent digest of its columns (parity.table_fingerprint), computed by the
+    server in the same snapshot: the receiver checks its copy against them.
+
+    ``on_snapshot(snapshot_id)`` runs inside the snapshot (e.g. ``pg_dump --snapshot``
+    for the schema) before the tables are read. With ``psql`` and ``dsn``, table data
+    streams through psql sessions joined to the same snapshot (much faster).
+    """
+    specs = _catalog_specs(catalog)
+    with read_snapshot(conn) as snapshot_time:
+        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        if on_snapshot:
+            on_snapshot(snapshot_id)
+        infos = introspect(conn, list(specs))
+        order = parents_first(infos)
+
+        def dump(table: str):
+            spec, info = specs[table], infos[table]
+            columns = shipped_columns(spec, info, include_personal)
+            query = sql.SQL("SELECT {cols} FROM {t}").format(cols=_select_list(columns), t=_ident(table))
+            name = f"tables/{table}.copy.zst"
+            with staged.table_file(name, level=level, threads=threads) as sink:
+                if parallel:
+                    _copy_via_psql(psql, dsn, snapshot_id, query, conn, sink)
+                else:
+                    _copy_to(conn, query, sink)
+            return _file_entry(sink, name, spec, info, columns, "copy-text", None)
+
+        parallel = bool(psql and dsn)
+        wanted = {t: ([c.name for c in shipped_columns(specs[t], infos[t], include_personal)], infos[t].primary_key)
+                  for t in order} if fingerprints else {}
+        if parallel:  # two psql sessions in the same snapshot: the big tables dump side by side
+            with ThreadPoolExecutor(max_workers=1) as fp_pool, ThreadPoolExecutor(max_workers=2) as pool:
+                # a third session, in the same snapshot, fingerprints the tables meanwhile
+                fp_future = fp_pool.submit(_fingerprints_in_snapshot, dsn, snapshot_id, wanted) if wanted else None
+                entries = list(pool.map(dump, order))
+                prints = fp_future.result() if fp_future else {}
+        else:
+            entries = [dump(t) for t in order]
+            prints = {t: table_fingerprint(conn, t, cols, pk) for t, (cols, pk) in wanted.items()}
+        files = [staged.add_entry(_with_fingerprint(e, prints.get(e.table))) for e in entries]
+        media = set()
+        for table in order:
+            spec = specs[table]
+            if spec.media_column:
+                rows = conn.execute(sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
+                    m=_ident(spec.media_column), t=_ident(table)))
+                media.update(r[0] for r in rows)
+    return Extracted(snapshot_time, order, files, sorted(media), snapshot_id)

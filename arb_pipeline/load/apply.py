@@ -1,0 +1,294 @@
+"""Loading a verified backup into the receiver's database, all or nothing.
+
+One transaction per backup. Each table's rows are COPYed into a temporary staging
+table whose column types are the receiver's own (no type or SQL text from the backup
+is ever executed), then merged into the real table by primary key, parents first:
+
+* Versions: every replicated row carries ``arb_synced_at``, the sender snapshot time of
+  the backup that last wrote it. A backup writes a row only if its snapshot is newer,
+  so backups can arrive in any order, twice, or late, and the newest version wins
+  whether or not the app moved the row's timestamp.
+* A partial whose snapshot is not newer than the newest loaded complete is
+  *superseded*: everything it holds is already in that complete. It is recorded, not
+  applied, so a late partial can't resurrect a row the complete deleted.
+* A complete also deletes rows absent from its snapshot, but only rows it is newer
+  than: rows written by later partials stay. Readers see the old state or the new,
+  never a mix (MVCC), and never an empty table (no TRUNCATE, no swap by rename).
+* Only the sender's columns are written. Receiver-only columns survive; where the
+  receiver has a ``transformed`` column, a row whose content changed gets
+  ``transformed = false``, and where it has ``arb_changed_at`` (the postprocessing
+  marker) an inserted or changed row gets ``clock_timestamp()``, so postprocessing
+  redoes it. A partial's refresh of an unchanged row's version touches neither.
+* The ledger ``arb_loaded_backup`` is written in the same transaction: loading the same
+  backup again is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from arb_pipeline.catalog import introspect, parents_first
+from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.package.manifest import FileEntry, Manifest
+from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
+
+log = logging.getLogger(__name__)
+
+LOAD_MEMORY = "256MB"   # per-load work_mem and temp_buffers on the receiver's server
+VERSION_COLUMN = "arb_synced_at"
+REPROCESS_COLUMN = "transformed"
+CHANGED_COLUMN = "arb_changed_at"   # receiver-only: when a load last changed the row (postprocessing's marker)
+RECEIVER_ONLY = {VERSION_COLUMN}
+
+
+class LoadError(ArbError):
+    pass
+
+
+class RowsRejectedError(LoadError, BackupDataError):
+    """The server refused a verified backup's rows (a value, a key, a reference)."""
+
+
+@dataclass
+class LoadResult:
+    backup_id: str
+    kind: str
+    outcome: str                       # loaded | superseded | already loaded
+    tables: list[TableLoad] = field(default_factory=list)
+    superseded_by: str | None = None
+
+    @property
+    def rows_in_backup(self) -> int:
+        return sum(t.rows_in_backup for t in self.tables)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(t.rows_written for t in self.tables)
+
+    @property
+    def rows_deleted(self) -> int:
+        return sum(t.rows_deleted for t in self.tables)
+
+
+def _id(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def _ids(names) -> sql.Composable:
+    return sql.SQL(", ").join(_id(n) for n in names)
+
+
+def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, *, dsn: str | None = None,
+                workers: int = 2) -> LoadResult:
+    """Apply a verified backup in one transaction. ``conn`` must not be in a transaction.
+
+    With ``dsn``, a complete's tables are staged first by ``workers`` parallel sessions
+    (scratch tables, outside the transaction), then merged in the one transaction.
+    """
+    backup_dir = Path(backup_dir)
+    conn.autocommit = True
+    # Temporary staging tables and hash joins get room so whole tables don't spill to
+    # disk in small batches (session-local; temp_buffers only before the first temp table).
+    try:
+        conn.execute(f"SET temp_buffers = '{LOAD_MEMORY}'")
+    except psycopg.errors.InvalidParameterValue:
+        pass
+    conn.execute(f"SET work_mem = '{LOAD_MEMORY}'")
+    # One loader at a time per database, whatever runs it (the Dagster pool also says so).
+    conn.execute("SELECT pg_advisory_lock(hashtext('arb_pipeline.load.apply'))")
+    staged: dict = {}
+    staging_used = False
+    try:
+        state = _ledger_state(conn, manifest, manifest_sha256)
+        if state is None and manifest.kind == "complete" and dsn:
+            clear_staging(conn)
+            staging_used = True   # a failed stage_in_parallel leaves tables behind too
+            files = manifest.table_files()
+            infos = introspect(conn, [f.table for f in files])
+            staged = stage_in_parallel(dsn, backup_dir, {f.table: f for f in files}, infos, parents_first(infos),
+                                       manifest_sha256[:12], workers)
+        with conn.transaction():
+            return _apply(conn, backup_dir, manifest, manifest_sha256, staged)
+    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
+        # Rows the server can't take (malformed values, a broken key or reference): the
+        # transaction rolled back, nothing of the backup is applied.
+        diag = exc.diag
+        where = f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})" \
+            if diag.table_name else ""
+        raise RowsRejectedError(f"backup {manifest.backup_id}: its rows can't be applied{where}: "
+                        f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
+                        f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
+                        f"{manifest.partition_key} to publish it again") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise LoadError(f"backup {manifest.backup_id}: the receiver's database role may not do what a load needs: "
+                        f"{(exc.diag.message_primary or str(exc)).strip()}; nothing was loaded. As the database's "
+                        "owner, run deploy/sql/receiver-role.sql for this role again (after every migration)") from exc
+    finally:
+        if staged or staging_used:
+            clear_staging(conn)
+        conn.execute("SELECT pg_advisory_unlock(hashtext('arb_pipeline.load.apply'))")
+
+
+def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
+    """'already loaded' or 'superseded' when the backup needs no staging, else None."""
+    done = conn.execute("SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s",
+                        (manifest.backup_id,)).fetchone()
+    if done:
+        if done[0] != manifest_sha256:
+            raise LoadError(f"backup {manifest.backup_id} was already {done[1]} from a different manifest; "
+                            "a backup id is never reused, so this one was altered: quarantine it")
+        return "already loaded"
+    newest = _newest_complete(conn)
+    return "superseded" if newest and manifest.snapshot_time <= newest[1] else None
+
+
+def _newest_complete(conn):
+    return conn.execute(
+        "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
+        "ORDER BY snapshot_time DESC LIMIT 1").fetchone()
+
+
+def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, staged: dict) -> LoadResult:
+    state = _ledger_state(conn, manifest, manifest_sha256)
+    if state == "already loaded":
+        return LoadResult(manifest.backup_id, manifest.kind, state)
+    result = LoadResult(manifest.backup_id, manifest.kind, "loaded")
+    files = manifest.table_files()
+    if state == "superseded":
+        result.outcome, result.superseded_by = state, _newest_complete(conn)[0]
+        result.tables = [TableLoad(f.table, f.rows or 0) for f in files]
+    else:
+        infos = introspect(conn, [f.table for f in files])
+        order = parents_first(infos)
+        by_table = {f.table: f for f in files}
+        names = {}
+        for i, table in enumerate(order):
+            if table in staged:
+                name, load = staged[table]
+            else:
+                name = sql.Identifier(f"arb_stage_{i}")
+                load = stage_table(conn, backup_dir, by_table[table], infos[table], name, temporary=True)
+            t0 = time.perf_counter()
+            load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)
+            load.seconds["merge"] = time.perf_counter() - t0
+            names[table] = name
+            result.tables.append(load)
+        if manifest.kind == "complete":
+            loads = {t.table: t for t in result.tables}
+            for table in reversed(order):  # children first
+                t0 = time.perf_counter()
+                loads[table].rows_deleted = _delete_absent(conn, infos[table], names[table], manifest, loads[table])
+                loads[table].seconds["delete"] = time.perf_counter() - t0
+        for table in order:
+            _advance_sequences(conn, infos[table])
+    conn.execute(
+        "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, snapshot_time, "
+        "window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (manifest.backup_id, manifest.kind, manifest.partition_key, manifest.sender_id, manifest_sha256,
+         manifest.snapshot_time, manifest.window_start, manifest.window_end, result.outcome,
+         result.rows_in_backup, result.rows_written, result.rows_deleted))
+    return result
+
+
+_RECEIVER_ONLY_SQL = """
+SELECT a.attname FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND col_description(a.attrelid, a.attnum) LIKE 'arb:receiver-only%%'
+"""
+
+
+def receiver_only_columns(conn, table: str) -> set[str]:
+    """Columns the receiver's migrations mark as its own (a column comment): a backup
+    never writes them, even if it carries a column of the same name."""
+    return {r[0] for r in conn.execute(_RECEIVER_ONLY_SQL, (sql.Identifier(table).as_string(conn),))}
+
+
+def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
+    receiver_cols = set(info.column_names)
+    own = RECEIVER_ONLY | receiver_only_columns(conn, info.name)
+    cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
+    if VERSION_COLUMN not in receiver_cols:
+        raise LoadError(f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`")
+    non_key = [c for c in cols if c not in info.primary_key]
+    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"))
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=_id(c)) for c in non_key]
+    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=_id(VERSION_COLUMN)))
+    if REPROCESS_COLUMN in receiver_cols:
+        sets.append(sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
+            r=_id(REPROCESS_COLUMN), changed=changed))
+    if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
+        sets.append(sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
+            c=_id(CHANGED_COLUMN), changed=changed))
+    if manifest.kind == "complete":
+        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
+    # Partials refresh the version of every row they carry, changed or not, so an older
+    # backup arriving later can't win (a complete's rows are guarded by supersession).
+    query = sql.SQL(
+        "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
+        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}").format(
+        t=_id(info.name), cols=_ids(cols), v=_id(VERSION_COLUMN), s=stage, pk=_ids(info.primary_key),
+        sets=sql.SQL(", ").join(sets))
+    cur = conn.execute(query, {"snap": manifest.snapshot_time})
+    return cur.rowcount
+
+
+def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
+    """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
+    far less than probing the primary key once per row (PostgreSQL 15+)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(stage))
+    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=_id(c)) for c in info.primary_key)
+    update = sql.SQL("")
+    if non_key:
+        differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in non_key))
+        sets = [sql.SQL("{c} = s.{c}").format(c=_id(c)) for c in non_key]
+        sets.append(sql.SQL("{v} = %(snap)s").format(v=_id(VERSION_COLUMN)))
+        if REPROCESS_COLUMN in receiver_cols:
+            sets.append(sql.SQL("{} = false").format(_id(REPROCESS_COLUMN)))
+        if CHANGED_COLUMN in receiver_cols:
+            sets.append(sql.SQL("{} = clock_timestamp()").format(_id(CHANGED_COLUMN)))
+        update = sql.SQL("WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
+                         ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+    return conn.execute(sql.SQL(
+        "MERGE INTO {t} t USING {s} s ON {match} {update}"
+        "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)").format(
+        t=_id(info.name), s=stage, match=match, update=update, cols=_ids(cols), v=_id(VERSION_COLUMN),
+        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols)),
+        {"snap": manifest.snapshot_time}).rowcount
+
+
+def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: TableLoad) -> int:
+    """Rows the complete's snapshot doesn't have, and that no newer backup wrote, are gone on the sender.
+
+    After the merge every staged row exists in the table; when the table holds no more
+    rows than were staged, nothing can be absent and the anti-join is skipped."""
+    if conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(info.name))).fetchone()[0] <= load.rows_in_backup:
+        return 0
+    match = sql.SQL(" AND ").join(sql.SQL("s.{c} = t.{c}").format(c=_id(c)) for c in info.primary_key)
+    cur = conn.execute(sql.SQL(
+        "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
+        "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})").format(
+        t=_id(info.name), v=_id(VERSION_COLUMN), s=stage, match=match), {"snap": manifest.snapshot_time})
+    return cur.rowcount
+
+
+def _advance_sequences(conn, info) -> None:
+    """Serial ids: the receiver's sequence ends past the loaded ids (if it ever inserts)."""
+    for col in info.primary_key:
+        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (sql.Identifier(info.name).as_string(conn), col)
+                           ).fetchone()[0]
+        if seq:
+            conn.execute(sql.SQL(
+                "SELECT setval(%(seq)s, GREATEST(m, (SELECT last_value FROM {seq}))) "
+                "FROM (SELECT max({c}) AS m FROM {t}) x WHERE m IS NOT NULL").format(
+                seq=sql.SQL(seq), c=_id(col), t=_id(info.name)), {"seq": seq})

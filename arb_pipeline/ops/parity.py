@@ -1,0 +1,706 @@
+"""Parity between the sender's and the receiver's replicated tables and media files.
+
+This is the yardstick every other piece of the pipeline is judged with: after a load,
+the receiver's copy of each replicated table must equal the sender's on the columns the
+two share, and the receiver's media folder must hold the sender's files byte for byte.
+
+How a table is compared
+-----------------------
+1. ``table_fingerprint`` computes, on the server, the row count and an order-independent
+   digest of the listed columns. Equal fingerprints on both sides mean equal tables (up
+   to a 2^-64 chance), and no row crosses the network.
+2. Only when the fingerprints differ, ``compare_tables`` streams ``(primary key, row
+   hash)`` from both sides in key order through server-side cursors and merges the two
+   streams, so it names the first differing keys in bounded memory.
+
+The row hash (``ROW_HASH_ALGORITHM``)
+-------------------------------------
+``md5(convert_to(ROW(c1, c2, ...)::text, 'UTF8'))`` with the columns in the given order,
+evaluated under pinned session settings (``CANONICAL_SETTINGS``). The composite-record
+text is PostgreSQL's own unambiguous row syntax: a NULL is *nothing* between the commas
+while an empty string is ``""``, and any value holding a comma, quote, backslash,
+parenthesis or whitespace (newlines included) is quoted with escapes, so no two
+different rows share a text. Each value is rendered by its type's output function, the
+same function ``COPY`` uses, so the text is exactly what the pipeline ships. Output
+functions of timestamptz, float8 and friends depend on session settings, which is why
+those are pinned: UTC, ISO dates and shortest-round-trip floats (PostgreSQL >= 12) give
+the same text on any server. ``convert_to(..., 'UTF8')`` makes the hashed bytes
+independent of the database encoding.
+
+The table digest sums (never xors: two equal rows must not cancel) the first 64 bits of
+each row's md5 read as a signed bigint, in ``numeric`` so nothing overflows, and reports
+the sum modulo 2^64 as 16 hex digits. A sum is independent of row order, so the digest
+depends only on the data and the column list, and one side can compute it alone: the
+sender can record it in a backup manifest (together with the column list!) for the
+receiver to check later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from arb_pipeline.pg.connect import connect, describe_dsn, quote_ident
+from arb_pipeline.errors import ArbError, ConfigError, SchemaError
+
+SCHEMA = "public"
+TABLE_PREFIX = "AndroidRequests_"
+
+ROW_HASH_ALGORITHM = "sum64(md5(convert_to(ROW(columns)::text,'UTF8'))) mod 2^64, canonical settings v1"
+
+# Session settings that change how values are written as text. Pinned so a fingerprint
+# depends on the data only, whatever the server's or the role's defaults are.
+CANONICAL_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
+
+MISSING = "missing on receiver"
+EXTRA = "extra on receiver"
+CHANGED = "changed"
+KINDS = (MISSING, EXTRA, CHANGED)
+
+_STREAM_BATCH = 5000
+_cursor_names = itertools.count()
+
+
+class ParityError(ArbError):
+    """A parity check could not be carried out (not: the sides differ; that is a report)."""
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Row count and order-independent digest of some columns of a table."""
+
+    rows: int
+    digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "digest": self.digest}
+
+
+def _row_text_sql(columns: Sequence[str], alias: str = "t") -> str:
+    """The canonical row text expression; one definition shared by digest, stream and detail."""
+    if not columns:
+        raise ParityError("no columns to compare: pass at least one column name")
+    return "ROW(" + ", ".join(f"{alias}.{quote_ident(c)}" for c in columns) + ")::text"
+
+
+def _row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
+    return f"md5(convert_to({_row_text_sql(columns, alias)}, 'UTF8'))"
+
+
+def _qualified(table: str) -> str:
+    return f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+
+
+def _check_server(conn: psycopg.Connection) -> None:
+    """Floats are written shortest-round-trip only since PostgreSQL 12; older text differs."""
+    version = conn.info.server_version
+    if version < 120000:
+        raise SchemaError(
+            f"PostgreSQL {version // 10000} at {describe_dsn(conn.info.dsn)} is too old for parity "
+            "fingerprints: float text is only canonical from version 12. Upgrade the server."
+        )
+
+
+@contextmanager
+def canonical_text_settings(conn: psycopg.Connection) -> Iterator[None]:
+    """Pin ``CANONICAL_SETTINGS`` on a caller's connection for the block, then put them back.
+
+    ``set_config(..., false)`` follows the transaction: if the caller's transaction is
+    rolled back, PostgreSQL undoes the change itself, so nothing is restored then.
+    """
+    _check_server(conn)
+    names = list(CANONICAL_SETTINGS)
+    current = conn.execute(
+        "SELECT " + ", ".join("current_setting(%s)" for _ in names), names
+    ).fetchone()
+    changed = {n: old for n, old in zip(names, current) if old != CANONICAL_SETTINGS[n]}
+    for name in changed:
+        conn.execute("SELECT set_config(%s, %s, false)", (name, CANONICAL_SETTINGS[name]))
+    try:
+        yield
+    finally:
+        if changed and not conn.closed and conn.info.transaction_status != pq.TransactionStatus.INERROR:
+            for name, old in changed.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name, old))
+
+
+def table_fingerprint(
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str] = (),
+) -> Fingerprint:
+    """Row count and digest of ``columns`` (in that order) of ``public.<table>``, computed on the server.
+
+    Runs inside the caller's transaction, so a sender can fingerprint the very snapshot
+    it dumps. ``key_columns`` are only checked to be among ``columns``: a fingerprint
+    that leaves out the key could not tell which row moved where.
+    """
+    columns = list(columns)
+    missing_keys = [k for k in key_columns if k not in columns]
+    if missing_keys:
+        raise ParityError(
+            f"key column(s) {', '.join(missing_keys)} of {table} are not among the fingerprinted "
+            "columns: include the primary key in the column list"
+        )
+    with canonical_text_settings(conn):
+        try:
+            return relation_fingerprint(conn, _qualified(table), columns)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
+            raise SchemaError(
+                f"cannot fingerprint {table} ({', '.join(columns)}) at {describe_dsn(conn.info.dsn)}: "
+                f"{str(exc).strip().splitlines()[0]}. Check the table and column names, "
+                "or run `arb migrate` on that database."
+            ) from exc
+
+
+def row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
+    """The row hash expression (``ROW_HASH_ALGORITHM``) over ``alias``'s columns."""
+    return _row_hash_sql(columns, alias)
+
+
+def relation_fingerprint(conn: psycopg.Connection, relation_sql: str, columns: Sequence[str],
+                         where_sql: str = "", params: Sequence[Any] = ()) -> Fingerprint:
+    """``table_fingerprint`` of any relation (``relation_sql`` is trusted SQL text, e.g. a
+    quoted temporary table), aliased ``t``, optionally restricted by ``where_sql``.
+    The caller pins ``CANONICAL_SETTINGS`` (``canonical_text_settings``)."""
+    where = f" WHERE {where_sql}" if where_sql else ""
+    sql = (
+        "SELECT count(*), coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0) "
+        f"FROM (SELECT {_row_hash_sql(columns)} AS h FROM {relation_sql} t{where}) s"
+    )
+    rows, total = conn.execute(sql, tuple(params) if params else None).fetchone()
+    return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}")
+
+
+# --------------------------------------------------------------------------- schema discovery
+
+
+@dataclass(frozen=True)
+class SharedColumns:
+    """What of a table both sides have: the compared columns and the primary key."""
+
+    table: str
+    columns: tuple[str, ...]
+    key_columns: tuple[str, ...]
+    sender_only: tuple[str, ...] = ()
+    receiver_only: tuple[str, ...] = ()
+
+
+def _table_columns(conn: psycopg.Connection, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+        (SCHEMA, table),
+    )]
+
+
+def primary_key(conn: psycopg.Connection, table: str) -> tuple[str, ...]:
+    """The primary key columns in key order, from the catalog (empty if the table has none)."""
+    return tuple(r[0] for r in conn.execute(
+        """
+        SELECT a.attname
+        FROM pg_index i
+        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+        WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
+        ORDER BY k.ord
+        """,
+        (_qualified(table),),
+    ))
+
+
+def _collatable(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> set[str]:
+    """Columns whose ORDER BY follows a collation (text-like types)."""
+    return {r[0] for r in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attname = ANY(%s) AND attcollation <> 0",
+        (_qualified(table), list(columns)),
+    )}
+
+
+# Bookkeeping of one database (when *its* loads changed a row, for postprocessing): never
+# equal between two databases, so never compared, even between two receivers.
+LOCAL_COLUMNS = ("arb_changed_at",)
+
+
+def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Connection, table: str) -> SharedColumns:
+    """Columns present on both sides in the sender's order, and the primary key both agree on.
+
+    The receiver drops personal columns and adds its own, so only the intersection can
+    be compared. The key must be the same on both sides, or rows can't be paired.
+    """
+    sender_cols = _table_columns(sender_conn, table)
+    receiver_cols = _table_columns(receiver_conn, table)
+    for side, conn, cols in (("sender", sender_conn, sender_cols), ("receiver", receiver_conn, receiver_cols)):
+        if not cols:
+            raise SchemaError(
+                f"table {table} not found on the {side} ({describe_dsn(conn.info.dsn)}): "
+                f"check the table name or run `arb migrate --role {side}` on that database"
+            )
+    receiver_set = set(receiver_cols) - set(LOCAL_COLUMNS)
+    shared = tuple(c for c in sender_cols if c in receiver_set)
+    sender_key = primary_key(sender_conn, table)
+    receiver_key = primary_key(receiver_conn, table)
+    if sender_key != receiver_key:
+        raise SchemaError(
+            f"{table} has primary key ({', '.join(sender_key) or 'none'}) on the sender but "
+            f"({', '.join(receiver_key) or 'none'}) on the receiver: rows can't be paired. "
+            "Run `arb migrate` on both databases so their schemas match."
+        )
+    missing_key = [k for k in sender_key if k not in shared]
+    if missing_key:
+        raise SchemaError(
+            f"{table}: primary key column(s) {', '.join(missing_key)} are not on both sides; "
+            "run `arb migrate` on both databases"
+        )
+    return SharedColumns(
+        table=table,
+        columns=shared,
+        key_columns=sender_key,
+        sender_only=tuple(c for c in sender_cols if c not in receiver_set),
+        receiver_only=tuple(c for c in receiver_cols if c not in set(sender_cols)),
+    )
+
+
+def _replicable_tables(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = %s AND table_type = 'BASE TABLE' AND table_name LIKE %s "
+        "ORDER BY table_name",
+        (SCHEMA, TABLE_PREFIX.replace("_", r"\_") + "%"),
+    )]
+
+
+def replicated_tables(
+    sender_conn: psycopg.Connection,
+    receiver_conn: psycopg.Connection,
+    tables: Iterable[str] | None = None,
+) -> list[str]:
+    """The ``AndroidRequests_*`` tables on both sides (receiver-only tables are not replicated).
+
+    With an explicit ``tables`` list, each must exist on both sides; a short name such
+    as ``busstop`` is accepted for ``AndroidRequests_busstop``.
+    """
+    on_sender = _all_tables(sender_conn)
+    on_receiver = _all_tables(receiver_conn)
+    if tables is None:
+        receiver_set = set(_replicable_tables(receiver_conn))
+        return [t for t in _replicable_tables(sender_conn) if t in receiver_set]
+    chosen: list[str] = []
+    for name in tables:
+        if name not in on_sender and name not in on_receiver and TABLE_PREFIX + name in on_sender:
+            name = TABLE_PREFIX + name
+        for side, present in (("sender", on_sender), ("receiver", on_receiver)):
+            if name not in present:
+                raise SchemaError(
+                    f"table {name} is not on the {side}: check the --table name "
+                    f"(tables look like {TABLE_PREFIX}busstop) or run `arb migrate --role {side}`"
+                )
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def _all_tables(conn: psycopg.Connection) -> set[str]:
+    return {r[0] for r in conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+        (SCHEMA,),
+    )}
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _format_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
+
+
+def _format_key(key: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in key.items())
+
+
+@dataclass(frozen=True)
+class RowDiff:
+    """One differing primary key; for ``changed`` rows, the columns that differ (when inspected)."""
+
+    kind: str
+    key: dict[str, Any]
+    columns: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        text = f"{_format_key(self.key)} {self.kind}"
+        if self.kind == CHANGED and self.columns is not None:
+            text += f" ({', '.join(self.columns) or 'no single column differs'})"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "key": {k: _json_value(v) for k, v in self.key.items()}}
+        if self.columns is not None:
+            out["columns"] = list(self.columns)
+        return out
+
+
+@dataclass
+class TableParity:
+    """One table's fingerprints on both sides and, on drift, the first differing keys."""
+
+    table: str
+    columns: tuple[str, ...]
+    key_columns: tuple[str, ...]
+    sender: Fingerprint
+    receiver: Fingerprint
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    diffs: list[RowDiff] = field(default_factory=list)
+    sender_only_columns: tuple[str, ...] = ()
+    receiver_only_columns: tuple[str, ...] = ()
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.sender == self.receiver
+
+    def format(self) -> str:
+        if self.ok:
+            return f"{self.table}: OK ({self.sender.rows} rows)"
+        parts = [f"{self.table}: DRIFT sender {self.sender.rows} rows, receiver {self.receiver.rows} rows"]
+        if self.sender.rows == self.receiver.rows:
+            parts[0] += f" (digest {self.sender.digest} vs {self.receiver.digest})"
+        if any(self.counts.values()):
+            parts.append(_format_counts(self.counts))
+        if self.diffs:
+            parts.append("first keys: " + "; ".join(d.describe() for d in self.diffs))
+        if self.note:
+            parts.append(self.note)
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "ok": self.ok,
+            "columns": list(self.columns),
+            "key_columns": list(self.key_columns),
+            "sender": self.sender.to_dict(),
+            "receiver": self.receiver.to_dict(),
+            "counts": dict(self.counts),
+            "diffs": [d.to_dict() for d in self.diffs],
+            "sender_only_columns": list(self.sender_only_columns),
+            "receiver_only_columns": list(self.receiver_only_columns),
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class FileDiff:
+    kind: str
+    name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name}
+
+
+@dataclass
+class MediaParity:
+    """Media folders compared by relative file name and sha256."""
+
+    sender_dir: str
+    receiver_dir: str
+    sender_files: int
+    receiver_files: int
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    diffs: list[FileDiff] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.counts.values())
+
+    @property
+    def missing(self) -> list[str]:
+        return [d.name for d in self.diffs if d.kind == MISSING]
+
+    @property
+    def extra(self) -> list[str]:
+        return [d.name for d in self.diffs if d.kind == EXTRA]
+
+    @property
+    def changed(self) -> list[str]:
+        return [d.name for d in self.diffs if d.kind == CHANGED]
+
+    def format(self) -> str:
+        if self.ok:
+            return f"media: OK ({self.sender_files} files)"
+        text = (f"media: DRIFT sender {self.sender_files} files, receiver {self.receiver_files} files; "
+                + _format_counts(self.counts))
+        return text + "; first files: " + "; ".join(f"{d.name} {d.kind}" for d in self.diffs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "sender_dir": self.sender_dir,
+            "receiver_dir": self.receiver_dir,
+            "sender_files": self.sender_files,
+            "receiver_files": self.receiver_files,
+            "counts": dict(self.counts),
+            "diffs": [d.to_dict() for d in self.diffs],
+        }
+
+
+@dataclass
+class ParityReport:
+    """The outcome of one parity check: ``ok`` only if every table (and the media) match."""
+
+    sender: str = ""
+    receiver: str = ""
+    tables: list[TableParity] = field(default_factory=list)
+    media: MediaParity | None = None
+    sender_only_tables: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(t.ok for t in self.tables) and (self.media is None or self.media.ok)
+
+    def table(self, name: str) -> TableParity:
+        for t in self.tables:
+            if t.table == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def drifted(self) -> list[str]:
+        return [t.table for t in self.tables if not t.ok]
+
+    def format(self) -> str:
+        lines = [t.format() for t in self.tables]
+        if self.media is not None:
+            lines.append(self.media.format())
+        if self.sender_only_tables:
+            lines.append("not compared (not on the receiver): " + ", ".join(self.sender_only_tables))
+        drifted = self.drifted
+        if self.ok:
+            summary = f"parity OK: {len(self.tables)} tables equal"
+        else:
+            summary = f"parity DRIFT: {len(drifted)} of {len(self.tables)} tables differ"
+            if self.media is not None and not self.media.ok:
+                summary += ", media differ"
+        if self.sender or self.receiver:
+            summary += f" (sender {self.sender}; receiver {self.receiver})"
+        lines.append(summary)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "sender": self.sender,
+            "receiver": self.receiver,
+            "row_hash": ROW_HASH_ALGORITHM,
+            "tables": [t.to_dict() for t in self.tables],
+            "media": None if self.media is None else self.media.to_dict(),
+            "sender_only_tables": list(self.sender_only_tables),
+        }
+
+
+
+# --------------------------------------------------------------------------- table comparison
+
+
+def _open_snapshot(dsn: str) -> psycopg.Connection:
+    """A read-only REPEATABLE READ connection: counts, digests and key diffs see one snapshot."""
+    conn = connect(dsn, application_name="arb_parity")
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        _check_server(conn)
+        for name, value in CANONICAL_SETTINGS.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _stream_row_hashes(
+    conn: psycopg.Connection, table: str, columns: Sequence[str], key_columns: Sequence[str], collatable: set[str]
+) -> Iterator[tuple[tuple, str]]:
+    """``(key, row hash)`` in key order through a server-side cursor (bounded memory).
+
+    Text keys sort with ``COLLATE "C"`` (code point order for UTF-8) so both servers
+    and Python agree on the order whatever the databases' collations are.
+    """
+    keys = ", ".join(f"t.{quote_ident(k)}" for k in key_columns)
+    order = ", ".join(f"t.{quote_ident(k)}" + (' COLLATE "C"' if k in collatable else "") for k in key_columns)
+    sql = f"SELECT {keys}, {_row_hash_sql(columns)} FROM {_qualified(table)} t ORDER BY {order}"
+    n = len(key_columns)
+    with conn.cursor(name=f"arb_parity_{next(_cursor_names)}") as cur:
+        cur.itersize = _STREAM_BATCH
+        cur.execute(sql)
+        for row in cur:
+            yield tuple(row[:n]), row[n]
+
+
+_END = object()
+
+
+def _merge(sender: Iterator[tuple[tuple, str]], receiver: Iterator[tuple[tuple, str]]) -> Iterator[tuple[str, tuple]]:
+    """Merge two key-ordered streams into ``(kind, key)`` for every key that differs."""
+    s = next(sender, _END)
+    r = next(receiver, _END)
+    while s is not _END or r is not _END:
+        if r is _END or (s is not _END and s[0] < r[0]):
+            yield MISSING, s[0]
+            s = next(sender, _END)
+        elif s is _END or r[0] < s[0]:
+            yield EXTRA, r[0]
+            r = next(receiver, _END)
+        else:
+            if s[1] != r[1]:
+                yield CHANGED, s[0]
+            s = next(sender, _END)
+            r = next(receiver, _END)
+
+
+def _column_texts(conn: psycopg.Connection, table: str, columns: Sequence[str],
+                  key_columns: Sequence[str], key: tuple) -> list[str | None] | None:
+    """Each column's canonical text (the same element text the row hash is built from)."""
+    select = ", ".join(f"ROW(t.{quote_ident(c)})::text" for c in columns)
+    where = " AND ".join(f"t.{quote_ident(k)} = %s" for k in key_columns)
+    row = conn.execute(f"SELECT {select} FROM {_qualified(table)} t WHERE {where}", key).fetchone()
+    return None if row is None else list(row)
+
+
+def _diff_table(sender_conn, receiver_conn, result: TableParity, max_diffs: int) -> None:
+    table, columns, key_columns = result.table, result.columns, result.key_columns
+    if not key_columns:
+        result.note = "no primary key, so differing rows can't be named"
+        return
+    collatable = _collatable(sender_conn, table, key_columns)
+    s_stream = _stream_row_hashes(sender_conn, table, columns, key_columns, collatable)
+    r_stream = _stream_row_hashes(receiver_conn, table, columns, key_columns, collatable)
+    try:
+        for kind, key in _merge(s_stream, r_stream):
+            result.counts[kind] += 1
+            if len(result.diffs) < max_diffs:
+                result.diffs.append(RowDiff(kind, dict(zip(key_columns, key))))
+    finally:
+        s_stream.close()
+        r_stream.close()
+    for i, diff in enumerate(result.diffs):
+        if diff.kind != CHANGED:
+            continue
+        key = tuple(diff.key[k] for k in key_columns)
+        s_text = _column_texts(sender_conn, table, columns, key_columns, key)
+        r_text = _column_texts(receiver_conn, table, columns, key_columns, key)
+        if s_text is not None and r_text is not None:
+            differing = tuple(c for c, a, b in zip(columns, s_text, r_text) if a != b)
+            result.diffs[i] = RowDiff(CHANGED, diff.key, differing)
+    if not any(result.counts.values()):
+        result.note = "digests differ but no differing key was found (were the tables written during the check?)"
+
+
+def compare_tables(
+    sender_dsn: str,
+    receiver_dsn: str,
+    tables: Iterable[str] | None = None,
+    max_diffs: int = 10,
+    progress=None,
+) -> ParityReport:
+    """Compare the replicated tables of two databases on their shared columns.
+
+    ``progress`` (an ``arb_pipeline.progress.Progress``) counts the tables as they are done.
+
+    Each side is read in one read-only REPEATABLE READ snapshot. The two snapshots are
+    taken at (about) the same moment but on different servers, so on a live sender a
+    recent row may show as missing until the next load: compare after a load.
+    A table whose fingerprints differ is read once more on both sides, in key order, to
+    count every differing key; only the first ``max_diffs`` are named.
+    """
+    if max_diffs < 0:
+        raise ConfigError(f"max_diffs must be 0 or more, not {max_diffs}")
+    report = ParityReport(sender=describe_dsn(sender_dsn), receiver=describe_dsn(receiver_dsn))
+    with _open_snapshot(sender_dsn) as s_conn, _open_snapshot(receiver_dsn) as r_conn:
+        names = replicated_tables(s_conn, r_conn, tables)
+        if tables is None:
+            receiver_set = set(names)
+            report.sender_only_tables = tuple(t for t in _replicable_tables(s_conn) if t not in receiver_set)
+        for table in (progress.track(names, "parity") if progress is not None else names):
+            shared = shared_columns(s_conn, r_conn, table)
+            result = TableParity(
+                table=table,
+                columns=shared.columns,
+                key_columns=shared.key_columns,
+                sender=table_fingerprint(s_conn, table, shared.columns, shared.key_columns),
+                receiver=table_fingerprint(r_conn, table, shared.columns, shared.key_columns),
+                sender_only_columns=shared.sender_only,
+                receiver_only_columns=shared.receiver_only,
+            )
+            if not result.ok:
+                _diff_table(s_conn, r_conn, result, max_diffs)
+            report.tables.append(result)
+        s_conn.rollback()
+        r_conn.rollback()
+    return report
+
+
+# --------------------------------------------------------------------------- media
+
+
+def _media_files(root: Path) -> dict[str, Path]:
+    """Regular files under ``root`` by POSIX relative name (the name media columns store)."""
+    if not root.is_dir():
+        raise ConfigError(f"media folder {root} does not exist or is not a folder: check the media path setting")
+    files: dict[str, Path] = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for fname in filenames:
+            path = Path(dirpath, fname)
+            if path.is_file():
+                files[path.relative_to(root).as_posix()] = path
+    return files
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def compare_media(sender_dir: str | os.PathLike, receiver_dir: str | os.PathLike, max_diffs: int = 10) -> MediaParity:
+    """Files missing on, extra on, or different on the receiver (sizes first, then sha256)."""
+    s_root, r_root = Path(sender_dir), Path(receiver_dir)
+    s_files, r_files = _media_files(s_root), _media_files(r_root)
+    result = MediaParity(str(s_root), str(r_root), len(s_files), len(r_files))
+    for name in sorted(s_files.keys() | r_files.keys()):
+        if name not in r_files:
+            kind = MISSING
+        elif name not in s_files:
+            kind = EXTRA
+        elif (s_files[name].stat().st_size != r_files[name].stat().st_size
+              or _sha256(s_files[name]) != _sha256(r_files[name])):
+            kind = CHANGED
+        else:
+            continue
+        result.counts[kind] += 1
+        if len(result.diffs) < max_diffs:
+            result.diffs.append(FileDiff(kind, name))
+    return result

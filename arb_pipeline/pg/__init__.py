@@ -1,0 +1,3 @@
+"""PostgreSQL plumbing shared by both sides: connections with pinned session settings,
+schema introspection, identifier quoting and the row hashes parity compares.
+"""

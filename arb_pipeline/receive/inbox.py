@@ -1,0 +1,157 @@
+"""The receiver's side of one backup: find it, check the disk, verify, install media,
+load. Plain Python; the receiver's Dagster assets and sensor wrap these.
+
+A backup that fails verification is quarantined with its reason and nothing of it is
+loaded; a backup the receiver's schema can't take yet stays in the inbox for a later
+try. Retention runs after a successful load and deletes only loaded backups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.load.apply import LoadResult, load_backup
+from arb_pipeline.package.media import MediaError
+from arb_pipeline.receive.media import InstallResult, install_media
+from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
+from arb_pipeline.receive.quarantine import quarantine
+from arb_pipeline.ops.retention import apply_retention, check_free_space, load_ledger, plan_retention
+from arb_pipeline.transport.base import is_temporary_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A published backup in the inbox: its manifest exists (the commit marker)."""
+
+    kind: str
+    backup_id: str
+    path: Path
+    partition_key: str
+    snapshot_time: datetime
+    manifest_sha256: str
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A folder whose manifest can't be parsed: the sensor still requests a run for it,
+    so that the run quarantines it with the reason and alerts."""
+
+    kind: str
+    backup_id: str
+    path: Path
+    error: str
+
+
+@dataclass
+class Received:
+    load: LoadResult
+    manifest: Manifest
+    media: InstallResult | None = None
+    warnings: list[str] = field(default_factory=list)
+    retention_deleted: list[Path] = field(default_factory=list)
+
+
+def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
+    """Every backup folder with a manifest, oldest snapshot first (a complete comes
+    before the partials taken after it). Temporary upload names are never touched."""
+    found, bad = [], []
+    for kind in KINDS:
+        root = Path(inbox) / kind
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if is_temporary_name(folder.name) or not folder.is_dir() or folder.is_symlink():
+                continue
+            manifest_path = folder / MANIFEST_NAME
+            if not manifest_path.is_file():
+                continue  # still uploading: the manifest comes last
+            data = manifest_path.read_bytes()
+            try:
+                manifest = Manifest.from_json(data)
+            except ManifestError as exc:
+                bad.append(Unreadable(kind, folder.name, folder, str(exc)))
+                continue
+            if manifest.backup_id != folder.name or manifest.kind != kind:
+                bad.append(Unreadable(kind, folder.name, folder,
+                                      f"manifest says {manifest.kind}/{manifest.backup_id}, folder is {kind}/{folder.name}"))
+                continue
+            found.append(Pending(kind, manifest.backup_id, folder, manifest.partition_key, manifest.snapshot_time,
+                                 hashlib.sha256(data).hexdigest()))
+    found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))
+    return found, bad
+
+
+def loaded_ids(dsn: str) -> dict[str, str]:
+    """backup_id -> manifest sha256 of everything in the receiver's ledger."""
+    with connect(dsn) as conn:
+        return dict(conn.execute("SELECT backup_id, manifest_sha256 FROM arb_loaded_backup").fetchall())
+
+
+def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path,
+            min_free_bytes: int = 0, inbox_dir: Path | None = None) -> Received:
+    """Verify and load one backup; quarantine it (and re-raise) if it is bad."""
+    backup_dir = Path(backup_dir)
+    volumes = {"inbox": backup_dir, "media folder": Path(media_dir)}
+    check_free_space(volumes, min_free_bytes)
+    try:
+        manifest = verify_files(backup_dir)
+    except VerifyError as exc:
+        if exc.quarantine:
+            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
+            raise VerifyError(f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file) from exc
+        raise
+    sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+    with connect(dsn) as conn:
+        try:
+            plan: SchemaPlan = check_schema(manifest, conn)
+        except VerifyError as exc:
+            if not exc.quarantine:
+                raise  # the receiver must change; the backup waits in the inbox
+            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
+            raise VerifyError(f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file) from exc
+        conn.rollback()
+        media = None
+        bundle = manifest.file("media")
+        if bundle is not None:
+            try:
+                media = install_media(backup_dir / bundle.name, manifest.media, Path(media_dir))
+            except MediaError as exc:
+                if not exc.quarantine:  # the receiver's setting is wrong, not the backup: it waits
+                    raise
+                where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
+                raise VerifyError(f"backup {manifest.backup_id}: media bundle refused: {exc} "
+                                  f"(quarantined in {where})", backup_id=manifest.backup_id) from exc
+        try:
+            result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
+        except BackupDataError as exc:  # verified, yet rows the database refuses: it would fail every time
+            conn.rollback()
+            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
+            raise VerifyError(f"{exc} (quarantined in {where}; `arb requeue {manifest.backup_id}` once the cause "
+                              "is fixed)", backup_id=manifest.backup_id) from exc
+    received = Received(result, manifest, media, plan.warnings())
+    if media and media.conflicts:
+        received.warnings += [f"media file {c.name} differs from the one already on the receiver; kept the existing "
+                              f"file, the new one is at {c.kept_as}" for c in media.conflicts]
+    return received
+
+
+def apply_retention_after_load(inbox_dir: Path, dsn: str, *, partial_days: float, complete_days: float,
+                               now: datetime | None = None) -> list[Path]:
+    with connect(dsn) as conn:
+        ledger = load_ledger(conn)
+    plan = plan_retention(inbox_dir, ledger, now or datetime.now(timezone.utc),
+                          partial_days=partial_days, complete_days=complete_days)
+    return apply_retention(plan, inbox_dir)
+
+
+class ReceiveError(ArbError):
+    pass
