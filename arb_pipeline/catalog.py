@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from arb_pipeline.pg.connect import quote_ident
 from arb_pipeline.errors import SchemaError
+from arb_pipeline.pg.connect import quote_ident
 
 T = "AndroidRequests_"
 
@@ -20,9 +20,9 @@ T = "AndroidRequests_"
 @dataclass(frozen=True)
 class TableSpec:
     name: str
-    cursor: str | None = None          # partial backups select rows by this timestamp
-    media_column: str | None = None    # names a file in the media folder
-    excluded: tuple[str, ...] = ()     # personal or secret: never shipped unless configured
+    cursor: str | None = None  # partial backups select rows by this timestamp
+    media_column: str | None = None  # names a file in the media folder
+    excluded: tuple[str, ...] = ()  # personal or secret: never shipped unless configured
 
     @property
     def in_partials(self) -> bool:
@@ -64,7 +64,7 @@ CATALOG: tuple[TableSpec, ...] = (
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: str          # format_type(): e.g. "timestamp with time zone", "character varying(8)"
+    type: str  # format_type(): e.g. "timestamp with time zone", "character varying(8)"
     not_null: bool
 
 
@@ -128,8 +128,10 @@ def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo
         cols[rel].append(Column(name, typ, not_null))
     missing = [t for t in tables if not cols[t]]
     if missing:
-        raise SchemaError(f"table(s) {', '.join(missing)} not found in the database's public schema; "
-                          "apply the migrations (`arb migrate`) or remove the entry from the catalog")
+        raise SchemaError(
+            f"table(s) {', '.join(missing)} not found in the database's public schema; "
+            "apply the migrations (`arb migrate`) or remove the entry from the catalog"
+        )
     pks: dict[str, tuple[str, ...]] = {}
     fks: dict[str, list[ForeignKey]] = {t: [] for t in tables}
     for rel, kind, _name, keycols, ref, refcols in conn.execute(_CONSTRAINTS_SQL, {"tables": tables}):
@@ -139,8 +141,10 @@ def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo
             fks[rel].append(ForeignKey(tuple(keycols), ref, tuple(refcols)))
     no_pk = [t for t in tables if t not in pks]
     if no_pk:
-        raise SchemaError(f"table(s) {', '.join(no_pk)} have no primary key; loads upsert by primary key, "
-                          "so every replicated table needs one")
+        raise SchemaError(
+            f"table(s) {', '.join(no_pk)} have no primary key; loads upsert by primary key, "
+            "so every replicated table needs one"
+        )
     return {t: TableInfo(t, tuple(cols[t]), pks[t], tuple(fks[t])) for t in tables}
 
 
@@ -171,14 +175,16 @@ def shipped_columns(spec: TableSpec, info: TableInfo, include_personal: bool = F
     excluded = () if include_personal else spec.excluded
     unknown = [c for c in excluded if c not in info.column_names]
     if unknown:
-        raise SchemaError(f"catalog excludes column(s) {', '.join(unknown)} of {spec.name}, "
-                          "which the database does not have; fix the catalog entry")
+        raise SchemaError(
+            f"catalog excludes column(s) {', '.join(unknown)} of {spec.name}, "
+            "which the database does not have; fix the catalog entry"
+        )
     return tuple(c for c in info.columns if c.name not in excluded)
 
 
 def short_name(table: str) -> str:
     """The table's name without Django's app prefix, for asset keys and messages."""
-    return table[len(T):] if table.startswith(T) else table
+    return table[len(T) :] if table.startswith(T) else table
 
 
 def spec_for(name: str, catalog: tuple[TableSpec, ...] = CATALOG) -> TableSpec:

@@ -14,7 +14,7 @@ import time
 from typing import Iterable, Iterator, TextIO, TypeVar
 
 T = TypeVar("T")
-REDRAW_SECONDS = 0.1   # at most ten redraws a second: a fast loop must not be slowed by its bar
+REDRAW_SECONDS = 0.1  # at most ten redraws a second: a fast loop must not be slowed by its bar
 BAR_WIDTH = 24
 
 
@@ -61,8 +61,9 @@ class Progress:
             self.stream.flush()
         self._active = False
 
-    def track(self, items: Iterable[T], label: str, total: int | None = None,
-              describe=lambda item: str(item)) -> Iterator[T]:
+    def track(
+        self, items: Iterable[T], label: str, total: int | None = None, describe=lambda item: str(item)
+    ) -> Iterator[T]:
         """Yield ``items`` with the bar advancing after each (it shows the item being worked on)."""
         items = list(items) if total is None else items
         self.start(label, len(items) if total is None else total)

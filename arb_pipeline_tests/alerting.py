@@ -12,8 +12,15 @@ UI = "http://dagster.example.org:3000"
 
 def mailer_for(smtp, interval_minutes: float = 60.0) -> AlertMailer:
     """An unauthenticated local relay, as on a server with its own MTA."""
-    return AlertMailer(admins=", ".join(ADMINS), smtp_host=smtp.host, smtp_port=smtp.port, smtp_security="none",
-                       mail_from="arb@sender.example.org", ui_base_url=UI, interval_minutes=interval_minutes)
+    return AlertMailer(
+        admins=", ".join(ADMINS),
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        smtp_security="none",
+        mail_from="arb@sender.example.org",
+        ui_base_url=UI,
+        interval_minutes=interval_minutes,
+    )
 
 
 class Ticker:
@@ -24,9 +31,12 @@ class Ticker:
         self.cursor: str | None = None
 
     def tick(self) -> dg.SensorResult:
-        context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                          repository_def=self.defs.get_repository_def(),
-                                          resources={"alert_mailer": self.mailer})
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            repository_def=self.defs.get_repository_def(),
+            resources={"alert_mailer": self.mailer},
+        )
         result = self.sensor(context)
         self.cursor = result.cursor
         return result

@@ -8,19 +8,27 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
+from arb_pipeline.pg.connect import connect
 
 UTC = timezone.utc
 _unique = itertools.count()
 P = "AndroidRequests_"
-PARTIAL_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
-                                  "stadisticdatafromregistrationbus", "report")]
+PARTIAL_TABLES = [
+    P + t
+    for t in (
+        "eventforbusstop",
+        "eventforbusv2",
+        "stadisticdatafromregistrationbusstop",
+        "stadisticdatafromregistrationbus",
+        "report",
+    )
+]
 
 
 @contextmanager
@@ -84,29 +92,56 @@ def wide_window(now: datetime | None = None) -> Window:
     return Window(now - timedelta(hours=2), now + timedelta(hours=2))
 
 
-def make_partial(sender_dsn: str, staging: Path, media: Path, window: Window | None = None,
-                 overlap: timedelta = timedelta(0)) -> BuiltBackup:
+def make_partial(
+    sender_dsn: str,
+    staging: Path,
+    media: Path,
+    window: Window | None = None,
+    overlap: timedelta = timedelta(0),
+) -> BuiltBackup:
     window = window or wide_window()
     key = window.start.strftime("%Y-%m-%d-%H-%M")
-    return build_partial(sender_dsn, staging, partition_key=key, window=window, unique=f"{next(_unique):08d}",
-                         media_dir=media, sender_id="test-sender", overlap=overlap)
+    return build_partial(
+        sender_dsn,
+        staging,
+        partition_key=key,
+        window=window,
+        unique=f"{next(_unique):08d}",
+        media_dir=media,
+        sender_id="test-sender",
+        overlap=overlap,
+    )
 
 
 def make_complete(sender_dsn: str, staging: Path, media: Path) -> BuiltBackup:
     now = datetime.now(UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return build_complete(sender_dsn, staging, partition_key=day.strftime("%Y-%m-%d"),
-                          window=Window(day - timedelta(days=1), day), unique=f"{next(_unique):08d}",
-                          media_dir=media, sender_id="test-sender", pg_dump=str(find_bin_dir() / "pg_dump"))
+    return build_complete(
+        sender_dsn,
+        staging,
+        partition_key=day.strftime("%Y-%m-%d"),
+        window=Window(day - timedelta(days=1), day),
+        unique=f"{next(_unique):08d}",
+        media_dir=media,
+        sender_id="test-sender",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
 
 
 def complete_for_yesterday(dsn: str, staging: Path, media: Path) -> BuiltBackup:
     """A complete backup of yesterday's partition (a key the daily partitions know)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
-    return build_complete(dsn, staging, partition_key=yesterday.strftime("%Y-%m-%d"), window=Window(yesterday, today),
-                          unique=f"{next(_unique):08d}", media_dir=media, sender_id="test-sender",
-                          pg_dump=str(find_bin_dir() / "pg_dump"))
+    return build_complete(
+        dsn,
+        staging,
+        partition_key=yesterday.strftime("%Y-%m-%d"),
+        window=Window(yesterday, today),
+        unique=f"{next(_unique):08d}",
+        media_dir=media,
+        sender_id="test-sender",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
 
 
 def manifest_sha256(backup_dir: Path) -> str:

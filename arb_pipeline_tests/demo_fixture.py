@@ -38,20 +38,26 @@ from arb_pipeline.dev.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "demo"
-READY_TIMEOUT_S = 600    # setup + PostgreSQL + dagster dev + the first partials: a few minutes
+READY_TIMEOUT_S = 600  # setup + PostgreSQL + dagster dev + the first partials: a few minutes
 STOP_TIMEOUT_S = 120
 
 UI_LINE = re.compile(r"Dagster UI: (http://\S+)")
-STARTED_LINE = re.compile(r"started: PostgreSQL pid (\d+) on 127\.0\.0\.1:(\d+), .*dagster dev pid (\d+)"
-                          r"(?:, sshd pid (\d+))?")
+STARTED_LINE = re.compile(
+    r"started: PostgreSQL pid (\d+) on 127\.0\.0\.1:(\d+), .*dagster dev pid (\d+)"
+    r"(?:, sshd pid (\d+))?"
+)
 TRANSPORT_LINE = re.compile(r"transport: (?:local folder (\S+)|SFTP to sshd pid \d+ on \S+, inbox (\S+))")
-PARITY_LINE = re.compile(r"loaded (\d+) partial and (\d+) complete backups; parity through (.+?) UTC: (OK|DIFFERS)")
+PARITY_LINE = re.compile(
+    r"loaded (\d+) partial and (\d+) complete backups; parity through (.+?) UTC: (OK|DIFFERS)"
+)
 
 
 def required() -> bool:
     """CI (or ARB_REQUIRE_SSHD) must not pass by skipping: the fixtures_services convention."""
-    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-               for name in ("ARB_REQUIRE_SSHD", "CI"))
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in ("ARB_REQUIRE_SSHD", "CI")
+    )
 
 
 def make_checkout(dest: Path) -> Path:
@@ -59,8 +65,15 @@ def make_checkout(dest: Path) -> Path:
     if os.environ.get("ARB_DEMO_SOURCE", "worktree") == "head":
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], check=True)
         return dest
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            check=True, capture_output=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO / name
         if not source.exists() and not source.is_symlink():
@@ -87,9 +100,16 @@ class DemoProcess:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "VIRTUAL_ENV")}
         # Its own session, as from a terminal: Ctrl-C reaches its process group, not ours.
-        self.proc = subprocess.Popen(["bash", "scripts/demo.sh", "--port", str(self.port), *self.args],
-                                     cwd=self.checkout, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["bash", "scripts/demo.sh", "--port", str(self.port), *self.args],
+            cwd=self.checkout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self._changed = threading.Condition()
         self._read_all = False
         threading.Thread(target=self._read, daemon=True).start()
@@ -126,17 +146,23 @@ class DemoProcess:
                         return found
                 seen = len(self.lines)
                 if self._read_all:
-                    pytest.fail(f"the demo exited with {self.proc.returncode} before that; it printed:\n"
-                                f"{self.output()}")
+                    pytest.fail(
+                        f"the demo exited with {self.proc.returncode} before that; it printed:\n"
+                        f"{self.output()}"
+                    )
                 if time.monotonic() > deadline:
-                    pytest.fail(f"the demo printed no such line within {timeout:.0f} s; it printed:\n{self.output()}")
+                    pytest.fail(
+                        f"the demo printed no such line within {timeout:.0f} s; it printed:\n{self.output()}"
+                    )
                 self._changed.wait(1)
 
     def wait_for_clean_load(self) -> re.Match:
         """The first parity summary that says a load, partial windows included, is parity-clean."""
+
         def clean(line: str):
             m = PARITY_LINE.search(line)
             return m if m and m.group(4) == "OK" and int(m.group(1)) >= 1 else None
+
         return self.wait_for(clean)
 
     # -- what it started ----------------------------------------------------------------------
@@ -165,7 +191,9 @@ class DemoProcess:
         except subprocess.TimeoutExpired:
             code = None
         left = leftover_processes(self.checkout)
-        ports = [p for p in (self.port, self.pg_port if self.first(STARTED_LINE) else 0) if p and port_open(p)]
+        ports = [
+            p for p in (self.port, self.pg_port if self.first(STARTED_LINE) else 0) if p and port_open(p)
+        ]
         for pid in left:  # never leak them into the rest of the session
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -186,7 +214,7 @@ class DemoProcess:
 @dataclass
 class StopResult:
     returncode: int | None
-    leftover: dict[int, str]    # pid -> command line of processes still tied to the checkout
+    leftover: dict[int, str]  # pid -> command line of processes still tied to the checkout
     open_ports: list[int]
 
 
@@ -221,6 +249,7 @@ def port_open(port: int) -> bool:
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def demo_checkout() -> Iterator[Path]:
@@ -268,4 +297,5 @@ def pytest_collection_modifyitems(items) -> None:
     def place(item) -> int:
         used = getattr(item, "fixturenames", ())
         return 2 if "demo_stopped" in used else 1 if "demo" in used else 0
+
     items.sort(key=place)

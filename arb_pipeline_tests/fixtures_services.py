@@ -28,8 +28,10 @@ from arb_pipeline.dev.sshd import LocalSshd, sshd_unavailable_reason
 
 
 def _services_required() -> bool:
-    return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-               for name in ("ARB_REQUIRE_SSHD", "CI"))
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in ("ARB_REQUIRE_SSHD", "CI")
+    )
 
 
 @pytest.fixture(scope="session")

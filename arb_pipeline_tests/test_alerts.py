@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.ops.alerts import AlertError, FailedRun, Mailer, MailSettings, Throttle, parse_admins
 from arb_pipeline.errors import ConfigError
+from arb_pipeline.ops.alerts import AlertError, FailedRun, Mailer, MailSettings, Throttle, parse_admins
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline.receiver.sensors import load_complete_job, load_partial_job
@@ -25,20 +25,30 @@ KEY = "2026-11-25-10-05"
 
 def receiver_defs(receiver_db, tmp_path, mailer) -> dg.Definitions:
     return dg.Definitions(
-        assets=[load_partial, load_complete], jobs=[load_partial_job, load_complete_job],
+        assets=[load_partial, load_complete],
+        jobs=[load_partial_job, load_complete_job],
         sensors=[make_failure_alert_sensor("receiver")],
-        resources={"receiver_db": ReceiverDatabase(dsn=receiver_db),
-                   "receiver_settings": ReceiverSettings(inbox_dir=str(tmp_path / "inbox"),
-                                                         media_dir=str(tmp_path / "media"),
-                                                         quarantine_dir=str(tmp_path / "q"), min_free_mb=0),
-                   "alert_mailer": mailer})
+        resources={
+            "receiver_db": ReceiverDatabase(dsn=receiver_db),
+            "receiver_settings": ReceiverSettings(
+                inbox_dir=str(tmp_path / "inbox"),
+                media_dir=str(tmp_path / "media"),
+                quarantine_dir=str(tmp_path / "q"),
+                min_free_mb=0,
+            ),
+            "alert_mailer": mailer,
+        },
+    )
 
 
 def fail_a_load(defs: dg.Definitions, instance, n: int) -> dg.DagsterRun:
     """A real load run that fails: the backup it is told to load is not in the inbox."""
     result = defs.resolve_job_def("load_partial_job").execute_in_process(
-        instance=instance, partition_key=KEY, raise_on_error=False,
-        run_config={"ops": {"load_partial": {"config": {"backup_id": f"partial-{KEY}-missing{n}"}}}})
+        instance=instance,
+        partition_key=KEY,
+        raise_on_error=False,
+        run_config={"ops": {"load_partial": {"config": {"backup_id": f"partial-{KEY}-missing{n}"}}}},
+    )
     assert not result.success
     return result.dagster_run
 
@@ -47,17 +57,26 @@ def test_a_failed_run_emails_once_with_job_partition_error_and_link(smtp_server,
     mailer = mailer_for(smtp_server)
     defs = receiver_defs(receiver_db, tmp_path, mailer)
     sender_defs = dg.Definitions(  # the other code location, on the same instance (the demo)
-        assets=[partial_backup], jobs=[partial_backup_job], sensors=[make_failure_alert_sensor("sender")],
-        resources={"sender_db": SenderDatabase(dsn="x"), "sender_settings": SenderSettings(media_dir="m", staging_dir="s"),
-                   "backup_destination": BackupDestination(), "backup_publisher": BackupPublisher(
-                       destination=BackupDestination()), "alert_mailer": mailer})
+        assets=[partial_backup],
+        jobs=[partial_backup_job],
+        sensors=[make_failure_alert_sensor("sender")],
+        resources={
+            "sender_db": SenderDatabase(dsn="x"),
+            "sender_settings": SenderSettings(media_dir="m", staging_dir="s"),
+            "backup_destination": BackupDestination(),
+            "backup_publisher": BackupPublisher(destination=BackupDestination()),
+            "alert_mailer": mailer,
+        },
+    )
     with dg.instance_for_test() as instance:
         receiver = Ticker(defs.resolve_sensor_def("receiver_failure_alerts"), instance, defs, mailer)
-        sender = Ticker(sender_defs.resolve_sensor_def("sender_failure_alerts"), instance, sender_defs, mailer)
+        sender = Ticker(
+            sender_defs.resolve_sensor_def("sender_failure_alerts"), instance, sender_defs, mailer
+        )
         receiver.tick(), sender.tick()
         assert smtp_server.messages == []
         run = fail_a_load(defs, instance, 1)
-        sender.tick()   # not its run: the sender's sensor stays silent
+        sender.tick()  # not its run: the sender's sensor stays silent
         receiver.tick()
         receiver.tick()  # a second tick doesn't email the same failure again
         sender.tick()
@@ -71,7 +90,8 @@ def test_a_failed_run_emails_once_with_job_partition_error_and_link(smtp_server,
 
 
 def test_repeated_failures_within_the_interval_email_once_more_after_it_with_the_count(
-        smtp_server, receiver_db, tmp_path):
+    smtp_server, receiver_db, tmp_path
+):
     interval = 4.0
     mailer = mailer_for(smtp_server, interval_minutes=interval / 60)
     defs = receiver_defs(receiver_db, tmp_path, mailer)
@@ -99,7 +119,7 @@ def test_throttle_counts_per_job():
     throttle = Throttle(interval=timedelta(minutes=10))
     run = lambda job, n: FailedRun(f"r{n}", job, "receiver", None, "boom", 1000.0 + n)  # noqa: E731
     assert throttle.offer("a", run("a", 1), 1000)[0]
-    assert throttle.offer("b", run("b", 2), 1001)[0]          # another job has its own interval
+    assert throttle.offer("b", run("b", 2), 1001)[0]  # another job has its own interval
     assert not throttle.offer("a", run("a", 3), 1002)[0]
     assert throttle.due(1500) == []
     [(job, latest, count, first, _)] = throttle.due(1601)
@@ -118,8 +138,15 @@ def test_settings_and_a_relay_without_login(smtp_server):
     Mailer(relay).send("[arb] test", "body")
     assert [m.subject for m in smtp_server.messages] == ["[arb] test"]
     with pytest.raises(AlertError, match="ARB_SMTP_USER"):  # the relay offers no AUTH
-        Mailer(MailSettings(admins=("a@x.org",), host=smtp_server.host, port=smtp_server.port,
-                            user="arb", password="secret")).send("x", "y")
+        Mailer(
+            MailSettings(
+                admins=("a@x.org",),
+                host=smtp_server.host,
+                port=smtp_server.port,
+                user="arb",
+                password="secret",
+            )
+        ).send("x", "y")
     with pytest.raises(AlertError, match="ARB_SMTP_HOST"):
         smtp_server.stop()
         Mailer(relay).send("x", "y")

@@ -34,7 +34,10 @@ def test_inspect_shows_and_verifies_then_quarantine_and_requeue(sender_db, tmp_p
     quarantine(folder, qdir, "sha256 differs (test)")
     assert main(["quarantined", "--quarantine-dir", str(qdir)]) == 0
     assert f"partial/{built.manifest.backup_id}" in capsys.readouterr().out
-    assert main(["requeue", built.manifest.backup_id, "--quarantine-dir", str(qdir), "--inbox-dir", str(inbox)]) == 0
+    assert (
+        main(["requeue", built.manifest.backup_id, "--quarantine-dir", str(qdir), "--inbox-dir", str(inbox)])
+        == 0
+    )
     assert (folder / "manifest.json").is_file() and not (folder / "REASON.txt").exists()
 
 

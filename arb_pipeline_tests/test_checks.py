@@ -9,16 +9,24 @@ import dagster as dg
 import pytest
 
 from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.checks import check_complete, check_partial
-from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.ops.parity import table_fingerprint
+from arb_pipeline.package.manifest import Manifest, ManifestError
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline_tests.alerting import Ticker, mailer_for
-from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, complete_for_yesterday, load, make_complete, make_partial
-
+from arb_pipeline_tests.backups import (
+    PARTIAL_TABLES,
+    P,
+    complete_for_yesterday,
+    load,
+    make_complete,
+    make_partial,
+    seeded_sender,
+    traffic,
+)
 
 
 @pytest.fixture
@@ -75,15 +83,19 @@ def test_complete_parity_passes_then_a_tampered_row_fails_with_its_key(sender, r
     assert checks[P + "busstop"].metadata["method"] == "fingerprint"  # one aggregate query, no staging
 
     stop = _first_id(receiver_db, P + "busstop")
-    _execute(receiver_db, f'UPDATE "{P}busstop" SET name = name || \' (edited)\' WHERE id = %s', (stop,))
+    _execute(receiver_db, f"UPDATE \"{P}busstop\" SET name = name || ' (edited)' WHERE id = %s", (stop,))
     report = _first_id(receiver_db, P + "report")
     _execute(receiver_db, f'DELETE FROM "{P}report" WHERE id = %s', (report,))
     checks = check_complete(receiver_db, built.staged.root, built.manifest, result)
     bad = {t: c for t, c in checks.items() if not c.passed}
     assert set(bad) == {P + "busstop", P + "report"}
     assert f"id={stop} changed (name)" in bad[P + "busstop"].description
-    assert bad[P + "busstop"].first_keys[0] == {"table": P + "busstop", "kind": "changed", "key": {"id": stop},
-                                                "columns": ["name"]}
+    assert bad[P + "busstop"].first_keys[0] == {
+        "table": P + "busstop",
+        "kind": "changed",
+        "key": {"id": stop},
+        "columns": ["name"],
+    }
     assert f"id={report} missing on receiver" in bad[P + "report"].description
 
 
@@ -100,14 +112,19 @@ def test_rows_newer_partials_wrote_are_left_out_of_parity(sender, receiver_db, t
     result = load(receiver_db, complete)
     checks = check_complete(receiver_db, complete.staged.root, complete.manifest, result)
     assert all(c.passed for c in checks.values()), [c.description for c in checks.values() if not c.passed]
-    newer = {t: c.metadata["newer_rows_left_out"] for t, c in checks.items() if c.metadata["newer_rows_left_out"]}
+    newer = {
+        t: c.metadata["newer_rows_left_out"] for t, c in checks.items() if c.metadata["newer_rows_left_out"]
+    }
     assert set(newer) & set(PARTIAL_TABLES)
     table = next(t for t in PARTIAL_TABLES if t in newer)
     assert checks[table].metadata["method"] == "staged"
     # tamper a row the complete wrote (not one of the newer ones): named
     key = _first_id(receiver_db, table, f"arb_synced_at <= '{complete.manifest.snapshot_time.isoformat()}'")
-    _execute(receiver_db, f'UPDATE "{table}" SET "timeStamp" = "timeStamp" + interval \'1 second\' WHERE id = %s',
-             (key,))
+    _execute(
+        receiver_db,
+        f'UPDATE "{table}" SET "timeStamp" = "timeStamp" + interval \'1 second\' WHERE id = %s',
+        (key,),
+    )
     checks = check_complete(receiver_db, complete.staged.root, complete.manifest, result)
     assert [t for t, c in checks.items() if not c.passed] == [table]
     assert f"id={key} changed (timeStamp)" in checks[table].description
@@ -129,16 +146,26 @@ def test_partial_rows_applied_and_a_missing_row_is_named(sender, receiver_db, tm
         conn.commit()
     checks = check_partial(receiver_db, partial.staged.root, partial.manifest, result, shown=PARTIAL_TABLES)
     bad = checks[P + "eventforbusv2"]
-    assert not bad.passed and f"id={gone} missing on receiver" in bad.description and P + "busv2" in bad.description
+    assert (
+        not bad.passed
+        and f"id={gone} missing on receiver" in bad.description
+        and P + "busv2" in bad.description
+    )
     assert checks[P + "report"].passed
-    complete = make_complete(dsn, tmp_path / "s", media)  # a newer complete: the old partial is not re-checked
+    complete = make_complete(
+        dsn, tmp_path / "s", media
+    )  # a newer complete: the old partial is not re-checked
     load(receiver_db, complete)
     checks = check_partial(receiver_db, partial.staged.root, partial.manifest, result, shown=PARTIAL_TABLES)
-    assert all(c.passed and f"superseded by complete {complete.manifest.backup_id}" in c.description
-               for c in checks.values())
+    assert all(
+        c.passed and f"superseded by complete {complete.manifest.backup_id}" in c.description
+        for c in checks.values()
+    )
 
 
-def test_parity_is_an_asset_check_that_fails_the_load_run_and_alerts(sender, receiver_db, tmp_path, smtp_server):
+def test_parity_is_an_asset_check_that_fails_the_load_run_and_alerts(
+    sender, receiver_db, tmp_path, smtp_server
+):
     dsn, media, work = sender
     _traffic(work, 60)
     built = complete_for_yesterday(dsn, tmp_path / "s", media)
@@ -146,29 +173,55 @@ def test_parity_is_an_asset_check_that_fails_the_load_run_and_alerts(sender, rec
     (inbox / "complete").mkdir(parents=True)
     built.staged.root.rename(inbox / "complete" / built.manifest.backup_id)
     (tmp_path / "rmedia").mkdir()
-    resources = {"receiver_db": ReceiverDatabase(dsn=receiver_db),
-                 "receiver_settings": ReceiverSettings(inbox_dir=str(inbox), media_dir=str(tmp_path / "rmedia"),
-                                                       quarantine_dir=str(tmp_path / "q"), min_free_mb=0)}
+    resources = {
+        "receiver_db": ReceiverDatabase(dsn=receiver_db),
+        "receiver_settings": ReceiverSettings(
+            inbox_dir=str(inbox),
+            media_dir=str(tmp_path / "rmedia"),
+            quarantine_dir=str(tmp_path / "q"),
+            min_free_mb=0,
+        ),
+    }
     config = {"ops": {"load_complete": {"config": {"backup_id": built.manifest.backup_id}}}}
-    alerts = dg.Definitions(assets=[load_complete], sensors=[make_failure_alert_sensor("receiver")],
-                            resources={**resources, "alert_mailer": mailer_for(smtp_server)})
+    alerts = dg.Definitions(
+        assets=[load_complete],
+        sensors=[make_failure_alert_sensor("receiver")],
+        resources={**resources, "alert_mailer": mailer_for(smtp_server)},
+    )
     with dg.instance_for_test() as instance:
-        ticker = Ticker(alerts.resolve_sensor_def("receiver_failure_alerts"), instance, alerts,
-                        mailer_for(smtp_server))
+        ticker = Ticker(
+            alerts.resolve_sensor_def("receiver_failure_alerts"), instance, alerts, mailer_for(smtp_server)
+        )
         ticker.tick()
-        ok = dg.materialize([load_complete], partition_key=built.manifest.partition_key, run_config=config,
-                            resources=resources, instance=instance)
+        ok = dg.materialize(
+            [load_complete],
+            partition_key=built.manifest.partition_key,
+            run_config=config,
+            resources=resources,
+            instance=instance,
+        )
         evaluations = ok.get_asset_check_evaluations()
         assert len(evaluations) == len(built.manifest.table_files()) and all(e.passed for e in evaluations)
         stop = _first_id(receiver_db, P + "busstop")
         _execute(receiver_db, f'UPDATE "{P}busstop" SET latitude = latitude + 1 WHERE id = %s', (stop,))
-        again = dg.materialize([load_complete], partition_key=built.manifest.partition_key, run_config=config,
-                               resources=resources, instance=instance, raise_on_error=False)
+        again = dg.materialize(
+            [load_complete],
+            partition_key=built.manifest.partition_key,
+            run_config=config,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
         ticker.tick()
     assert not again.success  # the parity check is blocking: drift fails the run, which alerts
     [failed] = [e for e in again.get_asset_check_evaluations() if not e.passed]
-    assert failed.asset_key == dg.AssetKey(["receiver", "complete", "busstop"]) and failed.check_name == "parity"
+    assert (
+        failed.asset_key == dg.AssetKey(["receiver", "complete", "busstop"]) and failed.check_name == "parity"
+    )
     assert f"id={stop} changed (latitude)" in failed.description
     [msg] = smtp_server.messages  # the drift reaches the admins, with the table and the key
     assert "check parity on receiver/complete/busstop failed: AndroidRequests_busstop differs" in msg.body
-    assert f"id={stop} changed (latitude)" in msg.body and f"Partition:  {built.manifest.partition_key}" in msg.body
+    assert (
+        f"id={stop} changed (latitude)" in msg.body
+        and f"Partition:  {built.manifest.partition_key}" in msg.body
+    )

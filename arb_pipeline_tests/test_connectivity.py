@@ -7,8 +7,8 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.cli.main import main as arb
+from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.sender.connectivity import receiver_connectivity, receiver_connectivity_job
 from arb_pipeline.sender.resources import BackupDestination
@@ -18,15 +18,26 @@ pytestmark = pytest.mark.sshd
 
 
 def destination(sshd, **kw) -> BackupDestination:
-    return BackupDestination(kind="sftp", host=sshd.host, port=sshd.port, username=sshd.username,
-                             key_file=str(sshd.client_key_path), known_hosts_file=str(sshd.known_hosts_path),
-                             remote_dir=sshd.remote_inbox, connect_timeout=5, **kw)
+    return BackupDestination(
+        kind="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        key_file=str(sshd.client_key_path),
+        known_hosts_file=str(sshd.known_hosts_path),
+        remote_dir=sshd.remote_inbox,
+        connect_timeout=5,
+        **kw,
+    )
 
 
 def check_defs(sshd, smtp, **kw) -> dg.Definitions:
-    return dg.Definitions(assets=[receiver_connectivity], jobs=[receiver_connectivity_job],
-                          sensors=[make_failure_alert_sensor("sender")],
-                          resources={"backup_destination": destination(sshd, **kw), "alert_mailer": mailer_for(smtp)})
+    return dg.Definitions(
+        assets=[receiver_connectivity],
+        jobs=[receiver_connectivity_job],
+        sensors=[make_failure_alert_sensor("sender")],
+        resources={"backup_destination": destination(sshd, **kw), "alert_mailer": mailer_for(smtp)},
+    )
 
 
 def run_check_and_tick(defs, smtp):
@@ -34,7 +45,8 @@ def run_check_and_tick(defs, smtp):
         ticker = Ticker(defs.resolve_sensor_def("sender_failure_alerts"), instance, defs, mailer_for(smtp))
         ticker.tick()
         result = defs.resolve_job_def("receiver_connectivity_job").execute_in_process(
-            instance=instance, raise_on_error=False)
+            instance=instance, raise_on_error=False
+        )
         ticker.tick()
     return result
 
@@ -46,8 +58,12 @@ def test_a_healthy_receiver_passes_with_numbers(sftp_inbox, smtp_server):
     meta = {k: v.value for k, v in mat.metadata.items()}
     assert meta["free_bytes"] > 0  # statvfs@openssh.com
     assert meta["connect_ms"] >= 0
-    assert [c["name"] for c in meta["checks"]] == ["receiver reachable", "receiver host key",
-                                                   "remote folder writable", "remote free space"]
+    assert [c["name"] for c in meta["checks"]] == [
+        "receiver reachable",
+        "receiver host key",
+        "remote folder writable",
+        "remote free space",
+    ]
 
 
 def test_no_room_on_the_receiver_fails(sftp_inbox, smtp_server):
@@ -83,13 +99,22 @@ def test_a_changed_host_key_fails_and_alerts(sftp_inbox, smtp_server):
 def sender_env(monkeypatch, sftp_inbox, smtp_server, sender_db, tmp_path):
     (tmp_path / "media").mkdir()
     for name, value in {
-        "ARB_SENDER_DSN": sender_db, "ARB_PG_DUMP": str(find_bin_dir() / "pg_dump"),
-        "ARB_SENDER_MEDIA_DIR": str(tmp_path / "media"), "ARB_STAGING_DIR": str(tmp_path / "staging"),
-        "ARB_TRANSPORT": "sftp", "ARB_SFTP_HOST": sftp_inbox.host, "ARB_SFTP_PORT": str(sftp_inbox.port),
-        "ARB_SFTP_USER": sftp_inbox.username, "ARB_SFTP_KEY_FILE": str(sftp_inbox.client_key_path),
-        "ARB_SFTP_KNOWN_HOSTS": str(sftp_inbox.known_hosts_path), "ARB_SFTP_REMOTE_DIR": sftp_inbox.remote_inbox,
-        "ARB_REMOTE_MIN_FREE_MB": "1", "ARB_ADMINS": "ops@example.org", "ARB_SMTP_HOST": smtp_server.host,
-        "ARB_SMTP_PORT": str(smtp_server.port), "ARB_UI_BASE_URL": "http://dagster.example.org",
+        "ARB_SENDER_DSN": sender_db,
+        "ARB_PG_DUMP": str(find_bin_dir() / "pg_dump"),
+        "ARB_SENDER_MEDIA_DIR": str(tmp_path / "media"),
+        "ARB_STAGING_DIR": str(tmp_path / "staging"),
+        "ARB_TRANSPORT": "sftp",
+        "ARB_SFTP_HOST": sftp_inbox.host,
+        "ARB_SFTP_PORT": str(sftp_inbox.port),
+        "ARB_SFTP_USER": sftp_inbox.username,
+        "ARB_SFTP_KEY_FILE": str(sftp_inbox.client_key_path),
+        "ARB_SFTP_KNOWN_HOSTS": str(sftp_inbox.known_hosts_path),
+        "ARB_SFTP_REMOTE_DIR": sftp_inbox.remote_inbox,
+        "ARB_REMOTE_MIN_FREE_MB": "1",
+        "ARB_ADMINS": "ops@example.org",
+        "ARB_SMTP_HOST": smtp_server.host,
+        "ARB_SMTP_PORT": str(smtp_server.port),
+        "ARB_UI_BASE_URL": "http://dagster.example.org",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -100,9 +125,17 @@ def sender_env(monkeypatch, sftp_inbox, smtp_server, sender_db, tmp_path):
 def test_arb_check_on_the_sender_prints_each_setting_status_and_fix(sender_env, capsys):
     assert arb(["check"]) == 0
     out = capsys.readouterr().out
-    for line in ("arb check: sender", "ok    ARB_SENDER_DSN", "migrations up to date", "ok    ARB_PG_DUMP",
-                 "ok    receiver host key", "ok    remote folder writable", "ok    remote free space",
-                 "ok    ARB_SMTP_HOST", "WARN  DAGSTER_HOME"):
+    for line in (
+        "arb check: sender",
+        "ok    ARB_SENDER_DSN",
+        "migrations up to date",
+        "ok    ARB_PG_DUMP",
+        "ok    receiver host key",
+        "ok    remote folder writable",
+        "ok    remote free space",
+        "ok    ARB_SMTP_HOST",
+        "WARN  DAGSTER_HOME",
+    ):
         assert line in out, out
     sender_env.regenerate_host_key(update_known_hosts=False)
     assert arb(["check", "--role", "sender"]) == 1

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.dev.demo_parity import PARTIAL_TABLES, loaded_parity
 from arb_pipeline.extract.tables import Window
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.backups import complete_for_yesterday, load, make_partial, seeded_sender, traffic
 from arb_pipeline_tests.demo_fixture import PARITY_LINE, TRANSPORT_LINE, DemoProcess, required
 
@@ -26,6 +26,7 @@ UTC = timezone.utc
 
 # ---- the parity summary, on its own --------------------------------------------------------------
 
+
 def test_loaded_parity_is_clean_after_a_load_and_names_what_differs(sender_db, receiver_db, tmp_path):
     assert loaded_parity(sender_db, receiver_db).format().endswith("parity: nothing loaded yet")
     with seeded_sender(sender_db, tmp_path, seed=7) as (dsn, media, work):
@@ -33,7 +34,9 @@ def test_loaded_parity_is_clean_after_a_load_and_names_what_differs(sender_db, r
         traffic(work, 80)
         now = datetime.now(UTC)
         through = now + timedelta(minutes=1)
-        load(receiver_db, make_partial(dsn, tmp_path / "s2", media, Window(now - timedelta(hours=1), through)))
+        load(
+            receiver_db, make_partial(dsn, tmp_path / "s2", media, Window(now - timedelta(hours=1), through))
+        )
 
     clean = loaded_parity(sender_db, receiver_db)
     assert clean.ok, clean.format()
@@ -43,10 +46,14 @@ def test_loaded_parity_is_clean_after_a_load_and_names_what_differs(sender_db, r
 
     table = "AndroidRequests_eventforbusv2"
     with connect(sender_db, autocommit=True) as conn:
-        moved, changed = [r[0] for r in conn.execute(f'SELECT id FROM "{table}" ORDER BY id LIMIT 2').fetchall()]
+        moved, changed = [
+            r[0] for r in conn.execute(f'SELECT id FROM "{table}" ORDER BY id LIMIT 2').fetchall()
+        ]
         # A row whose cursor moved past the loaded windows (a new vote) is for a later window.
-        conn.execute(f'UPDATE "{table}" SET "eventConfirm" = "eventConfirm" + 1, "timeStamp" = %s WHERE id = %s',
-                     (through + timedelta(minutes=5), moved))
+        conn.execute(
+            f'UPDATE "{table}" SET "eventConfirm" = "eventConfirm" + 1, "timeStamp" = %s WHERE id = %s',
+            (through + timedelta(minutes=5), moved),
+        )
         # A change that leaves the cursor alone is one the receiver has not got.
         conn.execute(f'UPDATE "{table}" SET "eventConfirm" = "eventConfirm" + 1 WHERE id = %s', (changed,))
     drift = loaded_parity(sender_db, receiver_db)
@@ -58,11 +65,13 @@ def test_loaded_parity_is_clean_after_a_load_and_names_what_differs(sender_db, r
     leaf = "AndroidRequests_stadisticdatafromregistrationbus"
     with connect(sender_db, autocommit=True) as conn:  # deleted on the sender, still on the receiver
         conn.execute(f'DELETE FROM "{leaf}" WHERE id = (SELECT min(id) FROM "{leaf}")')
-    assert {t.table: (t.behind, t.extra) for t in loaded_parity(sender_db, receiver_db).tables if not t.ok} \
-        == {table: (1, 0), leaf: (0, 1)}
+    assert {
+        t.table: (t.behind, t.extra) for t in loaded_parity(sender_db, receiver_db).tables if not t.ok
+    } == {table: (1, 0), leaf: (0, 1)}
 
 
 # ---- the demo ----------------------------------------------------------------------------------
+
 
 @pytest.mark.demo
 @pytest.mark.timeout(900)
@@ -83,12 +92,16 @@ def test_demo_receiver_has_the_sender_rows_up_to_the_newest_loaded_window(demo):
         partials, completes, written, through = conn.execute(
             "SELECT count(*) FILTER (WHERE kind = 'partial'), count(*) FILTER (WHERE kind = 'complete'), "
             "sum(rows_written) FILTER (WHERE kind = 'partial'), max(window_end) FILTER (WHERE kind = 'partial') "
-            "FROM arb_loaded_backup WHERE outcome = 'loaded'").fetchone()
+            "FROM arb_loaded_backup WHERE outcome = 'loaded'"
+        ).fetchone()
     assert partials >= 1 and completes >= 1 and written > 0
     # Independent of the demo's own summary: every (id, timeStamp) the sender has before the
     # newest loaded window's end is on the receiver, at that timeStamp.
     total = 0
-    with connect(demo.dsn("sender"), autocommit=True) as sender, connect(demo.dsn("receiver"), autocommit=True) as receiver:
+    with (
+        connect(demo.dsn("sender"), autocommit=True) as sender,
+        connect(demo.dsn("receiver"), autocommit=True) as receiver,
+    ):
         for table, cursor in PARTIAL_TABLES:
             sql = f'SELECT id, "{cursor}" FROM "{table}" WHERE "{cursor}" < %s'
             on_sender = set(sender.execute(sql, (through,)).fetchall())
@@ -107,9 +120,10 @@ def test_demo_postprocesses_what_partials_loaded(demo):
     while True:
         with connect(demo.dsn("receiver"), autocommit=True) as conn:
             derived, with_partials = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE e.\"timeStamp\" >= "
+                'SELECT count(*), count(*) FILTER (WHERE e."timeStamp" >= '
                 "  (SELECT min(window_start) FROM arb_loaded_backup WHERE kind = 'partial')) "
-                'FROM arb_pp_eventforbusv2_period p JOIN "AndroidRequests_eventforbusv2" e USING (id)').fetchone()
+                'FROM arb_pp_eventforbusv2_period p JOIN "AndroidRequests_eventforbusv2" e USING (id)'
+            ).fetchone()
         if with_partials > 0 or time.monotonic() > deadline:
             break
         time.sleep(5)
@@ -145,8 +159,12 @@ def test_demo_over_sftp(demo_stopped):
         clean = run.wait_for_clean_load()
         assert "SFTP to sshd" in run.first(TRANSPORT_LINE).group(0)
         with connect(run.dsn("receiver"), autocommit=True) as conn:
-            loaded = {r[0] for r in conn.execute(
-                "SELECT backup_id FROM arb_loaded_backup WHERE kind = 'partial' AND outcome = 'loaded'").fetchall()}
+            loaded = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT backup_id FROM arb_loaded_backup WHERE kind = 'partial' AND outcome = 'loaded'"
+                ).fetchall()
+            }
         published = {p.parent.name for p in (run.inbox / "partial").glob("*/manifest.json")}
         assert loaded and loaded <= published, (loaded, published)  # loaded from what came over SFTP
     finally:

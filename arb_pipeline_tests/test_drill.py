@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
+from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.package.reader import read_manifest
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.drill_assets import RestoreDrillSettings, restore_drill, restore_drill_job
 from arb_pipeline.receiver.resources import ReceiverSettings
 from arb_pipeline.restore.drill import SCRATCH_PREFIX, DrillError, check_restore_script, latest_complete
@@ -50,22 +50,35 @@ def inbox(sender_db, tmp_path):
 
 def drill_defs(inbox, dsn, smtp) -> dg.Definitions:
     return dg.Definitions(
-        assets=[restore_drill], jobs=[restore_drill_job], sensors=[make_failure_alert_sensor("receiver")],
-        resources={"receiver_settings": ReceiverSettings(inbox_dir=str(inbox), media_dir=str(inbox),
-                                                         quarantine_dir=str(inbox)),
-                   "restore_drill_settings": RestoreDrillSettings(maintenance_dsn=dsn,
-                                                                  psql=str(find_bin_dir() / "psql")),
-                   "alert_mailer": mailer_for(smtp)})
+        assets=[restore_drill],
+        jobs=[restore_drill_job],
+        sensors=[make_failure_alert_sensor("receiver")],
+        resources={
+            "receiver_settings": ReceiverSettings(
+                inbox_dir=str(inbox), media_dir=str(inbox), quarantine_dir=str(inbox)
+            ),
+            "restore_drill_settings": RestoreDrillSettings(
+                maintenance_dsn=dsn, psql=str(find_bin_dir() / "psql")
+            ),
+            "alert_mailer": mailer_for(smtp),
+        },
+    )
 
 
 def _scratch_databases(pg_cluster) -> list[str]:
     with psycopg.connect(pg_cluster.dsn()) as conn:
-        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                           (SCRATCH_PREFIX + "%",))]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (SCRATCH_PREFIX + "%",)
+            )
+        ]
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="restore.sql needs the zstd program")
-def test_the_drill_restores_the_newest_complete_and_reports_its_time(inbox, drill_dsn, pg_cluster, smtp_server):
+def test_the_drill_restores_the_newest_complete_and_reports_its_time(
+    inbox, drill_dsn, pg_cluster, smtp_server
+):
     pending = latest_complete(inbox)
     manifest = read_manifest(pending.path)
     defs = drill_defs(inbox, drill_dsn, smtp_server)
@@ -85,9 +98,13 @@ def test_a_failed_drill_alerts(inbox, pg_cluster, smtp_server):
     # A superuser DSN is refused: the drill runs SQL that came from the sender.
     defs = drill_defs(inbox, pg_cluster.dsn(), smtp_server)
     with dg.instance_for_test() as instance:
-        ticker = Ticker(defs.resolve_sensor_def("receiver_failure_alerts"), instance, defs, mailer_for(smtp_server))
+        ticker = Ticker(
+            defs.resolve_sensor_def("receiver_failure_alerts"), instance, defs, mailer_for(smtp_server)
+        )
         ticker.tick()
-        result = defs.resolve_job_def("restore_drill_job").execute_in_process(instance=instance, raise_on_error=False)
+        result = defs.resolve_job_def("restore_drill_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
         assert not result.success
         ticker.tick()
     [msg] = smtp_server.messages
@@ -104,7 +121,9 @@ def test_the_drill_runs_only_lines_the_sender_writes(inbox):
     restore.write_text(original + "\\! touch /tmp/arb-drill-pwned\n")
     with pytest.raises(DrillError, match=r"restore.sql .* line \d+, is not a line arb_pipeline writes"):
         check_restore_script(pending.path, manifest)
-    restore.write_text(original.replace("tables/AndroidRequests_busstop.copy.zst", "tables/x.copy.zst; rm -rf ~"))
+    restore.write_text(
+        original.replace("tables/AndroidRequests_busstop.copy.zst", "tables/x.copy.zst; rm -rf ~")
+    )
     with pytest.raises(DrillError, match="restore.sql"):
         check_restore_script(pending.path, manifest)
     restore.write_text(original)

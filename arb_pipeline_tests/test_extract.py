@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.extract.tables import Window, extract_complete, extract_partial
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.reader import iter_table_lines
 from arb_pipeline.package.writer import StagedBackup
-from arb_pipeline.ops.parity import compare_tables
+from arb_pipeline.pg.connect import connect
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -33,7 +33,9 @@ def _base_rows(conn):
 def _bus_event(conn, ts, assignment=1):
     return conn.execute(
         f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId", busassignment_id)
-            VALUES (%s, %s, 'evn00001', gen_random_uuid(), %s) RETURNING id""", (ts, ts, assignment)).fetchone()[0]
+            VALUES (%s, %s, 'evn00001', gen_random_uuid(), %s) RETURNING id""",
+        (ts, ts, assignment),
+    ).fetchone()[0]
 
 
 def _rows(staged, table):
@@ -58,11 +60,14 @@ def test_partial_holds_exactly_the_window_and_the_parents(sender_db, tmp_path):
     staged, ex = _extract(sender_db, tmp_path)
     assert [r["id"] for r in _rows(staged, "eventforbusv2")] == [first, last]
     assert before not in [r["id"] for r in _rows(staged, "eventforbusv2")]
-    assert sorted(r["id"] for r in _rows(staged, "busassignment")) == [1, 2]       # parents ride along
+    assert sorted(r["id"] for r in _rows(staged, "busassignment")) == [1, 2]  # parents ride along
     assert sorted(r["registrationPlate"] for r in _rows(staged, "busv2")) == ["AAAA11", "BB1234"]
-    assert [r["id"] for r in _rows(staged, "event")] == ["evn00001"]                  # only referenced ones
-    assert ex.tables_order.index(f"{P}busv2") < ex.tables_order.index(f"{P}busassignment") \
+    assert [r["id"] for r in _rows(staged, "event")] == ["evn00001"]  # only referenced ones
+    assert (
+        ex.tables_order.index(f"{P}busv2")
+        < ex.tables_order.index(f"{P}busassignment")
         < ex.tables_order.index(f"{P}eventforbusv2")
+    )
     entry = next(f for f in ex.files if f.table == f"{P}eventforbusv2")
     assert entry.rows == 2 and entry.cursor == "timeStamp" and entry.primary_key == ("id",)
 
@@ -81,9 +86,12 @@ def test_stats_bring_their_event_even_when_the_event_is_outside_the_window(sende
     with connect(sender_db) as conn:
         _base_rows(conn)
         event = _bus_event(conn, T0 - timedelta(hours=1))
-        conn.execute(f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
+        conn.execute(
+            f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
             (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id")
-            VALUES (-70.6, -33.4, %s, 'confirm', gen_random_uuid(), %s)""", (T0 + timedelta(minutes=1), event))
+            VALUES (-70.6, -33.4, %s, 'confirm', gen_random_uuid(), %s)""",
+            (T0 + timedelta(minutes=1), event),
+        )
     staged, _ = _extract(sender_db, tmp_path)
     assert [r["id"] for r in _rows(staged, "eventforbusv2")] == [event]
     assert len(_rows(staged, "stadisticdatafromregistrationbus")) == 1
@@ -96,11 +104,14 @@ def test_a_late_commit_reaches_the_next_windows_backup(sender_db, tmp_path):
     with connect(sender_db) as conn:
         _base_rows(conn)
     late = psycopg.connect(sender_db)
-    late.execute(f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId", busassignment_id)
-                     VALUES (%s, %s, 'evn00001', gen_random_uuid(), 1)""", (T0 + timedelta(minutes=2),) * 2)
+    late.execute(
+        f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId", busassignment_id)
+                     VALUES (%s, %s, 'evn00001', gen_random_uuid(), 1)""",
+        (T0 + timedelta(minutes=2),) * 2,
+    )
     staged, _ = _extract(sender_db, tmp_path, name="w")
-    assert _rows(staged, "eventforbusv2") == []      # not committed yet: invisible
-    late.commit()                                    # "8 minutes later"
+    assert _rows(staged, "eventforbusv2") == []  # not committed yet: invisible
+    late.commit()  # "8 minutes later"
     late.close()
     later = Window(W.start + timedelta(minutes=10), W.end + timedelta(minutes=10))
     staged, _ = _extract(sender_db, tmp_path, window=later, overlap=timedelta(minutes=15), name="w2")
@@ -119,7 +130,7 @@ def test_an_app_clock_behind_the_database_is_covered_by_the_overlap(sender_db, t
 
 
 TRICKY = [
-    ("ñandú ☃ 日本", "a\\b\\\\c\nnew\tline \"quoted\" \u0001"),
+    ("ñandú ☃ 日本", 'a\\b\\\\c\nnew\tline "quoted" \u0001'),
     ("", "\\N"),
     ("x", None),
 ]
@@ -129,18 +140,22 @@ def test_json_round_trip_is_exact_for_every_column_type(sender_db, receiver_db, 
     with connect(sender_db) as conn:
         _base_rows(conn)
         for i, (message, image) in enumerate(TRICKY):
-            conn.execute(f"""INSERT INTO "{P}report" ("timeStamp", message, "imageName", "reportInfo", "phoneId")
+            conn.execute(
+                f"""INSERT INTO "{P}report" ("timeStamp", message, "imageName", "reportInfo", "phoneId")
                              VALUES (%s, %s, %s, '{{"a": [1, 2.5e-7]}}', gen_random_uuid())""",
-                         (T0 + timedelta(seconds=i, microseconds=123457), message, image))
+                (T0 + timedelta(seconds=i, microseconds=123457), message, image),
+            )
         conn.execute(f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", "expireTime", event_id, "phoneId",
                          busassignment_id, broken, "brokenType") VALUES
                          ('2026-11-26 07:01:02.000001-03', '2026-11-26 10:00:00+00', NULL, 'evn00001',
                           'aaaaaaaa-0000-0000-0000-00000000000a', 1, true, NULL)""")
-        conn.execute(f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
+        conn.execute(
+            f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
             (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id",
              "gpsLongitude", "gpsLatitude", "gpsTimeStamp", distance)
             VALUES (-70.123456789012345, 1e-300, %s, 'confirm', gen_random_uuid(), 1, 0.1, NULL, NULL, 1.7976931348623157e308)""",
-                     (T0 + timedelta(minutes=4, seconds=59, microseconds=999999),))
+            (T0 + timedelta(minutes=4, seconds=59, microseconds=999999),),
+        )
     staged, ex = _extract(sender_db, tmp_path)
     # Load the JSON into the receiver the way the loader does: jsonb_populate_record
     # into the shipped columns only (receiver-only columns keep their defaults).
@@ -148,10 +163,16 @@ def test_json_round_trip_is_exact_for_every_column_type(sender_db, receiver_db, 
         for entry in ex.files:
             cols = ", ".join(f'"{c.name}"' for c in entry.columns)
             for line in iter_table_lines(staged.path(entry.name)):
-                conn.execute(f'INSERT INTO "{entry.table}" ({cols}) SELECT {cols} '
-                             f'FROM jsonb_populate_record(NULL::"{entry.table}", %s::jsonb)', (line.decode(),))
-    report = compare_tables(sender_db, receiver_db, tables=[f"{P}report", f"{P}eventforbusv2",
-                                                            f"{P}stadisticdatafromregistrationbus"])
+                conn.execute(
+                    f'INSERT INTO "{entry.table}" ({cols}) SELECT {cols} '
+                    f'FROM jsonb_populate_record(NULL::"{entry.table}", %s::jsonb)',
+                    (line.decode(),),
+                )
+    report = compare_tables(
+        sender_db,
+        receiver_db,
+        tables=[f"{P}report", f"{P}eventforbusv2", f"{P}stadisticdatafromregistrationbus"],
+    )
     assert report.ok, report.format()
     assert sum(t.sender.rows for t in report.tables) == 3 + 1 + 1
 
@@ -159,15 +180,20 @@ def test_json_round_trip_is_exact_for_every_column_type(sender_db, receiver_db, 
 def test_personal_columns_never_leave_the_sender(sender_db, tmp_path):
     with connect(sender_db) as conn:
         _base_rows(conn)
-        conn.execute(f"""INSERT INTO "{P}level" (name, "minScore", "maxScore", position) VALUES ('l1', 0, 10, 1)""")
+        conn.execute(
+            f"""INSERT INTO "{P}level" (name, "minScore", "maxScore", position) VALUES ('l1', 0, 10, 1)"""
+        )
         conn.execute(f"""INSERT INTO "{P}transappuser" ("userId", name, email, "phoneId", "accountType", level_id,
                          "sessionToken", nickname, "photoURI", "externalId", "timeCreation") VALUES
                          ('u1', 'Ana', 'ana@example.org', gen_random_uuid(), 'GOOGLE', 1,
                           'cccccccc-0000-0000-0000-000000000001', 'ana', 'x', gen_random_uuid(), now())""")
         event = _bus_event(conn, T0)
-        conn.execute(f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
+        conn.execute(
+            f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
             (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id", "tranSappUser_id")
-            VALUES (-70.6, -33.4, %s, 'confirm', gen_random_uuid(), %s, 1)""", (T0, event))
+            VALUES (-70.6, -33.4, %s, 'confirm', gen_random_uuid(), %s, 1)""",
+            (T0, event),
+        )
     staged, ex = _extract(sender_db, tmp_path)
     users = _rows(staged, "transappuser")
     assert [u["name"] for u in users] == ["Ana"]
@@ -177,6 +203,7 @@ def test_personal_columns_never_leave_the_sender(sender_db, tmp_path):
         extract_complete(conn, complete)
     for path in (tmp_path).rglob("*.zst"):
         from arb_pipeline.package.reader import iter_table_chunks
+
         blob = b"".join(iter_table_chunks(path))
         assert b"ana@example.org" not in blob and b"cccccccc-0000" not in blob, path
 
@@ -194,7 +221,9 @@ def test_complete_is_one_snapshot_while_writers_commit(sender_db, tmp_path):
             while not stop.is_set():
                 bus = conn.execute(f"""INSERT INTO "{P}busv2" ("registrationPlate", uuid) VALUES ('CC1234', gen_random_uuid())
                                        RETURNING id""").fetchone()[0]
-                conn.execute(f"""INSERT INTO "{P}busassignment" (service, uuid_id) VALUES ('1', %s)""", (bus,))
+                conn.execute(
+                    f"""INSERT INTO "{P}busassignment" (service, uuid_id) VALUES ('1', %s)""", (bus,)
+                )
                 conn.commit()
                 commits.append(bus)
 
@@ -215,6 +244,7 @@ def test_complete_is_one_snapshot_while_writers_commit(sender_db, tmp_path):
         stop.set()
         thread.join()
     from arb_pipeline.package.reader import iter_table_lines as lines
+
     buses = {int(line.split(b"\t")[0]) for line in lines(staged.path(f"tables/{P}busv2.copy.zst"))}
     assigned = [int(line.split(b"\t")[2]) for line in lines(staged.path(f"tables/{P}busassignment.copy.zst"))]
     assert 2 < len(assigned) < len(commits) + 2  # later commits are not in the snapshot

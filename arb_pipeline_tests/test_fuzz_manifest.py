@@ -11,24 +11,30 @@ import json
 import shutil
 
 import pytest
+import zstandard
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-import zstandard
 from psycopg import sql
 
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.package.verify import VerifyError, verify_files
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
 from arb_pipeline_tests.backups import make_partial, seeded_sender, traffic
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,15 +90,19 @@ def test_any_field_replaced_by_anything_is_accepted_or_refused_clearly(good_mani
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(min_size=1, max_size=60), size=st.integers(min_value=0, max_value=2**63 - 1))
-def test_odd_file_names_and_sizes_never_escape_or_pass_verification(good_manifest, tmp_path_factory, name, size):
+def test_odd_file_names_and_sizes_never_escape_or_pass_verification(
+    good_manifest, tmp_path_factory, name, size
+):
     folder, doc = good_manifest
     doc = json.loads(json.dumps(doc))
     work = tmp_path_factory.mktemp("v") / "partial" / doc["backup_id"]
     shutil.copytree(folder, work)
     doc["files"][0]["name"], doc["files"][0]["bytes"] = name, size
     (work / "manifest.json").write_text(json.dumps(doc))
-    changed = (name, size) != (json.loads((folder / "manifest.json").read_text())["files"][0]["name"],
-                               json.loads((folder / "manifest.json").read_text())["files"][0]["bytes"])
+    changed = (name, size) != (
+        json.loads((folder / "manifest.json").read_text())["files"][0]["name"],
+        json.loads((folder / "manifest.json").read_text())["files"][0]["bytes"],
+    )
     if changed:
         with pytest.raises(VerifyError):
             verify_files(work)
@@ -118,10 +128,14 @@ def _receiver_state(dsn: str) -> dict:
     state = {}
     with connect(dsn) as conn:
         for table in [s.name for s in CATALOG] + ["arb_loaded_backup"]:
-            state[table] = conn.execute(sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {} x").format(
-                sql.Identifier(table))).fetchone()
-        state["arb_stage"] = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'arb_stage'").fetchone()
+            state[table] = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {} x"
+                ).format(sql.Identifier(table))
+            ).fetchone()
+        state["arb_stage"] = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'arb_stage'"
+        ).fetchone()
     return state
 
 
@@ -131,7 +145,7 @@ def _mutate(lines: list[bytes], data) -> list[bytes]:
     if kind == "replace line":
         lines[i] = data.draw(st.binary(max_size=80), label="bytes")
     elif kind == "truncate line":
-        lines[i] = lines[i][:data.draw(st.integers(0, max(0, len(lines[i]) - 1)), label="at")]
+        lines[i] = lines[i][: data.draw(st.integers(0, max(0, len(lines[i]) - 1)), label="at")]
     elif kind == "duplicate line":
         lines.insert(i, lines[i])
     else:
@@ -140,7 +154,9 @@ def _mutate(lines: list[bytes], data) -> list[bytes]:
         if kind == "drop field":
             del doc[field]
         else:
-            doc[field] = data.draw(json_values if kind == "set field" else st.text(max_size=30), label="value")
+            doc[field] = data.draw(
+                json_values if kind == "set field" else st.text(max_size=30), label="value"
+            )
         lines[i] = json.dumps(doc).encode()
     return lines
 

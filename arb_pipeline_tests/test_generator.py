@@ -11,17 +11,35 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.errors import ArbError
-from arb_pipeline.dev.generator import (
-    GeneratorError, Vote, Workload, build_event_window, build_scale, database_size, seed_reference,
-)
 from arb_pipeline.cli import generate as generator_cli
+from arb_pipeline.dev.generator import (
+    GeneratorError,
+    Vote,
+    Workload,
+    build_event_window,
+    build_scale,
+    database_size,
+    seed_reference,
+)
+from arb_pipeline.errors import ArbError
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.conftest import _fresh_db
 
 SMALL = 0.005  # reference volumes: ~56 stops, 4 services, 15 buses, 5 users
-REFERENCE_TABLES = ("gtfs", "busstop", "service", "servicesbybusstop", "servicestopdistance", "route", "event",
-                    "busv2", "busassignment", "level", "scoreevent", "transappuser")
+REFERENCE_TABLES = (
+    "gtfs",
+    "busstop",
+    "service",
+    "servicesbybusstop",
+    "servicestopdistance",
+    "route",
+    "event",
+    "busv2",
+    "busassignment",
+    "level",
+    "scoreevent",
+    "transappuser",
+)
 
 
 def T(model: str) -> str:
@@ -55,12 +73,24 @@ def _one(dsn: str, sql: str, params=()) -> tuple:
         return conn.execute(sql, params).fetchone()
 
 
-def _bus_vote(w: Workload, *, confirm: bool = True, target: int | None = None, event_id: str = "evn00000") -> Vote:
-    return Vote("bus", target or w.assignments[0]["id"], event_id, w.events[event_id][1], confirm,
-                w.phones[0][1], w.phones[0][0], (-70.6, -33.45), None)
+def _bus_vote(
+    w: Workload, *, confirm: bool = True, target: int | None = None, event_id: str = "evn00000"
+) -> Vote:
+    return Vote(
+        "bus",
+        target or w.assignments[0]["id"],
+        event_id,
+        w.events[event_id][1],
+        confirm,
+        w.phones[0][1],
+        w.phones[0][0],
+        (-70.6, -33.45),
+        None,
+    )
 
 
 # -- determinism -----------------------------------------------------------------------------
+
 
 def test_same_seed_gives_same_reference_rows_and_another_seed_differs(pg_cluster, sender_db):
     twin, other = _fresh_db(pg_cluster, "sender"), _fresh_db(pg_cluster, "sender")
@@ -103,14 +133,17 @@ def test_same_seed_replays_the_same_operations(pg_cluster, seeded, tmp_path):
         ops_b = [b.step() for _ in range(60)]
     assert ops_a == ops_b
     assert len({op.name for op in ops_a}) >= 5
+
     def images(folder):  # same report ids, extensions and bytes; the time in the name is the clock's
         return sorted((p.name.split("_")[0], p.suffix, p.read_bytes()) for p in folder.iterdir())
+
     assert images(tmp_path / "a") == images(tmp_path / "b") != []
     with Workload(seeded, tmp_path / "c", seed=10) as c:
         assert [c.draw() for _ in range(60)] != ops_a
 
 
 # -- vote write pattern ---------------------------------------------------------------------
+
 
 def test_a_vote_on_a_live_event_updates_it_and_moves_its_timestamp(workload, seeded):
     first = workload.vote(_bus_vote(workload))
@@ -119,20 +152,33 @@ def test_a_vote_on_a_live_event_updates_it_and_moves_its_timestamp(workload, see
     assert first.created and not second.created
     assert second.event_row_id == first.event_row_id
     ts, created, expire, confirm, decline = _one(
-        seeded, f'SELECT "timeStamp", "timeCreation", "expireTime", "eventConfirm", "eventDecline" '
-                f'FROM {T("eventforbusv2")} WHERE id = %s', (first.event_row_id,))
+        seeded,
+        f'SELECT "timeStamp", "timeCreation", "expireTime", "eventConfirm", "eventDecline" '
+        f"FROM {T('eventforbusv2')} WHERE id = %s",
+        (first.event_row_id,),
+    )
     lifespam = timedelta(minutes=workload.events["evn00000"][1])
     assert created == first.time_stamp and ts == second.time_stamp > created
     assert expire == first.time_stamp + 2 * lifespam
     assert (confirm, decline) == (1, 1)
-    stats = [r[0] for r in _rows_where(seeded, "stadisticdatafromregistrationbus", '"reportOfEvent_id"',
-                                       first.event_row_id, '"timeStamp"')]
+    stats = [
+        r[0]
+        for r in _rows_where(
+            seeded,
+            "stadisticdatafromregistrationbus",
+            '"reportOfEvent_id"',
+            first.event_row_id,
+            '"timeStamp"',
+        )
+    ]
     assert stats == [first.time_stamp, second.time_stamp]
 
 
 def _rows_where(dsn, model, col, value, what="*"):
     with connect(dsn) as conn:
-        return conn.execute(f"SELECT {what} FROM {T(model)} WHERE {col} = %s ORDER BY id", (value,)).fetchall()
+        return conn.execute(
+            f"SELECT {what} FROM {T(model)} WHERE {col} = %s ORDER BY id", (value,)
+        ).fetchall()
 
 
 def test_a_vote_on_an_expired_or_broken_event_creates_a_new_one(workload):
@@ -144,12 +190,17 @@ def test_a_vote_on_an_expired_or_broken_event_creates_a_new_one(workload):
 def test_traffic_keeps_each_events_timestamp_at_its_newest_stat(workload, seeded):
     for _ in range(150):
         workload.step()
-    for events, stats in (("eventforbusv2", "stadisticdatafromregistrationbus"),
-                          ("eventforbusstop", "stadisticdatafromregistrationbusstop")):
-        bad, updated = _one(seeded, f'SELECT count(*) FILTER (WHERE e."timeStamp" <> s.newest), '
-                                    f'count(*) FILTER (WHERE e."timeStamp" > e."timeCreation") FROM {T(events)} e '
-                                    f'JOIN (SELECT "reportOfEvent_id" AS id, max("timeStamp") AS newest FROM {T(stats)} '
-                                    f'GROUP BY 1) s USING (id)')
+    for events, stats in (
+        ("eventforbusv2", "stadisticdatafromregistrationbus"),
+        ("eventforbusstop", "stadisticdatafromregistrationbusstop"),
+    ):
+        bad, updated = _one(
+            seeded,
+            f'SELECT count(*) FILTER (WHERE e."timeStamp" <> s.newest), '
+            f'count(*) FILTER (WHERE e."timeStamp" > e."timeCreation") FROM {T(events)} e '
+            f'JOIN (SELECT "reportOfEvent_id" AS id, max("timeStamp") AS newest FROM {T(stats)} '
+            f"GROUP BY 1) s USING (id)",
+        )
         assert bad == 0 and updated > 0, events
 
 
@@ -158,13 +209,17 @@ def test_bulk_broken_update_leaves_timestamp_alone(workload, seeded):
     workload.vote(_bus_vote(workload, confirm=False))
     last = workload.vote(_bus_vote(workload, confirm=False))
     assert workload.mark_declined_broken() >= 1
-    broken, kind, ts = _one(seeded, f'SELECT broken, "brokenType", "timeStamp" FROM {T("eventforbusv2")} '
-                                    f'WHERE id = %s', (made.event_row_id,))
+    broken, kind, ts = _one(
+        seeded,
+        f'SELECT broken, "brokenType", "timeStamp" FROM {T("eventforbusv2")} WHERE id = %s',
+        (made.event_row_id,),
+    )
     assert (broken, kind, ts) == (True, "decline", last.time_stamp)
     assert workload.vote(_bus_vote(workload)).event_row_id != made.event_row_id  # broken is not live
 
 
 # -- deletes, late commits, clock skew ---------------------------------------------------------
+
 
 def _trip(w: Workload) -> int:
     params = w._draw("trip")
@@ -193,32 +248,49 @@ def test_a_late_vote_is_invisible_until_it_commits_then_has_its_old_timestamp(wo
     committed_at = datetime.now(UTC)
     assert _one(seeded, query, (late.result.event_row_id,)) == (late.time_stamp,)
     assert late.time_stamp <= committed_at - timedelta(seconds=0.3)
-    stat = _rows_where(seeded, "stadisticdatafromregistrationbusstop", '"reportOfEvent_id"',
-                       late.result.event_row_id, '"timeStamp"')
+    stat = _rows_where(
+        seeded,
+        "stadisticdatafromregistrationbusstop",
+        '"reportOfEvent_id"',
+        late.result.event_row_id,
+        '"timeStamp"',
+    )
     assert stat == [(late.time_stamp,)]
 
 
 def test_a_late_vote_rolls_back_when_its_block_fails(workload, seeded):
     with pytest.raises(RuntimeError), workload.late_vote("bus") as late:
         raise RuntimeError("request failed")
-    assert _one(seeded, f'SELECT 1 FROM {T("eventforbusv2")} WHERE id = %s', (late.result.event_row_id,)) is None
+    assert (
+        _one(seeded, f"SELECT 1 FROM {T('eventforbusv2')} WHERE id = %s", (late.result.event_row_id,)) is None
+    )
 
 
 def test_clock_offset_shifts_every_written_timestamp(workload, seeded):
     workload.clock_offset = timedelta(hours=2)
-    workload.weights = {name: 1 for name in ("vote_bus", "vote_stop", "report", "trip", "device_position",
-                                             "nearby_buses")}
+    workload.weights = {
+        name: 1 for name in ("vote_bus", "vote_stop", "report", "trip", "device_position", "nearby_buses")
+    }
     for _ in range(40):
         workload.step()
     expected = datetime.now(UTC) + timedelta(hours=2)
-    for model in ("eventforbusv2", "eventforbusstop", "stadisticdatafromregistrationbus", "report",
-                  "poseintrajectoryoftoken", "activetoken", "devicepositionintime", "nearbybuseslog"):
+    for model in (
+        "eventforbusv2",
+        "eventforbusstop",
+        "stadisticdatafromregistrationbus",
+        "report",
+        "poseintrajectoryoftoken",
+        "activetoken",
+        "devicepositionintime",
+        "nearbybuseslog",
+    ):
         low, high = _one(seeded, f'SELECT min("timeStamp"), max("timeStamp") FROM {T(model)}')
         assert high is not None, model
         assert expected - timedelta(minutes=5) < low <= high <= expected, model
 
 
 # -- reports and images ---------------------------------------------------------------------
+
 
 def test_reports_carry_images_with_mixed_case_extensions_and_client_json(seeded, tmp_path):
     media = tmp_path / "media"
@@ -253,16 +325,20 @@ def test_reports_carry_images_with_mixed_case_extensions_and_client_json(seeded,
 
 # -- bulk volume ----------------------------------------------------------------------------
 
+
 def test_scale_reaches_roughly_the_requested_size(seeded):
     with connect(seeded) as conn:
         result = build_scale(conn, 0.02, batch_poses=50_000)
         size = database_size(conn)
     assert 0.02e9 <= size <= 0.02e9 * 1.25
     assert result.rows["poseintrajectoryoftoken"] > 0 and result.rows["eventforbusstop"] > 0
-    bad = _one(seeded, f'SELECT count(*) FROM {T("eventforbusv2")} e JOIN (SELECT "reportOfEvent_id" AS id, '
-                       f'max("timeStamp") AS newest, min("timeStamp") AS oldest '
-                       f'FROM {T("stadisticdatafromregistrationbus")} GROUP BY 1) s USING (id) '
-                       f'WHERE e."timeStamp" <> s.newest OR e."timeCreation" > s.oldest')
+    bad = _one(
+        seeded,
+        f'SELECT count(*) FROM {T("eventforbusv2")} e JOIN (SELECT "reportOfEvent_id" AS id, '
+        f'max("timeStamp") AS newest, min("timeStamp") AS oldest '
+        f"FROM {T('stadisticdatafromregistrationbus')} GROUP BY 1) s USING (id) "
+        f'WHERE e."timeStamp" <> s.newest OR e."timeCreation" > s.oldest',
+    )
     assert bad == (0,)
     assert _one(seeded, f'SELECT max("timeStamp") < now() FROM {T("poseintrajectoryoftoken")}') == (True,)
 
@@ -275,11 +351,14 @@ def test_event_window_puts_its_rows_inside_one_window(seeded):
     for model in written:
         low, high, n = _one(seeded, f'SELECT min("timeStamp"), max("timeStamp"), count(*) FROM {T(model)}')
         assert start <= low and high < start + timedelta(minutes=5) and n == written[model]
-    earlier = _one(seeded, f'SELECT count(*) FROM {T("eventforbusv2")} WHERE "timeCreation" < %s', (start,))[0]
+    earlier = _one(seeded, f'SELECT count(*) FROM {T("eventforbusv2")} WHERE "timeCreation" < %s', (start,))[
+        0
+    ]
     assert 0 < earlier < written["eventforbusv2"]
 
 
 # -- command line ---------------------------------------------------------------------------
+
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
@@ -291,9 +370,30 @@ def _cli(*argv: str) -> int:
 def test_cli_seeds_runs_traffic_with_a_late_commit_and_scales(sender_db, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ARB_SENDER_DSN", sender_db)
     media = str(tmp_path / "media")
-    assert _cli("seed", "--dsn", sender_db, "--media-dir", media, "--seed", "2", "--reference-scale", str(SMALL)) == 0
-    assert _cli("traffic", "--dsn", sender_db, "--media-dir", media, "--seed", "2", "--rate", "50",
-                "--duration", "0.5", "--clock-offset-seconds", "-30", "--late-commit-minutes", "0.01") == 0
+    assert (
+        _cli("seed", "--dsn", sender_db, "--media-dir", media, "--seed", "2", "--reference-scale", str(SMALL))
+        == 0
+    )
+    assert (
+        _cli(
+            "traffic",
+            "--dsn",
+            sender_db,
+            "--media-dir",
+            media,
+            "--seed",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "0.5",
+            "--clock-offset-seconds",
+            "-30",
+            "--late-commit-minutes",
+            "0.01",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "seeded v1.3" in out and "late_vote 1" in out
     assert _cli("window", "--dsn", sender_db, "--start", "2024-05-01T12:00:00+00:00", "--rows", "400") == 0

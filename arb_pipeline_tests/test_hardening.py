@@ -21,23 +21,31 @@ import pytest
 import zstandard
 from psycopg import sql
 
-from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.pg.connect import connect
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
+from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.extract.tables import Window
-from arb_pipeline.dev.generator.zones import seed_zones
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.verify import VerifyError
-from arb_pipeline.ops.parity import compare_tables
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.backups import new_sender
 from arb_pipeline_tests.test_postprocess_e2e import assert_every_row_derived
-from arb_pipeline_tests.test_receiver_faults import W1_OPS, Receiver, _partial, _traffic, _window, failure_text, tick
+from arb_pipeline_tests.test_receiver_faults import (
+    W1_OPS,
+    Receiver,
+    _partial,
+    _traffic,
+    _window,
+    failure_text,
+    tick,
+)
 
 UTC = timezone.utc
 ROLE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "sql" / "receiver-role.sql"
@@ -47,9 +55,12 @@ _roles = itertools.count()
 
 # -- the role ---------------------------------------------------------------------------------
 
+
 def run_role_script(pg, admin_dsn: str, role: str | None) -> subprocess.CompletedProcess:
     args = [pg.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"] + (["-v", f"role={role}"] if role else [])
-    return subprocess.run(args + ["-f", str(ROLE_SCRIPT), admin_dsn], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        args + ["-f", str(ROLE_SCRIPT), admin_dsn], capture_output=True, text=True, timeout=120
+    )
 
 
 def dsn_as(dsn: str, user: str, password: str | None = None) -> str:
@@ -65,7 +76,9 @@ def make_receiver_role(pg, admin_dsn: str, password: str | None = None) -> tuple
     assert done.returncode == 0, done.stderr
     if password:
         with connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+            )
     return role, dsn_as(admin_dsn, role, password)
 
 
@@ -87,8 +100,16 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     partial = _partial(dsn, staging, media, key, "h1")
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
-    complete = build_complete(dsn, staging, partition_key=day, window=Window(tw.start, tw.end), unique="hc",
-                              media_dir=media, sender_id="hardening", pg_dump=str(find_bin_dir() / "pg_dump"))
+    complete = build_complete(
+        dsn,
+        staging,
+        partition_key=day,
+        window=Window(tw.start, tw.end),
+        unique="hc",
+        media_dir=media,
+        sender_id="hardening",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
     return Sender(dsn, media, key, partial, complete)
 
 
@@ -109,19 +130,30 @@ def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, 
         assert all(e.passed for e in run.get_asset_check_evaluations())
     with connect(receiver_db) as conn:
         assert dict(conn.execute("SELECT backup_id, outcome FROM arb_loaded_backup").fetchall()) == {
-            sender.partial.manifest.backup_id: "loaded", sender.complete.manifest.backup_id: "loaded"}
+            sender.partial.manifest.backup_id: "loaded",
+            sender.complete.manifest.backup_id: "loaded",
+        }
     report = compare_tables(sender.dsn, receiver_db)
     assert report.ok, report.format()
 
-    post = dg.materialize(POSTPROCESS_ASSETS, partition_key=sender.key, instance=instance, raise_on_error=False,
-                          resources={"receiver_db": ReceiverDatabase(dsn=role_dsn),
-                                     "postprocess_settings": PostprocessSettings()})
+    post = dg.materialize(
+        POSTPROCESS_ASSETS,
+        partition_key=sender.key,
+        instance=instance,
+        raise_on_error=False,
+        resources={
+            "receiver_db": ReceiverDatabase(dsn=role_dsn),
+            "postprocess_settings": PostprocessSettings(),
+        },
+    )
     assert post.success, failure_text(post)
     assert_every_row_derived(receiver_db)
     with connect(receiver_db) as conn:
         assert conn.execute("SELECT count(*) FROM arb_pp_report_info").fetchone()[0] > 0
         # The role owns nothing, not even a leftover staging table.
-        owned = conn.execute("SELECT count(*) FROM pg_class WHERE relowner = to_regrole(%s)", (role,)).fetchone()[0]
+        owned = conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relowner = to_regrole(%s)", (role,)
+        ).fetchone()[0]
         assert owned == 0
 
 
@@ -165,14 +197,24 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
             except psycopg.errors.InsufficientPrivilege:
                 continue
             allowed.append(what)
-        attributes = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
-                                  "FROM pg_roles WHERE rolname = current_user").fetchone()
-        writable = {t for (t,) in conn.execute(
-            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
-            "AND (has_table_privilege(oid, 'INSERT') OR has_table_privilege(oid, 'UPDATE') "
-            "OR has_table_privilege(oid, 'DELETE') OR has_table_privilege(oid, 'TRUNCATE'))")}
-        derived = {t for (t,) in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'arb\\_pp\\_%' "
-                                              "AND relkind = 'r'")}
+        attributes = conn.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+            "FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        writable = {
+            t
+            for (t,) in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
+                "AND (has_table_privilege(oid, 'INSERT') OR has_table_privilege(oid, 'UPDATE') "
+                "OR has_table_privilege(oid, 'DELETE') OR has_table_privilege(oid, 'TRUNCATE'))"
+            )
+        }
+        derived = {
+            t
+            for (t,) in conn.execute(
+                "SELECT relname FROM pg_class WHERE relname LIKE 'arb\\_pp\\_%' AND relkind = 'r'"
+            )
+        }
     assert allowed == []
     assert attributes == (False,) * 5
     # Exactly the replicated tables (catalog.py) and the receiver's own: a table added by a
@@ -180,8 +222,12 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
     assert writable == REPLICATED | derived | {"arb_loaded_backup", "arb_postprocess_state"}
     with connect(receiver_db) as admin:
         assert admin.execute("SELECT * FROM arb_admin_canary").fetchall() == [(1, "untouched")]
-        assert admin.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'AndroidRequests_report'"
-                             ).fetchone()[0] == 1
+        assert (
+            admin.execute(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'AndroidRequests_report'"
+            ).fetchone()[0]
+            == 1
+        )
 
 
 def test_the_role_script_refuses_a_missing_name_and_a_role_that_owns_things(receiver_db, pg_cluster):
@@ -191,7 +237,9 @@ def test_the_role_script_refuses_a_missing_name_and_a_role_that_owns_things(rece
     admin = run_role_script(pg_cluster, receiver_db, owner)
     assert admin.returncode != 0 and "must own nothing" in admin.stderr
     with connect(receiver_db) as conn:
-        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (owner,)).fetchone() == (True,)
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (owner,)).fetchone() == (
+            True,
+        )
 
 
 # -- nothing from a backup runs as SQL --------------------------------------------------------
@@ -233,6 +281,7 @@ def json_rows(change):
         docs = [json.loads(line) for line in lines]
         change(docs)
         return [json.dumps(d).encode() for d in docs]
+
     return apply
 
 
@@ -269,14 +318,25 @@ def test_nothing_from_a_backup_is_executed_as_sql(sender, receiver_db, tmp_path,
         docs[0]["message"] = EVIL_VALUE
 
     evil_column = f'x"{DROP}'
-    loaded = receive(variant(p, inbox, "values", rows={"AndroidRequests_report": json_rows(evil_values)}), **go)
+    loaded = receive(
+        variant(p, inbox, "values", rows={"AndroidRequests_report": json_rows(evil_values)}), **go
+    )
     assert loaded.load.outcome == "loaded"
-    first_id = json.loads(zstandard.ZstdDecompressor().stream_reader(
-        (p.staged.root / next(f.name for f in p.manifest.table_files() if f.table == "AndroidRequests_report"))
-        .read_bytes()).read().splitlines()[0])["id"]
+    first_id = json.loads(
+        zstandard.ZstdDecompressor()
+        .stream_reader(
+            (
+                p.staged.root
+                / next(f.name for f in p.manifest.table_files() if f.table == "AndroidRequests_report")
+            ).read_bytes()
+        )
+        .read()
+        .splitlines()[0]
+    )["id"]
     with connect(receiver_db) as conn:
-        assert conn.execute('SELECT message FROM "AndroidRequests_report" WHERE id = %s', (first_id,)
-                            ).fetchone() == (EVIL_VALUE,)
+        assert conn.execute(
+            'SELECT message FROM "AndroidRequests_report" WHERE id = %s', (first_id,)
+        ).fetchone() == (EVIL_VALUE,)
     assert_nothing_dropped(receiver_db)
 
     def add_column(docs):
@@ -290,8 +350,12 @@ def test_nothing_from_a_backup_is_executed_as_sql(sender, receiver_db, tmp_path,
                 c["type"] = f"text){DROP}"
 
     caplog.set_level("WARNING")
-    loaded = receive(variant(p, inbox, "names", rows={"AndroidRequests_report": json_rows(add_column)},
-                             manifest=evil_names), **go)
+    loaded = receive(
+        variant(
+            p, inbox, "names", rows={"AndroidRequests_report": json_rows(add_column)}, manifest=evil_names
+        ),
+        **go,
+    )
     assert loaded.load.outcome == "loaded"
     assert evil_column in caplog.text  # named as not loaded, never run
     assert_nothing_dropped(receiver_db)
@@ -310,14 +374,24 @@ def test_nothing_from_a_backup_is_executed_as_sql(sender, receiver_db, tmp_path,
 
     # A complete's restore.sql and schema.sql are for a human restore (and the fenced drill):
     # the loader never runs them.
-    loaded = receive(variant(sender.complete, inbox, "script", extra_files={
-        "restore.sql": "DROP TABLE arb_canary;\nDROP TABLE \"AndroidRequests_report\";\n".encode(),
-        "schema.sql": b"DROP TABLE arb_canary;\n"}), **go)
+    loaded = receive(
+        variant(
+            sender.complete,
+            inbox,
+            "script",
+            extra_files={
+                "restore.sql": 'DROP TABLE arb_canary;\nDROP TABLE "AndroidRequests_report";\n'.encode(),
+                "schema.sql": b"DROP TABLE arb_canary;\n",
+            },
+        ),
+        **go,
+    )
     assert loaded.load.outcome == "loaded"
     assert_nothing_dropped(receiver_db)
     with connect(receiver_db) as conn:  # the complete is newer: the sender's message is back
-        assert conn.execute('SELECT message FROM "AndroidRequests_report" WHERE id = %s', (first_id,)
-                            ).fetchone() != (EVIL_VALUE,)
+        assert conn.execute(
+            'SELECT message FROM "AndroidRequests_report" WHERE id = %s', (first_id,)
+        ).fetchone() != (EVIL_VALUE,)
 
 
 def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_db, tmp_path):
@@ -326,8 +400,12 @@ def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_d
     inbox, media = tmp_path / "inbox", tmp_path / "media"
     media.mkdir()
     last = sender.complete.manifest.tables_order[-1]
-    bad = variant(sender.complete, inbox, "bad", rows={last: lambda lines: lines[:-1] + [b"not-a-number\t" +
-                                                                                         lines[-1].split(b"\t", 1)[1]]})
+    bad = variant(
+        sender.complete,
+        inbox,
+        "bad",
+        rows={last: lambda lines: lines[:-1] + [b"not-a-number\t" + lines[-1].split(b"\t", 1)[1]]},
+    )
     with pytest.raises(ArbError) as err:
         receive(bad, dsn=receiver_db, media_dir=media, quarantine_dir=tmp_path / "q")
     message = str(err.value)
@@ -336,13 +414,18 @@ def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_d
     assert "quarantined" in message and not bad.exists()
     assert (tmp_path / "q" / "complete" / bad.name / "REASON.txt").read_text().count(last)
     with connect(receiver_db) as conn:
-        assert all(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] == 0
-                   for t in REPLICATED)
+        assert all(
+            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] == 0
+            for t in REPLICATED
+        )
         assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 0
-        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'arb_stage'").fetchone()[0] == 0
+        assert (
+            conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'arb_stage'").fetchone()[0] == 0
+        )
 
 
 # -- SFTP key files (test_transport.py covers 0644, host keys and passphrases with sshd) --------
+
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o620, 0o602, 0o700, 0o611])
 def test_a_key_file_any_other_user_could_read_or_change_is_refused_before_connecting(tmp_path, mode):
@@ -356,8 +439,16 @@ def test_a_key_file_any_other_user_could_read_or_change_is_refused_before_connec
     (tmp_path / "known_hosts").write_text("")
     os.chmod(key, mode)
     for path in (key, link):  # a symlink is judged by the file it points to
-        transport = SftpTransport("127.0.0.1", 1, "arbsftp", path, tmp_path / "known_hosts", "/inbox", retries=0,
-                                  key_passphrase="k3y-pass")
+        transport = SftpTransport(
+            "127.0.0.1",
+            1,
+            "arbsftp",
+            path,
+            tmp_path / "known_hosts",
+            "/inbox",
+            retries=0,
+            key_passphrase="k3y-pass",
+        )
         with pytest.raises(TransportError) as err:
             transport.listdir()
         message = str(err.value)

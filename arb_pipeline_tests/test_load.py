@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.ops.parity import compare_tables
-from arb_pipeline_tests.backups import P, PARTIAL_TABLES, seeded_sender, traffic, load, make_complete, make_partial
+from arb_pipeline.pg.connect import connect
+from arb_pipeline_tests.backups import (
+    PARTIAL_TABLES,
+    P,
+    load,
+    make_complete,
+    make_partial,
+    seeded_sender,
+    traffic,
+)
 from arb_pipeline_tests.conftest import _fresh_db
-
 
 
 @pytest.fixture
@@ -68,7 +75,9 @@ def test_a_complete_after_newer_partials_keeps_them(sender, pg_cluster, tmp_path
     assert compare_tables(dsn, b, tables=PARTIAL_TABLES).ok
 
 
-def test_complete_applies_deletes_and_bulk_updates_then_supersedes_older_partials(sender, receiver_db, tmp_path):
+def test_complete_applies_deletes_and_bulk_updates_then_supersedes_older_partials(
+    sender, receiver_db, tmp_path
+):
     dsn, media, work = sender
     _traffic(work, 200)
     old_partial = make_partial(dsn, tmp_path / "s", media)
@@ -90,21 +99,27 @@ def test_receiver_only_columns_survive_and_changed_rows_are_marked(sender, recei
     _traffic(work)
     load(receiver_db, make_partial(dsn, tmp_path / "s", media))
     with connect(receiver_db) as conn:
-        conn.execute(f'UPDATE "{P}eventforbusv2" SET transformed = true, direction = \'I\'')
+        conn.execute(f"UPDATE \"{P}eventforbusv2\" SET transformed = true, direction = 'I'")
     with connect(dsn) as conn:
-        changed = conn.execute(f'UPDATE "{P}eventforbusv2" SET "eventConfirm" = "eventConfirm" + 1, '
-                               f'"timeStamp" = "timeStamp" + interval \'1 second\' '
-                               f'WHERE id = (SELECT min(id) FROM "{P}eventforbusv2") RETURNING id').fetchone()[0]
+        changed = conn.execute(
+            f'UPDATE "{P}eventforbusv2" SET "eventConfirm" = "eventConfirm" + 1, '
+            f'"timeStamp" = "timeStamp" + interval \'1 second\' '
+            f'WHERE id = (SELECT min(id) FROM "{P}eventforbusv2") RETURNING id'
+        ).fetchone()[0]
     marks = _marks(receiver_db)
     load(receiver_db, make_partial(dsn, tmp_path / "s", media))
-    assert _count(receiver_db, P + "eventforbusv2", "direction = 'I'") == _count(receiver_db, P + "eventforbusv2")
+    assert _count(receiver_db, P + "eventforbusv2", "direction = 'I'") == _count(
+        receiver_db, P + "eventforbusv2"
+    )
     assert _count(receiver_db, P + "eventforbusv2", "NOT transformed") == 1
     assert _count(receiver_db, P + "eventforbusv2", f"NOT transformed AND id = {changed}") == 1
     # Postprocessing's marker moves on the changed row only (the partial carried them all).
     after = _marks(receiver_db)
     assert {i for i in marks if after[i] != marks[i]} == {changed}
     assert after[changed] > marks[changed]
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))  # a complete of the same content: nothing moves
+    load(
+        receiver_db, make_complete(dsn, tmp_path / "s", media)
+    )  # a complete of the same content: nothing moves
     assert _marks(receiver_db) == after
 
 
@@ -132,6 +147,7 @@ def test_a_failing_load_changes_nothing(sender, receiver_db, tmp_path):
     last = backup.manifest.table_files()[-1]
     path = backup.staged.path(last.name)
     import zstandard
+
     path.write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "not a number"}\n' * (last.rows or 1)))
     with pytest.raises(Exception):
         load(receiver_db, backup)

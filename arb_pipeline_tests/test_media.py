@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from arb_pipeline.extract.media import NOT_FOUND, UNSAFE_NAME, bundle_all_media, bundle_media
-from arb_pipeline.package.media import MediaError, is_safe_name
-from arb_pipeline.receive.media import install_media
 from arb_pipeline.package.manifest import MediaEntry
+from arb_pipeline.package.media import MediaError, is_safe_name
 from arb_pipeline.package.writer import StagedBackup
+from arb_pipeline.receive.media import install_media
 
 
 def sha(data: bytes) -> str:
@@ -45,17 +45,22 @@ def write_images(folder: Path, images=IMAGES) -> None:
 
 
 def tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 # ------------------------------------------------------------------------ sender
+
 
 def test_mixed_case_extensions_bundled(dirs):
     sender, _, staged = dirs
     write_images(sender)
     bundle = bundle_media(sender, list(IMAGES) + ["12_04-15-26_2026-11-26.JPG", ""], staged)
     assert [f.name for f in bundle.files] == sorted(IMAGES)
-    assert {f.name: (f.bytes, f.sha256) for f in bundle.files} == {n: (len(d), sha(d)) for n, d in IMAGES.items()}
+    assert {f.name: (f.bytes, f.sha256) for f in bundle.files} == {
+        n: (len(d), sha(d)) for n, d in IMAGES.items()
+    }
     assert bundle.missing == []
     assert bundle.entry.kind == "media" and bundle.entry.rows == 3 and bundle.entry.name == "media.tar"
     assert staged.entries == [bundle.entry]
@@ -77,8 +82,10 @@ def test_missing_file_listed_with_warning(dirs, caplog):
         bundle = bundle_media(sender, ["99_00-00-00_2026-11-26.jpg", "12_04-15-26_2026-11-26.JPG"], staged)
     assert [f.name for f in bundle.files] == ["12_04-15-26_2026-11-26.JPG"]
     assert [(m.name, m.reason) for m in bundle.missing] == [("99_00-00-00_2026-11-26.jpg", NOT_FOUND)]
-    assert any("99_00-00-00_2026-11-26.jpg" in r.getMessage() and r.levelno == logging.WARNING
-               for r in caplog.records)
+    assert any(
+        "99_00-00-00_2026-11-26.jpg" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
 
 
 def test_unsafe_names_not_bundled(dirs, tmp_path):
@@ -89,13 +96,22 @@ def test_unsafe_names_not_bundled(dirs, tmp_path):
     (sender / "link_out.jpg").symlink_to(secret)
     (sender / "link_in.jpg").symlink_to(sender / "12_04-15-26_2026-11-26.JPG")
     (sender / "sub").mkdir()
-    (sender / "dir_link").symlink_to(tmp_path)   # dir_link/secret.txt passes the name rule
+    (sender / "dir_link").symlink_to(tmp_path)  # dir_link/secret.txt passes the name rule
     os.mkfifo(sender / "fifo.jpg")
     (sender / "a_folder.jpg").mkdir()
-    names = ["../etc/passwd", "/etc/passwd", "link_out.jpg", "dir_link/secret.txt", "sub/../x.jpg",
-             "fifo.jpg", "a_folder.jpg", "with space.jpg", "link_in.jpg"]
+    names = [
+        "../etc/passwd",
+        "/etc/passwd",
+        "link_out.jpg",
+        "dir_link/secret.txt",
+        "sub/../x.jpg",
+        "fifo.jpg",
+        "a_folder.jpg",
+        "with space.jpg",
+        "link_in.jpg",
+    ]
     bundle = bundle_media(sender, names, staged)
-    assert [f.name for f in bundle.files] == ["link_in.jpg"]          # a symlink inside the folder is fine
+    assert [f.name for f in bundle.files] == ["link_in.jpg"]  # a symlink inside the folder is fine
     assert bundle.files[0].sha256 == sha(IMAGES["12_04-15-26_2026-11-26.JPG"])
     reasons = {m.name: m.reason for m in bundle.missing}
     assert set(reasons) == set(names) - {"link_in.jpg"}
@@ -132,6 +148,7 @@ def test_is_safe_name():
 
 # ------------------------------------------------------------------------ receiver
 
+
 def round_trip(sender, receiver, staged, names=None):
     bundle = bundle_media(sender, names or list(IMAGES), staged)
     return bundle, install_media(staged.path(bundle.entry.name), bundle.files, receiver)
@@ -142,7 +159,7 @@ def test_round_trip_identical_bytes(dirs):
     write_images(sender)
     bundle, result = round_trip(sender, receiver, staged)
     assert sorted(result.installed) == sorted(IMAGES) and result.identical == [] and result.conflicts == []
-    assert tree(receiver) == IMAGES                                    # and no .part files left
+    assert tree(receiver) == IMAGES  # and no .part files left
     for name in IMAGES:
         assert (receiver / name).stat().st_mtime == int((sender / name).stat().st_mtime)
         assert (receiver / name).stat().st_mode & 0o777 == 0o644 & ~_umask()
@@ -195,7 +212,7 @@ def test_tampered_tar_installs_nothing(dirs):
     bundle = bundle_media(sender, list(IMAGES), staged)
     tar_path = staged.path("media.tar")
     data = bytearray(tar_path.read_bytes())
-    last = sorted(IMAGES)[-1]                       # the last member: the others stage fine first
+    last = sorted(IMAGES)[-1]  # the last member: the others stage fine first
     at = data.find(IMAGES[last][:20])
     data[at + 5] ^= 0xFF
     tar_path.write_bytes(bytes(data))
@@ -245,25 +262,28 @@ def folder(name: str) -> tarfile.TarInfo:
 GOOD = b"good image"
 
 
-@pytest.mark.parametrize("bad, bad_data, expect", [
-    (reg("../evil"), b"evil", "unsafe name"),
-    (reg("sub/../../evil"), b"evil", "unsafe name"),
-    (reg("/tmp/evil_abs"), b"evil", "unsafe name"),
-    (link("evil_link.jpg", "/etc/passwd"), None, "a symlink"),
-    (link("evil_hard.jpg", "/etc/passwd", tarfile.LNKTYPE), None, "a hard link"),
-    (folder("sub"), None, "a folder"),
-    (reg("not_listed.jpg"), b"evil", "not listed in the manifest"),
-])
+@pytest.mark.parametrize(
+    "bad, bad_data, expect",
+    [
+        (reg("../evil"), b"evil", "unsafe name"),
+        (reg("sub/../../evil"), b"evil", "unsafe name"),
+        (reg("/tmp/evil_abs"), b"evil", "unsafe name"),
+        (link("evil_link.jpg", "/etc/passwd"), None, "a symlink"),
+        (link("evil_hard.jpg", "/etc/passwd", tarfile.LNKTYPE), None, "a hard link"),
+        (folder("sub"), None, "a folder"),
+        (reg("not_listed.jpg"), b"evil", "not listed in the manifest"),
+    ],
+)
 def test_hostile_members_refused(tmp_path, bad, bad_data, expect):
     receiver = tmp_path / "deep" / "receiver"
     receiver.mkdir(parents=True)
     bundle = tmp_path / "bundle.tar"
     craft(bundle, [(reg("1_good.jpg"), GOOD), (bad, bad_data)])
-    expected = [MediaEntry("1_good.jpg", len(GOOD), sha(GOOD))]   # the name check comes before "not listed"
+    expected = [MediaEntry("1_good.jpg", len(GOOD), sha(GOOD))]  # the name check comes before "not listed"
     before = tree(tmp_path)
     with pytest.raises(MediaError, match=expect):
         install_media(bundle, expected, receiver)
-    assert list(receiver.iterdir()) == []                     # the good member wasn't installed either
+    assert list(receiver.iterdir()) == []  # the good member wasn't installed either
     assert tree(tmp_path) == before
     assert not Path("/tmp/evil_abs").exists()
 
@@ -274,8 +294,7 @@ def test_unsafe_expected_name_refused(tmp_path):
     craft(tmp_path / "b.tar", [(reg("../evil"), GOOD)])
     with pytest.raises(MediaError, match="not a safe relative name"):
         install_media(tmp_path / "b.tar", [MediaEntry("../evil", len(GOOD), sha(GOOD))], receiver)
-    assert sorted(tmp_path.iterdir()) == sorted(
-        [tmp_path / "b.tar", receiver])
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "b.tar", receiver])
 
 
 def test_duplicate_member_refused(tmp_path):
@@ -313,6 +332,7 @@ def test_subfolder_symlink_on_receiver_not_followed(tmp_path):
 
 
 # ------------------------------------------------------------------------ scale
+
 
 def test_large_file_streams(dirs):
     sender, receiver, staged = dirs
@@ -354,7 +374,9 @@ def test_bundle_all_media_nested_2000_files(dirs, caplog):
     (sender / "d1" / "deeper").mkdir()
     (sender / "d1" / "deeper" / "x.jpg").write_bytes(b"too deep")
     (sender / "bad name.jpg").write_bytes(b"x")
-    (sender / "link.jpg").symlink_to(sender / "d1" / next(n for n in expected if n.startswith("d1/")).split("/")[1])
+    (sender / "link.jpg").symlink_to(
+        sender / "d1" / next(n for n in expected if n.startswith("d1/")).split("/")[1]
+    )
     with caplog.at_level(logging.WARNING, logger="arb_pipeline.extract.media"):
         bundle = bundle_all_media(sender, staged)
     assert [f.name for f in bundle.files] == sorted(expected)

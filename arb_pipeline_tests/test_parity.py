@@ -9,7 +9,7 @@ import json
 import psycopg
 import pytest
 
-from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline.cli.parity import register
 from arb_pipeline.errors import ConfigError, SchemaError
 from arb_pipeline.ops.parity import (
     CHANGED,
@@ -21,7 +21,7 @@ from arb_pipeline.ops.parity import (
     shared_columns,
     table_fingerprint,
 )
-from arb_pipeline.cli.parity import register
+from arb_pipeline.pg.connect import connect, quote_ident
 
 GTFS = "AndroidRequests_gtfs"
 BUSSTOP = "AndroidRequests_busstop"
@@ -35,44 +35,136 @@ USER = "AndroidRequests_transappuser"
 # Values chosen to trip text rendering: microseconds and offsets, floats that need all
 # 17 digits, unicode, newlines, tabs, backslashes, quotes, commas, parentheses, NULLs.
 ROWS = {
-    GTFS: (["id", "version", "timeCreation"], [
-        (1, "v1.0", "2024-01-01 00:00:00.000001+00"),
-    ]),
-    BUSSTOP: (["id", "longitude", "latitude", "code", "name", "gtfs_id"], [
-        (1, -70.6483921, -33.4378305, "PA433", "Estación Ñuñoa\nandén 2", 1),
-        (2, 0.30000000000000004, -1e-300, "PA1", 'back\\slash, "quoted" (paren)', 1),
-        (3, 1.5, 2.25, "PA2", "", 1),
-    ]),
-    EVENT: (["id", "name", "description", "lifespam", "category", "origin", "eventType"], [
-        ("evn00001", "Desvío", "Bus con desvío\ttabs", 30, "bus", "i", "bus"),
-        ("evn00002", "Lleno", None, 30, "bus", "i", "bus"),
-        ("Zeta0001", "Zeta", "", 15, "bus", "o", "bus"),
-        ("alfa0001", "alfa", "minúsculas", 15, "stop", "o", "stop"),
-        ("_und0001", "und", "guion_bajo", 15, "stop", "o", "stop"),
-    ]),
-    BUSV2: (["id", "registrationPlate", "uuid"], [
-        (1, "AB1234", "5f2b8a4e-8c51-4c3e-9a1b-0d5e7c1f2a3b"),
-    ]),
-    ASSIGNMENT: (["id", "service", "uuid_id"], [
-        (1, "506", 1),
-    ]),
-    EVENTBUS: (["id", "timeStamp", "timeCreation", "expireTime", "event_id", "eventConfirm", "eventDecline",
-                "phoneId", "broken", "brokenType", "busassignment_id"], [
-        (1, "2024-03-05 12:34:56.123456+00", "2024-03-05 09:34:56.999999-03", None, "evn00001", 1, 0,
-         "0a1b2c3d-0000-4000-8000-000000000001", False, None, 1),
-        (2, "2024-03-05 12:35:00.000001+00", "2024-03-05 12:35:00+00", "2024-03-05 13:05:00.5+00", "evn00002",
-         3, 1, "0a1b2c3d-0000-4000-8000-000000000002", True, "motor\\falla", 1),
-        (3, "2024-12-31 23:59:59.999999+00", "2025-01-01 00:00:00+00", None, "evn00001", 1, 2,
-         "0a1b2c3d-0000-4000-8000-000000000003", False, None, 1),
-    ]),
-    LEVEL: (["id", "name", "minScore", "maxScore", "position"], [
-        (1, "Novato", 0.0, 100.5, 1),
-    ]),
-    USER: (["id", "userId", "name", "phoneId", "accountType", "globalScore", "level_id", "nickname",
-            "photoURI", "externalId", "globalPosition", "timeCreation"], [
-        (1, "fb-1", "Ana María", "0a1b2c3d-0000-4000-8000-0000000000aa", "FACEBOOK", 12.5, 1, "anita",
-         "http://example.com/a.png", "0a1b2c3d-0000-4000-8000-0000000000ab", 3, "2024-02-02 10:00:00.5+00"),
-    ]),
+    GTFS: (
+        ["id", "version", "timeCreation"],
+        [
+            (1, "v1.0", "2024-01-01 00:00:00.000001+00"),
+        ],
+    ),
+    BUSSTOP: (
+        ["id", "longitude", "latitude", "code", "name", "gtfs_id"],
+        [
+            (1, -70.6483921, -33.4378305, "PA433", "Estación Ñuñoa\nandén 2", 1),
+            (2, 0.30000000000000004, -1e-300, "PA1", 'back\\slash, "quoted" (paren)', 1),
+            (3, 1.5, 2.25, "PA2", "", 1),
+        ],
+    ),
+    EVENT: (
+        ["id", "name", "description", "lifespam", "category", "origin", "eventType"],
+        [
+            ("evn00001", "Desvío", "Bus con desvío\ttabs", 30, "bus", "i", "bus"),
+            ("evn00002", "Lleno", None, 30, "bus", "i", "bus"),
+            ("Zeta0001", "Zeta", "", 15, "bus", "o", "bus"),
+            ("alfa0001", "alfa", "minúsculas", 15, "stop", "o", "stop"),
+            ("_und0001", "und", "guion_bajo", 15, "stop", "o", "stop"),
+        ],
+    ),
+    BUSV2: (
+        ["id", "registrationPlate", "uuid"],
+        [
+            (1, "AB1234", "5f2b8a4e-8c51-4c3e-9a1b-0d5e7c1f2a3b"),
+        ],
+    ),
+    ASSIGNMENT: (
+        ["id", "service", "uuid_id"],
+        [
+            (1, "506", 1),
+        ],
+    ),
+    EVENTBUS: (
+        [
+            "id",
+            "timeStamp",
+            "timeCreation",
+            "expireTime",
+            "event_id",
+            "eventConfirm",
+            "eventDecline",
+            "phoneId",
+            "broken",
+            "brokenType",
+            "busassignment_id",
+        ],
+        [
+            (
+                1,
+                "2024-03-05 12:34:56.123456+00",
+                "2024-03-05 09:34:56.999999-03",
+                None,
+                "evn00001",
+                1,
+                0,
+                "0a1b2c3d-0000-4000-8000-000000000001",
+                False,
+                None,
+                1,
+            ),
+            (
+                2,
+                "2024-03-05 12:35:00.000001+00",
+                "2024-03-05 12:35:00+00",
+                "2024-03-05 13:05:00.5+00",
+                "evn00002",
+                3,
+                1,
+                "0a1b2c3d-0000-4000-8000-000000000002",
+                True,
+                "motor\\falla",
+                1,
+            ),
+            (
+                3,
+                "2024-12-31 23:59:59.999999+00",
+                "2025-01-01 00:00:00+00",
+                None,
+                "evn00001",
+                1,
+                2,
+                "0a1b2c3d-0000-4000-8000-000000000003",
+                False,
+                None,
+                1,
+            ),
+        ],
+    ),
+    LEVEL: (
+        ["id", "name", "minScore", "maxScore", "position"],
+        [
+            (1, "Novato", 0.0, 100.5, 1),
+        ],
+    ),
+    USER: (
+        [
+            "id",
+            "userId",
+            "name",
+            "phoneId",
+            "accountType",
+            "globalScore",
+            "level_id",
+            "nickname",
+            "photoURI",
+            "externalId",
+            "globalPosition",
+            "timeCreation",
+        ],
+        [
+            (
+                1,
+                "fb-1",
+                "Ana María",
+                "0a1b2c3d-0000-4000-8000-0000000000aa",
+                "FACEBOOK",
+                12.5,
+                1,
+                "anita",
+                "http://example.com/a.png",
+                "0a1b2c3d-0000-4000-8000-0000000000ab",
+                3,
+                "2024-02-02 10:00:00.5+00",
+            ),
+        ],
+    ),
 }
 PERSONAL = {USER: (["email", "sessionToken"], [("ana@example.com", "0a1b2c3d-0000-4000-8000-0000000000ac")])}
 
@@ -110,8 +202,12 @@ def _pair(pg_cluster):
 
 def _empty(dsn: str) -> None:
     with connect(dsn) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'arb_schema_migration'")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'arb_schema_migration'"
+            )
+        ]
         conn.execute("TRUNCATE " + ", ".join(quote_ident(t) for t in tables) + " RESTART IDENTITY")
 
 
@@ -161,15 +257,17 @@ def test_shared_columns_and_key_come_from_the_catalog(dbs):
 
 def test_changed_values_are_drift_naming_table_key_and_column(dbs):
     sender, receiver = dbs
-    _run(receiver,
-         # a decomposed accent: looks the same, isn't
-         f"UPDATE \"{BUSSTOP}\" SET name = 'Estacio' || U&'\\0301' || 'n Ñuñoa' || E'\\n' || 'andén 2' "
-         "WHERE id = 1",
-         f'UPDATE "{BUSSTOP}" SET longitude = 0.3 WHERE id = 2',  # was 0.30000000000000004
-         f"UPDATE \"{EVENTBUS}\" SET \"timeStamp\" = \"timeStamp\" + interval '1 microsecond' WHERE id = 3",
-         f"UPDATE \"{EVENTBUS}\" SET \"brokenType\" = '' WHERE id = 1",  # NULL on the sender
-         f"UPDATE \"{EVENT}\" SET description = NULL WHERE id = 'Zeta0001'",  # '' on the sender
-         f'UPDATE "{USER}" SET "globalScore" = 12.500000000000002, nickname = \'ana\'')
+    _run(
+        receiver,
+        # a decomposed accent: looks the same, isn't
+        f"UPDATE \"{BUSSTOP}\" SET name = 'Estacio' || U&'\\0301' || 'n Ñuñoa' || E'\\n' || 'andén 2' "
+        "WHERE id = 1",
+        f'UPDATE "{BUSSTOP}" SET longitude = 0.3 WHERE id = 2',  # was 0.30000000000000004
+        f'UPDATE "{EVENTBUS}" SET "timeStamp" = "timeStamp" + interval \'1 microsecond\' WHERE id = 3',
+        f'UPDATE "{EVENTBUS}" SET "brokenType" = \'\' WHERE id = 1',  # NULL on the sender
+        f"UPDATE \"{EVENT}\" SET description = NULL WHERE id = 'Zeta0001'",  # '' on the sender
+        f'UPDATE "{USER}" SET "globalScore" = 12.500000000000002, nickname = \'ana\'',
+    )
     report = compare_tables(sender, receiver)
     assert not report.ok
     assert report.drifted == [BUSSTOP, EVENT, EVENTBUS, USER]
@@ -185,7 +283,9 @@ def test_changed_values_are_drift_naming_table_key_and_column(dbs):
         assert [(d.kind, d.key, d.columns) for d in result.diffs] == [(CHANGED, k, c) for k, c in diffs]
     lines = {line.split(":")[0]: line for line in report.format().splitlines()}
     assert lines[EVENTBUS].startswith(f"{EVENTBUS}: DRIFT sender 3 rows, receiver 3 rows")
-    assert lines[EVENTBUS].endswith("2 changed; first keys: id=1 changed (brokenType); id=3 changed (timeStamp)")
+    assert lines[EVENTBUS].endswith(
+        "2 changed; first keys: id=1 changed (brokenType); id=3 changed (timeStamp)"
+    )
     assert "id='Zeta0001' changed (description)" in lines[EVENT]
     assert "id=1 changed (globalScore, nickname)" in lines[USER]
     assert report.format().splitlines()[-1].startswith("parity DRIFT: 4 of 23 tables differ")
@@ -216,7 +316,11 @@ def test_an_extra_row_on_the_receiver_is_named_with_text_keys_in_any_collation(d
 
 def test_max_diffs_bounds_the_named_keys_not_the_counts(dbs):
     sender, receiver = dbs
-    _run(receiver, f'DELETE FROM "{EVENTBUS}" WHERE id IN (1, 3)', f'UPDATE "{EVENTBUS}" SET "eventConfirm" = 9')
+    _run(
+        receiver,
+        f'DELETE FROM "{EVENTBUS}" WHERE id IN (1, 3)',
+        f'UPDATE "{EVENTBUS}" SET "eventConfirm" = 9',
+    )
     result = compare_tables(sender, receiver, tables=[EVENTBUS], max_diffs=1).table(EVENTBUS)
     assert result.counts == {MISSING: 2, EXTRA: 0, CHANGED: 1}
     assert [(d.kind, d.key) for d in result.diffs] == [(MISSING, {"id": 1})]
@@ -224,11 +328,13 @@ def test_max_diffs_bounds_the_named_keys_not_the_counts(dbs):
 
 def test_receiver_only_columns_and_tables_are_not_drift(dbs):
     sender, receiver = dbs
-    _run(receiver,
-         f"UPDATE \"{EVENTBUS}\" SET transformed = true, direction = 'I', \"busStop1\" = 'PA433'",
-         f"UPDATE \"{BUSV2}\" SET transformed = true, \"normalizedPlate\" = 'AB-1234'",
-         "INSERT INTO \"AndroidRequests_halfhourperiod\" (name, \"initialTime\", \"endTime\") "
-         "VALUES ('00:00-00:30', '00:00', '00:30')")
+    _run(
+        receiver,
+        f"UPDATE \"{EVENTBUS}\" SET transformed = true, direction = 'I', \"busStop1\" = 'PA433'",
+        f'UPDATE "{BUSV2}" SET transformed = true, "normalizedPlate" = \'AB-1234\'',
+        'INSERT INTO "AndroidRequests_halfhourperiod" (name, "initialTime", "endTime") '
+        "VALUES ('00:00-00:30', '00:00', '00:30')",
+    )
     report = compare_tables(sender, receiver)
     assert report.ok, report.format()
 
@@ -245,17 +351,21 @@ def test_explicit_table_list_compares_only_those(dbs):
 
 def _record_text(values) -> str:
     """PostgreSQL's record_out, for the reference digest below."""
+
     def element(v):
         if v is None:
             return ""
         if v == "" or any(ch in '"\\(),' or ch in " \t\n\r\v\f" for ch in v):
             return '"' + v.replace("\\", "\\\\").replace('"', '""') + '"'
         return v
+
     return "(" + ",".join(element(v) for v in values) + ")"
 
 
 def _reference_digest(rows) -> str:
-    total = sum(int.from_bytes(hashlib.md5(_record_text(r).encode()).digest()[:8], "big", signed=True) for r in rows)
+    total = sum(
+        int.from_bytes(hashlib.md5(_record_text(r).encode()).digest()[:8], "big", signed=True) for r in rows
+    )
     return f"{total % 2**64:016x}"
 
 
@@ -272,8 +382,10 @@ def test_duplicate_rows_do_not_cancel(dbs):
     sender, _ = dbs
     _empty(sender)
     with connect(sender) as conn:
+
         def digest():
             return table_fingerprint(conn, EVENT, ["category"]).digest
+
         columns, rows = ROWS[EVENT]
         with conn.cursor() as cur:
             cur.executemany(f'INSERT INTO "{EVENT}" VALUES ({", ".join(["%s"] * len(columns))})', rows)
@@ -282,7 +394,7 @@ def test_duplicate_rows_do_not_cancel(dbs):
         bus3 = digest()
         conn.execute(f"DELETE FROM \"{EVENT}\" WHERE id = 'Zeta0001'")
         bus2 = digest()
-        conn.execute(f"DELETE FROM \"{EVENT}\"")
+        conn.execute(f'DELETE FROM "{EVENT}"')
         empty = digest()
     # with xor, equal pairs would vanish: bus3_stop2 == bus3 and bus2 == empty
     assert empty == "0" * 16
@@ -293,9 +405,15 @@ def test_duplicate_rows_do_not_cancel(dbs):
 def test_fingerprint_ignores_row_order_and_session_settings(dbs):
     sender, receiver = dbs
     # move the receiver's rows around physically too
-    _run(receiver, f'UPDATE "{EVENTBUS}" SET broken = broken WHERE id = 2', f'UPDATE "{BUSSTOP}" SET code = code')
-    odd_session = ("-c TimeZone=America/Santiago -c DateStyle=SQL,DMY -c extra_float_digits=0 "
-                   "-c IntervalStyle=sql_standard")
+    _run(
+        receiver,
+        f'UPDATE "{EVENTBUS}" SET broken = broken WHERE id = 2',
+        f'UPDATE "{BUSSTOP}" SET code = code',
+    )
+    odd_session = (
+        "-c TimeZone=America/Santiago -c DateStyle=SQL,DMY -c extra_float_digits=0 "
+        "-c IntervalStyle=sql_standard"
+    )
     with connect(sender) as s, connect(receiver) as r, psycopg.connect(receiver, options=odd_session) as odd:
         for table in ROWS:
             shared = shared_columns(s, r, table)
@@ -397,7 +515,7 @@ def test_arb_main_parity_exit_codes(dbs, capsys):
         pytest.skip(f"another arb command module isn't written yet: {exc}")
     sender, receiver = dbs
     assert cli.main(["parity", "--sender-dsn", sender, "--receiver-dsn", receiver]) == 0
-    _run(receiver, f'UPDATE "{BUSSTOP}" SET code = \'XX\' WHERE id = 3')
+    _run(receiver, f"UPDATE \"{BUSSTOP}\" SET code = 'XX' WHERE id = 3")
     assert cli.main(["parity", "--sender-dsn", sender, "--receiver-dsn", receiver]) == 1
     assert cli.main(["parity", "--sender-dsn", sender, "--receiver-dsn", receiver, "--table", "nope"]) == 2
     assert "table nope is not on the sender" in capsys.readouterr().err

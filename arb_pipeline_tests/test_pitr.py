@@ -32,16 +32,16 @@ import psycopg
 import pytest
 import zstandard
 
-from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
 from arb_pipeline.cli.main import main
-from arb_pipeline.dev.postgres import find_bin_dir
-from arb_pipeline.extract.tables import Window
 from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.ops.parity import compare_media, compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
-from arb_pipeline.ops.parity import compare_media, compare_tables
-from arb_pipeline.restore.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
 from arb_pipeline.progress import Progress
+from arb_pipeline.restore.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.backups import copy_db, new_sender
 from arb_pipeline_tests.backups import traffic_at as _traffic
@@ -60,9 +60,9 @@ class World:
     c_old: BuiltBackup
     early: BuiltBackup
     complete: BuiltBackup
-    partials: list[BuiltBackup]        # P0..P3
-    windows: list[Window]              # W0..W3
-    copies: dict[datetime, tuple[str, Path]]   # window end -> (sender copy DSN, media folder copy)
+    partials: list[BuiltBackup]  # P0..P3
+    windows: list[Window]  # W0..W3
+    copies: dict[datetime, tuple[str, Path]]  # window end -> (sender copy DSN, media folder copy)
     inbox: Path
 
 
@@ -71,15 +71,29 @@ def _floor(t: datetime) -> datetime:
 
 
 def _partial(dsn, staging, media, window: Window, unique: str) -> BuiltBackup:
-    return build_partial(dsn, staging, partition_key=window.start.strftime("%Y-%m-%d-%H-%M"), window=window,
-                         unique=unique, media_dir=media, sender_id="pitr")
+    return build_partial(
+        dsn,
+        staging,
+        partition_key=window.start.strftime("%Y-%m-%d-%H-%M"),
+        window=window,
+        unique=unique,
+        media_dir=media,
+        sender_id="pitr",
+    )
 
 
 def _complete(dsn, staging, media, unique: str) -> BuiltBackup:
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    return build_complete(dsn, staging, partition_key=day.strftime("%Y-%m-%d"),
-                          window=Window(day, day + timedelta(days=1)), unique=unique, media_dir=media,
-                          sender_id="pitr", pg_dump=str(find_bin_dir() / "pg_dump"))
+    return build_complete(
+        dsn,
+        staging,
+        partition_key=day.strftime("%Y-%m-%d"),
+        window=Window(day, day + timedelta(days=1)),
+        unique=unique,
+        media_dir=media,
+        sender_id="pitr",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +103,15 @@ def world(pg_cluster, tmp_path_factory) -> World:
     c_old = _complete(dsn, staging, media, "cold")
     before = datetime.now(UTC) - timedelta(minutes=40)
     _traffic(dsn, media, 23, before, DEFAULT_WEIGHTS, 150)
-    early = _partial(dsn, staging, media, Window(_floor(before), _floor(before) + timedelta(minutes=MINUTES)), "early")
+    early = _partial(
+        dsn, staging, media, Window(_floor(before), _floor(before) + timedelta(minutes=MINUTES)), "early"
+    )
     complete = _complete(dsn, staging, media, "c")
     w0 = _floor(complete.manifest.snapshot_time)
-    windows = [Window(w0 + timedelta(minutes=MINUTES * i), w0 + timedelta(minutes=MINUTES * (i + 1)))
-               for i in range(4)]
+    windows = [
+        Window(w0 + timedelta(minutes=MINUTES * i), w0 + timedelta(minutes=MINUTES * (i + 1)))
+        for i in range(4)
+    ]
     partials = [_partial(dsn, staging, media, windows[0], "p0")]
     copies = {}
     for i, seed in ((1, 24), (2, 25), (3, 26)):
@@ -126,8 +144,13 @@ def _exists(pg, dsn: str) -> bool:
 
 def _relations(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as conn:
-        return [r[0] for r in conn.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                                           "c.relnamespace WHERE n.nspname = 'public' ORDER BY 1")]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                "c.relnamespace WHERE n.nspname = 'public' ORDER BY 1"
+            )
+        ]
 
 
 def _ids(backups) -> list[str]:
@@ -136,18 +159,24 @@ def _ids(backups) -> list[str]:
 
 # -- the state at T ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("window, extra", [(1, timedelta(0)), (2, timedelta(0)), (2, timedelta(minutes=2))],
-                         ids=["at-W1-end", "at-W2-end", "inside-W3"])
+
+@pytest.mark.parametrize(
+    "window, extra",
+    [(1, timedelta(0)), (2, timedelta(0)), (2, timedelta(minutes=2))],
+    ids=["at-W1-end", "at-W2-end", "inside-W3"],
+)
 def test_restore_equals_the_sender_copied_at_t(world, pg_cluster, tmp_path, window, extra):
     at = world.windows[window].end + extra
     snapshot, media_then = world.copies[world.windows[window].end]
     target, maintenance = _new_target(pg_cluster)
     result = restore(world.inbox, at, target, create_from=maintenance, media_dir=tmp_path / "media")
 
-    assert result.plan.complete.backup_id == world.complete.manifest.backup_id   # not C_old
-    assert [c.backup_id for c in result.plan.partials] == _ids(world.partials[:window + 1])  # not early, not later
+    assert result.plan.complete.backup_id == world.complete.manifest.backup_id  # not C_old
+    assert [c.backup_id for c in result.plan.partials] == _ids(
+        world.partials[: window + 1]
+    )  # not early, not later
     assert result.plan.covered_to == world.windows[window].end
-    assert bool(result.plan.warnings) == bool(extra)   # inside W3: "as of W2.end"
+    assert bool(result.plan.warnings) == bool(extra)  # inside W3: "as of W2.end"
     assert result.ok, result.format()
     assert all(t.sender_digest_ok for t in result.parity), result.format()
     report = compare_tables(snapshot, target)
@@ -158,8 +187,10 @@ def test_restore_equals_the_sender_copied_at_t(world, pg_cluster, tmp_path, wind
 
     if window == 1:  # the parity check can fail: a changed restored row is named
         with psycopg.connect(target, autocommit=True) as conn:
-            key = conn.execute(f'UPDATE "{P}report" SET message = message || \'!\' WHERE id = '
-                               f'(SELECT min(id) FROM "{P}report") RETURNING id').fetchone()[0]
+            key = conn.execute(
+                f"UPDATE \"{P}report\" SET message = message || '!' WHERE id = "
+                f'(SELECT min(id) FROM "{P}report") RETURNING id'
+            ).fetchone()[0]
         drift = {t.table: t for t in check_restored(target, result.plan)}
         assert [t for t, r in drift.items() if not r.ok] == [P + "report"]
         assert drift[P + "report"].first_keys == [f"id={key} changed in the restore"]
@@ -182,6 +213,7 @@ def test_parse_time_reads_utc_iso():
 
 # -- refusals ---------------------------------------------------------------------------------
 
+
 def test_a_time_before_the_first_complete_is_a_clear_error(world, pg_cluster):
     target, maintenance = _new_target(pg_cluster)
     oldest = world.c_old.manifest
@@ -200,14 +232,14 @@ def test_a_missing_partial_is_a_gap_named_or_with_allow_gaps_a_warning(world, tm
         plan_restore(inbox, at)
     plan = plan_restore(inbox, at, allow_gaps=True)
     assert any(gap in w for w in plan.warnings)
-    assert plan_restore(inbox, w1.start).covered_to == w1.start   # up to the gap is fine
-    later = world.windows[3].end + timedelta(hours=1)   # past everything backed up
+    assert plan_restore(inbox, w1.start).covered_to == w1.start  # up to the gap is fine
+    later = world.windows[3].end + timedelta(hours=1)  # past everything backed up
     with pytest.raises(RestoreError, match=f"covers {world.windows[3].end:%Y-%m-%dT%H:%M:%S}Z .. "):
         plan_restore(world.inbox, later)
 
 
 def test_a_non_empty_target_is_refused_and_nothing_is_written(world, pg_cluster):
-    target = _fresh_db(pg_cluster, "sender")   # migrated: tables, no rows
+    target = _fresh_db(pg_cluster, "sender")  # migrated: tables, no rows
     before = _relations(target)
     with pytest.raises(RestoreError, match="is not empty .*nothing was written"):
         restore(world.inbox, world.windows[2].end, target)
@@ -230,12 +262,17 @@ def test_a_tampered_backup_on_the_path_stops_before_anything_is_written(world, p
     path.write_bytes(bytes(data))
 
     target, maintenance = _new_target(pg_cluster)
-    with pytest.raises(RestoreError, match=f"backup {p1.backup_id} on the restore path failed verification: "
-                                           f"backup {p1.backup_id}: file {entry.name}: sha256 differs"):
+    with pytest.raises(
+        RestoreError,
+        match=f"backup {p1.backup_id} on the restore path failed verification: "
+        f"backup {p1.backup_id}: file {entry.name}: sha256 differs",
+    ):
         restore(inbox, world.windows[2].end, target, create_from=maintenance)
     assert not _exists(pg_cluster, target)
-    with psycopg.connect(maintenance, autocommit=True) as conn:   # an existing empty target stays empty
-        conn.execute(f'CREATE DATABASE "{psycopg.conninfo.conninfo_to_dict(target)["dbname"]}" TEMPLATE template0')
+    with psycopg.connect(maintenance, autocommit=True) as conn:  # an existing empty target stays empty
+        conn.execute(
+            f'CREATE DATABASE "{psycopg.conninfo.conninfo_to_dict(target)["dbname"]}" TEMPLATE template0'
+        )
     with pytest.raises(RestoreError, match="failed verification"):
         restore(inbox, world.windows[2].end, target)
     assert _relations(target) == []
@@ -244,6 +281,7 @@ def test_a_tampered_backup_on_the_path_stops_before_anything_is_written(world, p
 
 
 # -- the command line -------------------------------------------------------------------------
+
 
 def test_arb_restore_end_to_end_with_exit_codes(world, pg_cluster, tmp_path, capsys, monkeypatch):
     at = f"{world.windows[2].end:%Y-%m-%dT%H:%M:%S}Z"
@@ -256,7 +294,7 @@ def test_arb_restore_end_to_end_with_exit_codes(world, pg_cluster, tmp_path, cap
     assert main(args + ["--create-from", maintenance]) == 0
     out, err = capsys.readouterr()
     assert "parity ok" in out and f"{P}report: ok" in out and "DRIFT" not in out
-    assert f"load [{'#' * 24}] 4/4" in err            # the progress bar, forced: C + P0..P2
+    assert f"load [{'#' * 24}] 4/4" in err  # the progress bar, forced: C + P0..P2
     assert compare_tables(world.copies[world.windows[2].end][0], target).ok
     # `arb parity` with its bar (table by table) reports what it reports without it.
     parity = ["parity", "--sender-dsn", world.copies[world.windows[2].end][0], "--receiver-dsn", target]
@@ -267,14 +305,16 @@ def test_arb_restore_end_to_end_with_exit_codes(world, pg_cluster, tmp_path, cap
     without_bar, no_bar = capsys.readouterr()
     assert with_bar == without_bar and "parity OK: 23 tables equal" in with_bar
     assert f"parity [{'#' * 24}] 23/23" in bar and no_bar == ""
-    assert main(parity[:-1] + [world.copies[world.windows[1].end][0]]) == 1   # W1.end's state is not W2.end's
+    assert main(parity[:-1] + [world.copies[world.windows[1].end][0]]) == 1  # W1.end's state is not W2.end's
 
-    assert main(args) == 2                              # not empty any more
+    assert main(args) == 2  # not empty any more
     assert "is not empty" in capsys.readouterr().err
     assert main(["restore", "--inbox", str(world.inbox), "--at", "soon", "--dsn", target]) == 2
 
 
-def test_arb_restore_exits_1_when_a_backup_differs_from_the_senders_digest(world, pg_cluster, tmp_path, capsys):
+def test_arb_restore_exits_1_when_a_backup_differs_from_the_senders_digest(
+    world, pg_cluster, tmp_path, capsys
+):
     """A complete whose file and manifest agree but whose rows are not the snapshot's
     (altered, re-signed): verification passes, the parity against the sender's digest fails."""
     inbox = tmp_path / "inbox"
@@ -288,14 +328,31 @@ def test_arb_restore_exits_1_when_a_backup_differs_from_the_senders_digest(world
     fields = first.split(b"\t")
     fields[message] += b" (altered)"
     (folder / entry.name).write_bytes(zstandard.ZstdCompressor().compress(b"\t".join(fields) + b"\n" + rest))
-    altered = dataclasses.replace(entry, bytes=(folder / entry.name).stat().st_size,
-                                  sha256=hashlib.sha256((folder / entry.name).read_bytes()).hexdigest())
+    altered = dataclasses.replace(
+        entry,
+        bytes=(folder / entry.name).stat().st_size,
+        sha256=hashlib.sha256((folder / entry.name).read_bytes()).hexdigest(),
+    )
     files = tuple(altered if f is entry else f for f in manifest.files)
     (folder / MANIFEST_NAME).write_bytes(dataclasses.replace(manifest, files=files).to_json())
 
     target, maintenance = _new_target(pg_cluster)
-    assert main(["restore", "--inbox", str(inbox), "--at", f"{world.windows[1].end:%Y-%m-%dT%H:%M:%SZ}",
-                 "--dsn", target, "--create-from", maintenance]) == 1
+    assert (
+        main(
+            [
+                "restore",
+                "--inbox",
+                str(inbox),
+                "--at",
+                f"{world.windows[1].end:%Y-%m-%dT%H:%M:%SZ}",
+                "--dsn",
+                target,
+                "--create-from",
+                maintenance,
+            ]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert f"{P}report: DRIFT" in out and "complete's file DIFFERS from the sender's digest" in out
     assert "parity DRIFT: 1 of" in out
@@ -303,9 +360,10 @@ def test_arb_restore_exits_1_when_a_backup_differs_from_the_senders_digest(world
 
 # -- the progress helper ----------------------------------------------------------------------
 
+
 def test_progress_shows_only_on_a_terminal_or_when_forced(monkeypatch):
     monkeypatch.delenv("ARB_PROGRESS", raising=False)
-    quiet = io.StringIO()   # not a TTY
+    quiet = io.StringIO()  # not a TTY
     assert list(Progress(quiet).track([1, 2, 3], "work")) == [1, 2, 3] and quiet.getvalue() == ""
     monkeypatch.setenv("ARB_PROGRESS", "1")
     shown = io.StringIO()

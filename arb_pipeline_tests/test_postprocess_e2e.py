@@ -15,29 +15,44 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arb_pipeline.extract.build import BuiltBackup, build_complete
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.postgres import find_bin_dir
-from arb_pipeline.extract.tables import Window
-from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.dev.generator.zones import seed_zones
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.build import BuiltBackup, build_complete
+from arb_pipeline.extract.tables import Window
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.postprocess_assets import (
-    AFTER_TAG, OPS, POSTPROCESS_ASSETS, PostprocessSettings, postprocess_sensor,
+    AFTER_TAG,
+    OPS,
+    POSTPROCESS_ASSETS,
+    PostprocessSettings,
+    postprocess_sensor,
 )
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.backups import new_sender
 from arb_pipeline_tests.test_receiver_faults import (
-    PARTIAL_ONLY_OPS, W1_OPS, Receiver, _partial, _traffic, _window, tick,
+    PARTIAL_ONLY_OPS,
+    W1_OPS,
+    Receiver,
+    _partial,
+    _traffic,
+    _window,
+    tick,
 )
 
 UTC = timezone.utc
 P = "AndroidRequests_"
 DERIVED = {  # derived table -> its source table
-    "arb_pp_eventforbusstop_period": "eventforbusstop", "arb_pp_eventforbusv2_period": "eventforbusv2",
-    "arb_pp_busv2_plate": "busv2", "arb_pp_report_info": "report", "arb_pp_eventforbusstop_zone": "eventforbusstop",
-    "arb_pp_eventforbusv2_zone": "eventforbusv2", "arb_pp_report_zone": "report",
-    "arb_pp_eventforbusv2_direction": "eventforbusv2", "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
+    "arb_pp_eventforbusstop_period": "eventforbusstop",
+    "arb_pp_eventforbusv2_period": "eventforbusv2",
+    "arb_pp_busv2_plate": "busv2",
+    "arb_pp_report_info": "report",
+    "arb_pp_eventforbusstop_zone": "eventforbusstop",
+    "arb_pp_eventforbusv2_zone": "eventforbusv2",
+    "arb_pp_report_zone": "report",
+    "arb_pp_eventforbusv2_direction": "eventforbusv2",
+    "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
 }
 
 
@@ -64,8 +79,16 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     p2 = _partial(dsn, staging, media, k2, "p2")
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
-    complete = build_complete(dsn, staging, partition_key=day, window=Window(tw.start, tw.end), unique="c",
-                              media_dir=media, sender_id="pp", pg_dump=str(find_bin_dir() / "pg_dump"))
+    complete = build_complete(
+        dsn,
+        staging,
+        partition_key=day,
+        window=Window(tw.start, tw.end),
+        unique="c",
+        media_dir=media,
+        sender_id="pp",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
     return Sender(dsn, media, k1, p1, p2, complete)
 
 
@@ -85,16 +108,31 @@ def pp_tick(instance, rx: Receiver, cursor):
     result = postprocess_sensor(context)
     runs = []
     for request in result.run_requests or []:
-        runs.append((request, dg.materialize(
-            POSTPROCESS_ASSETS, partition_key=request.partition_key, run_config=request.run_config,
-            instance=instance, raise_on_error=False, tags={**request.tags, "dagster/run_key": request.run_key},
-            resources={"receiver_db": ReceiverDatabase(dsn=rx.dsn), "postprocess_settings": PostprocessSettings()})))
+        runs.append(
+            (
+                request,
+                dg.materialize(
+                    POSTPROCESS_ASSETS,
+                    partition_key=request.partition_key,
+                    run_config=request.run_config,
+                    instance=instance,
+                    raise_on_error=False,
+                    tags={**request.tags, "dagster/run_key": request.run_key},
+                    resources={
+                        "receiver_db": ReceiverDatabase(dsn=rx.dsn),
+                        "postprocess_settings": PostprocessSettings(),
+                    },
+                ),
+            )
+        )
     return result, runs
 
 
 def computed(run) -> dict[str, int]:
-    return {op.split("__")[-1]: run.asset_materializations_for_node(op)[0].metadata["rows_computed"].value
-            for op in OPS}
+    return {
+        op.split("__")[-1]: run.asset_materializations_for_node(op)[0].metadata["rows_computed"].value
+        for op in OPS
+    }
 
 
 def derived_state(dsn) -> dict[str, dict[int, datetime]]:
@@ -105,9 +143,10 @@ def derived_state(dsn) -> dict[str, dict[int, datetime]]:
 def assert_every_row_derived(dsn):
     with connect(dsn) as conn:
         for table, source in DERIVED.items():
-            missing = conn.execute(f'SELECT count(*) FROM "{P}{source}" s LEFT JOIN {table} d USING (id) '
-                                   "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
-                                   ).fetchone()[0]
+            missing = conn.execute(
+                f'SELECT count(*) FROM "{P}{source}" s LEFT JOIN {table} d USING (id) '
+                "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
+            ).fetchone()[0]
             assert missing == 0, f"{table}: {missing} rows of {source} not derived from their current version"
 
 
@@ -119,14 +158,21 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
     _, loads = tick(instance, res)
     assert [o.success for _, o in loads] == [True]
     result, runs = pp_tick(instance, rx, None)
-    assert [(r.partition_key, r.tags[AFTER_TAG]) for r, _ in runs] == [(sender.k1, sender.p1.manifest.backup_id)]
+    assert [(r.partition_key, r.tags[AFTER_TAG]) for r, _ in runs] == [
+        (sender.k1, sender.p1.manifest.backup_id)
+    ]
     assert runs[0][1].success
     first = computed(runs[0][1])
     assert first["event_periods"] > 0 and first["report_info"] > 0 and first["zones"] > 0
     assert_every_row_derived(rx.dsn)
     with connect(rx.dsn) as conn:  # partials carry no stops: nearest stops wait for the complete
-        assert conn.execute("SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE problem LIKE "
-                            "'no GTFS version%'").fetchone()[0] > 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE problem LIKE "
+                "'no GTFS version%'"
+            ).fetchone()[0]
+            > 0
+        )
     quiet, runs = pp_tick(instance, rx, result.cursor)
     assert runs == [] and quiet.skip_reason
 
@@ -145,8 +191,11 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
     assert changed and len(changed) < len(now_marks)
     assert computed(runs[0][1])["event_periods"] < len(now_marks)
     after = derived_state(rx.dsn)
-    recomputed = {i for i, t in after["arb_pp_eventforbusv2_period"].items()
-                  if before["arb_pp_eventforbusv2_period"].get(i) != t}
+    recomputed = {
+        i
+        for i, t in after["arb_pp_eventforbusv2_period"].items()
+        if before["arb_pp_eventforbusv2_period"].get(i) != t
+    }
     assert recomputed == changed
     assert_every_row_derived(rx.dsn)
 
@@ -165,25 +214,44 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
     done = computed(runs[0][1])
     with connect(rx.dsn) as conn:
         added = conn.execute(f'SELECT count(*) FROM "{P}busv2"').fetchone()[0] - buses
-    assert added > 0 and done["bus_plates"] == added     # the buses no partial carried, and no other
-    assert done["event_periods"] == 0                    # the complete changed no event
-    assert done["bus_event_nearest_stops"] == len(now_marks)   # but brought the stops: all redone
+    assert added > 0 and done["bus_plates"] == added  # the buses no partial carried, and no other
+    assert done["event_periods"] == 0  # the complete changed no event
+    assert done["bus_event_nearest_stops"] == len(now_marks)  # but brought the stops: all redone
     assert_every_row_derived(rx.dsn)
     with connect(rx.dsn) as conn:
-        assert conn.execute("SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE stop2_code IS NULL"
-                            ).fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE stop2_code IS NULL"
+            ).fetchone()[0]
+            == 0
+        )
 
     # By hand, a past partition: its window is recomputed, changed or not.
     before = derived_state(rx.dsn)
-    by_hand = dg.materialize(POSTPROCESS_ASSETS, partition_key=sender.k1, instance=instance, resources={
-        "receiver_db": ReceiverDatabase(dsn=rx.dsn), "postprocess_settings": PostprocessSettings()})
+    by_hand = dg.materialize(
+        POSTPROCESS_ASSETS,
+        partition_key=sender.k1,
+        instance=instance,
+        resources={
+            "receiver_db": ReceiverDatabase(dsn=rx.dsn),
+            "postprocess_settings": PostprocessSettings(),
+        },
+    )
     assert by_hand.success
     tw = PARTIAL.time_window_for_partition_key(sender.k1)
     with connect(rx.dsn) as conn:
-        in_window = {r[0] for r in conn.execute(f'SELECT id FROM "{P}eventforbusstop" WHERE "timeStamp" >= %s '
-                                                f'AND "timeStamp" < %s', (tw.start, tw.end))}
+        in_window = {
+            r[0]
+            for r in conn.execute(
+                f'SELECT id FROM "{P}eventforbusstop" WHERE "timeStamp" >= %s AND "timeStamp" < %s',
+                (tw.start, tw.end),
+            )
+        }
     assert in_window
     after = derived_state(rx.dsn)
-    redone = {i for i, t in after["arb_pp_eventforbusstop_period"].items()
-              if before["arb_pp_eventforbusstop_period"][i] != t}
+    redone = {
+        i
+        for i, t in after["arb_pp_eventforbusstop_period"].items()
+        if before["arb_pp_eventforbusstop_period"][i] != t
+    }
     assert redone == in_window

@@ -13,10 +13,10 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from arb_pipeline.pg.connect import connect
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
-from arb_pipeline.dagster_common.partitions import PARTIAL
+from arb_pipeline.pg.connect import connect
 
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
@@ -30,9 +30,14 @@ def test_a_materialization_on_the_postgres_backed_instance(pg_cluster, sender_db
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "deploy" / "dagster.postgres.yaml", home / "dagster.yaml")
-    instance_env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(pg_cluster.port),
-                    "DAGSTER_PG_USERNAME": pg_cluster.user, "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
-                    "DAGSTER_PG_DB": db}
+    instance_env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(pg_cluster.port),
+        "DAGSTER_PG_USERNAME": pg_cluster.user,
+        "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
+        "DAGSTER_PG_DB": db,
+    }
 
     media = tmp_path / "media"
     media.mkdir()
@@ -42,12 +47,33 @@ def test_a_materialization_on_the_postgres_backed_instance(pg_cluster, sender_db
         key = PARTIAL.get_partition_key_for_timestamp(work.app_now().timestamp())
         for _ in range(40):
             work.step()
-    env = {**os.environ, **instance_env, "ARB_SENDER_DSN": sender_db, "ARB_TRANSPORT": "local",
-           "ARB_INBOX_DIR": str(tmp_path / "inbox"), "ARB_SENDER_MEDIA_DIR": str(media),
-           "ARB_STAGING_DIR": str(tmp_path / "staging")}
-    done = subprocess.run([DAGSTER, "asset", "materialize", "-m", "arb_pipeline.sender.definitions",
-                           "--select", "group:sender_partial", "--partition", key], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        **instance_env,
+        "ARB_SENDER_DSN": sender_db,
+        "ARB_TRANSPORT": "local",
+        "ARB_INBOX_DIR": str(tmp_path / "inbox"),
+        "ARB_SENDER_MEDIA_DIR": str(media),
+        "ARB_STAGING_DIR": str(tmp_path / "staging"),
+    }
+    done = subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "arb_pipeline.sender.definitions",
+            "--select",
+            "group:sender_partial",
+            "--partition",
+            key,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     for name, value in instance_env.items():

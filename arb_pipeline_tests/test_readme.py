@@ -78,7 +78,9 @@ def test_every_arb_command_in_the_readme_exists_with_its_options():
         assert sub in subs, f"README shows `arb {sub}`, which doesn't exist"
         known = _options(subs[sub]) | {"--help", "-h"}
         shown = {w.split("=")[0] for w in words[2:] if w.startswith("--")}
-        assert shown <= known, f"`arb {sub}` has no option {sorted(shown - known)} (README: {' '.join(words)})"
+        assert shown <= known, (
+            f"`arb {sub}` has no option {sorted(shown - known)} (README: {' '.join(words)})"
+        )
         positional = [w for w in words[2:] if not w.startswith("-") and w != "..."]
         if sub == "generate" and positional:
             assert positional[0] in _subparsers(subs[sub]), f"no `arb generate {positional[0]}`"
@@ -91,8 +93,11 @@ def test_every_dagster_materialize_in_the_readme_names_a_real_group_and_partitio
         module = importlib.import_module(words[words.index("-m") + 1])
         selection = words[words.index("--select") + 1]
         group = selection.removeprefix("group:")
-        assets = [a for a in module.defs.resolve_asset_graph().assets_defs
-                  if group in set(a.group_names_by_key.values())]
+        assets = [
+            a
+            for a in module.defs.resolve_asset_graph().assets_defs
+            if group in set(a.group_names_by_key.values())
+        ]
         assert assets, f"README selects {selection} in {module.__name__}, which has no such group"
         if "--partition" in words:
             key = words[words.index("--partition") + 1]
@@ -112,16 +117,26 @@ def test_the_scripts_the_readme_shows_exist_and_take_their_options():
     assert (REPO / "deploy/sql/receiver-role.sql").is_file()
 
 
-@pytest.mark.parametrize("module, args, expect", [
-    ("bench.run", ["--gigabytes", "0.01", "--window-rows", "1000", "--catchup-partials", "2"],
-     ["complete dump-and-package / pg_dump to a file:", "complete cycle", "/ pg_dump | psql:"]),
-    ("bench.postprocess", ["--events", "1000", "--window-events", "20", "--window-updates", "10"],
-     ["full backfill of 1,000 events", "the pure-SQL floor", "typical 5-minute window"]),
-])
+@pytest.mark.parametrize(
+    "module, args, expect",
+    [
+        (
+            "bench.run",
+            ["--gigabytes", "0.01", "--window-rows", "1000", "--catchup-partials", "2"],
+            ["complete dump-and-package / pg_dump to a file:", "complete cycle", "/ pg_dump | psql:"],
+        ),
+        (
+            "bench.postprocess",
+            ["--events", "1000", "--window-events", "20", "--window-updates", "10"],
+            ["full backfill of 1,000 events", "the pure-SQL floor", "typical 5-minute window"],
+        ),
+    ],
+)
 def test_the_benchmarks_run_and_print_ratios_against_their_baselines(module, args, expect):
     assert f"python -m {module}" in README
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in expect:
         assert text in proc.stdout, proc.stdout[-3000:]

@@ -8,11 +8,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from arb_pipeline.pg.connect import connect
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.ops.parity import compare_media, compare_tables
-from arb_pipeline.dagster_common.partitions import PARTIAL
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
@@ -25,34 +25,66 @@ pytestmark = pytest.mark.sshd
 
 
 def sender_resources(dsn, media, staging, sshd, retries=2):
-    dest = BackupDestination(kind="sftp", host=sshd.host, port=sshd.port, username=sshd.username,
-                             key_file=str(sshd.client_key_path), known_hosts_file=str(sshd.known_hosts_path),
-                             remote_dir=sshd.remote_inbox, retries=retries)
+    dest = BackupDestination(
+        kind="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        key_file=str(sshd.client_key_path),
+        known_hosts_file=str(sshd.known_hosts_path),
+        remote_dir=sshd.remote_inbox,
+        retries=retries,
+    )
     from arb_pipeline.dev.postgres import find_bin_dir
-    return {"sender_db": SenderDatabase(dsn=dsn),
-            "sender_settings": SenderSettings(media_dir=str(media), staging_dir=str(staging), sender_id="e2e",
-                                              pg_dump=str(find_bin_dir() / "pg_dump")),
-            "backup_destination": dest, "backup_publisher": BackupPublisher(destination=dest)}
+
+    return {
+        "sender_db": SenderDatabase(dsn=dsn),
+        "sender_settings": SenderSettings(
+            media_dir=str(media),
+            staging_dir=str(staging),
+            sender_id="e2e",
+            pg_dump=str(find_bin_dir() / "pg_dump"),
+        ),
+        "backup_destination": dest,
+        "backup_publisher": BackupPublisher(destination=dest),
+    }
 
 
 def receiver_resources(dsn, inbox, media, quarantine, **settings):
-    return {"receiver_db": ReceiverDatabase(dsn=dsn),
-            "receiver_settings": ReceiverSettings(inbox_dir=str(inbox), media_dir=str(media),
-                                                  quarantine_dir=str(quarantine), min_free_mb=0, **settings)}
+    return {
+        "receiver_db": ReceiverDatabase(dsn=dsn),
+        "receiver_settings": ReceiverSettings(
+            inbox_dir=str(inbox),
+            media_dir=str(media),
+            quarantine_dir=str(quarantine),
+            min_free_mb=0,
+            **settings,
+        ),
+    }
 
 
 def run_sensor_once(instance, resources):
     """One sensor tick, then every run it requested, executed in-process like the daemon would."""
-    context = dg.build_sensor_context(instance=instance, cursor=instance_cursor.get(id(instance)),
-                                      resources=resources, definitions=receiver_defs)
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=instance_cursor.get(id(instance)),
+        resources=resources,
+        definitions=receiver_defs,
+    )
     result = inbox_sensor(context)
     instance_cursor[id(instance)] = result.cursor
     outcomes = []
     for request in result.run_requests or []:
         assets = load_partial if request.job_name == "load_partial_job" else load_complete
-        res = dg.materialize([assets], partition_key=request.partition_key, run_config=request.run_config,
-                             instance=instance, resources=resources, raise_on_error=False,
-                             tags={**request.tags, "dagster/run_key": request.run_key})
+        res = dg.materialize(
+            [assets],
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
         outcomes.append((request, res))
     return result, outcomes
 
@@ -67,20 +99,31 @@ def world(sender_db, receiver_db, tmp_path, sftp_inbox):
     with connect(sender_db) as conn:
         seed_reference(conn, seed=11, scale=0.02)
     return {
-        "sender_db": sender_db, "receiver_db": receiver_db, "sshd": sftp_inbox,
-        "sender_media": sender_media, "receiver_media": tmp_path / "receiver-media",
-        "inbox": Path(sftp_inbox.inbox_dir), "quarantine": tmp_path / "quarantine", "staging": tmp_path / "staging",
+        "sender_db": sender_db,
+        "receiver_db": receiver_db,
+        "sshd": sftp_inbox,
+        "sender_media": sender_media,
+        "receiver_media": tmp_path / "receiver-media",
+        "inbox": Path(sftp_inbox.inbox_dir),
+        "quarantine": tmp_path / "quarantine",
+        "staging": tmp_path / "staging",
     }
 
 
 def _publish_partial(w, key):
-    assert dg.materialize([partial_backup], partition_key=key, resources=sender_resources(
-        w["sender_db"], w["sender_media"], w["staging"], w["sshd"])).success
+    assert dg.materialize(
+        [partial_backup],
+        partition_key=key,
+        resources=sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
+    ).success
 
 
 def _publish_complete(w, day):
-    assert dg.materialize([complete_backup], partition_key=day, resources=sender_resources(
-        w["sender_db"], w["sender_media"], w["staging"], w["sshd"])).success
+    assert dg.materialize(
+        [complete_backup],
+        partition_key=day,
+        resources=sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
+    ).success
 
 
 def test_backups_flow_through_sftp_and_the_sensor_into_parity(world):

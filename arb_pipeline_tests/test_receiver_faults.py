@@ -32,27 +32,27 @@ import dagster as dg
 import psycopg
 import pytest
 
-from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.postgres import find_bin_dir
-from arb_pipeline.extract.tables import Window
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.scale import build_event_window
 from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
-from arb_pipeline.package.manifest import MANIFEST_NAME
+from arb_pipeline.dev.postgres import find_bin_dir
+from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
+from arb_pipeline.extract.tables import Window
 from arb_pipeline.ops.parity import compare_media, compare_tables
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.receive.quarantine import REASON_NAME
+from arb_pipeline.package.manifest import MANIFEST_NAME
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
+from arb_pipeline.receive.quarantine import REASON_NAME
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.backups import copy_db, new_sender
-from arb_pipeline_tests.backups import traffic_at as _traffic
 from arb_pipeline_tests.backups import load as load_direct
+from arb_pipeline_tests.backups import traffic_at as _traffic
 from arb_pipeline_tests.conftest import _fresh_db
 from arb_pipeline_tests.test_receiver_e2e import receiver_resources
 
@@ -60,8 +60,15 @@ UTC = timezone.utc
 P = "AndroidRequests_"
 PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
 ALL_TABLES = [s.name for s in CATALOG]
-EVENT_TABLES = [P + t for t in ("eventforbusstop", "eventforbusv2", "stadisticdatafromregistrationbusstop",
-                                "stadisticdatafromregistrationbus")]
+EVENT_TABLES = [
+    P + t
+    for t in (
+        "eventforbusstop",
+        "eventforbusv2",
+        "stadisticdatafromregistrationbusstop",
+        "stadisticdatafromregistrationbus",
+    )
+]
 # After the complete: only operations whose rows partials carry (votes move timeStamp).
 PARTIAL_ONLY_OPS = {"vote_bus": 30, "vote_stop": 20, "report": 10}
 W1_OPS = {k: v for k, v in DEFAULT_WEIGHTS.items() if k != "mark_declined_broken"}
@@ -69,16 +76,17 @@ W1_OPS = {k: v for k, v in DEFAULT_WEIGHTS.items() if k != "mark_declined_broken
 
 # -- the sender, built once -----------------------------------------------------------------
 
+
 @dataclass
 class SenderWorld:
     dsn: str
-    at_p2: str                 # a copy of the sender taken right after P2
+    at_p2: str  # a copy of the sender taken right after P2
     media: Path
     p1: BuiltBackup
     p2: BuiltBackup
     complete: BuiltBackup
     p3: BuiltBackup
-    old: list[BuiltBackup]     # empty partials of windows two days old
+    old: list[BuiltBackup]  # empty partials of windows two days old
 
 
 def _window(key: str) -> Window:
@@ -87,8 +95,15 @@ def _window(key: str) -> Window:
 
 
 def _partial(dsn, staging, media, key, unique) -> BuiltBackup:
-    return build_partial(dsn, staging, partition_key=key, window=_window(key), unique=unique, media_dir=media,
-                         sender_id="faults")
+    return build_partial(
+        dsn,
+        staging,
+        partition_key=key,
+        window=_window(key),
+        unique=unique,
+        media_dir=media,
+        sender_id="faults",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +122,16 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
     at_p2 = copy_db(pg_cluster, dsn, "sender_copy")
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
-    complete = build_complete(dsn, staging, partition_key=day, window=Window(tw.start, tw.end), unique="c",
-                              media_dir=media, sender_id="faults", pg_dump=str(find_bin_dir() / "pg_dump"))
+    complete = build_complete(
+        dsn,
+        staging,
+        partition_key=day,
+        window=Window(tw.start, tw.end),
+        unique="c",
+        media_dir=media,
+        sender_id="faults",
+        pg_dump=str(find_bin_dir() / "pg_dump"),
+    )
     _traffic(dsn, media, 19, _window(k3).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 80)
     p3 = _partial(dsn, staging, media, k3, "p3")
     old_start = PARTIAL.get_partition_key_for_timestamp((now - timedelta(days=2)).timestamp())
@@ -119,13 +142,17 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
     # The scenarios need: media in P1, and events of W1 that W2's votes moved into W2.
     assert p1.manifest.media, "P1 should carry report images"
     with connect(dsn) as conn:
-        moved = conn.execute(f'SELECT count(*) FROM "{P}eventforbusv2" WHERE "timeCreation" >= %s AND '
-                             f'"timeCreation" < %s AND "timeStamp" >= %s', (w1.start, w1.end, w1.end)).fetchone()[0]
+        moved = conn.execute(
+            f'SELECT count(*) FROM "{P}eventforbusv2" WHERE "timeCreation" >= %s AND '
+            f'"timeCreation" < %s AND "timeStamp" >= %s',
+            (w1.start, w1.end, w1.end),
+        ).fetchone()[0]
     assert moved > 0, "W2's votes should have updated events created in W1"
     return SenderWorld(dsn, at_p2, media, p1, p2, complete, p3, old)
 
 
 # -- the receiver side ----------------------------------------------------------------------
+
 
 @dataclass
 class Receiver:
@@ -136,9 +163,15 @@ class Receiver:
 
     def resources(self, **settings):
         if "min_free_mb" in settings:
-            return {"receiver_db": ReceiverDatabase(dsn=self.dsn),
-                    "receiver_settings": ReceiverSettings(inbox_dir=str(self.inbox), media_dir=str(self.media),
-                                                          quarantine_dir=str(self.quarantine), **settings)}
+            return {
+                "receiver_db": ReceiverDatabase(dsn=self.dsn),
+                "receiver_settings": ReceiverSettings(
+                    inbox_dir=str(self.inbox),
+                    media_dir=str(self.media),
+                    quarantine_dir=str(self.quarantine),
+                    **settings,
+                ),
+            }
         return receiver_resources(self.dsn, self.inbox, self.media, self.quarantine, **settings)
 
     def deliver(self, built: BuiltBackup) -> Path:
@@ -168,15 +201,22 @@ def instance():
 
 def tick(instance, resources, cursor=None, *, execute=True):
     """One sensor evaluation, then (like the daemon) every run it requested, in process."""
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources,
-                                      definitions=receiver_defs)
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources=resources, definitions=receiver_defs
+    )
     result = inbox_sensor(context)
     outcomes = []
     for request in (result.run_requests or []) if execute else []:
         assets = load_partial if request.job_name == "load_partial_job" else load_complete
-        res = dg.materialize([assets], partition_key=request.partition_key, run_config=request.run_config,
-                             instance=instance, resources=resources, raise_on_error=False,
-                             tags={**request.tags, "dagster/run_key": request.run_key})
+        res = dg.materialize(
+            [assets],
+            partition_key=request.partition_key,
+            run_config=request.run_config,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
         outcomes.append((request, res))
     return result, outcomes
 
@@ -185,9 +225,14 @@ def load_run(instance, resources, built: BuiltBackup):
     """A load run for one backup, as from the UI with its backup_id."""
     kind = built.manifest.kind
     assets, op = (load_partial, "load_partial") if kind == "partial" else (load_complete, "load_complete")
-    return dg.materialize([assets], partition_key=built.manifest.partition_key, instance=instance,
-                          resources=resources, raise_on_error=False,
-                          run_config={"ops": {op: {"config": {"backup_id": built.manifest.backup_id}}}})
+    return dg.materialize(
+        [assets],
+        partition_key=built.manifest.partition_key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        run_config={"ops": {op: {"config": {"backup_id": built.manifest.backup_id}}}},
+    )
 
 
 def failure_text(result) -> str:
@@ -251,6 +296,7 @@ def assert_quarantined_and_nothing_loaded(rx: Receiver, built: BuiltBackup, befo
 
 # -- 1. duplicate delivery ------------------------------------------------------------------
 
+
 def test_a_backup_delivered_twice_loads_once(world, rx, instance):
     res = rx.resources()
     rx.deliver(world.p1)
@@ -258,7 +304,8 @@ def test_a_backup_delivered_twice_loads_once(world, rx, instance):
     assert [o.success for _, o in outcomes] == [True]
     counts = row_counts(rx.dsn)
     assert sum(counts[t] for t in PARTIAL_TABLES) == sum(
-        f.rows for f in world.p1.manifest.table_files() if f.table in PARTIAL_TABLES)
+        f.rows for f in world.p1.manifest.table_files() if f.table in PARTIAL_TABLES
+    )
     # Published again over itself, and again after it was removed: the sensor asks nothing.
     rx.deliver(world.p1)
     again, outcomes = tick(instance, res)
@@ -277,6 +324,7 @@ def test_a_backup_delivered_twice_loads_once(world, rx, instance):
 
 # -- 2. out of order partials -------------------------------------------------------------------
 
+
 def test_partial_n_plus_1_before_n_ends_like_in_order(world, rx, instance, pg_cluster):
     res = rx.resources()
     rx.deliver(world.p1), rx.deliver(world.p2)
@@ -294,15 +342,19 @@ def test_partial_n_plus_1_before_n_ends_like_in_order(world, rx, instance, pg_cl
 
 # -- 3. a complete after newer partials -----------------------------------------------------------
 
+
 def test_a_complete_after_newer_partials_ends_in_full_parity(world, rx, instance):
     res = rx.resources()
     for built in (world.p1, world.p2, world.complete, world.p3):
         rx.deliver(built)
     for built in (world.p3, world.p1, world.complete, world.p2):  # P3 is newer than the complete
         assert load_run(instance, res, built).success
-    assert ledger(rx.dsn) == {world.p3.manifest.backup_id: "loaded", world.p1.manifest.backup_id: "loaded",
-                              world.complete.manifest.backup_id: "loaded",
-                              world.p2.manifest.backup_id: "superseded"}
+    assert ledger(rx.dsn) == {
+        world.p3.manifest.backup_id: "loaded",
+        world.p1.manifest.backup_id: "loaded",
+        world.complete.manifest.backup_id: "loaded",
+        world.p2.manifest.backup_id: "superseded",
+    }
     report = compare_tables(world.dsn, rx.dsn)
     assert report.ok, report.format()
     media = compare_media(world.media, rx.media)
@@ -310,6 +362,7 @@ def test_a_complete_after_newer_partials_ends_in_full_parity(world, rx, instance
 
 
 # -- 4-6. backups that fail verification --------------------------------------------------------
+
 
 def test_a_tampered_file_is_quarantined_naming_file_and_sha256(world, rx, instance):
     res = rx.resources()
@@ -359,6 +412,7 @@ def test_an_unknown_table_is_quarantined_naming_it(world, rx, instance):
         entry = next(f for f in doc["files"] if f["name"] == old_name)
         entry["name"], entry["table"] = new_name, P + "nosuchtable"
         doc["tables_order"] = [P + "nosuchtable" if t == P + "report" else t for t in doc["tables_order"]]
+
     edit_manifest(folder, change)
     before = row_counts(rx.dsn)
     _, outcomes = tick(instance, res)
@@ -371,13 +425,16 @@ def test_an_unknown_table_is_quarantined_naming_it(world, rx, instance):
 
 # -- 7. a sender column the receiver lacks ------------------------------------------------------
 
+
 def test_an_extra_sender_column_is_ignored_and_named(rx, instance, pg_cluster, tmp_path):
     dsn = _fresh_db(pg_cluster, "sender")
     media = tmp_path / "sender-media"
     media.mkdir()
     with connect(dsn) as conn:
         seed_reference(conn, seed=5, scale=0.02)
-        conn.execute(f'ALTER TABLE "{P}eventforbusv2" ADD COLUMN "senderOnlyNote" text DEFAULT \'from sender\'')
+        conn.execute(
+            f'ALTER TABLE "{P}eventforbusv2" ADD COLUMN "senderOnlyNote" text DEFAULT \'from sender\''
+        )
         conn.commit()
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
     _traffic(dsn, media, 5, _window(key).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 60)
@@ -386,9 +443,11 @@ def test_an_extra_sender_column_is_ignored_and_named(rx, instance, pg_cluster, t
     assert entry.rows > 0 and "senderOnlyNote" in [c.name for c in entry.columns]
     rx.deliver(built)
     _, outcomes = tick(instance, rx.resources())
-    (request, result), = outcomes
+    ((request, result),) = outcomes
     assert result.success
-    warnings = [e.user_message for e in instance.all_logs(result.run_id) if "senderOnlyNote" in e.user_message]
+    warnings = [
+        e.user_message for e in instance.all_logs(result.run_id) if "senderOnlyNote" in e.user_message
+    ]
     assert warnings and all(f"{P}eventforbusv2" in w for w in warnings), warnings
     report = compare_tables(dsn, rx.dsn, tables=PARTIAL_TABLES)
     assert report.ok, report.format()
@@ -396,6 +455,7 @@ def test_an_extra_sender_column_is_ignored_and_named(rx, instance, pg_cluster, t
 
 
 # -- 8. a receiver column the backup lacks ----------------------------------------------------------
+
 
 def test_a_receiver_schema_behind_waits_in_the_inbox_then_loads(world, rx, instance):
     table = P + "eventforbusv2"
@@ -418,12 +478,17 @@ def test_a_receiver_schema_behind_waits_in_the_inbox_then_loads(world, rx, insta
         conn.execute(f'ALTER TABLE "{table}" DROP COLUMN "receiverNeeds"')
         conn.commit()
     _, outcomes = tick(instance, rx.resources(retry_after_seconds=0))
-    assert [(r.run_key, o.success) for r, o in outcomes] == [(f"{world.p1.manifest.backup_id}#attempt-2", True)]
+    assert [(r.run_key, o.success) for r, o in outcomes] == [
+        (f"{world.p1.manifest.backup_id}#attempt-2", True)
+    ]
     assert ledger(rx.dsn) == {world.p1.manifest.backup_id: "loaded"}
-    assert row_counts(rx.dsn)[table] == next(f.rows for f in world.p1.manifest.table_files() if f.table == table)
+    assert row_counts(rx.dsn)[table] == next(
+        f.rows for f in world.p1.manifest.table_files() if f.table == table
+    )
 
 
 # -- 9. media names that climb out ------------------------------------------------------------------
+
 
 def _tar_with_escape(folder: Path, bundle: str, payload: bytes) -> None:
     """Rewrite the bundle with one more member, named ../escape.jpg."""
@@ -449,8 +514,14 @@ def test_a_media_name_climbing_out_is_quarantined_and_writes_nothing_outside(wor
     def change(doc):
         rehash(folder, doc, bundle)  # the tar's own size and sha256 are right: only the name is bad
         if listed:
-            doc["media"]["files"].append({"name": "../escape.jpg", "bytes": len(payload),
-                                          "sha256": hashlib.sha256(payload).hexdigest()})
+            doc["media"]["files"].append(
+                {
+                    "name": "../escape.jpg",
+                    "bytes": len(payload),
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                }
+            )
+
     edit_manifest(folder, change)
     before = row_counts(rx.dsn)
     _, outcomes = tick(instance, res)
@@ -465,6 +536,7 @@ def test_a_media_name_climbing_out_is_quarantined_and_writes_nothing_outside(wor
 
 # -- 10. the disk floor -----------------------------------------------------------------------------
 
+
 def test_the_disk_floor_stops_loading_then_the_sensor_retries(world, rx, instance):
     folder = rx.deliver(world.p1)
     floor = rx.resources(min_free_mb=10**9, retry_after_seconds=0)
@@ -476,7 +548,9 @@ def test_the_disk_floor_stops_loading_then_the_sensor_retries(world, rx, instanc
     assert ledger(rx.dsn) == {} and sum(row_counts(rx.dsn).values()) == 0
     assert json.loads(first.cursor) == {world.p1.manifest.backup_id: 1}
     second, outcomes = tick(instance, rx.resources(min_free_mb=0, retry_after_seconds=0), first.cursor)
-    assert [(r.run_key, o.success) for r, o in outcomes] == [(f"{world.p1.manifest.backup_id}#attempt-2", True)]
+    assert [(r.run_key, o.success) for r, o in outcomes] == [
+        (f"{world.p1.manifest.backup_id}#attempt-2", True)
+    ]
     assert json.loads(second.cursor) == {world.p1.manifest.backup_id: 2}
     assert ledger(rx.dsn) == {world.p1.manifest.backup_id: "loaded"}
     third, outcomes = tick(instance, rx.resources(min_free_mb=0), second.cursor)
@@ -485,9 +559,11 @@ def test_the_disk_floor_stops_loading_then_the_sensor_retries(world, rx, instanc
 
 # -- 11. SIGKILL in the middle of a load ------------------------------------------------------------
 
-_RECEIVE = ("import os, sys; from pathlib import Path; from arb_pipeline.receive.inbox import receive; "
-            "receive(Path(sys.argv[1]), dsn=os.environ['ARB_TEST_DSN'], media_dir=Path(sys.argv[2]), "
-            "quarantine_dir=Path(sys.argv[3]))")
+_RECEIVE = (
+    "import os, sys; from pathlib import Path; from arb_pipeline.receive.inbox import receive; "
+    "receive(Path(sys.argv[1]), dsn=os.environ['ARB_TEST_DSN'], media_dir=Path(sys.argv[2]), "
+    "quarantine_dir=Path(sys.argv[3]))"
+)
 
 
 def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cluster, tmp_path):
@@ -507,9 +583,12 @@ def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cl
     before, ledger_before = row_counts(rx.dsn), ledger(rx.dsn)
     folder = rx.deliver(big)
     dbname = psycopg.conninfo.conninfo_to_dict(rx.dsn)["dbname"]
-    proc = subprocess.Popen([sys.executable, "-c", _RECEIVE, str(folder), str(rx.media), str(rx.quarantine)],
-                            env={**os.environ, "ARB_TEST_DSN": rx.dsn}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RECEIVE, str(folder), str(rx.media), str(rx.quarantine)],
+        env={**os.environ, "ARB_TEST_DSN": rx.dsn},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     late_stage = re.compile(r"arb_stage_([6-9]|\d\d)")
     victim = None
     try:
@@ -517,9 +596,13 @@ def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cl
             deadline = time.monotonic() + 60
             while victim is None and proc.poll() is None and time.monotonic() < deadline:
                 for pid, xid, query in probe.execute(
-                        "SELECT pid, backend_xid, query FROM pg_stat_activity WHERE datname = %s "
-                        "AND state = 'active' AND pid <> pg_backend_pid()", (dbname,)):
-                    if late_stage.search(query or "") and xid is not None:  # tables already merged, uncommitted
+                    "SELECT pid, backend_xid, query FROM pg_stat_activity WHERE datname = %s "
+                    "AND state = 'active' AND pid <> pg_backend_pid()",
+                    (dbname,),
+                ):
+                    if (
+                        late_stage.search(query or "") and xid is not None
+                    ):  # tables already merged, uncommitted
                         victim = (pid, query)
                         proc.send_signal(signal.SIGKILL)
                         break
@@ -527,7 +610,9 @@ def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cl
                     time.sleep(0.005)
             if victim is None:
                 proc.kill()
-                pytest.fail(f"the load ended (rc {proc.wait()}) before it could be killed: {proc.stderr.read()!r}")
+                pytest.fail(
+                    f"the load ended (rc {proc.wait()}) before it could be killed: {proc.stderr.read()!r}"
+                )
             proc.wait(10)
             assert proc.returncode == -signal.SIGKILL
             while probe.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (victim[0],)).fetchone():
@@ -548,6 +633,7 @@ def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cl
 
 # -- 12. retention through the load asset ---------------------------------------------------------
 
+
 def test_retention_after_a_later_load_removes_only_old_loaded_partials(world, rx, instance):
     loaded_old, unloaded_old = world.old[0], world.old[1]
     for built in (loaded_old, unloaded_old, world.p1):
@@ -562,11 +648,14 @@ def test_retention_after_a_later_load_removes_only_old_loaded_partials(world, rx
     assert set(ledger(rx.dsn)) == {loaded_old.manifest.backup_id, world.p1.manifest.backup_id}
     # The unloaded one is still waiting, and the sensor loads it; then retention removes it too.
     _, outcomes = tick(instance, rx.resources())
-    assert [(r.tags["arb/backup_id"], o.success) for r, o in outcomes] == [(unloaded_old.manifest.backup_id, True)]
+    assert [(r.tags["arb/backup_id"], o.success) for r, o in outcomes] == [
+        (unloaded_old.manifest.backup_id, True)
+    ]
     assert not rx.folder(unloaded_old).exists() and rx.folder(world.p1).is_dir()
 
 
 # -- 13. the sensor ---------------------------------------------------------------------------------
+
 
 def test_the_sensor_is_bounded_skips_uploads_and_keeps_its_cursor(world, rx, instance):
     res = rx.resources(max_runs_per_tick=2, partial_retention_days=30)
@@ -574,7 +663,9 @@ def test_the_sensor_is_bounded_skips_uploads_and_keeps_its_cursor(world, rx, ins
     for built in reversed(world.old):  # delivery order is not load order: oldest snapshot first
         rx.deliver(built)
     # An upload in progress (temporary name) and a folder whose manifest hasn't arrived.
-    shutil.copytree(rx.folder(world.old[0]), rx.inbox / "partial" / f".{world.p1.manifest.backup_id}.1a2b.part")
+    shutil.copytree(
+        rx.folder(world.old[0]), rx.inbox / "partial" / f".{world.p1.manifest.backup_id}.1a2b.part"
+    )
     no_manifest = rx.inbox / "partial" / world.p1.manifest.backup_id
     shutil.copytree(rx.folder(world.old[0]), no_manifest)
     (no_manifest / MANIFEST_NAME).rename(no_manifest / f".{MANIFEST_NAME}.9f9f.part")
@@ -601,6 +692,7 @@ def test_the_sensor_is_bounded_skips_uploads_and_keeps_its_cursor(world, rx, ins
 
 
 # -- a receiver misconfiguration is not the backup's fault ---------------------------------------
+
 
 def test_a_missing_receiver_media_folder_fails_the_run_but_keeps_the_backup(world, rx, instance):
     folder = rx.deliver(world.p1)

@@ -16,13 +16,28 @@ from pathlib import Path
 
 import pytest
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError
+from arb_pipeline.ops.retention import (
+    ABANDONED_UPLOAD,
+    HASH_MISMATCH,
+    INCOMPLETE_UPLOAD,
+    NEWEST_COMPLETE,
+    NOT_A_BACKUP_FOLDER,
+    NOT_LOADED,
+    TOO_YOUNG,
+    UPLOAD_IN_PROGRESS,
+    Candidate,
+    DiskSpaceError,
+    RetentionPlan,
+    apply_retention,
+    check_free_space,
+    format_bytes,
+    free_bytes,
+    load_ledger,
+    plan_retention,
+)
 from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
-from arb_pipeline.ops.retention import (ABANDONED_UPLOAD, HASH_MISMATCH, INCOMPLETE_UPLOAD, NEWEST_COMPLETE,
-                                    NOT_A_BACKUP_FOLDER, NOT_LOADED, TOO_YOUNG, UPLOAD_IN_PROGRESS,
-                                    Candidate, DiskSpaceError, RetentionPlan, apply_retention,
-                                    check_free_space, format_bytes, free_bytes, load_ledger, plan_retention)
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.transport.base import temporary_name
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -31,8 +46,15 @@ DAY = timedelta(days=1)
 
 # -- fabricating an inbox ---------------------------------------------------------------
 
-def make_manifest(kind: str, window_end: datetime, *, unique: str | None = None, sender_id: str = "transapp",
-                  snapshot_delay: timedelta = timedelta(minutes=1)) -> Manifest:
+
+def make_manifest(
+    kind: str,
+    window_end: datetime,
+    *,
+    unique: str | None = None,
+    sender_id: str = "transapp",
+    snapshot_delay: timedelta = timedelta(minutes=1),
+) -> Manifest:
     if kind == "partial":
         start = window_end - timedelta(minutes=5)
         key = start.strftime("%Y-%m-%d-%H-%M")
@@ -41,11 +63,17 @@ def make_manifest(kind: str, window_end: datetime, *, unique: str | None = None,
         key = start.strftime("%Y-%m-%d")
     media = FileEntry(name="media.tar", kind="media", bytes=0, sha256=hashlib.sha256(b"").hexdigest(), rows=0)
     return Manifest(
-        backup_id=f"{kind}-{key}-{unique or secrets.token_hex(6)}", kind=kind, partition_key=key,
-        window_start=start, window_end=window_end,
+        backup_id=f"{kind}-{key}-{unique or secrets.token_hex(6)}",
+        kind=kind,
+        partition_key=key,
+        window_start=start,
+        window_end=window_end,
         extract_from=start - timedelta(minutes=2) if kind == "partial" else None,
-        snapshot_time=window_end + snapshot_delay, sender_id=sender_id, created_by="arb_pipeline tests",
-        files=(media,), tables_order=(),
+        snapshot_time=window_end + snapshot_delay,
+        sender_id=sender_id,
+        created_by="arb_pipeline tests",
+        files=(media,),
+        tables_order=(),
     )
 
 
@@ -68,8 +96,18 @@ def record_loaded(dsn: str, manifest: Manifest, manifest_sha256: str, outcome: s
             "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, "
             "snapshot_time, window_start, window_end, outcome, rows_in_backup, rows_written) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 10, 10)",
-            (manifest.backup_id, manifest.kind, manifest.partition_key, manifest.sender_id, manifest_sha256,
-             manifest.snapshot_time, manifest.window_start, manifest.window_end, outcome))
+            (
+                manifest.backup_id,
+                manifest.kind,
+                manifest.partition_key,
+                manifest.sender_id,
+                manifest_sha256,
+                manifest.snapshot_time,
+                manifest.window_start,
+                manifest.window_end,
+                outcome,
+            ),
+        )
 
 
 def backup(inbox: Path, dsn: str | None, kind: str, age: timedelta, outcome: str | None = "loaded") -> Path:
@@ -112,6 +150,7 @@ def inbox(tmp_path) -> Path:
 
 # -- the ledger ---------------------------------------------------------------------------
 
+
 def test_load_ledger_reads_every_row(inbox, receiver_db):
     a = backup(inbox, receiver_db, "partial", DAY * 2)
     b = backup(inbox, receiver_db, "complete", DAY * 5, outcome="superseded")
@@ -126,6 +165,7 @@ def test_load_ledger_reads_every_row(inbox, receiver_db):
 
 # -- partials ------------------------------------------------------------------------------
 
+
 def test_old_loaded_partial_is_deleted(inbox, receiver_db, caplog):
     old = backup(inbox, receiver_db, "partial", timedelta(hours=30))
     superseded = backup(inbox, receiver_db, "partial", timedelta(hours=30), outcome="superseded")
@@ -134,7 +174,7 @@ def test_old_loaded_partial_is_deleted(inbox, receiver_db, caplog):
     with caplog.at_level(logging.INFO, logger="arb_pipeline.ops.retention"):
         assert sorted(apply_retention(plan, inbox)) == sorted([old, superseded])
     assert not old.exists() and not superseded.exists()
-    assert os.listdir(inbox / "partial") == []      # no hidden leftovers either
+    assert os.listdir(inbox / "partial") == []  # no hidden leftovers either
     assert old.name in caplog.text
 
 
@@ -194,7 +234,7 @@ def test_manifest_replaced_after_planning_is_not_deleted(inbox, receiver_db, cap
     with caplog.at_level(logging.WARNING, logger="arb_pipeline.ops.retention"):
         assert apply_retention(plan, inbox) == []
     assert folder.is_dir() and (folder / MANIFEST_NAME).read_bytes() == other.to_json()
-    assert sorted(os.listdir(inbox / "partial")) == [folder.name]   # the rename was undone
+    assert sorted(os.listdir(inbox / "partial")) == [folder.name]  # the rename was undone
     assert "different manifest" in caplog.text
 
 
@@ -218,10 +258,11 @@ def test_unreadable_manifest_is_kept(inbox, receiver_db):
 
 # -- completes ---------------------------------------------------------------------------
 
+
 def test_newest_loaded_complete_is_always_kept(inbox, receiver_db):
     older = backup(inbox, receiver_db, "complete", DAY * 9)
-    newest = backup(inbox, receiver_db, "complete", DAY * 6)         # older than the 4-day limit too
-    unloaded = backup(inbox, receiver_db, "complete", DAY * 1, outcome=None)   # newer, but not loaded
+    newest = backup(inbox, receiver_db, "complete", DAY * 6)  # older than the 4-day limit too
+    unloaded = backup(inbox, receiver_db, "complete", DAY * 1, outcome=None)  # newer, but not loaded
     plan = plan_retention(inbox, ledger(receiver_db), NOW, complete_days=4)
     assert deleted_names(plan) == {older.name}
     assert reason_for(plan, newest).startswith(NEWEST_COMPLETE)
@@ -259,6 +300,7 @@ def test_naive_now_is_refused(inbox):
 
 # -- uploads without manifest ---------------------------------------------------------------
 
+
 def upload_folder(inbox: Path, name: str, files: list[str]) -> Path:
     folder = inbox / "partial" / name
     for f in files:
@@ -269,14 +311,20 @@ def upload_folder(inbox: Path, name: str, files: list[str]) -> Path:
 
 
 def test_abandoned_upload_of_temporary_files_only(inbox, caplog):
-    temp_files = [temporary_name("tables/AndroidRequests_event.jsonl.zst"), temporary_name("media.tar"),
-                  temporary_name(MANIFEST_NAME)]
+    temp_files = [
+        temporary_name("tables/AndroidRequests_event.jsonl.zst"),
+        temporary_name("media.tar"),
+        temporary_name(MANIFEST_NAME),
+    ]
     stale = upload_folder(inbox, "partial-2026-01-01-00-00-aaa", temp_files)
     set_age(stale, DAY * 3)
     fresh = upload_folder(inbox, "partial-2026-01-01-00-05-bbb", temp_files)
     set_age(fresh, DAY * 1)
-    with_final_names = upload_folder(inbox, "partial-2026-01-01-00-10-ccc",
-                                     ["tables/AndroidRequests_event.jsonl.zst", temporary_name("media.tar")])
+    with_final_names = upload_folder(
+        inbox,
+        "partial-2026-01-01-00-10-ccc",
+        ["tables/AndroidRequests_event.jsonl.zst", temporary_name("media.tar")],
+    )
     set_age(with_final_names, DAY * 30)
     empty = upload_folder(inbox, "partial-2026-01-01-00-15-ddd", [])
     set_age(empty, DAY * 3)
@@ -319,6 +367,7 @@ def test_stray_entries_in_a_kind_folder_are_left_alone(inbox, tmp_path):
 
 # -- apply_retention's own checks --------------------------------------------------------------
 
+
 def test_apply_refuses_a_symlinked_backup_folder(inbox, tmp_path, receiver_db, caplog):
     folder = backup(inbox, receiver_db, "partial", DAY * 3)
     plan = plan_retention(inbox, ledger(receiver_db), NOW)
@@ -341,12 +390,17 @@ def test_apply_refuses_paths_outside_the_inbox(inbox, tmp_path, receiver_db):
     forged = RetentionPlan(delete=[Candidate("partial", m.backup_id, elsewhere, m, sha(elsewhere))])
     assert apply_retention(forged, inbox) == [] and elsewhere.exists()
     # A kind that isn't one, or a name that climbs out, is refused too.
-    forged = RetentionPlan(delete=[Candidate("..", m.backup_id, elsewhere, m, sha(elsewhere)),
-                                   Candidate("partial", "..", inbox / "partial" / "..", m, sha(elsewhere))])
+    forged = RetentionPlan(
+        delete=[
+            Candidate("..", m.backup_id, elsewhere, m, sha(elsewhere)),
+            Candidate("partial", "..", inbox / "partial" / "..", m, sha(elsewhere)),
+        ]
+    )
     assert apply_retention(forged, inbox) == [] and elsewhere.exists() and (inbox / "partial").exists()
 
 
 # -- the disk guard --------------------------------------------------------------------------
+
 
 def test_disk_guard_raises_naming_the_volume_and_the_setting(tmp_path):
     huge = 1 << 62

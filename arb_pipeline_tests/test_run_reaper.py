@@ -31,14 +31,14 @@ def test_a_run_whose_process_lives_is_left_alone_and_a_dead_one_is_failed(monkey
     instance = dg.DagsterInstance.ephemeral()
     thread, release = _started_run(instance)
     try:
-        assert reap_dead_runs(instance, min_silence_seconds=0) == []          # our own pid: alive
+        assert reap_dead_runs(instance, min_silence_seconds=0) == []  # our own pid: alive
         monkeypatch.setattr(run_reaper, "_pid_alive", lambda pid: False)
-        assert reap_dead_runs(instance, min_silence_seconds=3600) == []       # not silent long enough
+        assert reap_dead_runs(instance, min_silence_seconds=3600) == []  # not silent long enough
         assert reap_dead_runs(instance, belongs=lambda run: False, min_silence_seconds=0) == []
         [reaped] = reap_dead_runs(instance, min_silence_seconds=0)
         run = instance.get_run_by_id(reaped.run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE
-        assert reap_dead_runs(instance, min_silence_seconds=0) == []          # once
+        assert reap_dead_runs(instance, min_silence_seconds=0) == []  # once
     finally:
         release.set()
         thread.join(30)
@@ -49,10 +49,11 @@ def test_a_recycled_pid_running_something_else_counts_as_dead():
 
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        assert run_reaper._pid_alive(sleeper.pid) is False    # alive, but not a Python/dagster worker
+        assert run_reaper._pid_alive(sleeper.pid) is False  # alive, but not a Python/dagster worker
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert run_reaper._pid_alive(sleeper.pid) is False        # gone
+    assert run_reaper._pid_alive(sleeper.pid) is False  # gone
     import os
+
     assert run_reaper._pid_alive(os.getpid()) is True

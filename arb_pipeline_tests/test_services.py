@@ -18,14 +18,16 @@ import pytest
 
 from arb_pipeline.dev.sshd import LocalSshd, generate_ed25519_key
 
-
 # ---- PostgreSQL ------------------------------------------------------------------------
+
 
 def test_postgres_answers_with_the_sender_schema(sender_db):
     with psycopg.connect(sender_db) as conn:
         (count,) = conn.execute(
             "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_schema = 'public' AND table_name LIKE %s", ("AndroidRequests\\_%",)).fetchone()
+            "WHERE table_schema = 'public' AND table_name LIKE %s",
+            ("AndroidRequests\\_%",),
+        ).fetchone()
         (one,) = conn.execute("SELECT 1 + 1").fetchone()
     assert count == 23  # every TransApp table of 0001_transapp_tables.sql (see test_migrate)
     assert one == 2
@@ -33,13 +35,22 @@ def test_postgres_answers_with_the_sender_schema(sender_db):
 
 # ---- sshd ------------------------------------------------------------------------------
 
+
 def _sftp_client(server: LocalSshd, known_hosts=None) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts or server.known_hosts_path))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(server.host, port=server.port, username=server.username,
-                   key_filename=str(server.client_key_path), look_for_keys=False, allow_agent=False,
-                   timeout=10, banner_timeout=10, auth_timeout=10)
+    client.connect(
+        server.host,
+        port=server.port,
+        username=server.username,
+        key_filename=str(server.client_key_path),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=10,
+        banner_timeout=10,
+        auth_timeout=10,
+    )
     return client
 
 
@@ -112,15 +123,24 @@ def test_changed_host_key_is_refused(sftp_inbox, tmp_path):
 def test_other_keys_root_and_passwords_are_refused(sftp_inbox, tmp_path):
     stranger = tmp_path / "stranger_key"
     generate_ed25519_key(stranger, "stranger")
-    for username, kwargs in ((sftp_inbox.username, {"key_filename": str(stranger)}),
-                             ("root", {"key_filename": str(sftp_inbox.client_key_path)}),
-                             (sftp_inbox.username, {"password": "*"})):
+    for username, kwargs in (
+        (sftp_inbox.username, {"key_filename": str(stranger)}),
+        ("root", {"key_filename": str(sftp_inbox.client_key_path)}),
+        (sftp_inbox.username, {"password": "*"}),
+    ):
         client = paramiko.SSHClient()
         client.load_host_keys(str(sftp_inbox.known_hosts_path))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         with client, pytest.raises(paramiko.AuthenticationException):
-            client.connect(sftp_inbox.host, port=sftp_inbox.port, username=username, look_for_keys=False,
-                           allow_agent=False, timeout=10, **kwargs)
+            client.connect(
+                sftp_inbox.host,
+                port=sftp_inbox.port,
+                username=username,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=10,
+                **kwargs,
+            )
 
 
 @pytest.mark.sshd
@@ -145,8 +165,9 @@ def test_ci_runs_the_suite_and_its_services_unprivileged(sftp_inbox, pg_cluster)
         pytest.skip("ARB_EXPECT_UNPRIVILEGED is set by .ci/run, which runs the suite as an unprivileged user")
     me = os.geteuid()
     assert me != 0 and os.getuid() != 0
-    assert 0 not in os.getgroups() and all(g.gr_gid not in os.getgroups()
-                                           for g in grp.getgrall() if g.gr_name in ("sudo", "wheel", "admin"))
+    assert 0 not in os.getgroups() and all(
+        g.gr_gid not in os.getgroups() for g in grp.getgrall() if g.gr_name in ("sudo", "wheel", "admin")
+    )
     assert not sftp_inbox.chroot and sftp_inbox.username == pwd.getpwuid(me).pw_name
     assert _uid_of(sftp_inbox.pid) == me and _uid_of(pg_cluster.pid) == me  # started by this user, not root
     with _sftp_client(sftp_inbox) as client, client.open_sftp() as sftp:
@@ -155,6 +176,7 @@ def test_ci_runs_the_suite_and_its_services_unprivileged(sftp_inbox, pg_cluster)
 
 
 # ---- SMTP ------------------------------------------------------------------------------
+
 
 def test_smtp_captures_a_message(smtp_server, tmp_path):
     smtp_server.eml_dir = tmp_path / "mail"

@@ -25,8 +25,14 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from arb_pipeline.dev.sshd import (AUTHORIZED_KEY_OPTIONS, SFTP_ONLY_OPTIONS, SSHD_BIN, LocalSshd,
-                                      generate_ed25519_key, sshd_unavailable_reason)
+from arb_pipeline.dev.sshd import (
+    AUTHORIZED_KEY_OPTIONS,
+    SFTP_ONLY_OPTIONS,
+    SSHD_BIN,
+    LocalSshd,
+    generate_ed25519_key,
+    sshd_unavailable_reason,
+)
 from arb_pipeline_tests.fixtures_services import _services_required
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "sshd"
@@ -45,13 +51,17 @@ def match_block(config: str) -> list[tuple[str, str]]:
     """(option, value) lines of the config's ``Match`` block, in order."""
     lines = [line.strip() for line in config.splitlines()]
     start = next(i for i, line in enumerate(lines) if line.startswith("Match "))
-    return [tuple(line.split(None, 1)) for line in lines[start + 1:] if line and not line.startswith("#")]
+    return [tuple(line.split(None, 1)) for line in lines[start + 1 :] if line and not line.startswith("#")]
 
 
 def effective(config: Path, user: str, addr: str = "127.0.0.1") -> dict[str, str]:
     """sshd's effective settings for a connection of ``user`` from ``addr`` (``sshd -T``)."""
-    out = subprocess.run([str(SSHD_BIN), "-T", "-f", str(config), "-C", f"user={user},host=sender,addr={addr}"],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(SSHD_BIN), "-T", "-f", str(config), "-C", f"user={user},host=sender,addr={addr}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
@@ -85,19 +95,24 @@ def test_the_tested_sshd_runs_the_documented_options(tmp_path):
         assert tested["authorizedkeysfile"] == str(server.authorized_keys_path)
         assert (tested["permitrootlogin"], tested["listenaddress"]) == ("no", f"127.0.0.1:{server.port}")
 
-    example = next(line for line in (DEPLOY / "authorized_keys.example").read_text().splitlines()
-                   if line and not line.startswith("#"))
+    example = next(
+        line
+        for line in (DEPLOY / "authorized_keys.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert example.split()[0] == AUTHORIZED_KEY_OPTIONS.format(address="203.0.113.10")
 
 
 # ---- the chrooted server, as root ------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chrooted() -> Iterator[LocalSshd]:
     """A chrooted server whose inbox is set up like production's: setgid, shared with a group."""
     # .ci/run's root phase sets ARB_REQUIRE_SSHD_CHROOT: there a skip would hide a broken chroot.
     required = os.environ.get("ARB_REQUIRE_SSHD_CHROOT", "") not in ("", "0") or (
-        os.geteuid() == 0 and _services_required())
+        os.geteuid() == 0 and _services_required()
+    )
     _require(sshd_unavailable_reason(chroot=True), required)
     base = Path(tempfile.mkdtemp(prefix="arb-sshd-chroot-"))
     server = LocalSshd(base, chroot=True)
@@ -134,13 +149,35 @@ def sftp_root(chrooted) -> Iterator[paramiko.SFTPClient]:
         yield sftp
 
 
-def openssh(server: LocalSshd, program: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def openssh(
+    server: LocalSshd, program: str, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     """The OpenSSH ``ssh`` or ``sftp`` client with the sender's key and strict host-key checking."""
     port_flag = "-p" if program == "ssh" else "-P"
-    return subprocess.run([program, "-F", "none", "-i", str(server.client_key_path), "-o", "IdentitiesOnly=yes",
-                           "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={server.known_hosts_path}",
-                           "-o", "StrictHostKeyChecking=yes", port_flag, str(server.port), *args],
-                          input=stdin, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [
+            program,
+            "-F",
+            "none",
+            "-i",
+            str(server.client_key_path),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={server.known_hosts_path}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            port_flag,
+            str(server.port),
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.mark.needs_root
@@ -164,13 +201,21 @@ def test_no_forwarding_of_any_kind(chrooted):
     with chrooted.connect() as client:
         transport = client.get_transport()
         with pytest.raises(paramiko.ChannelException):  # ssh -L: "administratively prohibited"
-            transport.open_channel("direct-tcpip", (chrooted.host, chrooted.port), ("127.0.0.1", 0), timeout=10)
+            transport.open_channel(
+                "direct-tcpip", (chrooted.host, chrooted.port), ("127.0.0.1", 0), timeout=10
+            )
         with pytest.raises(paramiko.SSHException):  # ssh -R
             transport.request_port_forward("127.0.0.1", 0)
         assert transport.is_active()
     # The OpenSSH client's stdio forwarding (ssh -W, as ProxyJump uses) is refused the same way.
-    done = openssh(chrooted, "ssh", "-W", f"{chrooted.host}:{chrooted.port}", f"{chrooted.username}@{chrooted.host}",
-                   stdin="")
+    done = openssh(
+        chrooted,
+        "ssh",
+        "-W",
+        f"{chrooted.host}:{chrooted.port}",
+        f"{chrooted.username}@{chrooted.host}",
+        stdin="",
+    )
     assert done.returncode == 255 and "administratively prohibited" in done.stderr, done
 
 
@@ -193,12 +238,14 @@ def test_the_client_sees_only_its_inbox(sftp_root, chrooted):
 @pytest.mark.needs_root
 def test_nothing_outside_the_inbox_is_writable(sftp_root, chrooted):
     sftp_root.putfo(io.BytesIO(b"in"), "/inbox/in.bin")
-    for attempt in (lambda: sftp_root.putfo(io.BytesIO(b"x"), "/outside.bin"),
-                    lambda: sftp_root.mkdir("/folder"),
-                    lambda: sftp_root.posix_rename("/inbox/in.bin", "/moved.bin"),
-                    lambda: sftp_root.rename("/inbox/in.bin", "/moved.bin"),
-                    lambda: sftp_root.rmdir("/inbox"),
-                    lambda: sftp_root.chmod("/", 0o777)):
+    for attempt in (
+        lambda: sftp_root.putfo(io.BytesIO(b"x"), "/outside.bin"),
+        lambda: sftp_root.mkdir("/folder"),
+        lambda: sftp_root.posix_rename("/inbox/in.bin", "/moved.bin"),
+        lambda: sftp_root.rename("/inbox/in.bin", "/moved.bin"),
+        lambda: sftp_root.rmdir("/inbox"),
+        lambda: sftp_root.chmod("/", 0o777),
+    ):
         with pytest.raises(PermissionError):
             attempt()
     assert sorted(os.listdir(chrooted.chroot_dir)) == ["inbox"]
@@ -211,8 +258,14 @@ def test_links_are_refused(sftp_root, chrooted):
     with pytest.raises(PermissionError):
         sftp_root.symlink("/inbox/a.bin", "/inbox/soft.bin")
     # paramiko has no hard-link call; the OpenSSH client's `ln` sends hardlink@openssh.com.
-    done = openssh(chrooted, "sftp", "-b", "-", f"{chrooted.username}@{chrooted.host}",
-                   stdin="-ln /inbox/a.bin /inbox/hard.bin\n-ln -s /inbox/a.bin /inbox/soft.bin\nls /inbox\n")
+    done = openssh(
+        chrooted,
+        "sftp",
+        "-b",
+        "-",
+        f"{chrooted.username}@{chrooted.host}",
+        stdin="-ln /inbox/a.bin /inbox/hard.bin\n-ln -s /inbox/a.bin /inbox/soft.bin\nls /inbox\n",
+    )
     assert done.returncode == 0, done
     assert "Server does not support hardlink@openssh.com" in done.stderr, done.stderr  # not even offered
     assert 'symlink file "/inbox/a.bin" to "/inbox/soft.bin": Permission denied' in done.stderr, done.stderr
@@ -244,6 +297,13 @@ def test_the_key_works_only_from_the_senders_address(chrooted):
     client.load_host_keys(str(chrooted.known_hosts_path))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with client, pytest.raises(paramiko.AuthenticationException):
-        client.connect(chrooted.host, port=chrooted.port, username=chrooted.username, sock=sock,
-                       key_filename=str(chrooted.client_key_path), look_for_keys=False, allow_agent=False,
-                       timeout=10)
+        client.connect(
+            chrooted.host,
+            port=chrooted.port,
+            username=chrooted.username,
+            sock=sock,
+            key_filename=str(chrooted.client_key_path),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )

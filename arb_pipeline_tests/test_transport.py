@@ -29,9 +29,18 @@ HELPERS = Path(__file__).parent / "helpers"
 
 
 def make_sftp(server: LocalSshd, **overrides) -> SftpTransport:
-    params = dict(host=server.host, port=server.port, username=server.username,
-                  key_file=server.client_key_path, known_hosts_file=server.known_hosts_path,
-                  remote_dir=server.remote_inbox, connect_timeout=5, io_timeout=10, retries=0, backoff=0.05)
+    params = dict(
+        host=server.host,
+        port=server.port,
+        username=server.username,
+        key_file=server.client_key_path,
+        known_hosts_file=server.known_hosts_path,
+        remote_dir=server.remote_inbox,
+        connect_timeout=5,
+        io_timeout=10,
+        retries=0,
+        backoff=0.05,
+    )
     params.update(overrides)
     return SftpTransport(**params)
 
@@ -46,6 +55,7 @@ def write(path: Path, data: bytes) -> Path:
 
 
 # ---- the same interface tests for both transports ------------------------------------
+
 
 @pytest.fixture(params=["local", pytest.param("sftp", marks=pytest.mark.sshd)])
 def transport(request, tmp_path):
@@ -130,6 +140,7 @@ def test_names_may_not_leave_the_folder(transport, tmp_path, bad):
 
 # ---- SFTP: host keys, key files, settings ---------------------------------------------
 
+
 @pytest.mark.sshd
 def test_changed_host_key_is_refused_at_once(sftp_inbox, tmp_path):
     old_known_hosts = sftp_inbox.known_hosts_path.read_text()
@@ -203,21 +214,31 @@ def _new_key(kind: str, path: Path, passphrase: bytes | None) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-    key = {"ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
-           "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
-           "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)}[kind]()
-    fmt = serialization.PrivateFormat.OpenSSH if kind == "ed25519" else serialization.PrivateFormat.TraditionalOpenSSL
+    key = {
+        "ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
+        "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }[kind]()
+    fmt = (
+        serialization.PrivateFormat.OpenSSH
+        if kind == "ed25519"
+        else serialization.PrivateFormat.TraditionalOpenSSL
+    )
     enc = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key.private_bytes(serialization.Encoding.PEM, fmt, enc))
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                         serialization.PublicFormat.OpenSSH).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 @pytest.mark.sshd
-@pytest.mark.parametrize("kind,passphrase", [("rsa", None), ("ecdsa", "s3cret-ecdsa-pass"),
-                                             ("ed25519", "s3cret-ed-pass")])
+@pytest.mark.parametrize(
+    "kind,passphrase", [("rsa", None), ("ecdsa", "s3cret-ecdsa-pass"), ("ed25519", "s3cret-ed-pass")]
+)
 def test_any_key_type_and_passphrases_never_shown(sftp_inbox, tmp_path, caplog, kind, passphrase):
     key_path = tmp_path / f"id_{kind}"
     public = _new_key(kind, key_path, passphrase.encode() if passphrase else None)
@@ -285,12 +306,15 @@ def test_unwritable_remote_folder(sftp_inbox, tmp_path):
             t.publish(write(tmp_path / "s", b"x"), "sub/x.bin")
     assert list(readonly.iterdir()) == []
 
-    with make_sftp(sftp_inbox, remote_dir=f"{sftp_inbox.remote_inbox}/new/deeper") as t:  # a missing folder is created
+    with make_sftp(
+        sftp_inbox, remote_dir=f"{sftp_inbox.remote_inbox}/new/deeper"
+    ) as t:  # a missing folder is created
         t.check_writable()
     assert (sftp_inbox.inbox_dir / "new/deeper").is_dir()
 
 
 # ---- SFTP: atomicity under load, kill, restart, stall -----------------------------------
+
 
 @pytest.mark.sshd
 def test_reader_never_sees_a_partial_file(sftp_inbox, tmp_path):
@@ -335,10 +359,17 @@ def test_reader_never_sees_a_partial_file(sftp_inbox, tmp_path):
 def test_upload_killed_midway_leaves_no_final_file(sftp_inbox, tmp_path):
     size = 16 * 1024 * 1024
     src = write(tmp_path / "big.bin", os.urandom(size))
-    cfg = dict(host=sftp_inbox.host, port=sftp_inbox.port, username=sftp_inbox.username,
-               key_file=str(sftp_inbox.client_key_path), known_hosts_file=str(sftp_inbox.known_hosts_path),
-               remote_dir=sftp_inbox.remote_inbox, local_path=str(src), remote_name="daily/big.bin",
-               chunk_delay=0.01)
+    cfg = dict(
+        host=sftp_inbox.host,
+        port=sftp_inbox.port,
+        username=sftp_inbox.username,
+        key_file=str(sftp_inbox.client_key_path),
+        known_hosts_file=str(sftp_inbox.known_hosts_path),
+        remote_dir=sftp_inbox.remote_inbox,
+        local_path=str(src),
+        remote_name="daily/big.bin",
+        chunk_delay=0.01,
+    )
     proc = subprocess.Popen([sys.executable, str(HELPERS / "slow_publish.py"), json.dumps(cfg)])
     daily = sftp_inbox.inbox_dir / "daily"
     try:

@@ -79,7 +79,9 @@ def test_asset_graph_shows_sender_and_receiver_assets(browser_page, demo):
     # Node links name full asset keys; they render once the nodes' live data has arrived.
     page.locator("a[href^='/assets/sender/partial/eventforbusv2']").first.wait_for()
     page.locator("a[href^='/assets/receiver/postprocess/']").first.wait_for()
-    links = set(page.eval_on_selector_all("a[href^='/assets/']", "els => els.map(e => e.getAttribute('href'))"))
+    links = set(
+        page.eval_on_selector_all("a[href^='/assets/']", "els => els.map(e => e.getAttribute('href'))")
+    )
     shot(page, "asset-lineage")
     assert "/assets/sender/partial/eventforbusv2?view=partitions" in links, sorted(links)
     assert any(link.startswith("/assets/receiver/postprocess/") for link in links), sorted(links)
@@ -93,15 +95,21 @@ def test_asset_graph_shows_sender_and_receiver_assets(browser_page, demo):
     page.wait_for_function("() => !document.body.innerText.includes('fetching statuses')")
     graph = " ".join(page.eval_on_selector_all("foreignObject", "els => els.map(e => e.textContent || '')"))
     shot(page, "global-lineage")
-    for group in ("sender_partial", "sender_complete", "receiver_partial", "receiver_complete",
-                  "receiver_postprocess"):
+    for group in (
+        "sender_partial",
+        "sender_complete",
+        "receiver_partial",
+        "receiver_complete",
+        "receiver_postprocess",
+    ):
         assert group in graph, graph[:2000]
 
     # The catalog, folder by folder: asset names with their code location and group.
     for folder, location, group, names in (
-            ("sender/partial", "sender", "sender_partial", ("eventforbusv2", "report", "backup")),
-            ("receiver/partial", "receiver", "receiver_partial", ("eventforbusv2", "report", "media")),
-            ("receiver/postprocess", "receiver", "receiver_postprocess", ("zones", "event_periods"))):
+        ("sender/partial", "sender", "sender_partial", ("eventforbusv2", "report", "backup")),
+        ("receiver/partial", "receiver", "receiver_partial", ("eventforbusv2", "report", "media")),
+        ("receiver/postprocess", "receiver", "receiver_postprocess", ("zones", "event_periods")),
+    ):
         visit(page, f"{demo.url}/assets/{folder}?view=folder", group)
         text = page.inner_text("body")
         shot(page, "catalog-" + folder.replace("/", "-"))
@@ -112,9 +120,13 @@ def test_asset_graph_shows_sender_and_receiver_assets(browser_page, demo):
 def test_a_loaded_partition_is_green(browser_page, demo):
     page = browser_page
     with connect(demo.dsn("receiver"), autocommit=True) as conn:
-        loaded = [r[0] for r in conn.execute(
-            "SELECT partition_key FROM arb_loaded_backup WHERE kind = 'partial' AND outcome = 'loaded' "
-            "ORDER BY partition_key DESC").fetchall()]
+        loaded = [
+            r[0]
+            for r in conn.execute(
+                "SELECT partition_key FROM arb_loaded_backup WHERE kind = 'partial' AND outcome = 'loaded' "
+                "ORDER BY partition_key DESC"
+            ).fetchall()
+        ]
     assert loaded
     key = loaded[0]
     visit(page, f"{demo.url}/assets/{LOADED_ASSET}?view=partitions", key)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from arb_pipeline.extract.build import build_complete, build_partial
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.extract.tables import Window
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
+from arb_pipeline.extract.build import build_complete, build_partial
+from arb_pipeline.extract.tables import Window
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.verify import SchemaMismatch, VerifyError, check_schema, verify_files
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.quarantine import QuarantineError, list_quarantined, quarantine, requeue
 from arb_pipeline_tests.conftest import _fresh_db
 
@@ -52,30 +52,53 @@ def built(pg_cluster, tmp_path_factory):
     window = Window(lo, lo + timedelta(minutes=5))
     key = lo.strftime("%Y-%m-%d-%H-%M")
     out = {}
-    out["partial"] = build_partial(dsn, base / "inbox" / "partial", partition_key=key, window=window,
-                                   unique="aaa1", media_dir=media, sender_id="t").staged.root
+    out["partial"] = build_partial(
+        dsn,
+        base / "inbox" / "partial",
+        partition_key=key,
+        window=window,
+        unique="aaa1",
+        media_dir=media,
+        sender_id="t",
+    ).staged.root
     day = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    out["complete"] = build_complete(dsn, base / "inbox" / "complete", partition_key=day.strftime("%Y-%m-%d"),
-                                     window=Window(day, day + timedelta(days=1)), unique="ccc1", media_dir=media,
-                                     sender_id="t", pg_dump=_pg_dump()).staged.root
+    out["complete"] = build_complete(
+        dsn,
+        base / "inbox" / "complete",
+        partition_key=day.strftime("%Y-%m-%d"),
+        window=Window(day, day + timedelta(days=1)),
+        unique="ccc1",
+        media_dir=media,
+        sender_id="t",
+        pg_dump=_pg_dump(),
+    ).staged.root
     # The sender gains a column the receiver doesn't have yet.
     with connect(dsn) as conn:
         conn.execute(f'ALTER TABLE "{REPORT}" ADD COLUMN sender_note text')
-        conn.execute(f'UPDATE "{REPORT}" SET sender_note = \'n\'')
+        conn.execute(f"UPDATE \"{REPORT}\" SET sender_note = 'n'")
         conn.commit()
-    out["partial_extra"] = build_partial(dsn, base / "inbox" / "partial", partition_key=key, window=window,
-                                         unique="bbb1", media_dir=media, sender_id="t").staged.root
+    out["partial_extra"] = build_partial(
+        dsn,
+        base / "inbox" / "partial",
+        partition_key=key,
+        window=window,
+        unique="bbb1",
+        media_dir=media,
+        sender_id="t",
+    ).staged.root
     return out
 
 
 @pytest.fixture
 def backup(built, tmp_path):
     """A private copy: backup("partial") -> <tmp>/inbox/partial/<id>."""
+
     def copy(kind: str = "partial") -> Path:
         src = built[kind]
         dest = tmp_path / "inbox" / src.parent.name / src.name
         shutil.copytree(src, dest)
         return dest
+
     return copy
 
 
@@ -96,10 +119,13 @@ def _table_with_rows(folder: Path) -> dict:
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 # -- files ---------------------------------------------------------------------------
+
 
 def test_good_backups_verify_and_fit_the_receiver(backup, receiver_db):
     for kind in ("partial", "complete"):
@@ -128,17 +154,24 @@ def test_a_flipped_byte_is_a_sha256_mismatch(backup):
     msg = str(exc.value)
     assert t["name"] in msg and "sha256" in msg and folder.name in msg
     assert "re-run the sender's partial partition" in msg
-    assert "quarantined" not in msg, "verify_files only says what is wrong; the receiver quarantines and says where"
+    assert "quarantined" not in msg, (
+        "verify_files only says what is wrong; the receiver quarantines and says where"
+    )
     assert exc.value.quarantine and exc.value.file == t["name"] and exc.value.backup_id == folder.name
 
 
 def test_a_truncated_file_names_the_bytes(backup):
     folder = backup("complete")
-    media = next(f for f in Manifest.from_json((folder / MANIFEST_NAME).read_bytes()).files if f.kind == "media")
+    media = next(
+        f for f in Manifest.from_json((folder / MANIFEST_NAME).read_bytes()).files if f.kind == "media"
+    )
     with open(folder / media.name, "r+b") as fh:
         fh.truncate(media.bytes - 100)
-    with pytest.raises(VerifyError, match=rf"{media.name}: size differs: the manifest says {media.bytes} bytes, "
-                                          rf"the file has {media.bytes - 100} bytes"):
+    with pytest.raises(
+        VerifyError,
+        match=rf"{media.name}: size differs: the manifest says {media.bytes} bytes, "
+        rf"the file has {media.bytes - 100} bytes",
+    ):
         verify_files(folder)
 
 
@@ -155,9 +188,13 @@ def test_a_consistent_manifest_with_a_row_missing_is_caught_by_the_row_count(bac
 
     def change(doc):
         _entry(doc, t["table"]).update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
     _rewrite_manifest(folder, change)
-    with pytest.raises(VerifyError, match=rf"{t['name']}: rows differ: the manifest says {t['rows']} rows, "
-                                          rf"the file holds {t['rows'] - 1} lines"):
+    with pytest.raises(
+        VerifyError,
+        match=rf"{t['name']}: rows differ: the manifest says {t['rows']} rows, "
+        rf"the file holds {t['rows'] - 1} lines",
+    ):
         verify_files(folder)
 
 
@@ -169,13 +206,19 @@ def test_a_truncated_zstd_stream_is_named_not_a_raw_zstd_error(backup):
     path = folder / t["name"]
     data = path.read_bytes()[:-5]
     path.write_bytes(data)
-    _rewrite_manifest(folder, lambda doc: _entry(doc, t["table"]).update(
-        bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    _rewrite_manifest(
+        folder,
+        lambda doc: _entry(doc, t["table"]).update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest()),
+    )
     with pytest.raises(VerifyError, match=rf"{t['name']}: ends in the middle of a zstd frame"):
         verify_files(folder)
     path.write_bytes(b"not zstd at all")
-    _rewrite_manifest(folder, lambda doc: _entry(doc, t["table"]).update(
-        bytes=15, sha256=hashlib.sha256(b"not zstd at all").hexdigest()))
+    _rewrite_manifest(
+        folder,
+        lambda doc: _entry(doc, t["table"]).update(
+            bytes=15, sha256=hashlib.sha256(b"not zstd at all").hexdigest()
+        ),
+    )
     with pytest.raises(VerifyError, match=rf"{t['name']}: is not a valid zstd stream"):
         verify_files(folder)
 
@@ -186,7 +229,9 @@ def test_missing_extra_and_temporary_files(backup):
     (folder / ".manifest.json.99.part").write_bytes(b"{")
     verify_files(folder)  # temporaries are ignored
     (folder / "tables" / "stray.jsonl.zst").write_bytes(b"x")
-    with pytest.raises(VerifyError, match=r"unexpected file\(s\) not listed in the manifest: tables/stray.jsonl.zst"):
+    with pytest.raises(
+        VerifyError, match=r"unexpected file\(s\) not listed in the manifest: tables/stray.jsonl.zst"
+    ):
         verify_files(folder)
     (folder / "tables" / "stray.jsonl.zst").unlink()
     (folder / "extra_folder").mkdir()
@@ -209,11 +254,20 @@ def test_a_symlink_in_place_of_a_listed_file_is_refused(backup, tmp_path):
         verify_files(folder)
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda raw: b"{not json", "malformed manifest: manifest is not valid JSON"),
-    (lambda raw: raw.replace(b'"format_version": 1', b'"format_version": 2'), "format_version 2 is not supported"),
-    (lambda raw: raw.replace(b'"name": "tables/', b'"name": "../tables/', 1), "is not a safe relative file name"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda raw: b"{not json", "malformed manifest: manifest is not valid JSON"),
+        (
+            lambda raw: raw.replace(b'"format_version": 1', b'"format_version": 2'),
+            "format_version 2 is not supported",
+        ),
+        (
+            lambda raw: raw.replace(b'"name": "tables/', b'"name": "../tables/', 1),
+            "is not a safe relative file name",
+        ),
+    ],
+)
 def test_a_malformed_manifest_is_a_verify_error(backup, change, expected):
     folder = backup("partial")
     raw = json.dumps(json.loads((folder / MANIFEST_NAME).read_bytes()), indent=1).encode()
@@ -244,6 +298,7 @@ def test_a_missing_manifest_and_a_foreign_backup_id(backup):
 
 # -- schema ---------------------------------------------------------------------------
 
+
 def test_an_unknown_table_is_a_clear_error(backup, receiver_db):
     folder = backup("partial")
     new = "AndroidRequests_nosuchtable"
@@ -253,19 +308,24 @@ def test_an_unknown_table_is_a_clear_error(backup, receiver_db):
     def change(doc):
         _entry(doc, REPORT).update(table=new, name=f"tables/{new}.jsonl.zst")
         doc["tables_order"] = [new if t == REPORT else t for t in doc["tables_order"]]
+
     _rewrite_manifest(folder, change)
     manifest = verify_files(folder)  # the files are intact
     with connect(receiver_db) as conn, pytest.raises(VerifyError) as exc:
         check_schema(manifest, conn)
-    assert (f"unknown table {new}: the receiver has no such table; add a receiver migration or remove it "
-            "from the sender's catalog") in str(exc.value)
+    assert (
+        f"unknown table {new}: the receiver has no such table; add a receiver migration or remove it "
+        "from the sender's catalog"
+    ) in str(exc.value)
 
 
 def test_a_receiver_only_table_is_never_a_target(backup, receiver_db):
     folder = backup("partial")
     manifest = verify_files(folder)
-    with connect(receiver_db) as conn, pytest.raises(VerifyError, match=f"unknown table {REPORT}: the receiver "
-                                                                       "does not replicate it"):
+    with (
+        connect(receiver_db) as conn,
+        pytest.raises(VerifyError, match=f"unknown table {REPORT}: the receiver does not replicate it"),
+    ):
         check_schema(manifest, conn, replicated_tables=set(manifest.tables_order) - {REPORT})
 
 
@@ -277,7 +337,9 @@ def test_an_extra_sender_column_is_ignored_with_a_warning(backup, receiver_db, c
     assert plan.ignored == {REPORT: ("sender_note",)}
     assert "sender_note" not in [c.name for c in plan.columns[REPORT]]
     report = next(f for f in manifest.table_files() if f.table == REPORT)
-    assert [c.name for c in plan.columns[REPORT]] == [c.name for c in report.columns if c.name != "sender_note"]
+    assert [c.name for c in plan.columns[REPORT]] == [
+        c.name for c in report.columns if c.name != "sender_note"
+    ]
     assert any("sender_note" in r.getMessage() for r in caplog.records)
 
 
@@ -303,20 +365,29 @@ def test_a_receiver_column_the_backup_lacks_is_a_schema_mismatch(backup, receive
         with pytest.raises(SchemaMismatch) as exc:
             check_schema(manifest, conn)
     assert isinstance(exc.value, VerifyError) and exc.value.quarantine is False
-    assert str(exc.value) == (f"receiver table {REPORT} requires column x that backup {folder.name} does not "
-                              "carry: run `arb migrate --role receiver` or make x nullable")
+    assert str(exc.value) == (
+        f"receiver table {REPORT} requires column x that backup {folder.name} does not "
+        "carry: run `arb migrate --role receiver` or make x nullable"
+    )
 
 
 def test_a_different_primary_key_is_refused(backup, receiver_db):
     folder = backup("partial")
     _rewrite_manifest(folder, lambda doc: _entry(doc, REPORT).update(primary_key=["timeStamp"]))
     manifest = Manifest.from_json((folder / MANIFEST_NAME).read_bytes())
-    with connect(receiver_db) as conn, pytest.raises(VerifyError, match=r"primary key differs: the backup's is "
-                                                                       r"\(timeStamp\), the receiver's is \(id\)"):
+    with (
+        connect(receiver_db) as conn,
+        pytest.raises(
+            VerifyError,
+            match=r"primary key differs: the backup's is "
+            r"\(timeStamp\), the receiver's is \(id\)",
+        ),
+    ):
         check_schema(manifest, conn)
 
 
 # -- quarantine ------------------------------------------------------------------------
+
 
 def test_quarantine_keeps_every_byte_and_requeue_puts_it_back(backup, tmp_path):
     folder = backup("partial")
@@ -370,6 +441,7 @@ def test_quarantine_across_filesystems_copies_then_removes(backup, tmp_path, mon
         if Path(src) == folder:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         return real_rename(src, dst, *a, **kw)
+
     monkeypatch.setattr(os, "rename", rename)
     dest = quarantine(folder, tmp_path / "q", "cross-device")
     assert not folder.exists()
@@ -387,7 +459,9 @@ def test_a_backup_bringing_its_own_reason_file_keeps_it(backup, tmp_path):
     assert "extra file" in (dest / "REASON.2.txt").read_text()
     assert list_quarantined(tmp_path / "q")[0].reason == "extra file"
     back = requeue(tmp_path / "q", folder.name, tmp_path / "inbox")
-    assert (back / "REASON.txt").read_text() == "the sender's own file" and not (back / "REASON.2.txt").exists()
+    assert (back / "REASON.txt").read_text() == "the sender's own file" and not (
+        back / "REASON.2.txt"
+    ).exists()
 
 
 def test_two_files_for_one_table_are_refused(backup):
@@ -397,6 +471,7 @@ def test_two_files_for_one_table_are_refused(backup):
         dup = dict(_entry(doc, REPORT))
         dup["name"] = "tables/copy.jsonl.zst"
         doc["files"].append(dup)
+
     shutil.copy(folder / f"tables/{REPORT}.jsonl.zst", folder / "tables/copy.jsonl.zst")
     _rewrite_manifest(folder, change)
     with pytest.raises(VerifyError, match=f"more than one file for table\\(s\\) {REPORT}"):

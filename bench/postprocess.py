@@ -41,7 +41,9 @@ def _seed_reference(conn) -> None:
     with conn.transaction(), conn.cursor() as cur:
         ref._seed_catalogues(cur, written)
         gtfs_id = ref.take_ids(cur, "gtfs", 1)[0]
-        ref.copy_rows(cur, "gtfs", ("id", "version", "timeCreation"), [(gtfs_id, "v1.3", ref.REFERENCE_EPOCH)])
+        ref.copy_rows(
+            cur, "gtfs", ("id", "version", "timeCreation"), [(gtfs_id, "v1.3", ref.REFERENCE_EPOCH)]
+        )
         counts = ref.ReferenceCounts()
         stops = ref._seed_stops(cur, rng, gtfs_id, counts.stops, written)
         services = ref._seed_services(cur, rng, gtfs_id, counts.services, written)
@@ -69,7 +71,12 @@ JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS k, "registrationPlate", uuid
 
 
 def _fill(conn, events: int, poses: int, end: datetime, days: float) -> dict:
-    from arb_pipeline.dev.generator.scale import _insert_trips, _reference_ids, _skip_fk_checks, build_event_window
+    from arb_pipeline.dev.generator.scale import (
+        _insert_trips,
+        _reference_ids,
+        _skip_fk_checks,
+        build_event_window,
+    )
 
     start = end - timedelta(days=days)
     t0 = time.perf_counter()
@@ -79,23 +86,41 @@ def _fill(conn, events: int, poses: int, end: datetime, days: float) -> dict:
         _skip_fk_checks(conn)
         refs = _reference_ids(cur)
         _insert_trips(cur, poses, start - timedelta(minutes=30), days * 86400e6 / poses, refs[0])
-        cur.execute(_REPORTS, {"start": start, "step": timedelta(days=days) / max(1, events // 20),
-                               "n": max(1, events // 20)})
+        cur.execute(
+            _REPORTS,
+            {"start": start, "step": timedelta(days=days) / max(1, events // 20), "n": max(1, events // 20)},
+        )
     with conn.cursor() as cur:
-        counts = {t: cur.execute(f'SELECT count(*) FROM "{P}{t}"').fetchone()[0]
-                  for t in ("eventforbusv2", "eventforbusstop", "stadisticdatafromregistrationbus",
-                            "stadisticdatafromregistrationbusstop", "report", "poseintrajectoryoftoken")}
+        counts = {
+            t: cur.execute(f'SELECT count(*) FROM "{P}{t}"').fetchone()[0]
+            for t in (
+                "eventforbusv2",
+                "eventforbusstop",
+                "stadisticdatafromregistrationbus",
+                "stadisticdatafromregistrationbusstop",
+                "report",
+                "poseintrajectoryoftoken",
+            )
+        }
     conn.commit()
-    print(f"filled in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
-          flush=True)
+    print(
+        f"filled in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
+        flush=True,
+    )
     return counts
 
 
-DERIVED = {"arb_pp_eventforbusstop_period": "eventforbusstop", "arb_pp_eventforbusv2_period": "eventforbusv2",
-           "arb_pp_busv2_plate": "busv2", "arb_pp_report_info": "report",
-           "arb_pp_eventforbusstop_zone": "eventforbusstop", "arb_pp_eventforbusv2_zone": "eventforbusv2",
-           "arb_pp_report_zone": "report", "arb_pp_eventforbusv2_direction": "eventforbusv2",
-           "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2"}
+DERIVED = {
+    "arb_pp_eventforbusstop_period": "eventforbusstop",
+    "arb_pp_eventforbusv2_period": "eventforbusv2",
+    "arb_pp_busv2_plate": "busv2",
+    "arb_pp_report_info": "report",
+    "arb_pp_eventforbusstop_zone": "eventforbusstop",
+    "arb_pp_eventforbusv2_zone": "eventforbusv2",
+    "arb_pp_report_zone": "report",
+    "arb_pp_eventforbusv2_direction": "eventforbusv2",
+    "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
+}
 
 
 def _baseline_floor(conn) -> float:
@@ -106,11 +131,15 @@ def _baseline_floor(conn) -> float:
     for derived, source in DERIVED.items():
         with conn.transaction():
             conn.execute(f"CREATE TABLE bench_floor (LIKE {derived} INCLUDING DEFAULTS INCLUDING INDEXES)")
-            conn.execute(f'ALTER TABLE bench_floor ADD FOREIGN KEY (id) REFERENCES "{P}{source}"(id) '
-                         "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED")
+            conn.execute(
+                f'ALTER TABLE bench_floor ADD FOREIGN KEY (id) REFERENCES "{P}{source}"(id) '
+                "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"
+            )
         t0 = time.perf_counter()
         with conn.transaction():
-            conn.execute(f'INSERT INTO bench_floor (id, source_changed_at) SELECT id, arb_changed_at FROM "{P}{source}"')
+            conn.execute(
+                f'INSERT INTO bench_floor (id, source_changed_at) SELECT id, arb_changed_at FROM "{P}{source}"'
+            )
         seconds += time.perf_counter() - t0
         conn.execute("DROP TABLE bench_floor")
     return seconds
@@ -122,15 +151,28 @@ def _window(conn, events: int, updates: int, at: datetime) -> None:
 
     build_event_window(conn, at, rows=events * 2, minutes=5)
     with conn.transaction():
-        for kind, stats in (("eventforbusv2", "stadisticdatafromregistrationbus"),
-                            ("eventforbusstop", "stadisticdatafromregistrationbusstop")):
-            ids = [r[0] for r in conn.execute(f'SELECT id FROM "{P}{kind}" WHERE "timeStamp" < %s '
-                                              f"ORDER BY random() LIMIT %s", (at, updates // 2))]
-            conn.execute(f'UPDATE "{P}{kind}" SET "timeStamp" = %s, "eventConfirm" = "eventConfirm" + 1, '
-                         f"arb_changed_at = clock_timestamp() WHERE id = ANY(%s)", (at, ids))
-            conn.execute(f'INSERT INTO "{P}{stats}" (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
-                         f'"reportOfEvent_id") SELECT -70.85 + 0.4 * random(), -33.65 + 0.35 * random(), %s, '
-                         f"'confirm', md5(id::text)::uuid, id FROM unnest(%s::int[]) id", (at, ids))
+        for kind, stats in (
+            ("eventforbusv2", "stadisticdatafromregistrationbus"),
+            ("eventforbusstop", "stadisticdatafromregistrationbusstop"),
+        ):
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f'SELECT id FROM "{P}{kind}" WHERE "timeStamp" < %s ORDER BY random() LIMIT %s',
+                    (at, updates // 2),
+                )
+            ]
+            conn.execute(
+                f'UPDATE "{P}{kind}" SET "timeStamp" = %s, "eventConfirm" = "eventConfirm" + 1, '
+                f"arb_changed_at = clock_timestamp() WHERE id = ANY(%s)",
+                (at, ids),
+            )
+            conn.execute(
+                f'INSERT INTO "{P}{stats}" (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
+                f'"reportOfEvent_id") SELECT -70.85 + 0.4 * random(), -33.65 + 0.35 * random(), %s, '
+                f"'confirm', md5(id::text)::uuid, id FROM unnest(%s::int[]) id",
+                (at, ids),
+            )
         conn.execute(_REPORTS, {"start": at, "step": timedelta(seconds=10), "n": 20})
 
 
@@ -139,23 +181,29 @@ def _report(title: str, results) -> float:
     rows = sum(r.computed for r in results)
     print(f"{title}: {total:.2f} s, {rows:,} derived rows")
     for r in results:
-        print(f"    {r.derivation:<24} {r.mode:<11} {r.computed:>9,} rows {r.problems:>7,} problems {r.seconds:8.2f} s")
+        print(
+            f"    {r.derivation:<24} {r.mode:<11} {r.computed:>9,} rows {r.problems:>7,} problems {r.seconds:8.2f} s"
+        )
     return total
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="bus and bus-stop events in the backfill")
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="bus and bus-stop events in the backfill"
+    )
     parser.add_argument("--poses", type=int, default=None, help="trip poses (default: twice --events)")
     parser.add_argument("--window-events", type=int, default=500, help="new events in the typical window")
-    parser.add_argument("--window-updates", type=int, default=200, help="older events a window's votes update")
+    parser.add_argument(
+        "--window-updates", type=int, default=200, help="older events a window's votes update"
+    )
     args = parser.parse_args(argv)
 
-    from arb_pipeline.pg.connect import connect
-    from arb_pipeline.dev.postgres import LocalPostgres
     from arb_pipeline.dev.generator.zones import seed_zones
-    from arb_pipeline.schema.migrate import apply_migrations
+    from arb_pipeline.dev.postgres import LocalPostgres
+    from arb_pipeline.pg.connect import connect
     from arb_pipeline.postprocess import Scope, run_all
+    from arb_pipeline.schema.migrate import apply_migrations
 
     base = Path(tempfile.mkdtemp(prefix="arb-bench-pp-"))
     pg = LocalPostgres(base / "pg").start()
@@ -171,29 +219,46 @@ def main(argv=None) -> int:
             conn.execute("VACUUM ANALYZE")
             t_copy = _baseline_floor(conn)
         n_events = counts["eventforbusv2"] + counts["eventforbusstop"]
-        print(f"baseline: writing every derived row's key and version in pure SQL: {t_copy:.1f} s", flush=True)
+        print(
+            f"baseline: writing every derived row's key and version in pure SQL: {t_copy:.1f} s", flush=True
+        )
 
         t_full = _report(f"full backfill ({n_events:,} events, {counts['report']:,} reports)", run_all(dsn))
         t_idle = _report("idle incremental run (nothing pending)", run_all(dsn))
         with connect(dsn) as conn:
             _window(conn, args.window_events, args.window_updates, end + timedelta(minutes=5))
-        t_window = _report(f"typical window ({args.window_events} new events, {args.window_updates} updated, "
-                           "20 reports)", run_all(dsn))
-        t_redo = _report("one 5-minute window recomputed by hand", run_all(dsn, Scope(
-            end + timedelta(minutes=5), end + timedelta(minutes=10), recompute_window=True)))
+        t_window = _report(
+            f"typical window ({args.window_events} new events, {args.window_updates} updated, 20 reports)",
+            run_all(dsn),
+        )
+        t_redo = _report(
+            "one 5-minute window recomputed by hand",
+            run_all(
+                dsn, Scope(end + timedelta(minutes=5), end + timedelta(minutes=10), recompute_window=True)
+            ),
+        )
 
         print("\n== postprocessing benchmark ==")
         figures = {
             f"full backfill of {n_events:,} events": f"{t_full:.1f} s, {n_events / t_full:,.0f} events/s; "
-                                                     f"{t_full / t_copy:.1f}x the pure-SQL floor ({t_copy:.1f} s)",
+            f"{t_full / t_copy:.1f}x the pure-SQL floor ({t_copy:.1f} s)",
             "typical 5-minute window": f"{t_window:.2f} s ({t_window / t_full * 100:.2f} % of the backfill)",
             "idle run, nothing pending": f"{t_idle:.2f} s",
             "a past window by hand": f"{t_redo:.2f} s",
         }
         for name, value in figures.items():
             print(f"- {name}: {value}")
-        print(json.dumps({"full_s": t_full, "copy_s": t_copy, "window_s": t_window, "idle_s": t_idle,
-                          "events": n_events}))
+        print(
+            json.dumps(
+                {
+                    "full_s": t_full,
+                    "copy_s": t_copy,
+                    "window_s": t_window,
+                    "idle_s": t_idle,
+                    "events": n_events,
+                }
+            )
+        )
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)

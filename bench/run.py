@@ -52,10 +52,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sftp", action="store_true", help="move the complete through a local sshd (root)")
     args = parser.parse_args(argv)
 
-    from arb_pipeline.pg.connect import connect
-    from arb_pipeline.dev.postgres import LocalPostgres
     from arb_pipeline.dev.generator.reference import seed_reference
     from arb_pipeline.dev.generator.scale import build_event_window, build_scale, database_size
+    from arb_pipeline.dev.postgres import LocalPostgres
+    from arb_pipeline.pg.connect import connect
     from arb_pipeline.schema.migrate import apply_migrations
 
     base = Path(tempfile.mkdtemp(prefix="arb-bench-"))
@@ -75,7 +75,9 @@ def main(argv=None) -> int:
             build_event_window(conn, window_start, rows=args.window_rows)
             conn.execute("VACUUM ANALYZE") if conn.autocommit else None
             size = database_size(conn)
-        print(f"generated sender database: {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"generated sender database: {size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True
+        )
         with connect(sender, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
 
@@ -83,62 +85,116 @@ def main(argv=None) -> int:
         dump_file = base / "baseline.sql"
         t_pg_dump = _timed([pg.tool("pg_dump"), "-d", sender, "-f", str(dump_file)])
         empty = pg.create_database("baseline_restore")
-        t_pipe = _timed(["bash", "-c", 'set -o pipefail; "$0" -d "$1" | "$2" -q -d "$3" >/dev/null',
-                         pg.tool("pg_dump"), sender, pg.tool("psql"), empty])
+        t_pipe = _timed(
+            [
+                "bash",
+                "-c",
+                'set -o pipefail; "$0" -d "$1" | "$2" -q -d "$3" >/dev/null',
+                pg.tool("pg_dump"),
+                sender,
+                pg.tool("psql"),
+                empty,
+            ]
+        )
         dump_file.unlink()
-        print(f"baseline pg_dump to a file: {t_pg_dump:.1f} s; pg_dump | psql into an empty database: {t_pipe:.1f} s",
-              flush=True)
+        print(
+            f"baseline pg_dump to a file: {t_pg_dump:.1f} s; pg_dump | psql into an empty database: {t_pipe:.1f} s",
+            flush=True,
+        )
 
         # --- sender: complete dump-and-package, partial extraction -------------------------
         staging = base / "staging"
-        common = {"sender": sender, "media": str(media), "staging": str(staging), "pg_dump": pg.tool("pg_dump")}
+        common = {
+            "sender": sender,
+            "media": str(media),
+            "staging": str(staging),
+            "pg_dump": pg.tool("pg_dump"),
+        }
         t_complete, rss_complete, res = _child("build_complete", **common)
         t_bare, _, _ = _child("build_complete", fingerprints=False, **common)
         figures["complete dump-and-package / pg_dump to a file"] = (
             f"{t_complete / t_pg_dump:.2f} with per-table fingerprints (the default), "
-            f"{t_bare / t_pg_dump:.2f} without (ARB_COMPLETE_FINGERPRINTS=0) (target <= 1.0)")
-        print(f"complete: {t_complete:.1f} s, {res['bytes'] / 1e6:.0f} MB packaged, peak RSS {rss_complete / 1e6:.0f} MB",
-              flush=True)
-        t_partial, rss_partial, pres = _child("build_partial", window_start=window_start.isoformat(), **common)
+            f"{t_bare / t_pg_dump:.2f} without (ARB_COMPLETE_FINGERPRINTS=0) (target <= 1.0)"
+        )
+        print(
+            f"complete: {t_complete:.1f} s, {res['bytes'] / 1e6:.0f} MB packaged, peak RSS {rss_complete / 1e6:.0f} MB",
+            flush=True,
+        )
+        t_partial, rss_partial, pres = _child(
+            "build_partial", window_start=window_start.isoformat(), **common
+        )
         figures["partial extraction rows/s (100k-row window)"] = (
-            f"{pres['rows'] / pres['seconds']:,.0f} rows/s over {pres['rows']:,} rows (target >= 100,000)")
+            f"{pres['rows'] / pres['seconds']:,.0f} rows/s over {pres['rows']:,} rows (target >= 100,000)"
+        )
 
         # --- receiver: complete cycle into a populated receiver, partial load, catch-up -------
         receiver = pg.create_database("receiver")
         apply_migrations(receiver, "receiver")
         inbox = base / "inbox"
-        _child("publish_and_load", backup=res["path"], inbox=str(inbox), receiver=receiver,
-               receiver_media=str(base / "receiver-media"), sftp=args.sftp)  # populate the receiver
+        _child(
+            "publish_and_load",
+            backup=res["path"],
+            inbox=str(inbox),
+            receiver=receiver,
+            receiver_media=str(base / "receiver-media"),
+            sftp=args.sftp,
+        )  # populate the receiver
         with connect(sender) as conn:  # a day of change: new rows and a bulk update
             build_event_window(conn, window_start + timedelta(days=1), rows=20_000)
             conn.execute('UPDATE "AndroidRequests_eventforbusv2" SET broken = true WHERE id % 50 = 0')
         t_cycle_build, rss_b, res2 = _child("build_complete", **common)
-        t_cycle_load, rss_l, lres = _child("publish_and_load", backup=res2["path"], inbox=str(inbox), receiver=receiver,
-                                           receiver_media=str(base / "receiver-media"), sftp=args.sftp)
+        t_cycle_load, rss_l, lres = _child(
+            "publish_and_load",
+            backup=res2["path"],
+            inbox=str(inbox),
+            receiver=receiver,
+            receiver_media=str(base / "receiver-media"),
+            sftp=args.sftp,
+        )
         t_cycle = t_cycle_build + t_cycle_load
         figures["complete cycle (dump, package, transfer, verify, load+swap) / pg_dump | psql"] = (
             f"{t_cycle / t_pipe:.2f} (target <= 1.0); transfer {lres['transfer_s']:.1f} s, "
-            f"verify {lres['verify_s']:.1f} s, load {lres['load_s']:.1f} s")
+            f"verify {lres['verify_s']:.1f} s, load {lres['load_s']:.1f} s"
+        )
         print(f"complete load phases: {lres['phases']}; slowest tables: {lres['slowest']}", flush=True)
-        fresh = pg.create_database("receiver_partial")  # a partial older than the complete would be superseded
+        fresh = pg.create_database(
+            "receiver_partial"
+        )  # a partial older than the complete would be superseded
         apply_migrations(fresh, "receiver")
-        t_pl, rss_pl, plres = _child("publish_and_load", backup=pres["path"], inbox=str(base / "inbox2"),
-                                     receiver=fresh, receiver_media=str(base / "receiver-media"), sftp=False)
+        t_pl, rss_pl, plres = _child(
+            "publish_and_load",
+            backup=pres["path"],
+            inbox=str(base / "inbox2"),
+            receiver=fresh,
+            receiver_media=str(base / "receiver-media"),
+            sftp=False,
+        )
         assert plres["outcome"] == "loaded", plres
         print(f"partial load phases: {plres['phases']}; verify {plres['verify_s']:.2f} s", flush=True)
         figures["partial load rows/s end to end (verify + load, 100k-row backup)"] = (
-            f"{plres['rows'] / (plres['verify_s'] + plres['load_s']):,.0f} rows/s (target >= 50,000)")
-        t_cu, rss_cu, cres = _child("catch_up", sender=sender, receiver=receiver, media=str(media),
-                                    staging=str(base / "catchup"), inbox=str(base / "catchup-inbox"),
-                                    receiver_media=str(base / "receiver-media"), count=args.catchup_partials,
-                                    window_start=(window_start + timedelta(days=1)).isoformat())
+            f"{plres['rows'] / (plres['verify_s'] + plres['load_s']):,.0f} rows/s (target >= 50,000)"
+        )
+        t_cu, rss_cu, cres = _child(
+            "catch_up",
+            sender=sender,
+            receiver=receiver,
+            media=str(media),
+            staging=str(base / "catchup"),
+            inbox=str(base / "catchup-inbox"),
+            receiver_media=str(base / "receiver-media"),
+            count=args.catchup_partials,
+            window_start=(window_start + timedelta(days=1)).isoformat(),
+        )
         figures[f"catch-up of {cres['count']} partials (verify + load, no Dagster)"] = (
             f"{cres['load_s']:.1f} s, {cres['load_s'] / cres['count'] * 1000:.0f} ms per backup; "
-            f"{cres['rows']:,} rows")
+            f"{cres['rows']:,} rows"
+        )
         peak = max(rss_complete, rss_partial, rss_b, rss_l, rss_pl, rss_cu)
         figures["peak RSS of any pipeline step"] = f"{peak / 1e6:.0f} MB (target <= 300 MB)"
         print("\n== arb_pipeline benchmark ==")
-        print(f"database {size / 1e9:.2f} GB; baselines: pg_dump {t_pg_dump:.1f} s, pg_dump|psql {t_pipe:.1f} s")
+        print(
+            f"database {size / 1e9:.2f} GB; baselines: pg_dump {t_pg_dump:.1f} s, pg_dump|psql {t_pipe:.1f} s"
+        )
         for name, value in figures.items():
             print(f"- {name}: {value}")
     finally:

@@ -18,9 +18,17 @@ def build_complete(sender, media, staging, pg_dump, fingerprints=True):
     from arb_pipeline.extract.tables import Window
 
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    built = build(sender, Path(staging), partition_key=day.strftime("%Y-%m-%d"), window=Window(day - timedelta(days=1), day),
-                  unique=str(time.time_ns()), media_dir=Path(media), sender_id="bench", pg_dump=pg_dump,
-                  fingerprints=fingerprints)
+    built = build(
+        sender,
+        Path(staging),
+        partition_key=day.strftime("%Y-%m-%d"),
+        window=Window(day - timedelta(days=1), day),
+        unique=str(time.time_ns()),
+        media_dir=Path(media),
+        sender_id="bench",
+        pg_dump=pg_dump,
+        fingerprints=fingerprints,
+    )
     return {"path": str(built.staged.root), "bytes": sum(f.bytes for f in built.manifest.files)}
 
 
@@ -30,12 +38,22 @@ def build_partial(sender, media, staging, pg_dump, window_start):
 
     start = datetime.fromisoformat(window_start)
     t = time.perf_counter()
-    built = build(sender, Path(staging), partition_key=start.strftime("%Y-%m-%d-%H-%M"),
-                  window=Window(start, start + timedelta(minutes=5)), unique=str(time.time_ns()),
-                  media_dir=Path(media), sender_id="bench", overlap=timedelta(0))
+    built = build(
+        sender,
+        Path(staging),
+        partition_key=start.strftime("%Y-%m-%d-%H-%M"),
+        window=Window(start, start + timedelta(minutes=5)),
+        unique=str(time.time_ns()),
+        media_dir=Path(media),
+        sender_id="bench",
+        overlap=timedelta(0),
+    )
     seconds = time.perf_counter() - t
-    return {"path": str(built.staged.root), "rows": sum(f.rows or 0 for f in built.manifest.table_files()),
-            "seconds": seconds}
+    return {
+        "path": str(built.staged.root),
+        "rows": sum(f.rows or 0 for f in built.manifest.table_files()),
+        "seconds": seconds,
+    }
 
 
 def _transport(inbox, sftp):
@@ -44,8 +62,18 @@ def _transport(inbox, sftp):
         from arb_pipeline.transport.sftp import SftpTransport
 
         sshd = LocalSshd(Path(inbox).parent / "sshd").start()
-        return SftpTransport(sshd.host, sshd.port, sshd.username, str(sshd.client_key_path),
-                             str(sshd.known_hosts_path), sshd.remote_inbox), Path(sshd.inbox_dir), sshd
+        return (
+            SftpTransport(
+                sshd.host,
+                sshd.port,
+                sshd.username,
+                str(sshd.client_key_path),
+                str(sshd.known_hosts_path),
+                sshd.remote_inbox,
+            ),
+            Path(sshd.inbox_dir),
+            sshd,
+        )
     from arb_pipeline.transport import LocalFolderTransport
 
     return LocalFolderTransport(Path(inbox)), Path(inbox), None
@@ -53,11 +81,11 @@ def _transport(inbox, sftp):
 
 def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
     from arb_pipeline.extract.build import BuiltBackup, publish
-    from arb_pipeline.pg.connect import connect
     from arb_pipeline.load.apply import load_backup
     from arb_pipeline.package.reader import read_manifest
     from arb_pipeline.package.verify import verify_files
     from arb_pipeline.package.writer import StagedBackup
+    from arb_pipeline.pg.connect import connect
     from arb_pipeline.receive.media import install_media
 
     backup = Path(backup)
@@ -83,21 +111,34 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
     if media:
         install_media(folder / media.name, manifest.media, Path(receiver_media))
     with connect(receiver) as conn:
-        result = load_backup(conn, folder, manifest, hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
-                             dsn=receiver)
+        result = load_backup(
+            conn,
+            folder,
+            manifest,
+            hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest(),
+            dsn=receiver,
+        )
     load_s = time.perf_counter() - t
     phases: dict[str, float] = {}
     for t in result.tables:
         for k, v in t.seconds.items():
             phases[k] = phases.get(k, 0.0) + v
     slowest = sorted(((sum(t.seconds.values()), t.table) for t in result.tables), reverse=True)[:3]
-    return {"transfer_s": transfer_s, "verify_s": verify_s, "load_s": load_s, "rows": result.rows_in_backup,
-            "outcome": result.outcome, "phases": phases, "slowest": slowest}
+    return {
+        "transfer_s": transfer_s,
+        "verify_s": verify_s,
+        "load_s": load_s,
+        "rows": result.rows_in_backup,
+        "outcome": result.outcome,
+        "phases": phases,
+        "slowest": slowest,
+    }
 
 
 def catch_up(sender, receiver, media, staging, inbox, receiver_media, count, window_start):
     """Build ``count`` consecutive 5-minute partials (not timed), then verify and load them all."""
-    from arb_pipeline.extract.build import build_partial as build, publish
+    from arb_pipeline.extract.build import build_partial as build
+    from arb_pipeline.extract.build import publish
     from arb_pipeline.extract.tables import Window
     from arb_pipeline.receive.inbox import find_published, receive
     from arb_pipeline.transport import LocalFolderTransport
@@ -106,15 +147,23 @@ def catch_up(sender, receiver, media, staging, inbox, receiver_media, count, win
     transport = LocalFolderTransport(Path(inbox))
     for i in range(count):
         w = Window(start + timedelta(minutes=5 * i), start + timedelta(minutes=5 * (i + 1)))
-        built = build(sender, Path(staging), partition_key=w.start.strftime("%Y-%m-%d-%H-%M"), window=w,
-                      unique=f"{i:06d}", media_dir=Path(media), sender_id="bench")
+        built = build(
+            sender,
+            Path(staging),
+            partition_key=w.start.strftime("%Y-%m-%d-%H-%M"),
+            window=w,
+            unique=f"{i:06d}",
+            media_dir=Path(media),
+            sender_id="bench",
+        )
         publish(transport, built)
     published, _ = find_published(Path(inbox))
     t = time.perf_counter()
     rows = 0
     for p in published:
-        rows += receive(p.path, dsn=receiver, media_dir=Path(receiver_media),
-                        quarantine_dir=Path(inbox).parent / "q").load.rows_in_backup
+        rows += receive(
+            p.path, dsn=receiver, media_dir=Path(receiver_media), quarantine_dir=Path(inbox).parent / "q"
+        ).load.rows_in_backup
     return {"count": len(published), "load_s": time.perf_counter() - t, "rows": rows}
 
 

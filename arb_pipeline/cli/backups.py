@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     q.add_argument("--quarantine-dir", type=Path, default=os.environ.get("ARB_QUARANTINE_DIR"))
     q.set_defaults(func=run_quarantined)
 
-    r = subparsers.add_parser("requeue", help="move a quarantined backup back into the inbox to load it again")
+    r = subparsers.add_parser(
+        "requeue", help="move a quarantined backup back into the inbox to load it again"
+    )
     r.add_argument("backup_id")
     r.add_argument("--quarantine-dir", type=Path, default=os.environ.get("ARB_QUARANTINE_DIR"))
     r.add_argument("--inbox-dir", type=Path, default=os.environ.get("ARB_INBOX_DIR"))
@@ -33,14 +35,20 @@ def run_inspect(args) -> int:
 
     folder = args.backup_dir
     if not (folder / "manifest.json").is_file():
-        raise ConfigError(f"{folder} has no manifest.json: not a published backup (still uploading, or a wrong path)")
+        raise ConfigError(
+            f"{folder} has no manifest.json: not a published backup (still uploading, or a wrong path)"
+        )
     manifest = read_manifest(folder)
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False))
     else:
-        print(f"{manifest.kind} backup {manifest.backup_id} from {manifest.sender_id} ({manifest.created_by})")
-        print(f"  partition {manifest.partition_key}: window {manifest.window_start} .. {manifest.window_end}"
-              + (f", rows from {manifest.extract_from}" if manifest.extract_from else ""))
+        print(
+            f"{manifest.kind} backup {manifest.backup_id} from {manifest.sender_id} ({manifest.created_by})"
+        )
+        print(
+            f"  partition {manifest.partition_key}: window {manifest.window_start} .. {manifest.window_end}"
+            + (f", rows from {manifest.extract_from}" if manifest.extract_from else "")
+        )
         print(f"  snapshot at {manifest.snapshot_time} (sender database clock)")
         for f in manifest.files:
             rows = f"{f.rows:>9} rows" if f.kind == "table" else f"{f.kind:>14}"
@@ -72,7 +80,9 @@ def run_quarantined(args) -> int:
 
     found = list_quarantined(_need(args.quarantine_dir, "quarantine dir", "ARB_QUARANTINE_DIR"))
     for item in found:
-        print(f"{item.kind}/{item.name}: {item.reason.splitlines()[0] if item.reason else '(no reason file)'}")
+        print(
+            f"{item.kind}/{item.name}: {item.reason.splitlines()[0] if item.reason else '(no reason file)'}"
+        )
     if not found:
         print("no quarantined backup")
     return 0
@@ -81,7 +91,10 @@ def run_quarantined(args) -> int:
 def run_requeue(args) -> int:
     from arb_pipeline.receive.quarantine import requeue
 
-    path = requeue(_need(args.quarantine_dir, "quarantine dir", "ARB_QUARANTINE_DIR"), args.backup_id,
-                   _need(args.inbox_dir, "inbox dir", "ARB_INBOX_DIR"))
+    path = requeue(
+        _need(args.quarantine_dir, "quarantine dir", "ARB_QUARANTINE_DIR"),
+        args.backup_id,
+        _need(args.inbox_dir, "inbox dir", "ARB_INBOX_DIR"),
+    )
     print(f"requeued: {path} (the inbox sensor verifies and loads it on its next tick)")
     return 0

@@ -22,12 +22,18 @@ def register(subparsers) -> None:
         "check",
         help="preflight: check this server's settings, dependencies and (sender) the receiver",
         description="Check every setting and dependency this server's side of the pipeline needs, and print "
-                    "each with its status and the fix. Exit status: 0 all OK (warnings allowed), 1 something failed.",
+        "each with its status and the fix. Exit status: 0 all OK (warnings allowed), 1 something failed.",
     )
-    p.add_argument("--role", choices=("sender", "receiver", "both"), default=os.environ.get("ARB_ROLE") or None,
-                   help="which side this server is (default: $ARB_ROLE, else guessed from ARB_SENDER_DSN / "
-                        "ARB_RECEIVER_DSN; 'both' on a one-machine setup)")
-    p.add_argument("--no-remote", action="store_true", help="sender: skip the SFTP checks against the receiver")
+    p.add_argument(
+        "--role",
+        choices=("sender", "receiver", "both"),
+        default=os.environ.get("ARB_ROLE") or None,
+        help="which side this server is (default: $ARB_ROLE, else guessed from ARB_SENDER_DSN / "
+        "ARB_RECEIVER_DSN; 'both' on a one-machine setup)",
+    )
+    p.add_argument(
+        "--no-remote", action="store_true", help="sender: skip the SFTP checks against the receiver"
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 

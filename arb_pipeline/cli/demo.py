@@ -7,9 +7,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run sender and receiver on this machine under `dagster dev`")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port on 127.0.0.1 (default 3000)")
     p.add_argument("--rate", type=float, default=2.0, help="app operations per second")
-    p.add_argument("--keep", action="store_true", help="keep var/demo from the last run instead of starting fresh")
-    p.add_argument("--sftp", action="store_true",
-                   help="publish over SFTP to a local OpenSSH sshd (chrooted as root) instead of a local folder")
+    p.add_argument(
+        "--keep", action="store_true", help="keep var/demo from the last run instead of starting fresh"
+    )
+    p.add_argument(
+        "--sftp",
+        action="store_true",
+        help="publish over SFTP to a local OpenSSH sshd (chrooted as root) instead of a local folder",
+    )
     p.set_defaults(func=run)
 
 

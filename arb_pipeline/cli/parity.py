@@ -21,19 +21,35 @@ def register(subparsers) -> None:
         "parity",
         help="compare the replicated tables (and optionally media folders) of sender and receiver",
         description="Compare the sender's and the receiver's replicated tables on their shared columns "
-                    "and, if given, their media folders. Exit status: 0 equal, 1 drift, 2 error.",
+        "and, if given, their media folders. Exit status: 0 equal, 1 drift, 2 error.",
     )
-    p.add_argument("--sender-dsn", default=os.environ.get("ARB_SENDER_DSN"),
-                   help="sender libpq connection string (default: $ARB_SENDER_DSN)")
-    p.add_argument("--receiver-dsn", default=os.environ.get("ARB_RECEIVER_DSN"),
-                   help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)")
-    p.add_argument("--table", action="append", dest="tables", metavar="T",
-                   help="compare only this table (repeatable; 'busstop' means AndroidRequests_busstop); "
-                        "default: every AndroidRequests_* table on both sides")
+    p.add_argument(
+        "--sender-dsn",
+        default=os.environ.get("ARB_SENDER_DSN"),
+        help="sender libpq connection string (default: $ARB_SENDER_DSN)",
+    )
+    p.add_argument(
+        "--receiver-dsn",
+        default=os.environ.get("ARB_RECEIVER_DSN"),
+        help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)",
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        dest="tables",
+        metavar="T",
+        help="compare only this table (repeatable; 'busstop' means AndroidRequests_busstop); "
+        "default: every AndroidRequests_* table on both sides",
+    )
     p.add_argument("--sender-media", metavar="DIR", help="sender media folder")
     p.add_argument("--receiver-media", metavar="DIR", help="receiver media folder")
-    p.add_argument("--max-diffs", type=int, default=10, metavar="N",
-                   help="name at most N differing keys/files per table (default: 10)")
+    p.add_argument(
+        "--max-diffs",
+        type=int,
+        default=10,
+        metavar="N",
+        help="name at most N differing keys/files per table (default: 10)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -44,11 +60,14 @@ def run(args) -> int:
     if not args.receiver_dsn:
         raise ConfigError("no receiver database given: pass --receiver-dsn or set ARB_RECEIVER_DSN")
     if bool(args.sender_media) != bool(args.receiver_media):
-        raise ConfigError("media folders come in pairs: pass both --sender-media and --receiver-media, or neither")
+        raise ConfigError(
+            "media folders come in pairs: pass both --sender-media and --receiver-media, or neither"
+        )
     if args.max_diffs < 0:
         raise ConfigError(f"--max-diffs must be 0 or more, not {args.max_diffs}")
-    report = compare_tables(args.sender_dsn, args.receiver_dsn, tables=args.tables, max_diffs=args.max_diffs,
-                            progress=Progress())
+    report = compare_tables(
+        args.sender_dsn, args.receiver_dsn, tables=args.tables, max_diffs=args.max_diffs, progress=Progress()
+    )
     if args.sender_media:
         report.media = compare_media(args.sender_media, args.receiver_media, max_diffs=args.max_diffs)
     if args.json:
@@ -56,4 +75,3 @@ def run(args) -> int:
     else:
         print(report.format())
     return 0 if report.ok else 1
-

@@ -48,7 +48,7 @@ from arb_pipeline.ops.alerts import (
 )
 
 IMPLICIT_JOB_PREFIXES = ("__ASSET_JOB", "__ephemeral_asset_job__")
-FIRST_LOOKBACK = timedelta(hours=1)     # first tick ever: failures of the last hour
+FIRST_LOOKBACK = timedelta(hours=1)  # first tick ever: failures of the last hour
 REMEMBERED_RUNS = 500
 
 
@@ -56,10 +56,10 @@ class AlertMailer(dg.ConfigurableResource):
     """SMTP settings for alert emails (README, "Operations"); the password from the
     environment through dg.EnvVar."""
 
-    admins: str = ""                      # ARB_ADMINS: comma-separated
+    admins: str = ""  # ARB_ADMINS: comma-separated
     smtp_host: str = "localhost"
-    smtp_port: int = 0                    # 0: 25, 587 or 465 by security
-    smtp_security: str = "none"           # none | starttls | ssl
+    smtp_port: int = 0  # 0: 25, 587 or 465 by security
+    smtp_security: str = "none"  # none | starttls | ssl
     smtp_user: str = ""
     smtp_password: str = ""
     mail_from: str = ""
@@ -68,11 +68,15 @@ class AlertMailer(dg.ConfigurableResource):
 
     def settings(self) -> MailSettings:
         env = {
-            "ARB_ADMINS": self.admins, "ARB_SMTP_HOST": self.smtp_host,
+            "ARB_ADMINS": self.admins,
+            "ARB_SMTP_HOST": self.smtp_host,
             "ARB_SMTP_PORT": str(self.smtp_port) if self.smtp_port else "",
-            "ARB_SMTP_SECURITY": self.smtp_security, "ARB_SMTP_USER": self.smtp_user,
-            "ARB_SMTP_PASSWORD": self.smtp_password, "ARB_MAIL_FROM": self.mail_from,
-            "ARB_UI_BASE_URL": self.ui_base_url, "ARB_ALERT_INTERVAL_MINUTES": str(self.interval_minutes),
+            "ARB_SMTP_SECURITY": self.smtp_security,
+            "ARB_SMTP_USER": self.smtp_user,
+            "ARB_SMTP_PASSWORD": self.smtp_password,
+            "ARB_MAIL_FROM": self.mail_from,
+            "ARB_UI_BASE_URL": self.ui_base_url,
+            "ARB_ALERT_INTERVAL_MINUTES": str(self.interval_minutes),
         }
         return MailSettings.from_env(env)
 
@@ -106,7 +110,9 @@ def _error_chain(error) -> list[str]:
         text = (error.message or "").strip()
         if error.cls_name not in ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
             ours = text.startswith("arb_pipeline.")
-            text = re.sub(r"^[\w.]+\.(\w+: )", r"\1", text)  # "arb_pipeline.errors.ConfigError: " -> "ConfigError: "
+            text = re.sub(
+                r"^[\w.]+\.(\w+: )", r"\1", text
+            )  # "arb_pipeline.errors.ConfigError: " -> "ConfigError: "
             if text and text not in out:
                 out.append(text)
             if ours:
@@ -120,8 +126,14 @@ def describe_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
     else the run failure itself (e.g. a resource that could not start)."""
     parts: list[str] = []
     run_failure: list[str] = []
-    for entry in instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
-                                                         DagsterEventType.ASSET_CHECK_EVALUATION}):
+    for entry in instance.all_logs(
+        run.run_id,
+        of_type={
+            DagsterEventType.STEP_FAILURE,
+            DagsterEventType.RUN_FAILURE,
+            DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
+    ):
         event = entry.dagster_event
         if event is None:
             continue
@@ -135,13 +147,17 @@ def describe_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed:
-                parts.append(f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: "
-                             f"{evaluation.description or '(no description)'}")
+                parts.append(
+                    f"check {evaluation.check_name} on {evaluation.asset_key.to_user_string()} failed: "
+                    f"{evaluation.description or '(no description)'}"
+                )
         else:
             error = getattr(event.event_specific_data, "error", None)
             run_failure.extend(_error_chain(error) if error is not None else [entry.message or ""])
     if not parts:
-        parts = [t for t in run_failure if t] or ["the run failed without an error message; open the run's logs"]
+        parts = [t for t in run_failure if t] or [
+            "the run failed without an error message; open the run's logs"
+        ]
     return "\n\n".join(parts)
 
 
@@ -149,7 +165,10 @@ def _partition(run: dg.DagsterRun) -> str | None:
     tags = run.tags
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
-    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    start, end = (
+        tags.get("dagster/asset_partition_range_start"),
+        tags.get("dagster/asset_partition_range_end"),
+    )
     return f"{start}...{end}" if start and end else None
 
 
@@ -169,23 +188,30 @@ def _belongs(instance, run: dg.DagsterRun, jobs: set[str], keys: set[dg.AssetKey
         return False
     selected = set(run.asset_selection or ()) | {c.asset_key for c in (run.asset_check_selection or ())}
     if not selected:  # an ephemeral job (dg.materialize): what did it plan to materialize?
-        selected = {e.dagster_event.asset_key for e in instance.all_logs(
-            run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED) if e.dagster_event}
+        selected = {
+            e.dagster_event.asset_key
+            for e in instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+            if e.dagster_event
+        }
     return bool(selected & keys)
 
 
-def make_failure_alert_sensor(location: str, *, minimum_interval_seconds: int = 30,
-                              watch_all_runs: bool = False) -> dg.SensorDefinition:
+def make_failure_alert_sensor(
+    location: str, *, minimum_interval_seconds: int = 30, watch_all_runs: bool = False
+) -> dg.SensorDefinition:
     """Email the admins about every failed run of this code location, throttled per job.
 
     ``watch_all_runs``: claim every failed run of the instance (a deployment with a
     single code location and nothing else in the instance).
     """
 
-    @dg.sensor(name=f"{location}_failure_alerts", minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Emails ARB_ADMINS when a run of the {location} location fails "
-                           "(at most one email per job per ARB_ALERT_INTERVAL_MINUTES, then one with the count)")
+    @dg.sensor(
+        name=f"{location}_failure_alerts",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Emails ARB_ADMINS when a run of the {location} location fails "
+        "(at most one email per job per ARB_ALERT_INTERVAL_MINUTES, then one with the count)",
+    )
     def _failure_alerts(context: dg.SensorEvaluationContext, alert_mailer: AlertMailer):
         now = time.time()
         state = json.loads(context.cursor) if context.cursor else {}
@@ -201,8 +227,9 @@ def make_failure_alert_sensor(location: str, *, minimum_interval_seconds: int = 
 
         def save() -> str:
             throttle.forget_older_than(now, max(settings.interval_minutes * 60 * 4, 86400))
-            return dumps_state({"since": since, "reported": reported[-REMEMBERED_RUNS:],
-                                "throttle": throttle.to_state()})
+            return dumps_state(
+                {"since": since, "reported": reported[-REMEMBERED_RUNS:], "throttle": throttle.to_state()}
+            )
 
         def mail(subject: str, body: str) -> bool:
             if not settings.enabled:
@@ -217,17 +244,27 @@ def make_failure_alert_sensor(location: str, *, minimum_interval_seconds: int = 
             return True
 
         records = context.instance.get_run_records(
-            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],
-                                  updated_after=datetime.fromtimestamp(since - 5, timezone.utc)),
-            order_by="update_timestamp", ascending=True, limit=200)
+            filters=dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.FAILURE],
+                updated_after=datetime.fromtimestamp(since - 5, timezone.utc),
+            ),
+            order_by="update_timestamp",
+            ascending=True,
+            limit=200,
+        )
         for record in records:
             run = record.dagster_run
             if run.run_id in seen:
                 continue
             if _belongs(context.instance, run, jobs, keys, watch_all):
-                failed = FailedRun(run_id=run.run_id, job=run.job_name, location=location,
-                                   partition=_partition(run), error=describe_failure(context.instance, run),
-                                   failed_at=record.update_timestamp.timestamp())
+                failed = FailedRun(
+                    run_id=run.run_id,
+                    job=run.job_name,
+                    location=location,
+                    partition=_partition(run),
+                    error=describe_failure(context.instance, run),
+                    failed_at=record.update_timestamp.timestamp(),
+                )
                 before = dict(throttle.to_state().get(run.job_name, {}))
                 go, count, first, streak_since = throttle.offer(run.job_name, failed, now)
                 if go and not mail(*failure_email(failed, settings.ui_base_url, count, streak_since, first)):
@@ -247,7 +284,9 @@ def make_failure_alert_sensor(location: str, *, minimum_interval_seconds: int = 
                 throttle.sent(job, now)
         cursor = save()
         if problems:
-            return dg.SensorResult(skip_reason=f"alert email failed (will retry): {problems[0]}", cursor=cursor)
+            return dg.SensorResult(
+                skip_reason=f"alert email failed (will retry): {problems[0]}", cursor=cursor
+            )
         if not settings.enabled:
             return dg.SensorResult(skip_reason="ARB_ADMINS is not set: failure emails are off", cursor=cursor)
         reason = f"sent {len(sent)} alert email(s)" if sent else "no new failed run to email"
@@ -271,17 +310,21 @@ def freshness_targets(assets: Iterable) -> dict[dg.AssetKey, timedelta]:
     return out
 
 
-def make_freshness_alert_sensor(location: str, targets: dict[dg.AssetKey, timedelta], *,
-                                minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+def make_freshness_alert_sensor(
+    location: str, targets: dict[dg.AssetKey, timedelta], *, minimum_interval_seconds: int = 60
+) -> dg.SensorDefinition:
     """Email when assets of this location turn stale (no materialization within their
     FreshnessPolicy's fail window), and again when they recover. One email per tick per
     direction, listing every asset that changed."""
     watched = dict(targets)
 
-    @dg.sensor(name=f"{location}_freshness_alerts", minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Emails ARB_ADMINS when {location} assets go stale (FreshnessPolicy fail window) "
-                           "and when they recover")
+    @dg.sensor(
+        name=f"{location}_freshness_alerts",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Emails ARB_ADMINS when {location} assets go stale (FreshnessPolicy fail window) "
+        "and when they recover",
+    )
     def _freshness_alerts(context: dg.SensorEvaluationContext, alert_mailer: AlertMailer):
         now = time.time()
         state = json.loads(context.cursor) if context.cursor else {}
@@ -306,14 +349,20 @@ def make_freshness_alert_sensor(location: str, targets: dict[dg.AssetKey, timede
                     for item in items:
                         tracker.states[item.key] = previous[0].get(item.key, "fresh")
                     context.log.error(f"freshness email not sent: {exc}")
-                    return dg.SensorResult(skip_reason=f"freshness email failed (will retry): {exc}",
-                                           cursor=dumps_state(tracker.to_state()))
+                    return dg.SensorResult(
+                        skip_reason=f"freshness email failed (will retry): {exc}",
+                        cursor=dumps_state(tracker.to_state()),
+                    )
                 sent.append(f"{len(items)} {items[0].state}")
         cursor = dumps_state(tracker.to_state())
         n_stale = sum(1 for s in tracker.states.values() if s == "stale")
         if not settings.enabled and (stale or recovered):
-            return dg.SensorResult(skip_reason="ARB_ADMINS is not set: freshness emails are off", cursor=cursor)
-        reason = (f"emailed: {', '.join(sent)}; " if sent else "") + f"{n_stale} of {len(observed)} assets stale"
+            return dg.SensorResult(
+                skip_reason="ARB_ADMINS is not set: freshness emails are off", cursor=cursor
+            )
+        reason = (
+            f"emailed: {', '.join(sent)}; " if sent else ""
+        ) + f"{n_stale} of {len(observed)} assets stale"
         return dg.SensorResult(skip_reason=reason, cursor=cursor)
 
     return _freshness_alerts
@@ -332,6 +381,8 @@ def alert_sensors(location: str, assets: Sequence) -> list[dg.SensorDefinition]:
     ``alert_mailer`` resource (``alert_mailer_from_environment()``)."""
     from arb_pipeline.dagster_common.run_reaper import make_dead_run_sensor
 
-    return [make_failure_alert_sensor(location),
-            make_freshness_alert_sensor(location, freshness_targets(assets)),
-            make_dead_run_sensor(location, own_runs)]
+    return [
+        make_failure_alert_sensor(location),
+        make_freshness_alert_sensor(location, freshness_targets(assets)),
+        make_dead_run_sensor(location, own_runs),
+    ]

@@ -17,8 +17,8 @@ from datetime import timedelta
 
 import dagster as dg
 
-from arb_pipeline.errors import ConfigError
 from arb_pipeline.dagster_common.partitions import partial_minutes
+from arb_pipeline.errors import ConfigError
 
 
 def _number(name: str, default: float) -> float:

@@ -35,7 +35,9 @@ def go_live() -> datetime:
 def partial_minutes() -> int:
     raw = os.environ.get("ARB_PARTIAL_MINUTES", "5")
     if not raw.isdigit() or int(raw) < 1 or 60 % int(raw):
-        raise ConfigError(f"ARB_PARTIAL_MINUTES={raw!r} must be a whole number of minutes that divides 60 (1, 5, 10, 15 ...)")
+        raise ConfigError(
+            f"ARB_PARTIAL_MINUTES={raw!r} must be a whole number of minutes that divides 60 (1, 5, 10, 15 ...)"
+        )
     return int(raw)
 
 
@@ -43,7 +45,11 @@ def partial_partitions() -> dg.TimeWindowPartitionsDefinition:
     minutes = partial_minutes()
     start = go_live().replace(minute=go_live().minute - go_live().minute % minutes)
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=f"*/{minutes} * * * *", start=start.strftime(PARTIAL_FMT), fmt=PARTIAL_FMT, timezone="UTC")
+        cron_schedule=f"*/{minutes} * * * *",
+        start=start.strftime(PARTIAL_FMT),
+        fmt=PARTIAL_FMT,
+        timezone="UTC",
+    )
 
 
 def complete_partitions() -> dg.DailyPartitionsDefinition:

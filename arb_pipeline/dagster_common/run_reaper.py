@@ -63,8 +63,16 @@ def _last_pid_and_time(instance: dg.DagsterInstance, run_id: str) -> tuple[int |
     records = instance.get_records_for_run(run_id, limit=20, ascending=False).records
     last = records[0].event_log_entry.timestamp if records else None
     # Plain log lines carry no pid; step and engine events always do.
-    marked = instance.get_records_for_run(run_id, limit=1, ascending=False, of_type={
-        dg.DagsterEventType.STEP_START, dg.DagsterEventType.ENGINE_EVENT, dg.DagsterEventType.RUN_START}).records
+    marked = instance.get_records_for_run(
+        run_id,
+        limit=1,
+        ascending=False,
+        of_type={
+            dg.DagsterEventType.STEP_START,
+            dg.DagsterEventType.ENGINE_EVENT,
+            dg.DagsterEventType.RUN_START,
+        },
+    ).records
     for record in [*records, *marked]:
         event = record.event_log_entry.dagster_event
         if event is not None and event.pid:
@@ -72,9 +80,13 @@ def _last_pid_and_time(instance: dg.DagsterInstance, run_id: str) -> tuple[int |
     return None, last
 
 
-def reap_dead_runs(instance: dg.DagsterInstance, *, belongs: Callable[[dg.DagsterRun], bool] = lambda run: True,
-                   min_silence_seconds: float = DEFAULT_MIN_SILENCE_SECONDS,
-                   now: float | None = None) -> list[ReapedRun]:
+def reap_dead_runs(
+    instance: dg.DagsterInstance,
+    *,
+    belongs: Callable[[dg.DagsterRun], bool] = lambda run: True,
+    min_silence_seconds: float = DEFAULT_MIN_SILENCE_SECONDS,
+    now: float | None = None,
+) -> list[ReapedRun]:
     """Mark this host's dead STARTED runs failed and free their pool slots; return them."""
     if instance.run_launcher.supports_check_run_worker_health:
         return []  # the launcher's own health check (run monitoring) handles it
@@ -87,29 +99,41 @@ def reap_dead_runs(instance: dg.DagsterInstance, *, belongs: Callable[[dg.Dagste
         pid, last = _last_pid_and_time(instance, run.run_id)
         if pid is None or last is None or now - last < min_silence_seconds or _pid_alive(pid):
             continue
-        message = (f"The run's process (pid {pid}) is gone without finishing: it was killed or the machine "
-                   f"restarted. Marked failed after {now - last:.0f} s of silence; its pool slots are freed "
-                   "and the next scheduled run or sensor request takes over.")
+        message = (
+            f"The run's process (pid {pid}) is gone without finishing: it was killed or the machine "
+            f"restarted. Marked failed after {now - last:.0f} s of silence; its pool slots are freed "
+            "and the next scheduled run or sensor request takes over."
+        )
         instance.report_run_failed(run, message)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(ReapedRun(run.run_id, run.job_name, pid, now - last))
     return reaped
 
 
-def make_dead_run_sensor(location: str, belongs_factory: Callable[[dg.SensorEvaluationContext],
-                                                                  Callable[[dg.DagsterRun], bool]],
-                         *, minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
-    @dg.sensor(name=f"{location}_dead_runs", minimum_interval_seconds=minimum_interval_seconds,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Marks failed the {location} runs whose process died (SIGKILL, OOM, reboot) "
-                           "and frees their pool slots, so later backups and loads don't wait on them")
+def make_dead_run_sensor(
+    location: str,
+    belongs_factory: Callable[[dg.SensorEvaluationContext], Callable[[dg.DagsterRun], bool]],
+    *,
+    minimum_interval_seconds: int = 60,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"{location}_dead_runs",
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Marks failed the {location} runs whose process died (SIGKILL, OOM, reboot) "
+        "and frees their pool slots, so later backups and loads don't wait on them",
+    )
     def _dead_runs(context: dg.SensorEvaluationContext):
         min_silence = float(os.environ.get("ARB_DEAD_RUN_SILENCE_SECONDS", DEFAULT_MIN_SILENCE_SECONDS))
-        reaped = reap_dead_runs(context.instance, belongs=belongs_factory(context), min_silence_seconds=min_silence)
+        reaped = reap_dead_runs(
+            context.instance, belongs=belongs_factory(context), min_silence_seconds=min_silence
+        )
         if not reaped:
             return dg.SkipReason("no dead runs")
         for r in reaped:
             context.log.warning(f"run {r.run_id} ({r.job_name}): process {r.pid} gone; marked failed")
-        return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(r.run_id for r in reaped)}")
+        return dg.SkipReason(
+            f"marked {len(reaped)} dead run(s) failed: {', '.join(r.run_id for r in reaped)}"
+        )
 
     return _dead_runs

@@ -19,12 +19,12 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.ports import free_port
 from arb_pipeline.dev.demo_parity import loaded_parity
+from arb_pipeline.dev.ports import free_port
 from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
 from arb_pipeline.dev.smtp import LocalSmtp
 from arb_pipeline.dev.sshd import LocalSshd, ServiceError, sshd_unavailable_reason
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.schema.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,22 +40,24 @@ def demo_environment(base: Path, pg: LocalPostgres, go_live: datetime, port: int
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = dict(os.environ)
-    env.update({
-        "DAGSTER_HOME": str(home),
-        "ARB_SENDER_DSN": pg.dsn("sender"),
-        "ARB_RECEIVER_DSN": pg.dsn("receiver"),
-        "ARB_GO_LIVE": go_live.strftime("%Y-%m-%d-%H-%M"),
-        "ARB_PARTIAL_MINUTES": "1",
-        "ARB_PARTIAL_DELAY_MINUTES": "0",
-        "ARB_TRANSPORT": "local",
-        "ARB_INBOX_DIR": str(base / "inbox"),
-        "ARB_STAGING_DIR": str(base / "staging"),
-        "ARB_SENDER_MEDIA_DIR": str(base / "sender-media"),
-        "ARB_RECEIVER_MEDIA_DIR": str(base / "receiver-media"),
-        "ARB_QUARANTINE_DIR": str(base / "quarantine"),
-        "ARB_PG_DUMP": str(find_bin_dir() / "pg_dump"),
-        "ARB_UI_BASE_URL": f"http://127.0.0.1:{port}",
-    })
+    env.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "ARB_SENDER_DSN": pg.dsn("sender"),
+            "ARB_RECEIVER_DSN": pg.dsn("receiver"),
+            "ARB_GO_LIVE": go_live.strftime("%Y-%m-%d-%H-%M"),
+            "ARB_PARTIAL_MINUTES": "1",
+            "ARB_PARTIAL_DELAY_MINUTES": "0",
+            "ARB_TRANSPORT": "local",
+            "ARB_INBOX_DIR": str(base / "inbox"),
+            "ARB_STAGING_DIR": str(base / "staging"),
+            "ARB_SENDER_MEDIA_DIR": str(base / "sender-media"),
+            "ARB_RECEIVER_MEDIA_DIR": str(base / "receiver-media"),
+            "ARB_QUARANTINE_DIR": str(base / "quarantine"),
+            "ARB_PG_DUMP": str(find_bin_dir() / "pg_dump"),
+            "ARB_UI_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    )
     return env
 
 
@@ -132,8 +134,10 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     reason = sftp and sshd_unavailable_reason()
     if reason:  # before anything starts
-        raise ServiceError(f"arb demo --sftp needs a local OpenSSH sshd: {reason}; or run the demo without --sftp "
-                           "(the local-folder transport)")
+        raise ServiceError(
+            f"arb demo --sftp needs a local OpenSSH sshd: {reason}; or run the demo without --sftp "
+            "(the local-folder transport)"
+        )
     base = REPO / "var" / "demo"
     if base.exists() and not keep:
         shutil.rmtree(base)
@@ -149,17 +153,22 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         from arb_pipeline.dev.generator.reference import seed_reference
         from arb_pipeline.dev.generator.zones import seed_zones
 
-        with connect(pg.dsn("receiver")) as conn:  # the receiver's own reference data: zones for postprocessing
+        with connect(
+            pg.dsn("receiver")
+        ) as conn:  # the receiver's own reference data: zones for postprocessing
             seed_zones(conn)
 
         with connect(pg.dsn("sender")) as conn:
             seed_reference(conn, seed=1, scale=0.1)
-        traffic = threading.Thread(target=_traffic, args=(pg.dsn("sender"), base / "sender-media", stop, rate),
-                                   daemon=True)
+        traffic = threading.Thread(
+            target=_traffic, args=(pg.dsn("sender"), base / "sender-media", stop, rate), daemon=True
+        )
         traffic.start()
         _log(f"sender database seeded; app traffic at {rate:g} operations/s")
         # Partitions start yesterday, so yesterday's complete exists to seed the receiver.
-        go_live = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        go_live = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=1
+        )
         port = port if _port_free(port) else free_port()
         env = demo_environment(base, pg, go_live, port)
         if sftp:
@@ -174,22 +183,48 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         dagster = str(Path(sys.executable).parent / "dagster")
         # Popen (not a shell `&`), in its own session: dagster dev and every process it
         # starts (webserver, daemon, code servers, runs) share one process group we stop.
-        dev = subprocess.Popen([dagster, "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-                                "-p", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-        _log(f"started: PostgreSQL pid {pg.pid} on 127.0.0.1:{pg.port}, SMTP on {mail.host}:{mail.port}, "
-             f"dagster dev pid {dev.pid}" + (f", sshd pid {sshd.pid}" if sshd else ""))
+        dev = subprocess.Popen(
+            [dagster, "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _log(
+            f"started: PostgreSQL pid {pg.pid} on 127.0.0.1:{pg.port}, SMTP on {mail.host}:{mail.port}, "
+            f"dagster dev pid {dev.pid}" + (f", sshd pid {sshd.pid}" if sshd else "")
+        )
         _wait_for_ui(port, dev)
-        _log(f"Dagster UI: http://127.0.0.1:{port}  (log: {base / 'dagster-dev.log'}); Ctrl-C stops everything")
+        _log(
+            f"Dagster UI: http://127.0.0.1:{port}  (log: {base / 'dagster-dev.log'}); Ctrl-C stops everything"
+        )
         # The first complete seeds the receiver, as on a new deployment; partials follow every minute.
-        seed = subprocess.Popen([dagster, "asset", "materialize", "-m", "arb_pipeline.sender.definitions",
-                                 "--select", "group:sender_complete", "--partition", go_live.strftime("%Y-%m-%d")],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        seed = subprocess.Popen(
+            [
+                dagster,
+                "asset",
+                "materialize",
+                "-m",
+                "arb_pipeline.sender.definitions",
+                "--select",
+                "group:sender_complete",
+                "--partition",
+                go_live.strftime("%Y-%m-%d"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         seed_reported = False
         while dev.poll() is None:
             time.sleep(SUMMARY_EVERY_S)
             if seed.poll() not in (None, 0) and not seed_reported:
-                _log(f"the first complete backup failed ({seed.returncode}); see the UI and {base / 'dagster-dev.log'}")
+                _log(
+                    f"the first complete backup failed ({seed.returncode}); see the UI and {base / 'dagster-dev.log'}"
+                )
                 seed_reported = True
             _log(summary(pg))
         _log(f"dagster dev exited with {dev.returncode}; see {base / 'dagster-dev.log'}")

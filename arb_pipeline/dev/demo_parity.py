@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from arb_pipeline.catalog import CATALOG
-from arb_pipeline.pg.connect import connect, quote_ident
 from arb_pipeline.ops.parity import canonical_text_settings, row_hash_sql, shared_columns
+from arb_pipeline.pg.connect import connect, quote_ident
 
 PARTIAL_TABLES = tuple((spec.name, spec.cursor) for spec in CATALOG if spec.in_partials)
 
@@ -28,9 +28,9 @@ PARTIAL_TABLES = tuple((spec.name, spec.cursor) for spec in CATALOG if spec.in_p
 @dataclass(frozen=True)
 class TableInStep:
     table: str
-    rows: int      # sender rows with a cursor before ``through``
-    behind: int    # of those, missing on the receiver or at another version
-    extra: int     # receiver rows before ``through`` whose key the sender no longer has
+    rows: int  # sender rows with a cursor before ``through``
+    behind: int  # of those, missing on the receiver or at another version
+    extra: int  # receiver rows before ``through`` whose key the sender no longer has
 
     @property
     def ok(self) -> bool:
@@ -41,7 +41,7 @@ class TableInStep:
 class LoadedParity:
     partials: int
     completes: int
-    through: datetime | None      # newest loaded partial's window end (or complete's snapshot)
+    through: datetime | None  # newest loaded partial's window end (or complete's snapshot)
     tables: tuple[TableInStep, ...] = ()
 
     @property
@@ -56,8 +56,12 @@ class LoadedParity:
         if self.ok:
             rows = sum(t.rows for t in self.tables)
             return f"{head}; {when}: OK ({rows} rows in {len(self.tables)} tables match)"
-        drift = ", ".join(f"{t.table.removeprefix('AndroidRequests_')} {t.behind} of {t.rows} rows behind"
-                          + (f" and {t.extra} extra" if t.extra else "") for t in self.tables if not t.ok)
+        drift = ", ".join(
+            f"{t.table.removeprefix('AndroidRequests_')} {t.behind} of {t.rows} rows behind"
+            + (f" and {t.extra} extra" if t.extra else "")
+            for t in self.tables
+            if not t.ok
+        )
         return f"{head}; {when}: DIFFERS: {drift}"
 
 
@@ -67,15 +71,20 @@ def loaded_through(receiver_dsn: str) -> tuple[int, int, datetime | None]:
         partials, completes, through = conn.execute(
             "SELECT count(*) FILTER (WHERE kind = 'partial'), count(*) FILTER (WHERE kind = 'complete'), "
             "max(CASE WHEN kind = 'partial' THEN window_end ELSE snapshot_time END) "
-            "FROM arb_loaded_backup WHERE outcome = 'loaded'").fetchone()
+            "FROM arb_loaded_backup WHERE outcome = 'loaded'"
+        ).fetchone()
     return int(partials), int(completes), through
 
 
-def _versions(conn, table: str, cursor: str, columns, key_columns, through: datetime) -> dict[tuple, tuple[str, bool]]:
+def _versions(
+    conn, table: str, cursor: str, columns, key_columns, through: datetime
+) -> dict[tuple, tuple[str, bool]]:
     """key -> (row hash over ``columns``, cursor before ``through``) of every row of ``table``."""
     keys = ", ".join(f"t.{quote_ident(k)}" for k in key_columns)
-    sql = (f"SELECT {keys}, {row_hash_sql(columns)}, t.{quote_ident(cursor)} < %s "
-           f"FROM public.{quote_ident(table)} t")
+    sql = (
+        f"SELECT {keys}, {row_hash_sql(columns)}, t.{quote_ident(cursor)} < %s "
+        f"FROM public.{quote_ident(table)} t"
+    )
     with canonical_text_settings(conn):
         rows = conn.execute(sql, (through,)).fetchall()
     width = len(key_columns)
@@ -97,7 +106,12 @@ def loaded_parity(sender_dsn: str, receiver_dsn: str) -> LoadedParity:
     partials, completes, through = loaded_through(receiver_dsn)
     if through is None:
         return LoadedParity(partials, completes, None)
-    with connect(sender_dsn, autocommit=True) as sender_conn, connect(receiver_dsn, autocommit=True) as receiver_conn:
-        tables = tuple(table_in_step(sender_conn, receiver_conn, table, cursor, through)
-                       for table, cursor in PARTIAL_TABLES)
+    with (
+        connect(sender_dsn, autocommit=True) as sender_conn,
+        connect(receiver_dsn, autocommit=True) as receiver_conn,
+    ):
+        tables = tuple(
+            table_in_step(sender_conn, receiver_conn, table, cursor, through)
+            for table, cursor in PARTIAL_TABLES
+        )
     return LoadedParity(partials, completes, through, tables)

@@ -20,8 +20,10 @@ from pathlib import Path
 from arb_pipeline.dev.ports import free_port
 
 SERVICE_USER = "postgres"
-FAST_SETTINGS = ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                 "-c max_connections=100 -c shared_buffers=128MB")
+FAST_SETTINGS = (
+    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+    "-c max_connections=100 -c shared_buffers=128MB"
+)
 
 
 def find_bin_dir() -> Path:
@@ -43,8 +45,10 @@ def _ensure_service_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                       check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+        )
         return pwd.getpwnam(SERVICE_USER)
 
 
@@ -85,15 +89,36 @@ class LocalPostgres:
                 if not mode & 0o001:
                     os.chmod(parent, mode | 0o001)
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run_as_service([
-                str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
-                "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-            ])
+            self._run_as_service(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            )
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base_dir} {FAST_SETTINGS}"
-        self._run_as_service([
-            str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-            "-w", "-t", "60", "-o", opts, "start",
-        ])
+        self._run_as_service(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+                "start",
+            ]
+        )
         return self
 
     @property
@@ -106,7 +131,9 @@ class LocalPostgres:
     def stop(self) -> None:
         if self.pid is None:
             return
-        self._run_as_service([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+        self._run_as_service(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+        )
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host=127.0.0.1 port={self.port} user={self.user} dbname={dbname}"

@@ -46,8 +46,9 @@ class _CaptureHandler:
         self._server = server
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd hook name)
-        self._server._capture(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content
-                              or envelope.content)
+        self._server._capture(
+            envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content or envelope.content
+        )
         return "250 Message accepted for delivery"
 
 
@@ -93,8 +94,10 @@ class LocalSmtp:
             while len(self._messages) < count:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"SMTP server {self.host}:{self.port} received {len(self._messages)} "
-                                       f"message(s), not {count}, within {timeout:g} s")
+                    raise TimeoutError(
+                        f"SMTP server {self.host}:{self.port} received {len(self._messages)} "
+                        f"message(s), not {count}, within {timeout:g} s"
+                    )
                 self._cond.wait(left)
             return list(self._messages)
 
@@ -112,8 +115,13 @@ class LocalSmtp:
             self.eml_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        controller = Controller(_CaptureHandler(self), hostname=self.host, port=self.port,
-                                server_hostname="arb-smtp.localhost", ready_timeout=10.0)
+        controller = Controller(
+            _CaptureHandler(self),
+            hostname=self.host,
+            port=self.port,
+            server_hostname="arb-smtp.localhost",
+            ready_timeout=10.0,
+        )
         controller.start()
         self._controller = controller
         return self

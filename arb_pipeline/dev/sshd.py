@@ -71,8 +71,10 @@ def sshd_unavailable_reason(sshd_bin: Path = SSHD_BIN, *, chroot: bool = False) 
     if not sshd_installed(sshd_bin):
         return f"OpenSSH sshd not found at {sshd_bin}: {INSTALL_HINT}"
     if chroot and os.geteuid() != 0:
-        return ("the chrooted sshd needs root (ChrootDirectory and useradd); run as root, or use "
-                "LocalSshd(chroot=False), the unprivileged mode without a chroot")
+        return (
+            "the chrooted sshd needs root (ChrootDirectory and useradd); run as root, or use "
+            "LocalSshd(chroot=False), the unprivileged mode without a chroot"
+        )
     return None
 
 
@@ -98,10 +100,14 @@ def generate_ed25519_key(private_path: Path, comment: str) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     _write_private(private_path, private)
     line = f"{public} {comment}"
     Path(f"{private_path}.pub").write_text(line + "\n")
@@ -145,7 +151,8 @@ def _check_chroot_path(path: Path) -> None:
                 f"chroot folder {path} can't be used: its component {part} is owned by uid {st.st_uid} "
                 f"with mode {stat.filemode(st.st_mode)}; sshd needs every component owned by root and not "
                 f"writable by group or others (so not under /tmp). Pick another chroot_dir, e.g. under "
-                f"{DEFAULT_CHROOT_BASE}")
+                f"{DEFAULT_CHROOT_BASE}"
+            )
 
 
 def _default_chroot() -> Path:
@@ -179,13 +186,17 @@ class LocalSshd:
         if self.chroot is None:
             self.chroot = os.geteuid() == 0
         if not self.chroot and os.geteuid() == 0:
-            raise ServiceError("LocalSshd(chroot=False) runs sshd as the user it lets in, and root logins are "
-                               "refused: run it as an unprivileged user, or as root with chroot=True")
+            raise ServiceError(
+                "LocalSshd(chroot=False) runs sshd as the user it lets in, and root logins are "
+                "refused: run it as an unprivileged user, or as root with chroot=True"
+            )
         me = pwd.getpwuid(os.geteuid()).pw_name
         self.username = self.username or (DEFAULT_USER if self.chroot else me)
         if not self.chroot and self.username != me:
-            raise ServiceError(f"an unprivileged sshd can only let in the user it runs as ({me!r}), not "
-                               f"{self.username!r}: leave username empty, or run as root with chroot=True")
+            raise ServiceError(
+                f"an unprivileged sshd can only let in the user it runs as ({me!r}), not "
+                f"{self.username!r}: leave username empty, or run as root with chroot=True"
+            )
 
     # ---- paths -------------------------------------------------------------------
     @property
@@ -244,8 +255,12 @@ class LocalSshd:
         try:
             entry = pwd.getpwnam(self.username)
         except KeyError:
-            subprocess.run(["useradd", "--system", "-m", "-s", "/usr/sbin/nologin", "-p", "*", self.username],
-                           check=True, capture_output=True, text=True)
+            subprocess.run(
+                ["useradd", "--system", "-m", "-s", "/usr/sbin/nologin", "-p", "*", self.username],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             return pwd.getpwnam(self.username)
         # With UsePAM no, sshd refuses an account whose password field starts with '!' (locked).
         for line in Path("/etc/shadow").read_text().splitlines():
@@ -253,13 +268,16 @@ class LocalSshd:
             if name == self.username and rest.startswith("!"):
                 raise ServiceError(
                     f"user {self.username!r} is locked (password field starts with '!'), so sshd refuses it; "
-                    f"unlock it for key-only login with `usermod -p '*' {self.username}`")
+                    f"unlock it for key-only login with `usermod -p '*' {self.username}`"
+                )
         return entry
 
     def _prepare_chroot(self, user: pwd.struct_passwd) -> None:
         if str(self.chroot_dir).startswith(("/tmp/", "/var/tmp/", "/dev/shm/")):
-            raise ServiceError(f"chroot folder {self.chroot_dir} is under a world-writable folder; sshd refuses "
-                               f"that. Use e.g. {DEFAULT_CHROOT_BASE}/<name>")
+            raise ServiceError(
+                f"chroot folder {self.chroot_dir} is under a world-writable folder; sshd refuses "
+                f"that. Use e.g. {DEFAULT_CHROOT_BASE}/<name>"
+            )
         existing = next(p for p in [self.chroot_dir, *self.chroot_dir.parents] if p.exists())
         _check_chroot_path(existing)  # before creating anything below it
         if existing != self.chroot_dir:
@@ -336,7 +354,9 @@ Match User {self.username}
         if not self.client_key_path.exists():
             generate_ed25519_key(self.client_key_path, f"arb-client@{self.host}")
         client_pub = " ".join(Path(f"{self.client_key_path}.pub").read_text().split()[:2])
-        self.authorized_keys_path.write_text(f"{AUTHORIZED_KEY_OPTIONS.format(address=self.host)} {client_pub}\n")
+        self.authorized_keys_path.write_text(
+            f"{AUTHORIZED_KEY_OPTIONS.format(address=self.host)} {client_pub}\n"
+        )
         os.chmod(self.authorized_keys_path, 0o644)
         if trust_host_key or not self.known_hosts_path.exists():
             self.write_known_hosts()
@@ -348,19 +368,27 @@ Match User {self.username}
         if self.pid is not None:
             return self
         self._setup(trust_host_key=trust_host_key)
-        check = subprocess.run([str(self.sshd_bin), "-t", "-f", str(self.config_path)],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [str(self.sshd_bin), "-t", "-f", str(self.config_path)], capture_output=True, text=True
+        )
         if check.returncode != 0:
             raise ServiceError(f"sshd refused its config {self.config_path}: {check.stderr.strip()}")
         self.pid_file.unlink(missing_ok=True)
         # sshd daemonizes; the daemon writes the pid file once it listens.
-        subprocess.run([str(self.sshd_bin), "-f", str(self.config_path), "-E", str(self.log_file)],
-                       check=True, capture_output=True, text=True, timeout=self.start_timeout)
+        subprocess.run(
+            [str(self.sshd_bin), "-f", str(self.config_path), "-E", str(self.log_file)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=self.start_timeout,
+        )
         deadline = time.monotonic() + self.start_timeout
         while self.pid is None:
             if time.monotonic() > deadline:
-                raise ServiceError(f"sshd did not start on {self.host}:{self.port} within {self.start_timeout:.0f} s; "
-                                   f"its log {self.log_file} ends with: {self._log_tail()}")
+                raise ServiceError(
+                    f"sshd did not start on {self.host}:{self.port} within {self.start_timeout:.0f} s; "
+                    f"its log {self.log_file} ends with: {self._log_tail()}"
+                )
             time.sleep(0.01)
         return self
 
@@ -422,9 +450,17 @@ Match User {self.username}
         client.load_host_keys(str(known_hosts or self.known_hosts_path))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(self.host, port=self.port, username=self.username,
-                           key_filename=str(self.client_key_path), look_for_keys=False, allow_agent=False,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.username,
+                key_filename=str(self.client_key_path),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+            )
         except BaseException:
             client.close()
             raise

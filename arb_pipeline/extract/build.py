@@ -16,12 +16,12 @@ from pathlib import Path
 
 from arb_pipeline import __version__
 from arb_pipeline.catalog import CATALOG, TableSpec, introspect, shipped_columns
-from arb_pipeline.pg.connect import client_program_args, connect, quote_ident
 from arb_pipeline.errors import ArbError, ConfigError
-from arb_pipeline.extract.tables import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
 from arb_pipeline.extract.media import bundle_all_media, bundle_media
+from arb_pipeline.extract.tables import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.package.writer import StagedBackup
+from arb_pipeline.pg.connect import client_program_args, connect, quote_ident
 from arb_pipeline.transport.base import Transport
 
 log = logging.getLogger(__name__)
@@ -55,36 +55,79 @@ def default_sender_id() -> str:
     return socket.gethostname()
 
 
-def _manifest(kind, bid, partition_key, window, extract_from, ex: Extracted, staged, media, sender_id, extra=None):
+def _manifest(
+    kind, bid, partition_key, window, extract_from, ex: Extracted, staged, media, sender_id, extra=None
+):
     return Manifest(
-        backup_id=bid, kind=kind, partition_key=partition_key,
-        window_start=window.start, window_end=window.end, extract_from=extract_from,
-        snapshot_time=ex.snapshot_time, sender_id=sender_id, created_by=f"arb_pipeline {__version__}",
-        files=tuple(staged.entries), tables_order=tuple(ex.tables_order),
-        media=tuple(media.files), media_missing=tuple(media.missing), extra=extra or {},
+        backup_id=bid,
+        kind=kind,
+        partition_key=partition_key,
+        window_start=window.start,
+        window_end=window.end,
+        extract_from=extract_from,
+        snapshot_time=ex.snapshot_time,
+        sender_id=sender_id,
+        created_by=f"arb_pipeline {__version__}",
+        files=tuple(staged.entries),
+        tables_order=tuple(ex.tables_order),
+        media=tuple(media.files),
+        media_missing=tuple(media.missing),
+        extra=extra or {},
     )
 
 
-def build_partial(dsn: str, staging_root: Path, *, partition_key: str, window: Window, unique: str,
-                  media_dir: Path, sender_id: str, overlap: timedelta = DEFAULT_OVERLAP,
-                  catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False) -> BuiltBackup:
+def build_partial(
+    dsn: str,
+    staging_root: Path,
+    *,
+    partition_key: str,
+    window: Window,
+    unique: str,
+    media_dir: Path,
+    sender_id: str,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    catalog: tuple[TableSpec, ...] = CATALOG,
+    include_personal: bool = False,
+) -> BuiltBackup:
     """Extract the window's rows and the media they reference into a staging folder."""
     bid = backup_id("partial", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
     with connect(dsn) as conn:
-        ex = extract_partial(conn, staged, window, overlap=overlap, catalog=catalog,
-                             include_personal=include_personal)
+        ex = extract_partial(
+            conn, staged, window, overlap=overlap, catalog=catalog, include_personal=include_personal
+        )
     media = bundle_media(Path(media_dir), ex.media_names, staged)
-    manifest = _manifest("partial", bid, partition_key, window, window.start - overlap, ex, staged, media,
-                         sender_id, {"overlap_seconds": overlap.total_seconds()})
+    manifest = _manifest(
+        "partial",
+        bid,
+        partition_key,
+        window,
+        window.start - overlap,
+        ex,
+        staged,
+        media,
+        sender_id,
+        {"overlap_seconds": overlap.total_seconds()},
+    )
     staged.write_manifest(manifest)
     return BuiltBackup(staged, manifest)
 
 
-def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: Window, unique: str,
-                   media_dir: Path, sender_id: str, pg_dump: str = "pg_dump",
-                   catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False,
-                   zstd_level: int = 1, fingerprints: bool = True) -> BuiltBackup:
+def build_complete(
+    dsn: str,
+    staging_root: Path,
+    *,
+    partition_key: str,
+    window: Window,
+    unique: str,
+    media_dir: Path,
+    sender_id: str,
+    pg_dump: str = "pg_dump",
+    catalog: tuple[TableSpec, ...] = CATALOG,
+    include_personal: bool = False,
+    zstd_level: int = 1,
+    fingerprints: bool = True,
+) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
     bid = backup_id("complete", partition_key, unique)
@@ -98,9 +141,17 @@ def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: 
 
     psql = str(Path(pg_dump).with_name("psql")) if Path(pg_dump).with_name("psql").exists() else "psql"
     with connect(dsn) as conn:
-        ex = extract_complete(conn, staged, catalog=catalog, include_personal=include_personal,
-                              level=zstd_level, on_snapshot=dump_schema, psql=psql, dsn=dsn,
-                              fingerprints=fingerprints)
+        ex = extract_complete(
+            conn,
+            staged,
+            catalog=catalog,
+            include_personal=include_personal,
+            level=zstd_level,
+            on_snapshot=dump_schema,
+            psql=psql,
+            dsn=dsn,
+            fingerprints=fingerprints,
+        )
         restore = _restore_script(conn, ex, catalog, include_personal)
     with staged.binary_file("restore.sql") as out:
         out.write(restore.encode())
@@ -114,16 +165,27 @@ def build_complete(dsn: str, staging_root: Path, *, partition_key: str, window: 
 
 def _pg_dump_schema(dsn: str, pg_dump: str, snapshot_id: str, tables: list[str]) -> bytes:
     conninfo, env = client_program_args(dsn)
-    args = [pg_dump, "--schema-only", "--no-owner", "--no-privileges", f"--snapshot={snapshot_id}",
-            "--dbname", conninfo]
+    args = [
+        pg_dump,
+        "--schema-only",
+        "--no-owner",
+        "--no-privileges",
+        f"--snapshot={snapshot_id}",
+        "--dbname",
+        conninfo,
+    ]
     for table in tables:
         args += ["--table", f"public.{quote_ident(table)}"]
     try:
         done = subprocess.run(args, capture_output=True, env=env, timeout=600, check=False)
     except FileNotFoundError:
-        raise ConfigError(f"pg_dump not found at {pg_dump!r}: install postgresql-client or set ARB_PG_DUMP") from None
+        raise ConfigError(
+            f"pg_dump not found at {pg_dump!r}: install postgresql-client or set ARB_PG_DUMP"
+        ) from None
     if done.returncode != 0:
-        raise ArbError(f"pg_dump --schema-only failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+        raise ArbError(
+            f"pg_dump --schema-only failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+        )
     return done.stdout
 
 
@@ -143,14 +205,20 @@ def _restore_script(conn, ex: Extracted, catalog, include_personal) -> str:
         shipped = shipped_columns(spec, info, include_personal)
         for col in info.columns:  # excluded personal columns stay empty
             if col not in shipped and col.not_null:
-                lines.append(f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(col.name)} DROP NOT NULL;")
+                lines.append(
+                    f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(col.name)} DROP NOT NULL;"
+                )
         cols = ", ".join(quote_ident(c.name) for c in shipped)
         lines.append(f"\\copy {quote_ident(table)} ({cols}) FROM PROGRAM 'zstd -dcq tables/{table}.copy.zst'")
         for pk in info.primary_key:  # serial ids: the sequence continues after the restored rows
-            seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (quote_ident(table), pk)).fetchone()[0]
+            seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (quote_ident(table), pk)).fetchone()[
+                0
+            ]
             if seq:
-                lines.append(f"SELECT setval('{seq}', max({quote_ident(pk)})) FROM {quote_ident(table)} "
-                             f"HAVING max({quote_ident(pk)}) IS NOT NULL;")
+                lines.append(
+                    f"SELECT setval('{seq}', max({quote_ident(pk)})) FROM {quote_ident(table)} "
+                    f"HAVING max({quote_ident(pk)}) IS NOT NULL;"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -20,13 +20,20 @@ from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from arb_pipeline.package.manifest import FileEntry, MediaEntry, MissingMedia
-from arb_pipeline.package.media import (BUNDLE_NAME, CHUNK, FILE_MODE, MediaError, inside, is_safe_name,
-                                        media_root)
+from arb_pipeline.package.media import (
+    BUNDLE_NAME,
+    CHUNK,
+    FILE_MODE,
+    MediaError,
+    inside,
+    is_safe_name,
+    media_root,
+)
 from arb_pipeline.package.writer import StagedBackup
 
 log = logging.getLogger(__name__)
 
-_MAX_WARNINGS = 50          # per bundle; the rest are summed up in one line
+_MAX_WARNINGS = 50  # per bundle; the rest are summed up in one line
 
 NOT_FOUND = "not found in media folder"
 UNSAFE_NAME = "unsafe name"
@@ -38,15 +45,14 @@ TOO_DEEP = "unsafe name: folder nested more than one level deep (not bundled)"
 
 @dataclass(frozen=True)
 class MediaBundle:
-    entry: FileEntry | None                     # the tar in the staging folder; None when no files
+    entry: FileEntry | None  # the tar in the staging folder; None when no files
     files: list[MediaEntry] = field(default_factory=list)
     missing: list[MissingMedia] = field(default_factory=list)
 
 
-
-
-def bundle_media(media_dir: Path, names: Iterable[str], staged: StagedBackup,
-                 bundle_name: str = BUNDLE_NAME) -> MediaBundle:
+def bundle_media(
+    media_dir: Path, names: Iterable[str], staged: StagedBackup, bundle_name: str = BUNDLE_NAME
+) -> MediaBundle:
     """Bundle the named files of ``media_dir`` (names as rows hold them) into ``bundle_name``.
 
     Names are deduplicated and sorted; empty names are ignored. A name that is unsafe, absent
@@ -89,7 +95,7 @@ def bundle_all_media(media_dir: Path, staged: StagedBackup, bundle_name: str = B
                 if entry.is_symlink():
                     missing.append(MissingMedia(rel, SYMLINK_SKIPPED))
                 elif entry.is_dir(follow_symlinks=False):
-                    if prefix:          # a folder inside a folder: its files can't have safe names
+                    if prefix:  # a folder inside a folder: its files can't have safe names
                         missing.append(MissingMedia(rel + "/", TOO_DEEP))
                     elif is_safe_name(rel):
                         stack.append(rel)
@@ -120,7 +126,7 @@ def _check_sender_name(root: str, name: str) -> str | None:
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        return NOT_FOUND          # a dangling symlink
+        return NOT_FOUND  # a dangling symlink
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
     if not stat.S_ISREG(st.st_mode):
@@ -133,9 +139,14 @@ def _open_for_bundle(root: str, name: str) -> tuple[BinaryIO | None, os.stat_res
     real = os.path.realpath(os.path.join(root, name))
     if not inside(root, real):
         return None, None, OUTSIDE
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
     try:
-        fd = os.open(real, flags)   # O_NONBLOCK: a FIFO planted in the folder can't hang us
+        fd = os.open(real, flags)  # O_NONBLOCK: a FIFO planted in the folder can't hang us
     except FileNotFoundError:
         return None, None, NOT_FOUND
     except OSError as exc:
@@ -160,11 +171,13 @@ class _HashingReader:
         if n < 0 or n > self._left:
             n = self._left
         data = self._fh.read(n)
-        while len(data) < n:        # raw reads may come back short
+        while len(data) < n:  # raw reads may come back short
             more = self._fh.read(n - len(data))
             if not more:
-                raise MediaError(f"media file {self._name!r} shrank while it was being bundled "
-                                 f"(is something rewriting it?); run the backup again")
+                raise MediaError(
+                    f"media file {self._name!r} shrank while it was being bundled "
+                    f"(is something rewriting it?); run the backup again"
+                )
             data += more
         self._left -= len(data)
         self.sha256.update(data)
@@ -186,13 +199,20 @@ class _TellingSink:
         return self._pos
 
 
-def _write_bundle(root: str, candidates: list[str], missing: list[MissingMedia], staged: StagedBackup,
-                  bundle_name: str, media_dir: Path) -> MediaBundle:
+def _write_bundle(
+    root: str,
+    candidates: list[str],
+    missing: list[MissingMedia],
+    staged: StagedBackup,
+    bundle_name: str,
+    media_dir: Path,
+) -> MediaBundle:
     files: list[MediaEntry] = []
     if candidates:
         with staged.binary_file(bundle_name) as out:
-            with tarfile.TarFile(fileobj=_TellingSink(out), mode="w", format=tarfile.PAX_FORMAT,
-                                 copybufsize=CHUNK) as tar:
+            with tarfile.TarFile(
+                fileobj=_TellingSink(out), mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+            ) as tar:
                 for name in candidates:
                     fh, st, reason = _open_for_bundle(root, name)
                     if fh is None:
@@ -207,7 +227,7 @@ def _write_bundle(root: str, candidates: list[str], missing: list[MissingMedia],
                         reader = _HashingReader(fh, st.st_size, name)
                         tar.addfile(info, reader)
                         files.append(MediaEntry(name, st.st_size, reader.sha256.hexdigest()))
-        if not files:       # every candidate vanished between the check and the open
+        if not files:  # every candidate vanished between the check and the open
             staged.path(bundle_name).unlink()
     missing.sort(key=lambda m: m.name)
     for i, m in enumerate(missing):
@@ -218,8 +238,9 @@ def _write_bundle(root: str, candidates: list[str], missing: list[MissingMedia],
     entry = None
     if files:
         size, digest = staged.last_file
-        entry = staged.add_entry(FileEntry(name=bundle_name, kind="media", bytes=size, sha256=digest,
-                                           rows=len(files)))
+        entry = staged.add_entry(
+            FileEntry(name=bundle_name, kind="media", bytes=size, sha256=digest, rows=len(files))
+        )
     return MediaBundle(entry, files, missing)
 
 

@@ -26,15 +26,15 @@ from typing import Iterator
 
 from psycopg import sql
 
-from arb_pipeline.pg.connect import client_program_args
-from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
+from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.ops.parity import ROW_HASH_ALGORITHM, table_fingerprint
+from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
 from arb_pipeline.package.writer import StagedBackup
+from arb_pipeline.pg.connect import client_program_args
 
-DEFAULT_OVERLAP = timedelta(minutes=15)   # 10 min late commit + 5 min clock offset
+DEFAULT_OVERLAP = timedelta(minutes=15)  # 10 min late commit + 5 min clock offset
 
 
 class ExtractError(ArbError):
@@ -58,7 +58,7 @@ class Extracted:
     snapshot_time: datetime
     tables_order: list[str]
     files: list[FileEntry]
-    media_names: list[str]            # distinct file names referenced by the extracted rows
+    media_names: list[str]  # distinct file names referenced by the extracted rows
     snapshot_id: str | None = None
 
 
@@ -84,8 +84,9 @@ def _ident(name: str) -> sql.Identifier:
 class _PartialSelection:
     """SQL predicates choosing a window's rows and, transitively, their FK parents."""
 
-    def __init__(self, specs: dict[str, TableSpec], infos: dict[str, TableInfo], window: Window,
-                 overlap: timedelta):
+    def __init__(
+        self, specs: dict[str, TableSpec], infos: dict[str, TableInfo], window: Window, overlap: timedelta
+    ):
         self.specs, self.infos = specs, infos
         self.lo = sql.Literal(window.start - overlap)
         self.hi = sql.Literal(window.end)
@@ -111,10 +112,19 @@ class _PartialSelection:
             parts.append(sql.SQL("({c} >= {lo} AND {c} < {hi})").format(c=col, lo=self.lo, hi=self.hi))
         for child, fk in self._children[table]:
             inner = f"c{depth}"
-            parts.append(sql.SQL("({ref}) IN (SELECT {cols} FROM {child} {a} WHERE {pred})").format(
-                ref=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in fk.ref_columns),
-                cols=sql.SQL(", ").join(sql.SQL("{}.{}").format(_ident(inner), _ident(c)) for c in fk.columns),
-                child=_ident(child), a=_ident(inner), pred=self.predicate(child, inner, depth + 1)))
+            parts.append(
+                sql.SQL("({ref}) IN (SELECT {cols} FROM {child} {a} WHERE {pred})").format(
+                    ref=sql.SQL(", ").join(
+                        sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in fk.ref_columns
+                    ),
+                    cols=sql.SQL(", ").join(
+                        sql.SQL("{}.{}").format(_ident(inner), _ident(c)) for c in fk.columns
+                    ),
+                    child=_ident(child),
+                    a=_ident(inner),
+                    pred=self.predicate(child, inner, depth + 1),
+                )
+            )
         return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
 
 
@@ -136,19 +146,36 @@ def _select_list(columns) -> sql.Composable:
     return sql.SQL(", ").join(_ident(c.name) for c in columns)
 
 
-def _file_entry(sink, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str,
-                cursor: str | None) -> FileEntry:
-    return FileEntry(name=name, kind="table", bytes=sink.file_bytes, sha256=sink.file_sha256, rows=sink.rows,
-                     table=spec.name, format=fmt, columns=tuple(ColumnSpec(c.name, c.type) for c in columns),
-                     primary_key=info.primary_key, cursor=cursor)
+def _file_entry(
+    sink, name: str, spec: TableSpec, info: TableInfo, columns, fmt: str, cursor: str | None
+) -> FileEntry:
+    return FileEntry(
+        name=name,
+        kind="table",
+        bytes=sink.file_bytes,
+        sha256=sink.file_sha256,
+        rows=sink.rows,
+        table=spec.name,
+        format=fmt,
+        columns=tuple(ColumnSpec(c.name, c.type) for c in columns),
+        primary_key=info.primary_key,
+        cursor=cursor,
+    )
 
 
 def _catalog_specs(catalog) -> dict[str, TableSpec]:
     return {s.name: s for s in catalog}
 
 
-def extract_partial(conn, staged: StagedBackup, window: Window, *, overlap: timedelta = DEFAULT_OVERLAP,
-                    catalog: tuple[TableSpec, ...] = CATALOG, include_personal: bool = False) -> Extracted:
+def extract_partial(
+    conn,
+    staged: StagedBackup,
+    window: Window,
+    *,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    catalog: tuple[TableSpec, ...] = CATALOG,
+    include_personal: bool = False,
+) -> Extracted:
     """Write the window's rows, one JSON Lines file per table, from one snapshot."""
     specs = _catalog_specs(catalog)
     with read_snapshot(conn) as snapshot_time:
@@ -160,17 +187,24 @@ def extract_partial(conn, staged: StagedBackup, window: Window, *, overlap: time
             spec, info = specs[table], infos[table]
             columns = shipped_columns(spec, info, include_personal)
             pred = selection.predicate(table)
-            query = sql.SQL("SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x").format(
-                cols=_select_list(columns), t=_ident(table), pred=pred,
-                pk=sql.SQL(", ").join(_ident(c) for c in info.primary_key))
+            query = sql.SQL(
+                "SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x"
+            ).format(
+                cols=_select_list(columns),
+                t=_ident(table),
+                pred=pred,
+                pk=sql.SQL(", ").join(_ident(c) for c in info.primary_key),
+            )
             name = f"tables/{table}.jsonl.zst"
             with staged.table_file(name) as sink:
                 _copy_to(conn, query, sink, _unescape_copy_text)
             files.append(staged.add_entry(_file_entry(sink, name, spec, info, columns, "jsonl", spec.cursor)))
             if spec.media_column:
-                rows = conn.execute(sql.SQL(
-                    "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''").format(
-                    m=_ident(spec.media_column), t=_ident(table), pred=pred))
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''"
+                    ).format(m=_ident(spec.media_column), t=_ident(table), pred=pred)
+                )
                 media.update(r[0] for r in rows)
     return Extracted(snapshot_time, order, files, sorted(media))
 
@@ -181,17 +215,32 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable,
     psycopg hands COPY data over one row per call, which costs more Python time than the
     server spends on a large table; psql streams it in C and we read big chunks."""
     conninfo, env = client_program_args(dsn)
-    args = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo,
-            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            "-c", f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
-            "-c", "SET TimeZone = 'UTC'",
-            "-c", sql.SQL("COPY ({}) TO STDOUT").format(query).as_string(conn),
-            "-c", "COMMIT"]
+    args = [
+        psql,
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        conninfo,
+        "-c",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "-c",
+        f"SET TRANSACTION SNAPSHOT '{snapshot_id}'",
+        "-c",
+        "SET TimeZone = 'UTC'",
+        "-c",
+        sql.SQL("COPY ({}) TO STDOUT").format(query).as_string(conn),
+        "-c",
+        "COMMIT",
+    ]
     try:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except FileNotFoundError:
-        raise ExtractError(f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
-                           "the pg_dump beside it") from None
+        raise ExtractError(
+            f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
+            "the pg_dump beside it"
+        ) from None
     torn = False
     for chunk in line_chunks(proc.stdout.read):
         torn = not chunk.endswith(b"\n")
@@ -199,7 +248,9 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable,
             sink.write_lines(chunk)
     err = proc.stderr.read()
     if proc.wait() != 0 or torn:
-        raise ExtractError(f"COPY through psql failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+        raise ExtractError(
+            f"COPY through psql failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}"
+        )
 
 
 def _fingerprints_in_snapshot(dsn: str, snapshot_id: str, wanted: dict, sessions: int = 2) -> dict:
@@ -226,9 +277,13 @@ def _fingerprints_in_snapshot(dsn: str, snapshot_id: str, wanted: dict, sessions
                 conn.execute("ROLLBACK")
 
     with connect(dsn, autocommit=True) as conn:  # largest tables first, so the sessions finish together
-        sizes = dict(conn.execute("SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
-                                  "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
-                                  (queue,)).fetchall())
+        sizes = dict(
+            conn.execute(
+                "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+                (queue,),
+            ).fetchall()
+        )
     queue.sort(key=lambda t: -sizes.get(t, 0))
     with ThreadPoolExecutor(max_workers=sessions) as pool:
         for future in [pool.submit(worker) for _ in range(sessions)]:
@@ -240,15 +295,26 @@ def _with_fingerprint(entry: FileEntry, fp) -> FileEntry:
     if fp is None:
         return entry
     if fp.rows != entry.rows:
-        raise ExtractError(f"{entry.table}: fingerprinted {fp.rows} rows but dumped {entry.rows} from the same "
-                           "snapshot; the snapshot was not shared (is the server a standby?)")
+        raise ExtractError(
+            f"{entry.table}: fingerprinted {fp.rows} rows but dumped {entry.rows} from the same "
+            "snapshot; the snapshot was not shared (is the server a standby?)"
+        )
     return replace(entry, fingerprint=TableFingerprint(ROW_HASH_ALGORITHM, fp.rows, fp.digest))
 
 
-def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ...] = CATALOG,
-                     include_personal: bool = False, level: int = 1, threads: int = 0,
-                     on_snapshot=None, psql: str | None = None, dsn: str | None = None,
-                     fingerprints: bool = True) -> Extracted:
+def extract_complete(
+    conn,
+    staged: StagedBackup,
+    *,
+    catalog: tuple[TableSpec, ...] = CATALOG,
+    include_personal: bool = False,
+    level: int = 1,
+    threads: int = 0,
+    on_snapshot=None,
+    psql: str | None = None,
+    dsn: str | None = None,
+    fingerprints: bool = True,
+) -> Extracted:
     """Write every catalog table in COPY text format, from one snapshot.
 
     With ``fingerprints``, each table file's manifest entry carries the row count and
@@ -280,12 +346,23 @@ def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ..
             return _file_entry(sink, name, spec, info, columns, "copy-text", None)
 
         parallel = bool(psql and dsn)
-        wanted = {t: ([c.name for c in shipped_columns(specs[t], infos[t], include_personal)], infos[t].primary_key)
-                  for t in order} if fingerprints else {}
+        wanted = (
+            {
+                t: (
+                    [c.name for c in shipped_columns(specs[t], infos[t], include_personal)],
+                    infos[t].primary_key,
+                )
+                for t in order
+            }
+            if fingerprints
+            else {}
+        )
         if parallel:  # two psql sessions in the same snapshot: the big tables dump side by side
             with ThreadPoolExecutor(max_workers=1) as fp_pool, ThreadPoolExecutor(max_workers=2) as pool:
                 # a third session, in the same snapshot, fingerprints the tables meanwhile
-                fp_future = fp_pool.submit(_fingerprints_in_snapshot, dsn, snapshot_id, wanted) if wanted else None
+                fp_future = (
+                    fp_pool.submit(_fingerprints_in_snapshot, dsn, snapshot_id, wanted) if wanted else None
+                )
                 entries = list(pool.map(dump, order))
                 prints = fp_future.result() if fp_future else {}
         else:
@@ -296,7 +373,10 @@ def extract_complete(conn, staged: StagedBackup, *, catalog: tuple[TableSpec, ..
         for table in order:
             spec = specs[table]
             if spec.media_column:
-                rows = conn.execute(sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
-                    m=_ident(spec.media_column), t=_ident(table)))
+                rows = conn.execute(
+                    sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
+                        m=_ident(spec.media_column), t=_ident(table)
+                    )
+                )
                 media.update(r[0] for r in rows)
     return Extracted(snapshot_time, order, files, sorted(media), snapshot_id)

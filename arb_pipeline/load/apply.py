@@ -35,15 +35,15 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError, BackupDataError
-from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
+from arb_pipeline.package.manifest import FileEntry, Manifest
 
 log = logging.getLogger(__name__)
 
-LOAD_MEMORY = "256MB"   # per-load work_mem and temp_buffers on the receiver's server
+LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
 VERSION_COLUMN = "arb_synced_at"
 REPROCESS_COLUMN = "transformed"
-CHANGED_COLUMN = "arb_changed_at"   # receiver-only: when a load last changed the row (postprocessing's marker)
+CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
 RECEIVER_ONLY = {VERSION_COLUMN}
 
 
@@ -59,7 +59,7 @@ class RowsRejectedError(LoadError, BackupDataError):
 class LoadResult:
     backup_id: str
     kind: str
-    outcome: str                       # loaded | superseded | already loaded
+    outcome: str  # loaded | superseded | already loaded
     tables: list[TableLoad] = field(default_factory=list)
     superseded_by: str | None = None
 
@@ -84,8 +84,15 @@ def _ids(names) -> sql.Composable:
     return sql.SQL(", ").join(_id(n) for n in names)
 
 
-def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, *, dsn: str | None = None,
-                workers: int = 2) -> LoadResult:
+def load_backup(
+    conn,
+    backup_dir: Path,
+    manifest: Manifest,
+    manifest_sha256: str,
+    *,
+    dsn: str | None = None,
+    workers: int = 2,
+) -> LoadResult:
     """Apply a verified backup in one transaction. ``conn`` must not be in a transaction.
 
     With ``dsn``, a complete's tables are staged first by ``workers`` parallel sessions
@@ -108,27 +115,41 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
         state = _ledger_state(conn, manifest, manifest_sha256)
         if state is None and manifest.kind == "complete" and dsn:
             clear_staging(conn)
-            staging_used = True   # a failed stage_in_parallel leaves tables behind too
+            staging_used = True  # a failed stage_in_parallel leaves tables behind too
             files = manifest.table_files()
             infos = introspect(conn, [f.table for f in files])
-            staged = stage_in_parallel(dsn, backup_dir, {f.table: f for f in files}, infos, parents_first(infos),
-                                       manifest_sha256[:12], workers)
+            staged = stage_in_parallel(
+                dsn,
+                backup_dir,
+                {f.table: f for f in files},
+                infos,
+                parents_first(infos),
+                manifest_sha256[:12],
+                workers,
+            )
         with conn.transaction():
             return _apply(conn, backup_dir, manifest, manifest_sha256, staged)
     except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
         # Rows the server can't take (malformed values, a broken key or reference): the
         # transaction rolled back, nothing of the backup is applied.
         diag = exc.diag
-        where = f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})" \
-            if diag.table_name else ""
-        raise RowsRejectedError(f"backup {manifest.backup_id}: its rows can't be applied{where}: "
-                        f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
-                        f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
-                        f"{manifest.partition_key} to publish it again") from exc
+        where = (
+            f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})"
+            if diag.table_name
+            else ""
+        )
+        raise RowsRejectedError(
+            f"backup {manifest.backup_id}: its rows can't be applied{where}: "
+            f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
+            f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
+            f"{manifest.partition_key} to publish it again"
+        ) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise LoadError(f"backup {manifest.backup_id}: the receiver's database role may not do what a load needs: "
-                        f"{(exc.diag.message_primary or str(exc)).strip()}; nothing was loaded. As the database's "
-                        "owner, run deploy/sql/receiver-role.sql for this role again (after every migration)") from exc
+        raise LoadError(
+            f"backup {manifest.backup_id}: the receiver's database role may not do what a load needs: "
+            f"{(exc.diag.message_primary or str(exc)).strip()}; nothing was loaded. As the database's "
+            "owner, run deploy/sql/receiver-role.sql for this role again (after every migration)"
+        ) from exc
     finally:
         if staged or staging_used:
             clear_staging(conn)
@@ -137,12 +158,15 @@ def load_backup(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str
 
 def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
     """'already loaded' or 'superseded' when the backup needs no staging, else None."""
-    done = conn.execute("SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s",
-                        (manifest.backup_id,)).fetchone()
+    done = conn.execute(
+        "SELECT manifest_sha256, outcome FROM arb_loaded_backup WHERE backup_id = %s", (manifest.backup_id,)
+    ).fetchone()
     if done:
         if done[0] != manifest_sha256:
-            raise LoadError(f"backup {manifest.backup_id} was already {done[1]} from a different manifest; "
-                            "a backup id is never reused, so this one was altered: quarantine it")
+            raise LoadError(
+                f"backup {manifest.backup_id} was already {done[1]} from a different manifest; "
+                "a backup id is never reused, so this one was altered: quarantine it"
+            )
         return "already loaded"
     newest = _newest_complete(conn)
     return "superseded" if newest and manifest.snapshot_time <= newest[1] else None
@@ -151,7 +175,8 @@ def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
 def _newest_complete(conn):
     return conn.execute(
         "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
-        "ORDER BY snapshot_time DESC LIMIT 1").fetchone()
+        "ORDER BY snapshot_time DESC LIMIT 1"
+    ).fetchone()
 
 
 def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, staged: dict) -> LoadResult:
@@ -183,7 +208,9 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
             loads = {t.table: t for t in result.tables}
             for table in reversed(order):  # children first
                 t0 = time.perf_counter()
-                loads[table].rows_deleted = _delete_absent(conn, infos[table], names[table], manifest, loads[table])
+                loads[table].rows_deleted = _delete_absent(
+                    conn, infos[table], names[table], manifest, loads[table]
+                )
                 loads[table].seconds["delete"] = time.perf_counter() - t0
         for table in order:
             _advance_sequences(conn, infos[table])
@@ -191,9 +218,21 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
         "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, snapshot_time, "
         "window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (manifest.backup_id, manifest.kind, manifest.partition_key, manifest.sender_id, manifest_sha256,
-         manifest.snapshot_time, manifest.window_start, manifest.window_end, result.outcome,
-         result.rows_in_backup, result.rows_written, result.rows_deleted))
+        (
+            manifest.backup_id,
+            manifest.kind,
+            manifest.partition_key,
+            manifest.sender_id,
+            manifest_sha256,
+            manifest.snapshot_time,
+            manifest.window_start,
+            manifest.window_end,
+            result.outcome,
+            result.rows_in_backup,
+            result.rows_written,
+            result.rows_deleted,
+        ),
+    )
     return result
 
 
@@ -215,28 +254,45 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
     own = RECEIVER_ONLY | receiver_only_columns(conn, info.name)
     cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
     if VERSION_COLUMN not in receiver_cols:
-        raise LoadError(f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`")
+        raise LoadError(
+            f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`"
+        )
     non_key = [c for c in cols if c not in info.primary_key]
     changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
         sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"),
-        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"))
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_id(c)) for c in non_key)
+        if non_key
+        else sql.SQL("NULL"),
+    )
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=_id(c)) for c in non_key]
     sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=_id(VERSION_COLUMN)))
     if REPROCESS_COLUMN in receiver_cols:
-        sets.append(sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
-            r=_id(REPROCESS_COLUMN), changed=changed))
+        sets.append(
+            sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
+                r=_id(REPROCESS_COLUMN), changed=changed
+            )
+        )
     if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
-        sets.append(sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
-            c=_id(CHANGED_COLUMN), changed=changed))
+        sets.append(
+            sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
+                c=_id(CHANGED_COLUMN), changed=changed
+            )
+        )
     if manifest.kind == "complete":
         return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
     # Partials refresh the version of every row they carry, changed or not, so an older
     # backup arriving later can't win (a complete's rows are guarded by supersession).
     query = sql.SQL(
         "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
-        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}").format(
-        t=_id(info.name), cols=_ids(cols), v=_id(VERSION_COLUMN), s=stage, pk=_ids(info.primary_key),
-        sets=sql.SQL(", ").join(sets))
+        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}"
+    ).format(
+        t=_id(info.name),
+        cols=_ids(cols),
+        v=_id(VERSION_COLUMN),
+        s=stage,
+        pk=_ids(info.primary_key),
+        sets=sql.SQL(", ").join(sets),
+    )
     cur = conn.execute(query, {"snap": manifest.snapshot_time})
     return cur.rowcount
 
@@ -250,21 +306,32 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
     if non_key:
         differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key),
-            sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in non_key))
+            sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in non_key),
+        )
         sets = [sql.SQL("{c} = s.{c}").format(c=_id(c)) for c in non_key]
         sets.append(sql.SQL("{v} = %(snap)s").format(v=_id(VERSION_COLUMN)))
         if REPROCESS_COLUMN in receiver_cols:
             sets.append(sql.SQL("{} = false").format(_id(REPROCESS_COLUMN)))
         if CHANGED_COLUMN in receiver_cols:
             sets.append(sql.SQL("{} = clock_timestamp()").format(_id(CHANGED_COLUMN)))
-        update = sql.SQL("WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
-                         ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
-    return conn.execute(sql.SQL(
-        "MERGE INTO {t} t USING {s} s ON {match} {update}"
-        "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)").format(
-        t=_id(info.name), s=stage, match=match, update=update, cols=_ids(cols), v=_id(VERSION_COLUMN),
-        scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols)),
-        {"snap": manifest.snapshot_time}).rowcount
+        update = sql.SQL(
+            "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
+        ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+    return conn.execute(
+        sql.SQL(
+            "MERGE INTO {t} t USING {s} s ON {match} {update}"
+            "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
+        ).format(
+            t=_id(info.name),
+            s=stage,
+            match=match,
+            update=update,
+            cols=_ids(cols),
+            v=_id(VERSION_COLUMN),
+            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols),
+        ),
+        {"snap": manifest.snapshot_time},
+    ).rowcount
 
 
 def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: TableLoad) -> int:
@@ -272,23 +339,33 @@ def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: 
 
     After the merge every staged row exists in the table; when the table holds no more
     rows than were staged, nothing can be absent and the anti-join is skipped."""
-    if conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(info.name))).fetchone()[0] <= load.rows_in_backup:
+    if (
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(info.name))).fetchone()[0]
+        <= load.rows_in_backup
+    ):
         return 0
     match = sql.SQL(" AND ").join(sql.SQL("s.{c} = t.{c}").format(c=_id(c)) for c in info.primary_key)
-    cur = conn.execute(sql.SQL(
-        "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
-        "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})").format(
-        t=_id(info.name), v=_id(VERSION_COLUMN), s=stage, match=match), {"snap": manifest.snapshot_time})
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
+            "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})"
+        ).format(t=_id(info.name), v=_id(VERSION_COLUMN), s=stage, match=match),
+        {"snap": manifest.snapshot_time},
+    )
     return cur.rowcount
 
 
 def _advance_sequences(conn, info) -> None:
     """Serial ids: the receiver's sequence ends past the loaded ids (if it ever inserts)."""
     for col in info.primary_key:
-        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (sql.Identifier(info.name).as_string(conn), col)
-                           ).fetchone()[0]
+        seq = conn.execute(
+            "SELECT pg_get_serial_sequence(%s, %s)", (sql.Identifier(info.name).as_string(conn), col)
+        ).fetchone()[0]
         if seq:
-            conn.execute(sql.SQL(
-                "SELECT setval(%(seq)s, GREATEST(m, (SELECT last_value FROM {seq}))) "
-                "FROM (SELECT max({c}) AS m FROM {t}) x WHERE m IS NOT NULL").format(
-                seq=sql.SQL(seq), c=_id(col), t=_id(info.name)), {"seq": seq})
+            conn.execute(
+                sql.SQL(
+                    "SELECT setval(%(seq)s, GREATEST(m, (SELECT last_value FROM {seq}))) "
+                    "FROM (SELECT max({c}) AS m FROM {t}) x WHERE m IS NOT NULL"
+                ).format(seq=sql.SQL(seq), c=_id(col), t=_id(info.name)),
+                {"seq": seq},
+            )

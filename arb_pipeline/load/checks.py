@@ -35,12 +35,19 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.pg.connect import connect, quote_ident
 from arb_pipeline.load.apply import RECEIVER_ONLY, VERSION_COLUMN, LoadResult, receiver_only_columns
-from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.ops.parity import (CHANGED, EXTRA, MISSING, ROW_HASH_ALGORITHM, canonical_text_settings,
-                                 relation_fingerprint, row_hash_sql)
 from arb_pipeline.load.staging import StagingError, stage_table
+from arb_pipeline.ops.parity import (
+    CHANGED,
+    EXTRA,
+    MISSING,
+    ROW_HASH_ALGORITHM,
+    canonical_text_settings,
+    relation_fingerprint,
+    row_hash_sql,
+)
+from arb_pipeline.package.manifest import FileEntry, Manifest
+from arb_pipeline.pg.connect import connect, quote_ident
 
 MAX_KEYS = 10
 STAGE = "arb_check_stage"
@@ -89,14 +96,17 @@ def _newer_complete(conn, manifest: Manifest, load: LoadResult) -> str | None:
     rightly be gone or newer (a re-check of an old backup), so it is not compared."""
     if load.outcome == "superseded":
         return load.superseded_by
-    row = conn.execute("SELECT backup_id FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
-                       "AND snapshot_time > %s ORDER BY snapshot_time DESC LIMIT 1",
-                       (manifest.snapshot_time,)).fetchone()
+    row = conn.execute(
+        "SELECT backup_id FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
+        "AND snapshot_time > %s ORDER BY snapshot_time DESC LIMIT 1",
+        (manifest.snapshot_time,),
+    ).fetchone()
     return row[0] if row else None
 
 
-def check_partial(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadResult,
-                  shown: list[str] | None = None) -> dict[str, TableCheck]:
+def check_partial(
+    dsn: str, backup_dir: Path, manifest: Manifest, load: LoadResult, shown: list[str] | None = None
+) -> dict[str, TableCheck]:
     """One check per table file of a partial: every row is on the receiver at its version
     or newer. With ``shown``, one check per table of that list instead, which also
     covers the FK parents the partial carried for it (they have no asset of their own)."""
@@ -105,9 +115,14 @@ def check_partial(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadResu
     with connect(dsn, autocommit=True, application_name="arb_check") as conn:
         newer = _newer_complete(conn, manifest, load)
         if newer:
-            return {t: TableCheck(t, True, f"superseded by complete {newer}: nothing to check",
-                                  {"rows_in_manifest": f.rows})
-                    for f in files for t in [f.table] if shown is None or t in shown}
+            return {
+                t: TableCheck(
+                    t, True, f"superseded by complete {newer}: nothing to check", {"rows_in_manifest": f.rows}
+                )
+                for f in files
+                for t in [f.table]
+                if shown is None or t in shown
+            }
         infos = introspect(conn, [f.table for f in files])
         for entry in files:
             raw[entry.table] = _partial_table(conn, Path(backup_dir), manifest, entry, infos[entry.table])
@@ -129,8 +144,13 @@ def check_partial(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadResu
             text += "; FK parent table(s) not applied: " + "; ".join(b.description for b in bad)
         elif ancestors:
             text += f"; its {len(ancestors)} FK parent table(s) in the backup are applied too"
-        out[table] = TableCheck(table, own.passed and not bad, text, {**own.metadata, "parent_tables": len(ancestors)},
-                                own.first_keys + [k for b in bad for k in b.first_keys])
+        out[table] = TableCheck(
+            table,
+            own.passed and not bad,
+            text,
+            {**own.metadata, "parent_tables": len(ancestors)},
+            own.first_keys + [k for b in bad for k in b.first_keys],
+        )
     return out
 
 
@@ -144,24 +164,43 @@ def _partial_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry,
             return TableCheck(entry.table, False, str(exc), meta)
         applied = conn.execute(
             f"SELECT count(*) FROM {STAGE} s JOIN {_t(entry.table)} t ON {_pk_match(pk, 's', 't')} "
-            f"WHERE t.{quote_ident(VERSION_COLUMN)} >= %s", (manifest.snapshot_time,)).fetchone()[0]
+            f"WHERE t.{quote_ident(VERSION_COLUMN)} >= %s",
+            (manifest.snapshot_time,),
+        ).fetchone()[0]
         meta.update(rows_staged=entry.rows, rows_applied=applied)
         if applied == entry.rows:
-            return TableCheck(entry.table, True, f"{applied} of {entry.rows} rows on the receiver at this backup's "
-                                                 "version or newer", meta)
+            return TableCheck(
+                entry.table,
+                True,
+                f"{applied} of {entry.rows} rows on the receiver at this backup's version or newer",
+                meta,
+            )
         keys = ", ".join(f"s.{quote_ident(k)}" for k in pk)
         rows = conn.execute(
             f"SELECT {keys}, t.{quote_ident(pk[0])} IS NULL FROM {STAGE} s "
             f"LEFT JOIN {_t(entry.table)} t ON {_pk_match(pk, 's', 't')} "
             f"WHERE t.{quote_ident(pk[0])} IS NULL OR t.{quote_ident(VERSION_COLUMN)} IS NULL "
             f"OR t.{quote_ident(VERSION_COLUMN)} < %s ORDER BY {keys} LIMIT {MAX_KEYS}",
-            (manifest.snapshot_time,)).fetchall()
-    first = [{"table": entry.table, "kind": MISSING if r[-1] else OLDER,
-              "key": {k: _plain(v) for k, v in zip(pk, r[:-1])}} for r in rows]
+            (manifest.snapshot_time,),
+        ).fetchall()
+    first = [
+        {
+            "table": entry.table,
+            "kind": MISSING if r[-1] else OLDER,
+            "key": {k: _plain(v) for k, v in zip(pk, r[:-1])},
+        }
+        for r in rows
+    ]
     described = "; ".join(f"{_fmt_key(d['key'])} {d['kind']}" for d in first)
-    return TableCheck(entry.table, False, f"{entry.table}: only {applied} of the manifest's {entry.rows} rows are on "
-                                          f"the receiver at backup {manifest.backup_id}'s version or newer; first "
-                                          f"keys: {described}", meta, first)
+    return TableCheck(
+        entry.table,
+        False,
+        f"{entry.table}: only {applied} of the manifest's {entry.rows} rows are on "
+        f"the receiver at backup {manifest.backup_id}'s version or newer; first "
+        f"keys: {described}",
+        meta,
+        first,
+    )
 
 
 # --------------------------------------------------------------------------- completes
@@ -174,8 +213,15 @@ def check_complete(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadRes
     with connect(dsn, autocommit=True, application_name="arb_check") as conn:
         newer = _newer_complete(conn, manifest, load)
         if newer:
-            return {f.table: TableCheck(f.table, True, f"superseded by complete {newer}: not compared",
-                                        {"rows_in_manifest": f.rows}) for f in files}
+            return {
+                f.table: TableCheck(
+                    f.table,
+                    True,
+                    f"superseded by complete {newer}: not compared",
+                    {"rows_in_manifest": f.rows},
+                )
+                for f in files
+            }
         infos = introspect(conn, [f.table for f in files])
         by_table = {f.table: f for f in files}
         for table in parents_first(infos):
@@ -186,12 +232,20 @@ def check_complete(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadRes
 def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry, info) -> TableCheck:
     table, pk, fp = entry.table, entry.primary_key, entry.fingerprint
     if fp is None:
-        return TableCheck(table, True, "the manifest carries no fingerprint (sender older than the parity check): "
-                                       "not compared", {"rows_in_manifest": entry.rows})
+        return TableCheck(
+            table,
+            True,
+            "the manifest carries no fingerprint (sender older than the parity check): not compared",
+            {"rows_in_manifest": entry.rows},
+        )
     if fp.algorithm != ROW_HASH_ALGORITHM:
-        return TableCheck(table, False, f"{table}: the manifest's fingerprint uses {fp.algorithm!r}, this receiver "
-                                        f"computes {ROW_HASH_ALGORITHM!r}: upgrade arb_pipeline on the older side",
-                          {"rows_in_manifest": entry.rows})
+        return TableCheck(
+            table,
+            False,
+            f"{table}: the manifest's fingerprint uses {fp.algorithm!r}, this receiver "
+            f"computes {ROW_HASH_ALGORITHM!r}: upgrade arb_pipeline on the older side",
+            {"rows_in_manifest": entry.rows},
+        )
     columns = [c.name for c in entry.columns]
     own = RECEIVER_ONLY | receiver_only_columns(conn, table)
     comparable = [c for c in columns if c in set(info.column_names) and c not in own]
@@ -207,63 +261,101 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
             mine = relation_fingerprint(conn, _t(table), comparable, at_or_before, (snap,))
             meta.update(rows_on_receiver=mine.rows, digest_on_receiver=mine.digest, method="fingerprint")
             if (mine.rows, mine.digest) == (fp.rows, fp.digest):
-                return TableCheck(table, True, f"{mine.rows} rows equal to the sender's snapshot "
-                                               f"(digest {mine.digest})", meta)
+                return TableCheck(
+                    table,
+                    True,
+                    f"{mine.rows} rows equal to the sender's snapshot (digest {mine.digest})",
+                    meta,
+                )
         # The file, staged as the receiver types it: compare key by key.
         try:
             _stage(conn, backup_dir, entry, info)
         except (StagingError, psycopg.Error, OSError) as exc:
-            return TableCheck(table, False, f"{table}: can't stage the backup's table file to compare: {exc}", meta)
+            return TableCheck(
+                table, False, f"{table}: can't stage the backup's table file to compare: {exc}", meta
+            )
         meta["method"] = "staged"
         staged = relation_fingerprint(conn, STAGE, columns)
         notes = []
         lossy = (staged.rows, staged.digest) != (fp.rows, fp.digest)
         if lossy:
-            notes.append(f"the staged file's digest {staged.digest} is not the manifest's {fp.digest}: the "
-                         "receiver's column types don't reproduce the sender's values")
+            notes.append(
+                f"the staged file's digest {staged.digest} is not the manifest's {fp.digest}: the "
+                "receiver's column types don't reproduce the sender's values"
+            )
         if left_out:
             notes.append(f"column(s) {', '.join(left_out)} not compared (not loaded on the receiver)")
-        not_newer = (f"NOT EXISTS (SELECT 1 FROM {_t(table)} n WHERE {_pk_match(pk, 'n', 's')} "
-                     f"AND n.{v} > %s)")
+        not_newer = f"NOT EXISTS (SELECT 1 FROM {_t(table)} n WHERE {_pk_match(pk, 'n', 's')} AND n.{v} > %s)"
         keys = ", ".join(quote_ident(k) for k in pk)
-        expected = (f"SELECT {', '.join('s.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 's')} AS h "
-                    f"FROM {STAGE} s WHERE {not_newer}")
-        actual = (f"SELECT {', '.join('t.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 't')} AS h "
-                  f"FROM {_t(table)} t WHERE {at_or_before}")
-        diff = (f"SELECT {keys}, CASE WHEN a.h IS NULL THEN 'm' WHEN e.h IS NULL THEN 'x' ELSE 'c' END AS kind "
-                f"FROM ({expected}) e FULL JOIN ({actual}) a USING ({keys}) WHERE e.h IS DISTINCT FROM a.h")
-        counts = dict(conn.execute(f"SELECT kind, count(*) FROM ({diff}) d GROUP BY kind", (snap, snap)).fetchall())
-        rows = conn.execute(f"SELECT * FROM ({diff}) d ORDER BY {keys} LIMIT {MAX_KEYS}", (snap, snap)).fetchall()
+        expected = (
+            f"SELECT {', '.join('s.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 's')} AS h "
+            f"FROM {STAGE} s WHERE {not_newer}"
+        )
+        actual = (
+            f"SELECT {', '.join('t.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 't')} AS h "
+            f"FROM {_t(table)} t WHERE {at_or_before}"
+        )
+        diff = (
+            f"SELECT {keys}, CASE WHEN a.h IS NULL THEN 'm' WHEN e.h IS NULL THEN 'x' ELSE 'c' END AS kind "
+            f"FROM ({expected}) e FULL JOIN ({actual}) a USING ({keys}) WHERE e.h IS DISTINCT FROM a.h"
+        )
+        counts = dict(
+            conn.execute(f"SELECT kind, count(*) FROM ({diff}) d GROUP BY kind", (snap, snap)).fetchall()
+        )
+        rows = conn.execute(
+            f"SELECT * FROM ({diff}) d ORDER BY {keys} LIMIT {MAX_KEYS}", (snap, snap)
+        ).fetchall()
         kinds = {"m": MISSING, "x": EXTRA, "c": CHANGED}
-        first = [{"table": table, "kind": kinds[r[-1]], "key": {k: _plain(x) for k, x in zip(pk, r[:-1])}}
-                 for r in rows]
+        first = [
+            {"table": table, "kind": kinds[r[-1]], "key": {k: _plain(x) for k, x in zip(pk, r[:-1])}}
+            for r in rows
+        ]
         for d in first:
             if d["kind"] == CHANGED:
                 d["columns"] = _changed_columns(conn, table, pk, comparable, tuple(d["key"].values()))
-        expected_rows = conn.execute(f"SELECT count(*) FROM {STAGE} s WHERE {not_newer}", (snap,)).fetchone()[0]
-        receiver_rows = conn.execute(f"SELECT count(*) FROM {_t(table)} t WHERE {at_or_before}", (snap,)).fetchone()[0]
-    meta.update(rows_expected=expected_rows, rows_on_receiver=receiver_rows,
-                differing_keys=sum(counts.values()))
+        expected_rows = conn.execute(f"SELECT count(*) FROM {STAGE} s WHERE {not_newer}", (snap,)).fetchone()[
+            0
+        ]
+        receiver_rows = conn.execute(
+            f"SELECT count(*) FROM {_t(table)} t WHERE {at_or_before}", (snap,)
+        ).fetchone()[0]
+    meta.update(
+        rows_expected=expected_rows, rows_on_receiver=receiver_rows, differing_keys=sum(counts.values())
+    )
     if not counts and not lossy:
         note = "".join(f"; {n}" for n in notes)
-        return TableCheck(table, True, f"{receiver_rows} rows equal to the sender's snapshot"
-                                       f"{f' ({newer} newer rows written by later partials left out)' if newer else ''}"
-                                       f"{note}", meta)
-    parts = [f"{table} differs from the sender's snapshot in backup {manifest.backup_id}: "
-             f"{expected_rows} rows expected, {receiver_rows} on the receiver"]
+        return TableCheck(
+            table,
+            True,
+            f"{receiver_rows} rows equal to the sender's snapshot"
+            f"{f' ({newer} newer rows written by later partials left out)' if newer else ''}"
+            f"{note}",
+            meta,
+        )
+    parts = [
+        f"{table} differs from the sender's snapshot in backup {manifest.backup_id}: "
+        f"{expected_rows} rows expected, {receiver_rows} on the receiver"
+    ]
     if counts:
         parts.append(", ".join(f"{counts[k]} {kinds[k]}" for k in ("m", "x", "c") if counts.get(k)))
-        parts.append("first keys: " + "; ".join(
-            f"{_fmt_key(d['key'])} {d['kind']}" + (f" ({', '.join(d['columns'])})" if d.get("columns") else "")
-            for d in first))
+        parts.append(
+            "first keys: "
+            + "; ".join(
+                f"{_fmt_key(d['key'])} {d['kind']}"
+                + (f" ({', '.join(d['columns'])})" if d.get("columns") else "")
+                for d in first
+            )
+        )
     parts += notes
     return TableCheck(table, False, "; ".join(parts), meta, first)
 
 
 def _changed_columns(conn, table: str, pk, columns, key: tuple) -> list[str]:
-    texts = ", ".join(f"ROW(s.{quote_ident(c)})::text IS DISTINCT FROM ROW(t.{quote_ident(c)})::text"
-                      for c in columns)
+    texts = ", ".join(
+        f"ROW(s.{quote_ident(c)})::text IS DISTINCT FROM ROW(t.{quote_ident(c)})::text" for c in columns
+    )
     where = " AND ".join(f"s.{quote_ident(k)} = %s" for k in pk)
-    row = conn.execute(f"SELECT {texts} FROM {STAGE} s JOIN {_t(table)} t ON {_pk_match(pk, 's', 't')} "
-                       f"WHERE {where}", key).fetchone()
+    row = conn.execute(
+        f"SELECT {texts} FROM {STAGE} s JOIN {_t(table)} t ON {_pk_match(pk, 's', 't')} WHERE {where}", key
+    ).fetchone()
     return [c for c, differs in zip(columns, row or ()) if differs]

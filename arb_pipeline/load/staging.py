@@ -18,10 +18,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError, BackupDataError
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
+from arb_pipeline.pg.connect import connect
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
@@ -42,7 +42,7 @@ class TableLoad:
     rows_written: int = 0
     rows_deleted: int = 0
     ignored_columns: tuple[str, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)   # stage / merge / delete
+    seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete
 
 
 def _id(name: str) -> sql.Identifier:
@@ -53,7 +53,9 @@ def _ids(names) -> sql.Composable:
     return sql.SQL(", ").join(_id(n) for n in names)
 
 
-def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Identifier, *, temporary: bool) -> TableLoad:
+def stage_table(
+    conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Identifier, *, temporary: bool
+) -> TableLoad:
     """COPY one table file into a new staging table; check the row count."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
@@ -61,10 +63,15 @@ def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Ident
     ignored = tuple(c for c in backup_cols if c not in receiver_types)
     missing_pk = [c for c in info.primary_key if c not in backup_cols]
     if missing_pk:
-        raise StagingError(f"backup file {entry.name} lacks primary key column(s) {missing_pk} of {entry.table}")
+        raise StagingError(
+            f"backup file {entry.name} lacks primary key column(s) {missing_pk} of {entry.table}"
+        )
     coldefs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(_id(c), sql.SQL(receiver_types.get(c, "text"))) for c in backup_cols)
-    create = sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temporary else "CREATE UNLOGGED TABLE {} ({})")
+        sql.SQL("{} {}").format(_id(c), sql.SQL(receiver_types.get(c, "text"))) for c in backup_cols
+    )
+    create = sql.SQL(
+        "CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temporary else "CREATE UNLOGGED TABLE {} ({})"
+    )
     conn.execute(create.format(stage, coldefs))
     path = Path(backup_dir) / entry.name
     try:
@@ -72,16 +79,21 @@ def stage_table(conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Ident
     except psycopg.DataError as exc:  # a value the receiver's column type can't take, or not JSON
         diag = exc.diag
         where = f" ({diag.context.strip().splitlines()[0][:300]})" if diag.context else ""
-        raise MalformedFileError(f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
-                           f"column types: {(diag.message_primary or str(exc)).strip()}{where}; the file is "
-                           "malformed: re-run the sender's partition to publish the backup again") from exc
+        raise MalformedFileError(
+            f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
+            f"column types: {(diag.message_primary or str(exc)).strip()}{where}; the file is "
+            "malformed: re-run the sender's partition to publish the backup again"
+        ) from exc
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
     if count != entry.rows:
         raise MalformedFileError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
     if ignored:
-        log.warning("%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
-                    "(add them with a receiver migration; the next complete backup fills them)",
-                    entry.table, ", ".join(ignored))
+        log.warning(
+            "%s: column(s) %s exist on the sender but not on the receiver; they are not loaded "
+            "(add them with a receiver migration; the next complete backup fills them)",
+            entry.table,
+            ", ".join(ignored),
+        )
     return TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
 
 
@@ -97,8 +109,11 @@ def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_c
             with cur.copy(sql.SQL("COPY {} (doc) FROM STDIN").format(docs)) as copy:
                 for chunk in iter_table_chunks(path):
                     copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
-            conn.execute(sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, json_populate_record(NULL::{s}, doc) r").format(
-                s=stage, d=docs))
+            conn.execute(
+                sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, json_populate_record(NULL::{s}, doc) r").format(
+                    s=stage, d=docs
+                )
+            )
 
 
 def stage_name(backup_key: str, i: int) -> sql.Identifier:
@@ -107,19 +122,31 @@ def stage_name(backup_key: str, i: int) -> sql.Identifier:
 
 def clear_staging(conn) -> None:
     """Drop staging tables a killed load left behind (caller holds the load lock)."""
-    for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGING_SCHEMA,)).fetchall():
+    for (name,) in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s", (STAGING_SCHEMA,)
+    ).fetchall():
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING_SCHEMA, name)))
 
 
-def stage_in_parallel(dsn: str, backup_dir: Path, entries: dict[str, FileEntry], infos: dict, order: list[str],
-                      backup_key: str, workers: int = 2) -> dict[str, tuple[sql.Identifier, TableLoad]]:
+def stage_in_parallel(
+    dsn: str,
+    backup_dir: Path,
+    entries: dict[str, FileEntry],
+    infos: dict,
+    order: list[str],
+    backup_key: str,
+    workers: int = 2,
+) -> dict[str, tuple[sql.Identifier, TableLoad]]:
     """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time."""
 
     def one(item):
         i, table = item
         name = stage_name(backup_key, i)
         with connect(dsn, autocommit=True) as conn:
-            return table, (name, stage_table(conn, backup_dir, entries[table], infos[table], name, temporary=False))
+            return table, (
+                name,
+                stage_table(conn, backup_dir, entries[table], infos[table], name, temporary=False),
+            )
 
     # Largest files first, so the two sessions finish together.
     items = sorted(enumerate(order), key=lambda it: -entries[it[1]].bytes)

@@ -43,8 +43,10 @@ def parse_admins(raw: str) -> tuple[str, ...]:
     admins = tuple(a for a in items if a)
     bad = [a for a in admins if "@" not in a]
     if bad:
-        raise ConfigError(f"ARB_ADMINS holds {', '.join(repr(b) for b in bad)}, which is not an email address: "
-                          "list the admins' addresses separated by commas")
+        raise ConfigError(
+            f"ARB_ADMINS holds {', '.join(repr(b) for b in bad)}, which is not an email address: "
+            "list the admins' addresses separated by commas"
+        )
     return admins
 
 
@@ -55,12 +57,12 @@ class MailSettings:
     admins: tuple[str, ...] = ()
     host: str = "localhost"
     port: int = 25
-    security: str = "none"               # none | starttls | ssl
-    user: str = ""                       # empty: no login (a local relay)
+    security: str = "none"  # none | starttls | ssl
+    user: str = ""  # empty: no login (a local relay)
     password: str = field(default="", repr=False)
     mail_from: str = ""
-    ui_base_url: str = ""                # e.g. https://dagster.sender.example.org
-    interval_minutes: float = 60.0       # at most one failure email per job per interval
+    ui_base_url: str = ""  # e.g. https://dagster.sender.example.org
+    interval_minutes: float = 60.0  # at most one failure email per job per interval
     timeout: float = 20.0
 
     def __post_init__(self):
@@ -126,13 +128,16 @@ class Mailer:
         where = f"{s.host}:{s.port}"
         try:
             if s.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
-                                                      context=ssl.create_default_context())
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=ssl.create_default_context()
+                )
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
         except (OSError, smtplib.SMTPException) as exc:
-            raise AlertError(f"cannot connect to the SMTP server {where} (ARB_SMTP_HOST, ARB_SMTP_PORT, "
-                             f"ARB_SMTP_SECURITY={s.security}): {exc}. Is the mail server running there?") from exc
+            raise AlertError(
+                f"cannot connect to the SMTP server {where} (ARB_SMTP_HOST, ARB_SMTP_PORT, "
+                f"ARB_SMTP_SECURITY={s.security}): {exc}. Is the mail server running there?"
+            ) from exc
         try:
             smtp.ehlo()
             if s.security == "starttls":
@@ -142,12 +147,17 @@ class Mailer:
                 smtp.login(s.user, s.password)
         except smtplib.SMTPAuthenticationError as exc:
             smtp.close()
-            raise AlertError(f"the SMTP server {where} refused the login of ARB_SMTP_USER={s.user!r} "
-                             f"({exc.smtp_code}): check ARB_SMTP_USER and ARB_SMTP_PASSWORD") from None
+            raise AlertError(
+                f"the SMTP server {where} refused the login of ARB_SMTP_USER={s.user!r} "
+                f"({exc.smtp_code}): check ARB_SMTP_USER and ARB_SMTP_PASSWORD"
+            ) from None
         except (OSError, smtplib.SMTPException) as exc:
             smtp.close()
-            hint = ("unset ARB_SMTP_USER for a relay without login" if "AUTH" in str(exc)
-                    else "check ARB_SMTP_SECURITY (none, starttls or ssl) against the server")
+            hint = (
+                "unset ARB_SMTP_USER for a relay without login"
+                if "AUTH" in str(exc)
+                else "check ARB_SMTP_SECURITY (none, starttls or ssl) against the server"
+            )
             raise AlertError(f"SMTP session with {where} failed: {exc}; {hint}") from exc
         return smtp
 
@@ -178,8 +188,10 @@ class Mailer:
         try:
             smtp.send_message(msg, from_addr=self.settings.sender_address, to_addrs=list(recipients))
         except (OSError, smtplib.SMTPException) as exc:
-            raise AlertError(f"the SMTP server {self.settings.host}:{self.settings.port} did not accept the alert "
-                             f"for {', '.join(recipients)}: {exc}") from exc
+            raise AlertError(
+                f"the SMTP server {self.settings.host}:{self.settings.port} did not accept the alert "
+                f"for {', '.join(recipients)}: {exc}"
+            ) from exc
         finally:
             try:
                 smtp.quit()
@@ -200,20 +212,36 @@ class FailedRun:
     location: str
     partition: str | None
     error: str
-    failed_at: float          # epoch seconds
+    failed_at: float  # epoch seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "job": self.job, "location": self.location, "partition": self.partition,
-                "error": self.error[:MAX_ERROR_CHARS], "failed_at": self.failed_at}
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "location": self.location,
+            "partition": self.partition,
+            "error": self.error[:MAX_ERROR_CHARS],
+            "failed_at": self.failed_at,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FailedRun":
-        return cls(d["run_id"], d["job"], d.get("location", ""), d.get("partition"), d.get("error", ""),
-                   float(d.get("failed_at", 0)))
+        return cls(
+            d["run_id"],
+            d["job"],
+            d.get("location", ""),
+            d.get("partition"),
+            d.get("error", ""),
+            float(d.get("failed_at", 0)),
+        )
 
 
 def run_url(base_url: str, run_id: str) -> str:
-    return f"{base_url.rstrip('/')}/runs/{run_id}" if base_url else f"(set ARB_UI_BASE_URL for a link) run {run_id}"
+    return (
+        f"{base_url.rstrip('/')}/runs/{run_id}"
+        if base_url
+        else f"(set ARB_UI_BASE_URL for a link) run {run_id}"
+    )
 
 
 def asset_url(base_url: str, path: list[str]) -> str:
@@ -224,21 +252,31 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def failure_email(run: FailedRun, base_url: str, suppressed: int = 0, since: float | None = None,
-                  first_suppressed: FailedRun | None = None) -> tuple[str, str]:
+def failure_email(
+    run: FailedRun,
+    base_url: str,
+    suppressed: int = 0,
+    since: float | None = None,
+    first_suppressed: FailedRun | None = None,
+) -> tuple[str, str]:
     """Subject and body for a failed run; ``suppressed`` counts failures of the same job
     not emailed since the previous email (the throttle), ``run`` being the latest."""
     where = f" partition {run.partition}" if run.partition else ""
     if suppressed:
-        subject = (f"{SUBJECT_PREFIX} {run.location}: {run.job} failed {suppressed} more time(s)"
-                   f"{'; latest' + where if where else ''}")
+        subject = (
+            f"{SUBJECT_PREFIX} {run.location}: {run.job} failed {suppressed} more time(s)"
+            f"{'; latest' + where if where else ''}"
+        )
     else:
         subject = f"{SUBJECT_PREFIX} {run.location}: {run.job} failed{where}"
     lines = []
     if suppressed:
-        lines += [f"{suppressed} failure(s) of job {run.job} were not emailed since "
-                  f"{_when(since) if since else 'the last alert'} (at most one email per job every "
-                  "ARB_ALERT_INTERVAL_MINUTES). The latest:", ""]
+        lines += [
+            f"{suppressed} failure(s) of job {run.job} were not emailed since "
+            f"{_when(since) if since else 'the last alert'} (at most one email per job every "
+            "ARB_ALERT_INTERVAL_MINUTES). The latest:",
+            "",
+        ]
     lines += [
         f"Job:        {run.job}",
         f"Location:   {run.location}",
@@ -250,8 +288,11 @@ def failure_email(run: FailedRun, base_url: str, suppressed: int = 0, since: flo
         run.error[:MAX_ERROR_CHARS] or "(no error message recorded; open the run)",
     ]
     if first_suppressed is not None and first_suppressed.run_id != run.run_id:
-        lines += ["", f"First suppressed failure: {run_url(base_url, first_suppressed.run_id)} "
-                      f"(partition {first_suppressed.partition or '(none)'}, {_when(first_suppressed.failed_at)})"]
+        lines += [
+            "",
+            f"First suppressed failure: {run_url(base_url, first_suppressed.run_id)} "
+            f"(partition {first_suppressed.partition or '(none)'}, {_when(first_suppressed.failed_at)})",
+        ]
     return subject, "\n".join(lines) + "\n"
 
 
@@ -259,9 +300,9 @@ def failure_email(run: FailedRun, base_url: str, suppressed: int = 0, since: flo
 class _JobState:
     last_sent: float = 0.0
     suppressed: int = 0
-    since: float = 0.0                       # when the suppressed streak started
-    latest: dict[str, Any] | None = None     # the latest suppressed failure
-    first: dict[str, Any] | None = None      # the first suppressed failure
+    since: float = 0.0  # when the suppressed streak started
+    latest: dict[str, Any] | None = None  # the latest suppressed failure
+    first: dict[str, Any] | None = None  # the first suppressed failure
 
 
 class Throttle:
@@ -278,7 +319,11 @@ class Throttle:
         """Record a failure. Returns (send now?, suppressed count to report, first suppressed, since)."""
         st = self.jobs.setdefault(key, _JobState())
         if now - st.last_sent >= self.interval:
-            count, first, since = st.suppressed, (FailedRun.from_dict(st.first) if st.first else None), st.since
+            count, first, since = (
+                st.suppressed,
+                (FailedRun.from_dict(st.first) if st.first else None),
+                st.since,
+            )
             st.last_sent, st.suppressed, st.since, st.latest, st.first = now, 0, 0.0, None, None
             return True, count, first, since
         if not st.suppressed:
@@ -293,8 +338,15 @@ class Throttle:
         out = []
         for key, st in self.jobs.items():
             if st.suppressed and st.latest and now - st.last_sent >= self.interval:
-                out.append((key, FailedRun.from_dict(st.latest), st.suppressed,
-                            FailedRun.from_dict(st.first) if st.first else None, st.since))
+                out.append(
+                    (
+                        key,
+                        FailedRun.from_dict(st.latest),
+                        st.suppressed,
+                        FailedRun.from_dict(st.first) if st.first else None,
+                        st.since,
+                    )
+                )
         return out
 
     def sent(self, key: str, now: float) -> None:
@@ -314,10 +366,10 @@ FRESH, STALE = "fresh", "stale"
 
 @dataclass(frozen=True)
 class Freshness:
-    key: str                       # "receiver/partial/report"
-    state: str                     # fresh | stale
-    last: float | None             # last materialization, epoch seconds
-    fail_window: float             # seconds
+    key: str  # "receiver/partial/report"
+    state: str  # fresh | stale
+    last: float | None  # last materialization, epoch seconds
+    fail_window: float  # seconds
 
 
 class FreshnessTracker:
@@ -335,8 +387,9 @@ class FreshnessTracker:
     def to_state(self) -> dict[str, Any]:
         return {"states": self.states, "first_seen": self.first_seen}
 
-    def evaluate(self, observed: dict[str, tuple[float | None, float]], now: float
-                 ) -> tuple[list[Freshness], list[Freshness]]:
+    def evaluate(
+        self, observed: dict[str, tuple[float | None, float]], now: float
+    ) -> tuple[list[Freshness], list[Freshness]]:
         """``observed``: key -> (last materialization or None, fail window seconds).
         Returns (turned stale, recovered)."""
         stale, recovered = [], []
@@ -369,14 +422,20 @@ def freshness_email(location: str, items: list[Freshness], now: float, base_url:
     names = ", ".join(i.key for i in items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
     if state == STALE:
         subject = f"{SUBJECT_PREFIX} {location}: STALE {names}"
-        head = (f"{len(items)} asset(s) of {location} have not been materialized within their freshness window. "
-                "Check the schedules/sensors and the latest runs.")
+        head = (
+            f"{len(items)} asset(s) of {location} have not been materialized within their freshness window. "
+            "Check the schedules/sensors and the latest runs."
+        )
     else:
         subject = f"{SUBJECT_PREFIX} {location}: recovered {names}"
         head = f"{len(items)} asset(s) of {location} are fresh again."
     lines = [head, ""]
     for i in items:
-        last = f"last materialized {_when(i.last)} ({_age(now - i.last)} ago)" if i.last else "never materialized"
+        last = (
+            f"last materialized {_when(i.last)} ({_age(now - i.last)} ago)"
+            if i.last
+            else "never materialized"
+        )
         lines.append(f"- {i.key}: {last}; window {_age(i.fail_window)}")
         lines.append(f"  {asset_url(base_url, i.key.split('/'))}")
     return subject, "\n".join(lines) + "\n"

@@ -49,8 +49,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from arb_pipeline.pg.connect import connect, describe_dsn, quote_ident
 from arb_pipeline.errors import ArbError, ConfigError, SchemaError
+from arb_pipeline.pg.connect import connect, describe_dsn, quote_ident
 
 SCHEMA = "public"
 TABLE_PREFIX = "AndroidRequests_"
@@ -128,9 +128,7 @@ def canonical_text_settings(conn: psycopg.Connection) -> Iterator[None]:
     """
     _check_server(conn)
     names = list(CANONICAL_SETTINGS)
-    current = conn.execute(
-        "SELECT " + ", ".join("current_setting(%s)" for _ in names), names
-    ).fetchone()
+    current = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
     changed = {n: old for n, old in zip(names, current) if old != CANONICAL_SETTINGS[n]}
     for name in changed:
         conn.execute("SELECT set_config(%s, %s, false)", (name, CANONICAL_SETTINGS[name]))
@@ -177,8 +175,13 @@ def row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
     return _row_hash_sql(columns, alias)
 
 
-def relation_fingerprint(conn: psycopg.Connection, relation_sql: str, columns: Sequence[str],
-                         where_sql: str = "", params: Sequence[Any] = ()) -> Fingerprint:
+def relation_fingerprint(
+    conn: psycopg.Connection,
+    relation_sql: str,
+    columns: Sequence[str],
+    where_sql: str = "",
+    params: Sequence[Any] = (),
+) -> Fingerprint:
     """``table_fingerprint`` of any relation (``relation_sql`` is trusted SQL text, e.g. a
     quoted temporary table), aliased ``t``, optionally restricted by ``where_sql``.
     The caller pins ``CANONICAL_SETTINGS`` (``canonical_text_settings``)."""
@@ -206,17 +209,22 @@ class SharedColumns:
 
 
 def _table_columns(conn: psycopg.Connection, table: str) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-        (SCHEMA, table),
-    )]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (SCHEMA, table),
+        )
+    ]
 
 
 def primary_key(conn: psycopg.Connection, table: str) -> tuple[str, ...]:
     """The primary key columns in key order, from the catalog (empty if the table has none)."""
-    return tuple(r[0] for r in conn.execute(
-        """
+    return tuple(
+        r[0]
+        for r in conn.execute(
+            """
         SELECT a.attname
         FROM pg_index i
         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
@@ -224,17 +232,21 @@ def primary_key(conn: psycopg.Connection, table: str) -> tuple[str, ...]:
         WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
         ORDER BY k.ord
         """,
-        (_qualified(table),),
-    ))
+            (_qualified(table),),
+        )
+    )
 
 
 def _collatable(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> set[str]:
     """Columns whose ORDER BY follows a collation (text-like types)."""
-    return {r[0] for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attname = ANY(%s) AND attcollation <> 0",
-        (_qualified(table), list(columns)),
-    )}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+            "AND attname = ANY(%s) AND attcollation <> 0",
+            (_qualified(table), list(columns)),
+        )
+    }
 
 
 # Bookkeeping of one database (when *its* loads changed a row, for postprocessing): never
@@ -242,7 +254,9 @@ def _collatable(conn: psycopg.Connection, table: str, columns: Sequence[str]) ->
 LOCAL_COLUMNS = ("arb_changed_at",)
 
 
-def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Connection, table: str) -> SharedColumns:
+def shared_columns(
+    sender_conn: psycopg.Connection, receiver_conn: psycopg.Connection, table: str
+) -> SharedColumns:
     """Columns present on both sides in the sender's order, and the primary key both agree on.
 
     The receiver drops personal columns and adds its own, so only the intersection can
@@ -250,7 +264,10 @@ def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Conne
     """
     sender_cols = _table_columns(sender_conn, table)
     receiver_cols = _table_columns(receiver_conn, table)
-    for side, conn, cols in (("sender", sender_conn, sender_cols), ("receiver", receiver_conn, receiver_cols)):
+    for side, conn, cols in (
+        ("sender", sender_conn, sender_cols),
+        ("receiver", receiver_conn, receiver_cols),
+    ):
         if not cols:
             raise SchemaError(
                 f"table {table} not found on the {side} ({describe_dsn(conn.info.dsn)}): "
@@ -282,12 +299,15 @@ def shared_columns(sender_conn: psycopg.Connection, receiver_conn: psycopg.Conne
 
 
 def _replicable_tables(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT table_name FROM information_schema.tables "
-        "WHERE table_schema = %s AND table_type = 'BASE TABLE' AND table_name LIKE %s "
-        "ORDER BY table_name",
-        (SCHEMA, TABLE_PREFIX.replace("_", r"\_") + "%"),
-    )]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = %s AND table_type = 'BASE TABLE' AND table_name LIKE %s "
+            "ORDER BY table_name",
+            (SCHEMA, TABLE_PREFIX.replace("_", r"\_") + "%"),
+        )
+    ]
 
 
 def replicated_tables(
@@ -321,10 +341,13 @@ def replicated_tables(
 
 
 def _all_tables(conn: psycopg.Connection) -> set[str]:
-    return {r[0] for r in conn.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
-        (SCHEMA,),
-    )}
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            (SCHEMA,),
+        )
+    }
 
 
 # --------------------------------------------------------------------------- reports
@@ -453,8 +476,10 @@ class MediaParity:
     def format(self) -> str:
         if self.ok:
             return f"media: OK ({self.sender_files} files)"
-        text = (f"media: DRIFT sender {self.sender_files} files, receiver {self.receiver_files} files; "
-                + _format_counts(self.counts))
+        text = (
+            f"media: DRIFT sender {self.sender_files} files, receiver {self.receiver_files} files; "
+            + _format_counts(self.counts)
+        )
         return text + "; first files: " + "; ".join(f"{d.name} {d.kind}" for d in self.diffs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -523,7 +548,6 @@ class ParityReport:
         }
 
 
-
 # --------------------------------------------------------------------------- table comparison
 
 
@@ -543,7 +567,11 @@ def _open_snapshot(dsn: str) -> psycopg.Connection:
 
 
 def _stream_row_hashes(
-    conn: psycopg.Connection, table: str, columns: Sequence[str], key_columns: Sequence[str], collatable: set[str]
+    conn: psycopg.Connection,
+    table: str,
+    columns: Sequence[str],
+    key_columns: Sequence[str],
+    collatable: set[str],
 ) -> Iterator[tuple[tuple, str]]:
     """``(key, row hash)`` in key order through a server-side cursor (bounded memory).
 
@@ -551,7 +579,9 @@ def _stream_row_hashes(
     and Python agree on the order whatever the databases' collations are.
     """
     keys = ", ".join(f"t.{quote_ident(k)}" for k in key_columns)
-    order = ", ".join(f"t.{quote_ident(k)}" + (' COLLATE "C"' if k in collatable else "") for k in key_columns)
+    order = ", ".join(
+        f"t.{quote_ident(k)}" + (' COLLATE "C"' if k in collatable else "") for k in key_columns
+    )
     sql = f"SELECT {keys}, {_row_hash_sql(columns)} FROM {_qualified(table)} t ORDER BY {order}"
     n = len(key_columns)
     with conn.cursor(name=f"arb_parity_{next(_cursor_names)}") as cur:
@@ -564,7 +594,9 @@ def _stream_row_hashes(
 _END = object()
 
 
-def _merge(sender: Iterator[tuple[tuple, str]], receiver: Iterator[tuple[tuple, str]]) -> Iterator[tuple[str, tuple]]:
+def _merge(
+    sender: Iterator[tuple[tuple, str]], receiver: Iterator[tuple[tuple, str]]
+) -> Iterator[tuple[str, tuple]]:
     """Merge two key-ordered streams into ``(kind, key)`` for every key that differs."""
     s = next(sender, _END)
     r = next(receiver, _END)
@@ -582,8 +614,9 @@ def _merge(sender: Iterator[tuple[tuple, str]], receiver: Iterator[tuple[tuple, 
             r = next(receiver, _END)
 
 
-def _column_texts(conn: psycopg.Connection, table: str, columns: Sequence[str],
-                  key_columns: Sequence[str], key: tuple) -> list[str | None] | None:
+def _column_texts(
+    conn: psycopg.Connection, table: str, columns: Sequence[str], key_columns: Sequence[str], key: tuple
+) -> list[str | None] | None:
     """Each column's canonical text (the same element text the row hash is built from)."""
     select = ", ".join(f"ROW(t.{quote_ident(c)})::text" for c in columns)
     where = " AND ".join(f"t.{quote_ident(k)} = %s" for k in key_columns)
@@ -617,7 +650,9 @@ def _diff_table(sender_conn, receiver_conn, result: TableParity, max_diffs: int)
             differing = tuple(c for c, a, b in zip(columns, s_text, r_text) if a != b)
             result.diffs[i] = RowDiff(CHANGED, diff.key, differing)
     if not any(result.counts.values()):
-        result.note = "digests differ but no differing key was found (were the tables written during the check?)"
+        result.note = (
+            "digests differ but no differing key was found (were the tables written during the check?)"
+        )
 
 
 def compare_tables(
@@ -645,7 +680,7 @@ def compare_tables(
         if tables is None:
             receiver_set = set(names)
             report.sender_only_tables = tuple(t for t in _replicable_tables(s_conn) if t not in receiver_set)
-        for table in (progress.track(names, "parity") if progress is not None else names):
+        for table in progress.track(names, "parity") if progress is not None else names:
             shared = shared_columns(s_conn, r_conn, table)
             result = TableParity(
                 table=table,
@@ -670,7 +705,9 @@ def compare_tables(
 def _media_files(root: Path) -> dict[str, Path]:
     """Regular files under ``root`` by POSIX relative name (the name media columns store)."""
     if not root.is_dir():
-        raise ConfigError(f"media folder {root} does not exist or is not a folder: check the media path setting")
+        raise ConfigError(
+            f"media folder {root} does not exist or is not a folder: check the media path setting"
+        )
     files: dict[str, Path] = {}
     for dirpath, _dirnames, filenames in os.walk(root):
         for fname in filenames:
@@ -685,7 +722,9 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def compare_media(sender_dir: str | os.PathLike, receiver_dir: str | os.PathLike, max_diffs: int = 10) -> MediaParity:
+def compare_media(
+    sender_dir: str | os.PathLike, receiver_dir: str | os.PathLike, max_diffs: int = 10
+) -> MediaParity:
     """Files missing on, extra on, or different on the receiver (sizes first, then sha256)."""
     s_root, r_root = Path(sender_dir), Path(receiver_dir)
     s_files, r_files = _media_files(s_root), _media_files(r_root)
@@ -695,8 +734,9 @@ def compare_media(sender_dir: str | os.PathLike, receiver_dir: str | os.PathLike
             kind = MISSING
         elif name not in s_files:
             kind = EXTRA
-        elif (s_files[name].stat().st_size != r_files[name].stat().st_size
-              or _sha256(s_files[name]) != _sha256(r_files[name])):
+        elif s_files[name].stat().st_size != r_files[name].stat().st_size or _sha256(
+            s_files[name]
+        ) != _sha256(r_files[name]):
             kind = CHANGED
         else:
             continue

@@ -37,8 +37,13 @@ class Item:
         return self.status == FAIL
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix,
-                "metrics": self.metrics}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix,
+            "metrics": self.metrics,
+        }
 
 
 def _mb(n: int) -> str:
@@ -48,8 +53,15 @@ def _mb(n: int) -> str:
 # --------------------------------------------------------------------------- destination
 
 
-def destination_items(open_transport: Callable[[], Any], *, kind: str, host: str = "", port: int = 22,
-                      min_free_bytes: int = 0, connect_timeout: float = 10) -> list[Item]:
+def destination_items(
+    open_transport: Callable[[], Any],
+    *,
+    kind: str,
+    host: str = "",
+    port: int = 22,
+    min_free_bytes: int = 0,
+    connect_timeout: float = 10,
+) -> list[Item]:
     """Receiver reachable, host key known and unchanged, remote folder writable, room on it."""
     from arb_pipeline.transport.base import TransportError
 
@@ -59,17 +71,31 @@ def destination_items(open_transport: Callable[[], Any], *, kind: str, host: str
         try:
             socket.create_connection((host, port), timeout=connect_timeout).close()
         except OSError as exc:
-            items.append(Item("receiver reachable", FAIL, f"no TCP connection to {host}:{port}: {exc}",
-                              "start sshd on the receiver (`systemctl start ssh`), check ARB_SFTP_HOST and "
-                              "ARB_SFTP_PORT, and that no firewall blocks the port"))
+            items.append(
+                Item(
+                    "receiver reachable",
+                    FAIL,
+                    f"no TCP connection to {host}:{port}: {exc}",
+                    "start sshd on the receiver (`systemctl start ssh`), check ARB_SFTP_HOST and "
+                    "ARB_SFTP_PORT, and that no firewall blocks the port",
+                )
+            )
             return items
         ms = (time.monotonic() - t0) * 1000
-        items.append(Item("receiver reachable", OK, f"{host}:{port} accepts connections ({ms:.0f} ms)",
-                          metrics={"connect_ms": round(ms, 1)}))
+        items.append(
+            Item(
+                "receiver reachable",
+                OK,
+                f"{host}:{port} accepts connections ({ms:.0f} ms)",
+                metrics={"connect_ms": round(ms, 1)},
+            )
+        )
     try:
         transport = open_transport()
     except Exception as exc:  # a missing setting
-        items.append(Item("destination settings", FAIL, str(exc), "set the ARB_SFTP_* / ARB_INBOX_DIR settings"))
+        items.append(
+            Item("destination settings", FAIL, str(exc), "set the ARB_SFTP_* / ARB_INBOX_DIR settings")
+        )
         return items
     try:
         try:
@@ -81,8 +107,14 @@ def destination_items(open_transport: Callable[[], Any], *, kind: str, host: str
         try:
             transport.check_writable()
         except TransportError as exc:
-            items.append(Item("remote folder writable", FAIL, str(exc),
-                              "create the folder on the receiver, owned by the SFTP user (see README, Production)"))
+            items.append(
+                Item(
+                    "remote folder writable",
+                    FAIL,
+                    str(exc),
+                    "create the folder on the receiver, owned by the SFTP user (see README, Production)",
+                )
+            )
             return items
         items.append(Item("remote folder writable", OK, "a probe file was written and removed"))
         try:
@@ -91,12 +123,25 @@ def destination_items(open_transport: Callable[[], Any], *, kind: str, host: str
             items.append(Item("remote free space", WARN, f"unknown: {exc}"))
             return items
         if free is None:
-            items.append(Item("remote free space", WARN, "unknown: the SFTP server does not offer "
-                              "statvfs@openssh.com", "use OpenSSH's sftp server, or watch the receiver's disk there"))
+            items.append(
+                Item(
+                    "remote free space",
+                    WARN,
+                    "unknown: the SFTP server does not offer statvfs@openssh.com",
+                    "use OpenSSH's sftp server, or watch the receiver's disk there",
+                )
+            )
         elif free < min_free_bytes:
-            items.append(Item("remote free space", FAIL, f"{_mb(free)} free, below ARB_REMOTE_MIN_FREE_MB "
-                              f"({_mb(min_free_bytes)})", "free space on the receiver's inbox volume, or shorten "
-                              "retention there (ARB_BKPS_LIFETIME)", {"free_bytes": free}))
+            items.append(
+                Item(
+                    "remote free space",
+                    FAIL,
+                    f"{_mb(free)} free, below ARB_REMOTE_MIN_FREE_MB ({_mb(min_free_bytes)})",
+                    "free space on the receiver's inbox volume, or shorten "
+                    "retention there (ARB_BKPS_LIFETIME)",
+                    {"free_bytes": free},
+                )
+            )
         else:
             items.append(Item("remote free space", OK, f"{_mb(free)} free", metrics={"free_bytes": free}))
     finally:
@@ -111,11 +156,17 @@ def _session_failure(exc) -> Item:
 
     cause = exc.__cause__
     if isinstance(cause, (paramiko.BadHostKeyException, _UnknownHostKey)):
-        return Item("receiver host key", FAIL, str(exc),
-                    "compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the receiver; "
-                    "only if they match, replace the entry in ARB_SFTP_KNOWN_HOSTS")
+        return Item(
+            "receiver host key",
+            FAIL,
+            str(exc),
+            "compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the receiver; "
+            "only if they match, replace the entry in ARB_SFTP_KNOWN_HOSTS",
+        )
     if isinstance(cause, paramiko.AuthenticationException):
-        return Item("SFTP login", FAIL, str(exc), "put the sender's public key in the SFTP user's authorized_keys")
+        return Item(
+            "SFTP login", FAIL, str(exc), "put the sender's public key in the SFTP user's authorized_keys"
+        )
     return Item("SFTP session", FAIL, str(exc), "check the ARB_SFTP_* settings and the receiver's sshd log")
 
 
@@ -131,13 +182,18 @@ def _set(name: str) -> bool:
 
 
 def _database(name: str, dsn: str, role: str) -> Iterator[Item]:
-    from arb_pipeline.pg.connect import connect, describe_dsn
     from arb_pipeline.errors import ArbError
+    from arb_pipeline.pg.connect import connect, describe_dsn
     from arb_pipeline.schema.migrate import migrations_for
 
     if not dsn:
-        yield Item(name, FAIL, "not set", f"set {name} to the {role} database's libpq DSN, e.g. "
-                                         "'host=127.0.0.1 dbname=transapp user=arb' (password via ~/.pgpass or the DSN)")
+        yield Item(
+            name,
+            FAIL,
+            "not set",
+            f"set {name} to the {role} database's libpq DSN, e.g. "
+            "'host=127.0.0.1 dbname=transapp user=arb' (password via ~/.pgpass or the DSN)",
+        )
         return
     try:
         with connect(dsn) as conn:
@@ -152,8 +208,13 @@ def _database(name: str, dsn: str, role: str) -> Iterator[Item]:
     missing = [m.name for m in migrations_for(role) if m.version not in done]
     detail = f"{describe_dsn(dsn)}: PostgreSQL {version // 10000}.{version % 10000}"
     if missing:
-        yield Item(name, FAIL, f"{detail}; {len(missing)} migration(s) not applied ({missing[0]} ...)",
-                   f"arb migrate --role {role} --dsn \"${name}\"", {"server_version": version})
+        yield Item(
+            name,
+            FAIL,
+            f"{detail}; {len(missing)} migration(s) not applied ({missing[0]} ...)",
+            f'arb migrate --role {role} --dsn "${name}"',
+            {"server_version": version},
+        )
     else:
         yield Item(name, OK, f"{detail}; migrations up to date", metrics={"server_version": version})
 
@@ -163,15 +224,28 @@ def _folder(name: str, path: str, *, writable: bool, min_free: int = 0, create_h
         return Item(name, FAIL, "not set", f"set {name}")
     p = Path(path)
     if not p.is_dir():
-        return Item(name, FAIL, f"{p} does not exist or is not a folder",
-                    create_hint or f"mkdir -p {p} and give it to the pipeline's user")
+        return Item(
+            name,
+            FAIL,
+            f"{p} does not exist or is not a folder",
+            create_hint or f"mkdir -p {p} and give it to the pipeline's user",
+        )
     if not os.access(p, os.R_OK | os.X_OK) or (writable and not os.access(p, os.W_OK)):
-        return Item(name, FAIL, f"{p} is not {'writable' if writable else 'readable'} by uid {os.getuid()}",
-                    "chown the folder to the pipeline's user")
+        return Item(
+            name,
+            FAIL,
+            f"{p} is not {'writable' if writable else 'readable'} by uid {os.getuid()}",
+            "chown the folder to the pipeline's user",
+        )
     free = shutil.disk_usage(p).free
     if min_free and free < min_free:
-        return Item(name, FAIL, f"{p}: {_mb(free)} free, below {_mb(min_free)}",
-                    "free space on that volume (or lower ARB_MIN_FREE_MB)", {"free_bytes": free})
+        return Item(
+            name,
+            FAIL,
+            f"{p}: {_mb(free)} free, below {_mb(min_free)}",
+            "free space on that volume (or lower ARB_MIN_FREE_MB)",
+            {"free_bytes": free},
+        )
     return Item(name, OK, f"{p} ({_mb(free)} free)", metrics={"free_bytes": free})
 
 
@@ -192,8 +266,8 @@ def _pg_major(version_text: str | None) -> int | None:
 
 
 def _common_items() -> Iterator[Item]:
-    from arb_pipeline.ops.alerts import Mailer, MailSettings
     from arb_pipeline.errors import ArbError
+    from arb_pipeline.ops.alerts import Mailer, MailSettings
 
     try:
         mail = MailSettings.from_env()
@@ -201,8 +275,12 @@ def _common_items() -> Iterator[Item]:
         yield Item("ARB_ADMINS / ARB_SMTP_*", FAIL, str(exc), "fix the setting named")
         return
     if not mail.admins:
-        yield Item("ARB_ADMINS", FAIL, "not set: failure and freshness emails go nowhere",
-                   "set ARB_ADMINS to the admins' addresses, comma-separated (the original's ADMINS)")
+        yield Item(
+            "ARB_ADMINS",
+            FAIL,
+            "not set: failure and freshness emails go nowhere",
+            "set ARB_ADMINS to the admins' addresses, comma-separated (the original's ADMINS)",
+        )
     else:
         yield Item("ARB_ADMINS", OK, ", ".join(mail.admins))
     try:
@@ -210,21 +288,34 @@ def _common_items() -> Iterator[Item]:
         login = f", login as {mail.user}" if mail.user else ", no login"
         yield Item("ARB_SMTP_HOST", OK, f"{detail}; security {mail.security}{login}")
     except ArbError as exc:
-        yield Item("ARB_SMTP_HOST", FAIL, str(exc), "set ARB_SMTP_HOST/PORT/SECURITY (and USER/PASSWORD if the "
-                                                    "server wants a login) to a mail server that accepts the mail")
+        yield Item(
+            "ARB_SMTP_HOST",
+            FAIL,
+            str(exc),
+            "set ARB_SMTP_HOST/PORT/SECURITY (and USER/PASSWORD if the "
+            "server wants a login) to a mail server that accepts the mail",
+        )
     if mail.ui_base_url:
         yield Item("ARB_UI_BASE_URL", OK, mail.ui_base_url)
     else:
-        yield Item("ARB_UI_BASE_URL", WARN, "not set: alert emails carry run ids, not links",
-                   "set ARB_UI_BASE_URL to the Dagster UI's address, e.g. https://dagster.example.org")
-    yield Item("ARB_ALERT_INTERVAL_MINUTES", OK, f"at most one failure email per job every {mail.interval_minutes:g} min")
+        yield Item(
+            "ARB_UI_BASE_URL",
+            WARN,
+            "not set: alert emails carry run ids, not links",
+            "set ARB_UI_BASE_URL to the Dagster UI's address, e.g. https://dagster.example.org",
+        )
+    yield Item(
+        "ARB_ALERT_INTERVAL_MINUTES",
+        OK,
+        f"at most one failure email per job every {mail.interval_minutes:g} min",
+    )
     yield from _partition_items()
     yield from _dagster_items()
 
 
 def _partition_items() -> Iterator[Item]:
-    from arb_pipeline.errors import ArbError
     from arb_pipeline.dagster_common.partitions import go_live, partial_minutes
+    from arb_pipeline.errors import ArbError
 
     for name, fn in (("ARB_GO_LIVE", go_live), ("ARB_PARTIAL_MINUTES", partial_minutes)):
         try:
@@ -248,44 +339,74 @@ def _dagster_items() -> Iterator[Item]:
         c, l_ = core.split("."), lib.split(".")
         ok_pair = len(c) >= 3 and len(l_) >= 3 and int(l_[1]) == int(c[1]) + 16 and l_[2] == c[2]
     text = ", ".join(f"{k} {v or 'missing'}" for k, v in versions.items())
-    yield Item("dagster packages", OK if ok_pair and versions["dagster-webserver"] == core else FAIL, text,
-               "" if ok_pair else "install the locked versions: .venv/bin/pip install -r requirements.lock")
+    yield Item(
+        "dagster packages",
+        OK if ok_pair and versions["dagster-webserver"] == core else FAIL,
+        text,
+        "" if ok_pair else "install the locked versions: .venv/bin/pip install -r requirements.lock",
+    )
     home = _env("DAGSTER_HOME")
     if not home:
-        yield Item("DAGSTER_HOME", WARN, "not set: the CLI uses a temporary instance, wiped on exit",
-                   "set DAGSTER_HOME to a folder holding dagster.yaml (deploy/dagster.postgres.yaml in production)")
+        yield Item(
+            "DAGSTER_HOME",
+            WARN,
+            "not set: the CLI uses a temporary instance, wiped on exit",
+            "set DAGSTER_HOME to a folder holding dagster.yaml (deploy/dagster.postgres.yaml in production)",
+        )
         return
     config = Path(home) / "dagster.yaml"
     if not config.is_file():
-        yield Item("DAGSTER_HOME", WARN, f"{home} has no dagster.yaml: SQLite storage, default limits",
-                   f"cp deploy/dagster.postgres.yaml {config}")
+        yield Item(
+            "DAGSTER_HOME",
+            WARN,
+            f"{home} has no dagster.yaml: SQLite storage, default limits",
+            f"cp deploy/dagster.postgres.yaml {config}",
+        )
         return
     text = config.read_text()
     if "postgres" not in text:
-        yield Item("DAGSTER_HOME", WARN, f"{config}: SQLite storage (fine for one machine)",
-                   "production uses dagster-postgres storage: deploy/dagster.postgres.yaml")
+        yield Item(
+            "DAGSTER_HOME",
+            WARN,
+            f"{config}: SQLite storage (fine for one machine)",
+            "production uses dagster-postgres storage: deploy/dagster.postgres.yaml",
+        )
         return
     yield from _dagster_postgres(config)
 
 
 def _dagster_postgres(config: Path) -> Iterator[Item]:
-    from arb_pipeline.pg.connect import connect, describe_dsn
-    from arb_pipeline.errors import ArbError
     import psycopg
+
+    from arb_pipeline.errors import ArbError
+    from arb_pipeline.pg.connect import connect, describe_dsn
 
     missing = [v for v in ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_DB") if not _set(v)]
     if missing:
-        yield Item("DAGSTER_HOME", FAIL, f"{config} uses PostgreSQL storage but {', '.join(missing)} not set",
-                   "set the DAGSTER_PG_* variables (the password in DAGSTER_PG_PASSWORD) for every Dagster service")
+        yield Item(
+            "DAGSTER_HOME",
+            FAIL,
+            f"{config} uses PostgreSQL storage but {', '.join(missing)} not set",
+            "set the DAGSTER_PG_* variables (the password in DAGSTER_PG_PASSWORD) for every Dagster service",
+        )
         return
-    dsn = psycopg.conninfo.make_conninfo(host=_env("DAGSTER_PG_HOST"), port=_env("DAGSTER_PG_PORT", "5432"),
-                                         user=_env("DAGSTER_PG_USERNAME"), password=_env("DAGSTER_PG_PASSWORD"),
-                                         dbname=_env("DAGSTER_PG_DB"))
+    dsn = psycopg.conninfo.make_conninfo(
+        host=_env("DAGSTER_PG_HOST"),
+        port=_env("DAGSTER_PG_PORT", "5432"),
+        user=_env("DAGSTER_PG_USERNAME"),
+        password=_env("DAGSTER_PG_PASSWORD"),
+        dbname=_env("DAGSTER_PG_DB"),
+    )
     try:
         with connect(dsn):
             pass
     except ArbError as exc:
-        yield Item("DAGSTER_HOME", FAIL, f"{config}: {exc}", "create the Dagster database and role (README, Production)")
+        yield Item(
+            "DAGSTER_HOME",
+            FAIL,
+            f"{config}: {exc}",
+            "create the Dagster database and role (README, Production)",
+        )
         return
     yield Item("DAGSTER_HOME", OK, f"{config}: PostgreSQL storage at {describe_dsn(dsn)}")
 
@@ -305,24 +426,44 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
     except ArbError:
         pass
     pg_dump = _env("ARB_PG_DUMP", "pg_dump")
-    item, out = _program("ARB_PG_DUMP", pg_dump, "dumps the schema of complete backups",
-                         "install postgresql-client of the server's major version, or set ARB_PG_DUMP to its pg_dump")
+    item, out = _program(
+        "ARB_PG_DUMP",
+        pg_dump,
+        "dumps the schema of complete backups",
+        "install postgresql-client of the server's major version, or set ARB_PG_DUMP to its pg_dump",
+    )
     major = _pg_major(out)
     if item.status == OK and server_major and major and major < server_major:
-        item = Item("ARB_PG_DUMP", FAIL, f"{item.detail}: older than the server ({server_major})",
-                    f"install postgresql-client-{server_major} and point ARB_PG_DUMP at its pg_dump")
+        item = Item(
+            "ARB_PG_DUMP",
+            FAIL,
+            f"{item.detail}: older than the server ({server_major})",
+            f"install postgresql-client-{server_major} and point ARB_PG_DUMP at its pg_dump",
+        )
     yield item
     psql = Path(pg_dump).with_name("psql") if Path(pg_dump).name != pg_dump else Path("psql")
-    yield _program("psql (beside pg_dump)", str(psql), "streams complete backups' tables",
-                   "install postgresql-client (psql comes with pg_dump)")[0]
-    yield _folder("ARB_SENDER_MEDIA_DIR", _env("ARB_SENDER_MEDIA_DIR", "media/reported_images"), writable=False)
+    yield _program(
+        "psql (beside pg_dump)",
+        str(psql),
+        "streams complete backups' tables",
+        "install postgresql-client (psql comes with pg_dump)",
+    )[0]
+    yield _folder(
+        "ARB_SENDER_MEDIA_DIR", _env("ARB_SENDER_MEDIA_DIR", "media/reported_images"), writable=False
+    )
     staging = _env("ARB_STAGING_DIR", "/var/tmp/arb_pipeline")
     if not Path(staging).exists():
         parent = Path(staging).parent
-        yield (Item("ARB_STAGING_DIR", OK, f"{staging} will be created in {parent}")
-               if os.access(parent, os.W_OK) else
-               Item("ARB_STAGING_DIR", FAIL, f"{staging} does not exist and {parent} is not writable",
-                    f"mkdir -p {staging} and give it to the pipeline's user"))
+        yield (
+            Item("ARB_STAGING_DIR", OK, f"{staging} will be created in {parent}")
+            if os.access(parent, os.W_OK)
+            else Item(
+                "ARB_STAGING_DIR",
+                FAIL,
+                f"{staging} does not exist and {parent} is not writable",
+                f"mkdir -p {staging} and give it to the pipeline's user",
+            )
+        )
     else:
         yield _folder("ARB_STAGING_DIR", staging, writable=True)
     for name, check in (("ARB_TIMEZONE", _timezone), ("ARB_COMPLETE_AT", _complete_at)):
@@ -359,7 +500,13 @@ def _transport_items(remote: bool) -> Iterator[Item]:
         yield Item("ARB_TRANSPORT", FAIL, f"{kind!r}", "use 'sftp' (production) or 'local' (one machine)")
         return
     yield Item("ARB_TRANSPORT", OK, "sftp")
-    required = ("ARB_SFTP_HOST", "ARB_SFTP_USER", "ARB_SFTP_KEY_FILE", "ARB_SFTP_KNOWN_HOSTS", "ARB_SFTP_REMOTE_DIR")
+    required = (
+        "ARB_SFTP_HOST",
+        "ARB_SFTP_USER",
+        "ARB_SFTP_KEY_FILE",
+        "ARB_SFTP_KNOWN_HOSTS",
+        "ARB_SFTP_REMOTE_DIR",
+    )
     missing = [n for n in required if not _set(n)]
     for n in required:
         if n in missing:
@@ -368,8 +515,12 @@ def _transport_items(remote: bool) -> Iterator[Item]:
         return
     key = Path(_env("ARB_SFTP_KEY_FILE"))
     if not key.is_file():
-        yield Item("ARB_SFTP_KEY_FILE", FAIL, f"{key} does not exist",
-                   f"ssh-keygen -t ed25519 -N '' -f {key}; put {key}.pub in the receiver's authorized_keys")
+        yield Item(
+            "ARB_SFTP_KEY_FILE",
+            FAIL,
+            f"{key} does not exist",
+            f"ssh-keygen -t ed25519 -N '' -f {key}; put {key}.pub in the receiver's authorized_keys",
+        )
     elif key.stat().st_mode & 0o077:
         yield Item("ARB_SFTP_KEY_FILE", FAIL, f"{key} is readable by group/others", f"chmod 600 {key}")
     else:
@@ -377,8 +528,12 @@ def _transport_items(remote: bool) -> Iterator[Item]:
     known = Path(_env("ARB_SFTP_KNOWN_HOSTS"))
     host, port = _env("ARB_SFTP_HOST"), int(_env("ARB_SFTP_PORT", "22") or 22)
     if not known.is_file():
-        yield Item("ARB_SFTP_KNOWN_HOSTS", FAIL, f"{known} does not exist",
-                   f"ssh-keyscan -p {port} {host} >> {known}, after checking the fingerprint with the receiver's admin")
+        yield Item(
+            "ARB_SFTP_KNOWN_HOSTS",
+            FAIL,
+            f"{known} does not exist",
+            f"ssh-keyscan -p {port} {host} >> {known}, after checking the fingerprint with the receiver's admin",
+        )
     else:
         yield Item("ARB_SFTP_KNOWN_HOSTS", OK, str(known))
     if not remote:
@@ -387,49 +542,83 @@ def _transport_items(remote: bool) -> Iterator[Item]:
     from arb_pipeline.transport.sftp import SftpTransport
 
     def open_transport():
-        return SftpTransport(host=host, port=port, username=_env("ARB_SFTP_USER"), key_file=str(key),
-                             known_hosts_file=str(known), remote_dir=_env("ARB_SFTP_REMOTE_DIR"),
-                             key_passphrase=_env("ARB_SFTP_KEY_PASSPHRASE") or None, retries=0)
+        return SftpTransport(
+            host=host,
+            port=port,
+            username=_env("ARB_SFTP_USER"),
+            key_file=str(key),
+            known_hosts_file=str(known),
+            remote_dir=_env("ARB_SFTP_REMOTE_DIR"),
+            key_passphrase=_env("ARB_SFTP_KEY_PASSPHRASE") or None,
+            retries=0,
+        )
 
-    yield from destination_items(open_transport, kind="sftp", host=host, port=port,
-                                 min_free_bytes=int(float(_env("ARB_REMOTE_MIN_FREE_MB", "1024")) * 1024 * 1024))
+    yield from destination_items(
+        open_transport,
+        kind="sftp",
+        host=host,
+        port=port,
+        min_free_bytes=int(float(_env("ARB_REMOTE_MIN_FREE_MB", "1024")) * 1024 * 1024),
+    )
 
 
 def receiver_items() -> Iterator[Item]:
     """Everything the receiver needs, in order."""
     yield from _database("ARB_RECEIVER_DSN", _env("ARB_RECEIVER_DSN"), "receiver")
     min_free = int(float(_env("ARB_MIN_FREE_MB", "500")) * 1024 * 1024)
-    yield _folder("ARB_INBOX_DIR", _env("ARB_INBOX_DIR", "/srv/arb/inbox"), writable=True, min_free=min_free,
-                  create_hint="create it inside the SFTP user's chroot, owned by that user (README, Production)")
-    yield _folder("ARB_RECEIVER_MEDIA_DIR", _env("ARB_RECEIVER_MEDIA_DIR", "media/reported_images"), writable=True,
-                  min_free=min_free)
+    yield _folder(
+        "ARB_INBOX_DIR",
+        _env("ARB_INBOX_DIR", "/srv/arb/inbox"),
+        writable=True,
+        min_free=min_free,
+        create_hint="create it inside the SFTP user's chroot, owned by that user (README, Production)",
+    )
+    yield _folder(
+        "ARB_RECEIVER_MEDIA_DIR",
+        _env("ARB_RECEIVER_MEDIA_DIR", "media/reported_images"),
+        writable=True,
+        min_free=min_free,
+    )
     yield _folder("ARB_QUARANTINE_DIR", _env("ARB_QUARANTINE_DIR", "/srv/arb/quarantine"), writable=True)
-    yield _program("ARB_PSQL", _env("ARB_PSQL", "psql"), "the restore drill runs restore.sql with it",
-                   "install postgresql-client, or set ARB_PSQL to psql's path")[0]
-    yield _program("zstd", "zstd", "restore.sql decompresses table files with it",
-                   "apt-get install zstd")[0]
+    yield _program(
+        "ARB_PSQL",
+        _env("ARB_PSQL", "psql"),
+        "the restore drill runs restore.sql with it",
+        "install postgresql-client, or set ARB_PSQL to psql's path",
+    )[0]
+    yield _program("zstd", "zstd", "restore.sql decompresses table files with it", "apt-get install zstd")[0]
     yield from _drill_items()
     yield from _common_items()
 
 
 def _drill_items() -> Iterator[Item]:
-    from arb_pipeline.pg.connect import connect, describe_dsn
     from arb_pipeline.errors import ArbError
+    from arb_pipeline.pg.connect import connect, describe_dsn
 
     dsn = _env("ARB_DRILL_DSN")
     if not dsn:
-        yield Item("ARB_DRILL_DSN", FAIL, "not set: the restore drill can't run",
-                   "set ARB_DRILL_DSN to a maintenance connection (dbname=postgres) of a role with CREATEDB")
+        yield Item(
+            "ARB_DRILL_DSN",
+            FAIL,
+            "not set: the restore drill can't run",
+            "set ARB_DRILL_DSN to a maintenance connection (dbname=postgres) of a role with CREATEDB",
+        )
         return
     try:
         with connect(dsn) as conn:
-            can = conn.execute("SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+            can = conn.execute(
+                "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
     except ArbError as exc:
         yield Item("ARB_DRILL_DSN", FAIL, str(exc), "fix the DSN or start the server")
         return
     if not (can and can[0]):
-        yield Item("ARB_DRILL_DSN", FAIL, f"{describe_dsn(dsn)}: the role may not create databases",
-                   "ALTER ROLE <role> CREATEDB (the drill creates and drops a scratch database)")
+        yield Item(
+            "ARB_DRILL_DSN",
+            FAIL,
+            f"{describe_dsn(dsn)}: the role may not create databases",
+            "ALTER ROLE <role> CREATEDB (the drill creates and drops a scratch database)",
+        )
     else:
         yield Item("ARB_DRILL_DSN", OK, f"{describe_dsn(dsn)}: may create the scratch database")
 

@@ -66,7 +66,7 @@ from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, is_temporary_n
 log = logging.getLogger(__name__)
 
 PARTIAL_DAYS = 1
-COMPLETE_DAYS = 4          # BKPS_LIFETIME in the original
+COMPLETE_DAYS = 4  # BKPS_LIFETIME in the original
 STALE_UPLOAD_DAYS = 2
 MIN_FREE_SETTING = "ARB_MIN_FREE_MB"
 
@@ -102,7 +102,7 @@ class LedgerEntry:
     snapshot_time: datetime
     window_start: datetime
     window_end: datetime
-    outcome: str                    # loaded | superseded
+    outcome: str  # loaded | superseded
     rows_in_backup: int = 0
     rows_written: int = 0
     rows_deleted: int = 0
@@ -114,11 +114,11 @@ class Candidate:
     """One entry of ``<inbox>/<kind>/`` as retention saw it when planning."""
 
     kind: str
-    name: str                       # the folder name: the backup_id for a published backup
+    name: str  # the folder name: the backup_id for a published backup
     path: Path
     manifest: Manifest | None = None
-    manifest_sha256: str | None = None   # of the manifest.json bytes, when there is one
-    newest_mtime: float | None = None    # for folders without manifest: newest mtime inside
+    manifest_sha256: str | None = None  # of the manifest.json bytes, when there is one
+    newest_mtime: float | None = None  # for folders without manifest: newest mtime inside
 
     @property
     def abandoned(self) -> bool:
@@ -146,9 +146,21 @@ class RetentionPlan:
 
 # -- the ledger -----------------------------------------------------------------------
 
-_LEDGER_COLUMNS = ("backup_id", "kind", "partition_key", "sender_id", "manifest_sha256", "snapshot_time",
-                   "window_start", "window_end", "outcome", "rows_in_backup", "rows_written", "rows_deleted",
-                   "loaded_at")
+_LEDGER_COLUMNS = (
+    "backup_id",
+    "kind",
+    "partition_key",
+    "sender_id",
+    "manifest_sha256",
+    "snapshot_time",
+    "window_start",
+    "window_end",
+    "outcome",
+    "rows_in_backup",
+    "rows_written",
+    "rows_deleted",
+    "loaded_at",
+)
 
 
 def load_ledger(conn) -> dict[str, LedgerEntry]:
@@ -159,27 +171,37 @@ def load_ledger(conn) -> dict[str, LedgerEntry]:
 
 # -- planning -------------------------------------------------------------------------
 
+
 def manifest_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def plan_retention(inbox_root: Path | str, loaded: dict[str, LedgerEntry], now: datetime, *,
-                   partial_days: float = PARTIAL_DAYS, complete_days: float = COMPLETE_DAYS,
-                   stale_days: float = STALE_UPLOAD_DAYS) -> RetentionPlan:
+def plan_retention(
+    inbox_root: Path | str,
+    loaded: dict[str, LedgerEntry],
+    now: datetime,
+    *,
+    partial_days: float = PARTIAL_DAYS,
+    complete_days: float = COMPLETE_DAYS,
+    stale_days: float = STALE_UPLOAD_DAYS,
+) -> RetentionPlan:
     """Decide, without changing anything, which inbox folders may go (rules: module docstring).
 
     ``now`` must be timezone-aware. Reads the inbox listing and the manifests only.
     """
     if now.tzinfo is None:
         raise RetentionError("plan_retention needs a timezone-aware 'now' (use datetime.now(timezone.utc))")
-    for label, days in (("partial_days", partial_days), ("complete_days", complete_days),
-                        ("stale_days", stale_days)):
+    for label, days in (
+        ("partial_days", partial_days),
+        ("complete_days", complete_days),
+        ("stale_days", stale_days),
+    ):
         if not days >= 0:
             raise RetentionError(f"retention {label}={days!r} must be a number of days >= 0")
     limits = {"partial": timedelta(days=partial_days), "complete": timedelta(days=complete_days)}
     root = Path(inbox_root)
     plan = RetentionPlan()
-    eligible: list[Candidate] = []   # loaded, hash matches: age and newest-complete decide
+    eligible: list[Candidate] = []  # loaded, hash matches: age and newest-complete decide
 
     for kind in KINDS:
         kind_dir = root / kind
@@ -188,8 +210,13 @@ def plan_retention(inbox_root: Path | str, loaded: dict[str, LedgerEntry], now: 
         for name in sorted(os.listdir(kind_dir)):
             path = kind_dir / name
             if path.is_symlink() or not path.is_dir() or is_temporary_name(name):
-                plan.keep.append((Candidate(kind, name, path), f"{NOT_A_BACKUP_FOLDER} (a symlink, a file or a "
-                                  "temporary name): retention leaves it alone"))
+                plan.keep.append(
+                    (
+                        Candidate(kind, name, path),
+                        f"{NOT_A_BACKUP_FOLDER} (a symlink, a file or a "
+                        "temporary name): retention leaves it alone",
+                    )
+                )
                 continue
             manifest_path = path / MANIFEST_NAME
             if not manifest_path.exists() and not manifest_path.is_symlink():
@@ -204,29 +231,37 @@ def plan_retention(inbox_root: Path | str, loaded: dict[str, LedgerEntry], now: 
                 continue
             cand = Candidate(kind, name, path, manifest=manifest, manifest_sha256=manifest_sha256(data))
             if manifest.kind != kind or manifest.backup_id != name:
-                plan.keep.append((cand, f"{BAD_MANIFEST}: it names {manifest.kind}/{manifest.backup_id}, "
-                                  f"not this folder"))
+                plan.keep.append(
+                    (cand, f"{BAD_MANIFEST}: it names {manifest.kind}/{manifest.backup_id}, not this folder")
+                )
                 continue
             entry = loaded.get(name)
             if entry is None:
                 plan.keep.append((cand, NOT_LOADED))
             elif entry.manifest_sha256 != cand.manifest_sha256:
-                plan.keep.append((cand, f"{HASH_MISMATCH} (sha256 {cand.manifest_sha256[:12]}…, ledger "
-                                  f"{entry.manifest_sha256[:12]}…): this version was not loaded"))
+                plan.keep.append(
+                    (
+                        cand,
+                        f"{HASH_MISMATCH} (sha256 {cand.manifest_sha256[:12]}…, ledger "
+                        f"{entry.manifest_sha256[:12]}…): this version was not loaded",
+                    )
+                )
             else:
                 eligible.append(cand)
 
     completes = [c for c in eligible if c.kind == "complete"]
-    newest = max(completes, key=lambda c: (c.manifest.snapshot_time, c.manifest.window_end, c.name),
-                 default=None)
+    newest = max(
+        completes, key=lambda c: (c.manifest.snapshot_time, c.manifest.window_end, c.name), default=None
+    )
     for cand in eligible:
         limit = limits[cand.kind]
         age = now - cand.manifest.window_end
         if cand is newest:
             plan.keep.append((cand, f"{NEWEST_COMPLETE}: always kept"))
         elif age <= limit:
-            plan.keep.append((cand, f"{TOO_YOUNG} ({_days(limit)} for a {cand.kind}; window ended "
-                              f"{_days(age)} ago)"))
+            plan.keep.append(
+                (cand, f"{TOO_YOUNG} ({_days(limit)} for a {cand.kind}; window ended {_days(age)} ago)")
+            )
         else:
             plan.delete.append(cand)
     return plan
@@ -238,15 +273,20 @@ def plan_unpublished(plan: RetentionPlan, cand: Candidate, now: datetime, stale_
     if idle <= timedelta(days=stale_days):
         plan.keep.append((cand, f"{UPLOAD_IN_PROGRESS}: no manifest yet, last change {_days(idle)} ago"))
     elif not _only_temporary_names(cand.path):
-        plan.keep.append((cand, f"{INCOMPLETE_UPLOAD}: an interrupted upload holding files under their final "
-                          "names was never loaded; kept for an admin to resend or remove"))
+        plan.keep.append(
+            (
+                cand,
+                f"{INCOMPLETE_UPLOAD}: an interrupted upload holding files under their final "
+                "names was never loaded; kept for an admin to resend or remove",
+            )
+        )
     else:
         plan.delete.append(cand)
 
 
 def _only_temporary_names(folder: Path) -> bool:
     """True when the folder tree holds only folders and temporary upload names (no manifest)."""
-    for dirpath, dirnames, filenames in os.walk(folder):   # os.walk does not follow symlinks
+    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not follow symlinks
         base = Path(dirpath)
         for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
             if not is_temporary_name(name) or name == MANIFEST_NAME:
@@ -271,6 +311,7 @@ def _days(delta: timedelta) -> str:
 
 
 # -- deleting -------------------------------------------------------------------------
+
 
 def apply_retention(plan: RetentionPlan, inbox_root: Path | str) -> list[Path]:
     """Delete the plan's folders, each re-checked right before; return the deleted paths.
@@ -310,8 +351,12 @@ def _delete_one(cand: Candidate, root: Path) -> bool:
     try:
         shutil.rmtree(hidden)
     except OSError as exc:
-        log.error("retention: deleting %s (renamed %s) failed half way: %s; remove the rest by hand",
-                  path, hidden.name, exc)
+        log.error(
+            "retention: deleting %s (renamed %s) failed half way: %s; remove the rest by hand",
+            path,
+            hidden.name,
+            exc,
+        )
         raise
     if cand.abandoned:
         log.info("retention: deleted abandoned upload %s (no manifest, only temporary upload files)", path)
@@ -361,6 +406,7 @@ def _changed(cand: Candidate, folder: Path) -> str | None:
 
 
 # -- the disk guard ---------------------------------------------------------------------
+
 
 def free_bytes(path: Path | str) -> int:
     """Free bytes (for this unprivileged user) on the volume holding ``path``; a path that

@@ -21,7 +21,9 @@ KINDS = ("partial", "complete")
 FILE_KINDS = ("table", "media", "schema", "restore")
 TABLE_FORMATS = ("jsonl", "copy-text")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
-_BACKUP_ID = re.compile(r"^(partial|complete)-[0-9]{4}-[0-9]{2}-[0-9]{2}(-[0-9]{2}-[0-9]{2})?-[0-9a-z]{1,32}$")
+_BACKUP_ID = re.compile(
+    r"^(partial|complete)-[0-9]{4}-[0-9]{2}-[0-9]{2}(-[0-9]{2}-[0-9]{2})?-[0-9a-z]{1,32}$"
+)
 
 
 class ManifestError(ArbError):
@@ -40,24 +42,24 @@ class TableFingerprint:
     sender's server in the backup's snapshot (parity.table_fingerprint), so the receiver
     can check its own copy without a connection to the sender."""
 
-    algorithm: str                  # parity.ROW_HASH_ALGORITHM
+    algorithm: str  # parity.ROW_HASH_ALGORITHM
     rows: int
-    digest: str                     # 16 hex digits
+    digest: str  # 16 hex digits
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    name: str                       # relative to the backup folder, e.g. "tables/X.jsonl.zst"
-    kind: str                       # table | media | schema | restore
+    name: str  # relative to the backup folder, e.g. "tables/X.jsonl.zst"
+    kind: str  # table | media | schema | restore
     bytes: int
     sha256: str
-    rows: int | None = None         # table rows, or media files in the bundle
+    rows: int | None = None  # table rows, or media files in the bundle
     table: str | None = None
-    format: str | None = None       # table files: jsonl | copy-text
+    format: str | None = None  # table files: jsonl | copy-text
     columns: tuple[ColumnSpec, ...] = ()
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
-    fingerprint: TableFingerprint | None = None   # complete backups' tables, over ``columns``
+    fingerprint: TableFingerprint | None = None  # complete backups' tables, over ``columns``
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,12 @@ class Manifest:
     partition_key: str
     window_start: datetime
     window_end: datetime
-    extract_from: datetime | None   # partial: window start minus the overlap; complete: None
-    snapshot_time: datetime         # on the sender's database clock
+    extract_from: datetime | None  # partial: window start minus the overlap; complete: None
+    snapshot_time: datetime  # on the sender's database clock
     sender_id: str
     created_by: str
     files: tuple[FileEntry, ...]
-    tables_order: tuple[str, ...]   # parents first
+    tables_order: tuple[str, ...]  # parents first
     media: tuple[MediaEntry, ...] = ()
     media_missing: tuple[MissingMedia, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -140,12 +142,16 @@ class Manifest:
             raise ManifestError(f"manifest.format is not {FORMAT!r}: this is not an arb_pipeline backup")
         version = r.int("format_version")
         if version != FORMAT_VERSION:
-            raise ManifestError(f"manifest.format_version {version} is not supported (this receiver reads "
-                                f"{FORMAT_VERSION}); upgrade arb_pipeline on the receiver")
+            raise ManifestError(
+                f"manifest.format_version {version} is not supported (this receiver reads "
+                f"{FORMAT_VERSION}); upgrade arb_pipeline on the receiver"
+            )
         kind = r.choice("kind", KINDS)
         backup_id = r.str("backup_id")
         if not _BACKUP_ID.match(backup_id) or not backup_id.startswith(kind + "-"):
-            raise ManifestError(f"manifest.backup_id {backup_id!r} is not of the form <kind>-<partition key>-<id>")
+            raise ManifestError(
+                f"manifest.backup_id {backup_id!r} is not of the form <kind>-<partition key>-<id>"
+            )
         window = r.sub("window")
         media = r.sub("media")
         files = tuple(_file_from(sub) for sub in r.list_of_subs("files"))
@@ -155,7 +161,9 @@ class Manifest:
         tables_order = tuple(r.str_list("tables_order"))
         table_files = {f.table for f in files if f.kind == "table"}
         if table_files - set(tables_order):
-            raise ManifestError(f"manifest.tables_order lacks table(s) {sorted(table_files - set(tables_order))}")
+            raise ManifestError(
+                f"manifest.tables_order lacks table(s) {sorted(table_files - set(tables_order))}"
+            )
         return cls(
             backup_id=backup_id,
             kind=kind,
@@ -168,9 +176,13 @@ class Manifest:
             created_by=r.str("created_by"),
             files=files,
             tables_order=tables_order,
-            media=tuple(MediaEntry(s.safe_name("name"), s.nonneg("bytes"), s.sha256("sha256"))
-                        for s in media.list_of_subs("files")),
-            media_missing=tuple(MissingMedia(s.str("name"), s.str("reason")) for s in media.list_of_subs("missing")),
+            media=tuple(
+                MediaEntry(s.safe_name("name"), s.nonneg("bytes"), s.sha256("sha256"))
+                for s in media.list_of_subs("files")
+            ),
+            media_missing=tuple(
+                MissingMedia(s.str("name"), s.str("reason")) for s in media.list_of_subs("missing")
+            ),
             extra=r.dict("extra", optional=True) or {},
         )
 
@@ -192,15 +204,22 @@ def _file_from(r: "_Reader") -> FileEntry:
         rows=r.nonneg("rows", optional=True),
         table=r.str("table", optional=True),
         format=r.choice("format", TABLE_FORMATS, optional=True),
-        columns=tuple(ColumnSpec(c.str("name"), c.str("type")) for c in r.list_of_subs("columns", optional=True)),
+        columns=tuple(
+            ColumnSpec(c.str("name"), c.str("type")) for c in r.list_of_subs("columns", optional=True)
+        ),
         primary_key=tuple(r.str_list("primary_key", optional=True)),
         cursor=r.str("cursor", optional=True),
         fingerprint=_fingerprint_from(r.sub("fingerprint", optional=True)),
     )
     if entry.fingerprint is not None and (kind != "table" or entry.fingerprint.rows != entry.rows):
         raise ManifestError(f"{r.path}.fingerprint: only table files carry one, with the file's row count")
-    if kind == "table" and (entry.table is None or entry.format is None or entry.rows is None
-                            or not entry.columns or not entry.primary_key):
+    if kind == "table" and (
+        entry.table is None
+        or entry.format is None
+        or entry.rows is None
+        or not entry.columns
+        or not entry.primary_key
+    ):
         raise ManifestError(f"{r.path}: a table file needs table, format, rows, columns and primary_key")
     return entry
 
@@ -228,7 +247,9 @@ class _Reader:
             if optional:
                 return None
             raise ManifestError(f"{self.path}.{key} is missing")
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))):
+        if not isinstance(value, types) or (
+            isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
+        ):
             raise ManifestError(f"{self.path}.{key} has the wrong type ({type(value).__name__})")
         return value
 

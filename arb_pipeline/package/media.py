@@ -31,21 +31,23 @@ class MediaError(ArbError):
         self.quarantine = quarantine
 
 
-
-
 def is_safe_name(name: str) -> bool:
     """The manifest's rule for media names (at most one folder level), minus "." and ".."."""
-    return (isinstance(name, str) and bool(_SAFE_NAME.match(name))
-            and not any(part in (".", "..") for part in name.split("/")))
-
-
+    return (
+        isinstance(name, str)
+        and bool(_SAFE_NAME.match(name))
+        and not any(part in (".", "..") for part in name.split("/"))
+    )
 
 
 def media_root(media_dir: Path, label: str = "media folder") -> str:
     path = Path(media_dir)
     if not path.is_dir():
-        raise MediaError(f"{label} {str(path)!r} does not exist or is not a folder: "
-                         f"check the media_dir setting, or create the folder", quarantine=False)
+        raise MediaError(
+            f"{label} {str(path)!r} does not exist or is not a folder: "
+            f"check the media_dir setting, or create the folder",
+            quarantine=False,
+        )
     return os.path.realpath(path)
 
 

@@ -8,7 +8,6 @@ from typing import Iterator
 import zstandard
 
 from arb_pipeline.fsutil import line_chunks
-
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 
 CHUNK = 1 << 20

@@ -81,17 +81,22 @@ class SchemaPlan:
     def warnings(self) -> list[str]:
         out = []
         for table, cols in self.ignored.items():
-            out.append(f"backup {self.backup_id}: table {table}: column(s) {', '.join(cols)} are not loaded "
-                       "(the receiver table lacks them); the other columns load, and a later complete "
-                       "backup fills them once the receiver is migrated (`arb migrate --role receiver`)")
+            out.append(
+                f"backup {self.backup_id}: table {table}: column(s) {', '.join(cols)} are not loaded "
+                "(the receiver table lacks them); the other columns load, and a later complete "
+                "backup fills them once the receiver is migrated (`arb migrate --role receiver`)"
+            )
         for table, changes in self.type_changes.items():
             for c in changes:
-                out.append(f"backup {self.backup_id}: table {table}: column {c.column} is {c.backup_type} in the "
-                           f"backup but {c.receiver_type} on the receiver; the load casts it")
+                out.append(
+                    f"backup {self.backup_id}: table {table}: column {c.column} is {c.backup_type} in the "
+                    f"backup but {c.receiver_type} on the receiver; the load casts it"
+                )
         return out
 
 
 # -- files ---------------------------------------------------------------------------
+
 
 def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
     if partition_key is None:
@@ -105,12 +110,16 @@ def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
 
 def _altered(manifest_or_id, file: str | None, what: str) -> VerifyError:
     if isinstance(manifest_or_id, Manifest):
-        bid, hint = manifest_or_id.backup_id, _partition_hint(manifest_or_id.backup_id, manifest_or_id.partition_key)
+        bid, hint = (
+            manifest_or_id.backup_id,
+            _partition_hint(manifest_or_id.backup_id, manifest_or_id.partition_key),
+        )
     else:
         bid, hint = manifest_or_id, _partition_hint(manifest_or_id)
     where = f"backup {bid}: file {file}: " if file else f"backup {bid}: "
-    return VerifyError(f"{where}{what}. The backup was altered or truncated in transit; "
-                       f"{hint}", backup_id=bid, file=file)
+    return VerifyError(
+        f"{where}{what}. The backup was altered or truncated in transit; {hint}", backup_id=bid, file=file
+    )
 
 
 def _load_manifest(backup_dir: Path) -> Manifest:
@@ -121,8 +130,9 @@ def _load_manifest(backup_dir: Path) -> Manifest:
     except FileNotFoundError:
         raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}") from None
     except OSError as exc:  # a symlink (ELOOP) or unreadable
-        raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened as a regular file "
-                                                 f"({exc.strerror})") from None
+        raise _altered(
+            folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened as a regular file ({exc.strerror})"
+        ) from None
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
@@ -134,12 +144,16 @@ def _load_manifest(backup_dir: Path) -> Manifest:
     except ManifestError as exc:
         raise _altered(folder_id, MANIFEST_NAME, f"malformed manifest: {exc}") from None
     if manifest.backup_id != folder_id:
-        raise _altered(folder_id, MANIFEST_NAME,
-                       f"the manifest's backup_id is {manifest.backup_id!r}, not the folder's name {folder_id!r}")
+        raise _altered(
+            folder_id,
+            MANIFEST_NAME,
+            f"the manifest's backup_id is {manifest.backup_id!r}, not the folder's name {folder_id!r}",
+        )
     kind_folder = backup_dir.parent.name
     if kind_folder in KINDS and kind_folder != manifest.kind:
-        raise _altered(folder_id, MANIFEST_NAME,
-                       f"a {manifest.kind} backup in the inbox's {kind_folder} folder")
+        raise _altered(
+            folder_id, MANIFEST_NAME, f"a {manifest.kind} backup in the inbox's {kind_folder} folder"
+        )
     return manifest
 
 
@@ -177,7 +191,7 @@ class _LineCounter:
 
     def __init__(self):
         self._dctx = zstandard.ZstdDecompressor()
-        self._dobj = None          # the frame being decoded; None between frames
+        self._dobj = None  # the frame being decoded; None between frames
         self.lines = 0
         self.last_byte = b""
         self.error: str | None = None
@@ -215,8 +229,11 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size != entry.bytes:
-            raise _altered(manifest, entry.name, f"size differs: the manifest says {entry.bytes} bytes, "
-                                                 f"the file has {size} bytes")
+            raise _altered(
+                manifest,
+                entry.name,
+                f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
+            )
         digest = hashlib.sha256()
         counter = _LineCounter() if entry.kind == "table" else None
         read = 0
@@ -226,19 +243,26 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
             if counter:
                 counter.feed(chunk)
     if read != entry.bytes:  # changed while we read it
-        raise _altered(manifest, entry.name, f"size differs: the manifest says {entry.bytes} bytes, "
-                                             f"{read} bytes were read")
+        raise _altered(
+            manifest,
+            entry.name,
+            f"size differs: the manifest says {entry.bytes} bytes, {read} bytes were read",
+        )
     actual = digest.hexdigest()
     if actual != entry.sha256:
-        raise _altered(manifest, entry.name, f"sha256 differs: the manifest says {entry.sha256}, "
-                                             f"the file has {actual}")
+        raise _altered(
+            manifest, entry.name, f"sha256 differs: the manifest says {entry.sha256}, the file has {actual}"
+        )
     if counter is not None:
         rows, problem = counter.finish()
         if problem:
             raise _altered(manifest, entry.name, problem)
         if rows != entry.rows:
-            raise _altered(manifest, entry.name, f"rows differ: the manifest says {entry.rows} rows, "
-                                                 f"the file holds {rows} lines")
+            raise _altered(
+                manifest,
+                entry.name,
+                f"rows differ: the manifest says {entry.rows} rows, the file holds {rows} lines",
+            )
 
 
 def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
@@ -260,7 +284,9 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
         dirs[:] = [d for d in dirs if (rel_root / d).as_posix() in folders]
     if extra:
         shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-        raise _altered(manifest, extra[0].rstrip("/"), f"unexpected file(s) not listed in the manifest: {shown}")
+        raise _altered(
+            manifest, extra[0].rstrip("/"), f"unexpected file(s) not listed in the manifest: {shown}"
+        )
 
 
 def verify_files(backup_dir: Path, progress=None) -> Manifest:
@@ -276,9 +302,14 @@ def verify_files(backup_dir: Path, progress=None) -> Manifest:
     tables = [f.table for f in manifest.files if f.kind == "table"]
     twice = sorted({t for t in tables if tables.count(t) > 1})
     if twice:
-        raise _altered(manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}")
-    files = manifest.files if progress is None else progress.track(manifest.files, "verify",
-                                                                    describe=lambda e: e.name)
+        raise _altered(
+            manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}"
+        )
+    files = (
+        manifest.files
+        if progress is None
+        else progress.track(manifest.files, "verify", describe=lambda e: e.name)
+    )
     for entry in files:
         _check_file(backup_dir, manifest, entry)
     _check_no_extra_files(backup_dir, manifest)
@@ -312,8 +343,8 @@ class _ReceiverColumn:
     name: str
     type: str
     not_null: bool
-    has_default: bool      # a DEFAULT (serial's nextval included) or an identity
-    generated: bool        # GENERATED ALWAYS AS (...) STORED: computed, never written
+    has_default: bool  # a DEFAULT (serial's nextval included) or an identity
+    generated: bool  # GENERATED ALWAYS AS (...) STORED: computed, never written
 
 
 def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
@@ -332,7 +363,8 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     pks: dict[str, tuple[str, ...]] = {}
     if tables:
         for rel, name, typ, not_null, has_def, identity, generated in receiver_conn.execute(
-                _RECEIVER_COLUMNS_SQL, {"tables": tables}):
+            _RECEIVER_COLUMNS_SQL, {"tables": tables}
+        ):
             receiver[rel].append(_ReceiverColumn(name, typ, not_null, has_def or identity, generated))
         for rel, keycols in receiver_conn.execute(_PRIMARY_KEYS_SQL, {"tables": tables}):
             pks[rel] = tuple(keycols)
@@ -340,37 +372,61 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     for entry in entries:
         table = entry.table
         if table not in allowed or not receiver[table]:
-            why = ("the receiver has no such table" if not receiver[table]
-                   else "the receiver does not replicate it (not in arb_pipeline/catalog.py)")
-            raise VerifyError(f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
-                              f"from the sender's catalog; then re-queue it "
-                              f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
+            why = (
+                "the receiver has no such table"
+                if not receiver[table]
+                else "the receiver does not replicate it (not in arb_pipeline/catalog.py)"
+            )
+            raise VerifyError(
+                f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
+                f"from the sender's catalog; then re-queue it "
+                f"(`arb requeue {bid}`) once that is done",
+                backup_id=bid,
+                file=entry.name,
+            )
         names = [c.name for c in entry.columns]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise _altered(manifest, entry.name, f"the manifest lists column(s) {', '.join(dupes)} of table "
-                                                 f"{table} twice")
+            raise _altered(
+                manifest,
+                entry.name,
+                f"the manifest lists column(s) {', '.join(dupes)} of table {table} twice",
+            )
         missing_pk = [c for c in entry.primary_key if c not in names]
         if missing_pk:
-            raise _altered(manifest, entry.name, f"primary key column(s) {', '.join(missing_pk)} of table {table} "
-                                                 "are not among the backup's columns")
+            raise _altered(
+                manifest,
+                entry.name,
+                f"primary key column(s) {', '.join(missing_pk)} of table {table} "
+                "are not among the backup's columns",
+            )
         receiver_pk = pks.get(table)
         if receiver_pk is None:
-            raise SchemaMismatch(f"receiver table {table} has no primary key; loads upsert by primary key: add "
-                                 f"one ({', '.join(entry.primary_key)}) with a receiver migration",
-                                 backup_id=bid, file=entry.name)
+            raise SchemaMismatch(
+                f"receiver table {table} has no primary key; loads upsert by primary key: add "
+                f"one ({', '.join(entry.primary_key)}) with a receiver migration",
+                backup_id=bid,
+                file=entry.name,
+            )
         if set(receiver_pk) != set(entry.primary_key) or len(receiver_pk) != len(entry.primary_key):
-            raise VerifyError(f"backup {bid}: table {table}: primary key differs: the backup's is "
-                              f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
-                              "rows can't be matched: make the sender's and receiver's keys the same "
-                              "(a migration on one side); then re-queue it "
-                              f"(`arb requeue {bid}`) once that is done", backup_id=bid, file=entry.name)
+            raise VerifyError(
+                f"backup {bid}: table {table}: primary key differs: the backup's is "
+                f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
+                "rows can't be matched: make the sender's and receiver's keys the same "
+                "(a migration on one side); then re-queue it "
+                f"(`arb requeue {bid}`) once that is done",
+                backup_id=bid,
+                file=entry.name,
+            )
         by_name = {c.name: c for c in receiver[table]}
         for col in receiver[table]:
             if col.not_null and not col.has_default and not col.generated and col.name not in names:
-                raise SchemaMismatch(f"receiver table {table} requires column {col.name} that backup {bid} does not "
-                                     f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
-                                     backup_id=bid, file=entry.name)
+                raise SchemaMismatch(
+                    f"receiver table {table} requires column {col.name} that backup {bid} does not "
+                    f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
+                    backup_id=bid,
+                    file=entry.name,
+                )
         load, ignored, changes = [], [], []
         for col in entry.columns:
             mine = by_name.get(col.name)

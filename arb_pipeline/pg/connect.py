@@ -9,7 +9,9 @@ import psycopg
 from arb_pipeline.errors import ConfigError
 
 
-def connect(dsn: str, *, autocommit: bool = False, application_name: str = "arb_pipeline") -> psycopg.Connection:
+def connect(
+    dsn: str, *, autocommit: bool = False, application_name: str = "arb_pipeline"
+) -> psycopg.Connection:
     """Open a connection in UTC, so timestamptz text is the same on both servers.
 
     A connection failure becomes a ConfigError naming the target without its password.
@@ -29,9 +31,11 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "arb_
             "Check that the server is running and the DSN setting (host, port, user, dbname) is right."
         ) from None
     except psycopg.ProgrammingError as exc:  # libpq can't parse the DSN; some messages quote it whole
-        raise ConfigError(f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}. "
-                          "Write it as key=value pairs (host=... port=... dbname=... user=...) or a "
-                          "postgresql:// URI") from None
+        raise ConfigError(
+            f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}. "
+            "Write it as key=value pairs (host=... port=... dbname=... user=...) or a "
+            "postgresql:// URI"
+        ) from None
 
 
 def redact(text: str, dsn: str) -> str:
@@ -69,7 +73,9 @@ def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}") from None
+        raise ConfigError(
+            f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}"
+        ) from None
     env = dict(os.environ)
     if "password" in params:
         env["PGPASSWORD"] = str(params.pop("password"))

@@ -21,16 +21,35 @@ from arb_pipeline.postprocess.reportinfo import ReportInfo
 from arb_pipeline.postprocess.zones import Zones
 
 
-def all_derivations(*, timezone: str | None = None, direction_max_gap_minutes: int | None = None
-                    ) -> list[Derivation]:
+def all_derivations(
+    *, timezone: str | None = None, direction_max_gap_minutes: int | None = None
+) -> list[Derivation]:
     """Every derivation, in a sensible order (none reads another's output)."""
-    return [EventPeriods(timezone), BusPlates(), ReportInfo(), Zones(), BusEventDirection(direction_max_gap_minutes),
-            NearestStops()]
+    return [
+        EventPeriods(timezone),
+        BusPlates(),
+        ReportInfo(),
+        Zones(),
+        BusEventDirection(direction_max_gap_minutes),
+        NearestStops(),
+    ]
 
 
 def run_all(dsn: str, scope: Scope = Scope(), **settings) -> list[RunResult]:
     return [run_derivation(dsn, d, scope) for d in all_derivations(**settings)]
 
 
-__all__ = ["BusEventDirection", "BusPlates", "Derivation", "EventPeriods", "NearestStops", "ReportInfo", "RunResult",
-           "Scope", "Zones", "all_derivations", "run_all", "run_derivation"]
+__all__ = [
+    "BusEventDirection",
+    "BusPlates",
+    "Derivation",
+    "EventPeriods",
+    "NearestStops",
+    "ReportInfo",
+    "RunResult",
+    "Scope",
+    "Zones",
+    "all_derivations",
+    "run_all",
+    "run_derivation",
+]

@@ -53,8 +53,14 @@ def latest_trip(events: pd.DataFrame, poses: pd.DataFrame, max_gap_us: int) -> p
     ps["phone"] = ps["phone"].astype(str)
     ps["pose_us"] = ps["pose_us"].astype(np.int64)
     ps = ps.sort_values(["pose_us", "token_id"], kind="stable")
-    joined = pd.merge_asof(ev.sort_values("created_us", kind="stable"), ps, left_on="created_us",
-                           right_on="pose_us", by="phone", direction="backward")
+    joined = pd.merge_asof(
+        ev.sort_values("created_us", kind="stable"),
+        ps,
+        left_on="created_us",
+        right_on="pose_us",
+        by="phone",
+        direction="backward",
+    )
     joined = joined.sort_values("row")
     close = joined["pose_us"].notna() & (joined["created_us"] - joined["pose_us"] <= max_gap_us)
     out = pd.DataFrame(index=events.index)
@@ -100,11 +106,16 @@ class BusEventDirection(Derivation):
 
     def __init__(self, max_gap: int | None = None):
         self.max_gap = max_gap_minutes(max_gap)
-        self.sources = (Source(
-            "AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_direction", ("direction", "token_id", "pose_time"),
-            's.id, s.arb_changed_at::text AS version, s."phoneId"::text AS phone, '
-            '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
-            extra=(_TRIPS_CHANGED.format(gap=self.max_gap),)),)
+        self.sources = (
+            Source(
+                "AndroidRequests_eventforbusv2",
+                "arb_pp_eventforbusv2_direction",
+                ("direction", "token_id", "pose_time"),
+                's.id, s.arb_changed_at::text AS version, s."phoneId"::text AS phone, '
+                '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
+                extra=(_TRIPS_CHANGED.format(gap=self.max_gap),),
+            ),
+        )
 
     def reference_digest(self, conn) -> str:
         return f"v{self.version}:max_gap={self.max_gap}"
@@ -112,8 +123,14 @@ class BusEventDirection(Derivation):
     def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
         gap_us = self.max_gap * US_PER_MINUTE
         lo, hi = int(rows["created_us"].min()) - gap_us, int(rows["created_us"].max())
-        cur = conn.execute(_POSES, {"lo": EPOCH + timedelta(microseconds=lo), "hi": EPOCH + timedelta(microseconds=hi),
-                                    "phones": sorted(set(rows["phone"]))})
+        cur = conn.execute(
+            _POSES,
+            {
+                "lo": EPOCH + timedelta(microseconds=lo),
+                "hi": EPOCH + timedelta(microseconds=hi),
+                "phones": sorted(set(rows["phone"])),
+            },
+        )
         poses = pd.DataFrame(cur.fetchall(), columns=["phone", "pose_us", "token_id", "direction"])
         found = latest_trip(rows, poses, gap_us)
         out = rows[["id", "version"]].copy()

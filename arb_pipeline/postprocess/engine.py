@@ -38,7 +38,7 @@ from arb_pipeline.pg.connect import connect
 
 log = logging.getLogger(__name__)
 
-LOAD_LOCK = "arb_pipeline.load.apply"        # held by load.load_backup for a whole load
+LOAD_LOCK = "arb_pipeline.load.apply"  # held by load.load_backup for a whole load
 CHANGED = "arb_changed_at"
 TODO = "arb_pp_todo"
 # Candidates start this long before done_through, for a small step back of the database
@@ -52,9 +52,9 @@ SAMPLE_PROBLEMS = 5
 class Source:
     """A replicated table and the derived table whose rows hang off it (same ``id``)."""
 
-    table: str                         # e.g. AndroidRequests_eventforbusv2
-    derived: str                       # e.g. arb_pp_eventforbusv2_zone
-    columns: tuple[str, ...]           # derived columns besides id, source_changed_at, problem
+    table: str  # e.g. AndroidRequests_eventforbusv2
+    derived: str  # e.g. arb_pp_eventforbusv2_zone
+    columns: tuple[str, ...]  # derived columns besides id, source_changed_at, problem
     # SELECT list over "arb_pp_todo t JOIN <table> s ON s.id = t.id <joins>"; returns
     # id and version (s.arb_changed_at::text, the version the row is computed from) first.
     fetch: str
@@ -63,18 +63,20 @@ class Source:
     extra: tuple[str, ...] = ()
     # Rows of a window, "SELECT <id> ..." with %(start)s and %(end)s (timestamptz text).
     window: str | None = None
-    joins: str = ""                    # more joins for the fetch, e.g. LATERAL lookups
+    joins: str = ""  # more joins for the fetch, e.g. LATERAL lookups
 
     def window_sql(self) -> str:
-        return self.window or (f'SELECT id FROM "{self.table}" '
-                               f'WHERE "timeStamp" >= %(start)s::timestamptz AND "timeStamp" < %(end)s::timestamptz')
+        return self.window or (
+            f'SELECT id FROM "{self.table}" '
+            f'WHERE "timeStamp" >= %(start)s::timestamptz AND "timeStamp" < %(end)s::timestamptz'
+        )
 
 
 class Derivation:
     """One derivation; subclasses say where rows come from and how to compute them."""
 
     name: str = ""
-    version: str = "1"                 # bump when the computation changes: a full reprocess follows
+    version: str = "1"  # bump when the computation changes: a full reprocess follows
     sources: tuple[Source, ...] = ()
 
     def reference_digest(self, conn) -> str:
@@ -95,8 +97,8 @@ class Derivation:
 class Scope:
     """What a run recomputes besides what is pending."""
 
-    window_start: datetime | None = None   # with recompute_window: rows whose cursor lies in
-    window_end: datetime | None = None     # [start, end); None is open-ended
+    window_start: datetime | None = None  # with recompute_window: rows whose cursor lies in
+    window_end: datetime | None = None  # [start, end); None is open-ended
     recompute_window: bool = False
     full: bool = False
 
@@ -113,7 +115,7 @@ class SourceResult:
 @dataclass
 class RunResult:
     derivation: str
-    mode: str                              # incremental | full
+    mode: str  # incremental | full
     reason: str
     sources: list[SourceResult] = field(default_factory=list)
     seconds: float = 0.0
@@ -141,8 +143,9 @@ def _snapshot_time(conn) -> datetime:
         conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOAD_LOCK,))
 
 
-def run_derivation(dsn: str, derivation: Derivation, scope: Scope = Scope(), *,
-                   batch_rows: int = BATCH_ROWS) -> RunResult:
+def run_derivation(
+    dsn: str, derivation: Derivation, scope: Scope = Scope(), *, batch_rows: int = BATCH_ROWS
+) -> RunResult:
     """Compute what is pending (and what ``scope`` asks) for one derivation."""
     t0 = time.perf_counter()
     with connect(dsn, autocommit=True, application_name=f"arb_postprocess_{derivation.name}") as conn:
@@ -150,8 +153,10 @@ def run_derivation(dsn: str, derivation: Derivation, scope: Scope = Scope(), *,
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_lock_key(derivation.name),))
         try:
             hi = _snapshot_time(conn)
-            state = conn.execute("SELECT done_through, reference_digest FROM arb_postprocess_state "
-                                 "WHERE derivation = %s", (derivation.name,)).fetchone()
+            state = conn.execute(
+                "SELECT done_through, reference_digest FROM arb_postprocess_state WHERE derivation = %s",
+                (derivation.name,),
+            ).fetchone()
             digest = derivation.reference_digest(conn)
             if scope.full:
                 mode, reason = "full", "a full reprocess was asked for"
@@ -165,7 +170,9 @@ def run_derivation(dsn: str, derivation: Derivation, scope: Scope = Scope(), *,
             result = RunResult(derivation.name, mode, reason)
             ctx = derivation.prepare(conn)
             for source in derivation.sources:
-                result.sources.append(_run_source(conn, derivation, ctx, source, scope, since, hi, batch_rows))
+                result.sources.append(
+                    _run_source(conn, derivation, ctx, source, scope, since, hi, batch_rows)
+                )
             conn.execute(
                 "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, last_run_at, "
                 "last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
@@ -173,13 +180,21 @@ def run_derivation(dsn: str, derivation: Derivation, scope: Scope = Scope(), *,
                 "ON CONFLICT (derivation) DO UPDATE SET done_through = EXCLUDED.done_through, "
                 "reference_digest = EXCLUDED.reference_digest, last_run_at = EXCLUDED.last_run_at, "
                 "last_full_at = COALESCE(EXCLUDED.last_full_at, s.last_full_at)",
-                {"n": derivation.name, "hi": hi, "d": digest, "full": mode == "full"})
+                {"n": derivation.name, "hi": hi, "d": digest, "full": mode == "full"},
+            )
             result.done_through = hi
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(derivation.name),))
     result.seconds = time.perf_counter() - t0
-    log.info("%s: %s run (%s): %d rows computed, %d with a problem, %.1f s", derivation.name, result.mode,
-             result.reason, result.computed, result.problems, result.seconds)
+    log.info(
+        "%s: %s run (%s): %d rows computed, %d with a problem, %.1f s",
+        derivation.name,
+        result.mode,
+        result.reason,
+        result.computed,
+        result.problems,
+        result.seconds,
+    )
     return result
 
 
@@ -197,21 +212,28 @@ def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
     if since is None:
         conn.execute(insert + sql.SQL("SELECT id FROM {}").format(src))
     else:
-        conn.execute(insert + sql.SQL(
-            "SELECT s.id FROM {src} s LEFT JOIN {d} d ON d.id = s.id "
-            "WHERE s.{c} > %(since)s AND (d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.{c})").format(
-            src=src, d=derived, c=sql.Identifier(CHANGED)), {"since": since})
+        conn.execute(
+            insert
+            + sql.SQL(
+                "SELECT s.id FROM {src} s LEFT JOIN {d} d ON d.id = s.id "
+                "WHERE s.{c} > %(since)s AND (d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.{c})"
+            ).format(src=src, d=derived, c=sql.Identifier(CHANGED)),
+            {"since": since},
+        )
         for extra in source.extra:
             conn.execute(insert + sql.SQL(extra) + conflict, {"since": since})
     if scope.recompute_window:
-        conn.execute(insert + sql.SQL(source.window_sql()) + conflict,
-                     {"start": _bound(scope.window_start, "-infinity"), "end": _bound(scope.window_end, "infinity")})
+        conn.execute(
+            insert + sql.SQL(source.window_sql()) + conflict,
+            {"start": _bound(scope.window_start, "-infinity"), "end": _bound(scope.window_end, "infinity")},
+        )
     conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(TODO)))
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TODO))).fetchone()[0]
 
 
-def _run_source(conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, as_of: datetime,
-                batch_rows: int) -> SourceResult:
+def _run_source(
+    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, as_of: datetime, batch_rows: int
+) -> SourceResult:
     result = SourceResult(source.table, source.derived)
     if not _collect(conn, source, scope, since):
         return result
@@ -219,9 +241,12 @@ def _run_source(conn, derivation: Derivation, ctx, source: Source, scope: Scope,
     # A batch is an id range (after, upto] of the todo table, so joins can be set-based
     # (a source's joins may use %(after)s and %(upto)s, e.g. "id IN (SELECT id FROM arb_pp_todo ...)").
     bound = sql.SQL("SELECT id FROM {} WHERE id > %(after)s ORDER BY id OFFSET %(skip)s LIMIT 1").format(todo)
-    fetch = sql.SQL("SELECT {fetch} FROM {todo} t JOIN {src} s ON s.id = t.id {joins} "
-                    "WHERE t.id > %(after)s AND t.id <= %(upto)s ORDER BY t.id").format(
-        fetch=sql.SQL(source.fetch), todo=todo, src=sql.Identifier(source.table), joins=sql.SQL(source.joins))
+    fetch = sql.SQL(
+        "SELECT {fetch} FROM {todo} t JOIN {src} s ON s.id = t.id {joins} "
+        "WHERE t.id > %(after)s AND t.id <= %(upto)s ORDER BY t.id"
+    ).format(
+        fetch=sql.SQL(source.fetch), todo=todo, src=sql.Identifier(source.table), joins=sql.SQL(source.joins)
+    )
     after, last = -1, False
     while not last:
         with conn.transaction():
@@ -240,7 +265,9 @@ def _run_source(conn, derivation: Derivation, ctx, source: Source, scope: Scope,
         room = SAMPLE_PROBLEMS - len(result.sample_problems)
         if room > 0 and bad.any():
             sample = out.loc[bad, ["id", "problem"]].head(room)
-            result.sample_problems += [f"{source.table} id {i}: {p}" for i, p in sample.itertuples(index=False)]
+            result.sample_problems += [
+                f"{source.table} id {i}: {p}" for i, p in sample.itertuples(index=False)
+            ]
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))
     return result
 
@@ -253,7 +280,7 @@ def nones(index) -> pd.Series:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Missing values of object columns as None, so results compare and print plainly."""
     for c in frame.columns:
-        if pd.api.types.is_string_dtype(frame[c]):   # object, or pandas' str (whose missing value is NaN)
+        if pd.api.types.is_string_dtype(frame[c]):  # object, or pandas' str (whose missing value is NaN)
             frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
     return frame
 
@@ -278,18 +305,30 @@ def _write(conn, source: Source, out: pd.DataFrame, as_of: datetime) -> None:
         raise ValueError(f"derivation for {source.derived} returned no column(s) {missing}")
     stage = sql.Identifier("arb_pp_out")
     names = sql.SQL(", ").join(map(sql.Identifier, cols))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {d} WITH NO DATA").format(
-        s=stage, cols=names, d=sql.Identifier(source.derived)))
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {d} WITH NO DATA").format(
+            s=stage, cols=names, d=sql.Identifier(source.derived)
+        )
+    )
     text = _csv(out, cols)
     with conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, names)) as copy:
             for i in range(0, len(text), 1 << 20):
-                copy.write(text[i:i + (1 << 20)])
-    conn.execute(sql.SQL(
-        "INSERT INTO {d} AS d ({ids}, processed_at) SELECT {o}, %(as_of)s FROM {s} o "
-        "JOIN {src} x ON x.id = o.id ON CONFLICT (id) DO UPDATE SET {sets}, processed_at = EXCLUDED.processed_at"
-    ).format(d=sql.Identifier(source.derived), ids=names, s=stage, src=sql.Identifier(source.table),
-             o=sql.SQL(", ").join(sql.SQL("o.{}").format(sql.Identifier(c)) for c in cols),
-             sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols[1:])),
-        {"as_of": as_of})
+                copy.write(text[i : i + (1 << 20)])
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {d} AS d ({ids}, processed_at) SELECT {o}, %(as_of)s FROM {s} o "
+            "JOIN {src} x ON x.id = o.id ON CONFLICT (id) DO UPDATE SET {sets}, processed_at = EXCLUDED.processed_at"
+        ).format(
+            d=sql.Identifier(source.derived),
+            ids=names,
+            s=stage,
+            src=sql.Identifier(source.table),
+            o=sql.SQL(", ").join(sql.SQL("o.{}").format(sql.Identifier(c)) for c in cols),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols[1:]
+            ),
+        ),
+        {"as_of": as_of},
+    )
     conn.execute(sql.SQL("DROP TABLE {}").format(stage))

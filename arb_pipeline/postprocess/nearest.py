@@ -48,14 +48,16 @@ class StopVersion:
 @dataclass(frozen=True)
 class StopSet:
     plane: Plane
-    versions: list[StopVersion]          # by creation time
+    versions: list[StopVersion]  # by creation time
 
     @classmethod
     def from_rows(cls, gtfs, stops) -> "StopSet":
         """``gtfs``: (id, created µs); ``stops``: (gtfs_id, code, longitude, latitude)."""
         frame = pd.DataFrame(list(stops), columns=["gtfs_id", "code", "longitude", "latitude"])
-        plane = Plane(float(frame["longitude"].mean()) if len(frame) else 0.0,
-                      float(frame["latitude"].mean()) if len(frame) else 0.0)
+        plane = Plane(
+            float(frame["longitude"].mean()) if len(frame) else 0.0,
+            float(frame["latitude"].mean()) if len(frame) else 0.0,
+        )
         versions = []
         for gtfs_id, created_us in sorted(gtfs, key=lambda g: (g[1], g[0])):
             mine = frame[frame["gtfs_id"] == gtfs_id].sort_values("code", kind="stable")
@@ -66,8 +68,11 @@ class StopSet:
     @classmethod
     def load(cls, conn) -> "StopSet":
         return cls.from_rows(
-            conn.execute('SELECT id, (extract(epoch FROM "timeCreation") * 1000000)::int8 FROM "AndroidRequests_gtfs"'),
-            conn.execute('SELECT gtfs_id, code, longitude, latitude FROM "AndroidRequests_busstop"'))
+            conn.execute(
+                'SELECT id, (extract(epoch FROM "timeCreation") * 1000000)::int8 FROM "AndroidRequests_gtfs"'
+            ),
+            conn.execute('SELECT gtfs_id, code, longitude, latitude FROM "AndroidRequests_busstop"'),
+        )
 
     def version_index(self, created_us: np.ndarray) -> np.ndarray:
         """Index into ``versions`` of the version in force at each instant."""
@@ -78,9 +83,16 @@ class StopSet:
         """gtfs_id, stop1_code, stop1_distance_m, stop2_code, stop2_distance_m, problem per point."""
         lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
         n = len(lon)
-        out = pd.DataFrame({"gtfs_id": pd.array([None] * n, dtype="Int64"),
-                            "stop1_code": [None] * n, "stop1_distance_m": np.nan,
-                            "stop2_code": [None] * n, "stop2_distance_m": np.nan, "problem": [None] * n})
+        out = pd.DataFrame(
+            {
+                "gtfs_id": pd.array([None] * n, dtype="Int64"),
+                "stop1_code": [None] * n,
+                "stop1_distance_m": np.nan,
+                "stop2_code": [None] * n,
+                "stop2_distance_m": np.nan,
+                "problem": [None] * n,
+            }
+        )
         have = np.isfinite(lon) & np.isfinite(lat)
         out.loc[~have, "problem"] = "the event has no vote with coordinates"
         if not self.versions:
@@ -103,15 +115,31 @@ class StopSet:
         return tidy(out)
 
 
-_COLUMNS = ("longitude", "latitude", "gtfs_id", "stop1_code", "stop1_distance_m", "stop2_code", "stop2_distance_m")
+_COLUMNS = (
+    "longitude",
+    "latitude",
+    "gtfs_id",
+    "stop1_code",
+    "stop1_distance_m",
+    "stop2_code",
+    "stop2_distance_m",
+)
 
 
 def _source() -> Source:
-    base = event_source("AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_nearest_stops",
-                        "AndroidRequests_stadisticdatafromregistrationbus")
-    return Source(base.table, base.derived, _COLUMNS,
-                  base.fetch + ', (extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
-                  extra=base.extra, joins=base.joins)
+    base = event_source(
+        "AndroidRequests_eventforbusv2",
+        "arb_pp_eventforbusv2_nearest_stops",
+        "AndroidRequests_stadisticdatafromregistrationbus",
+    )
+    return Source(
+        base.table,
+        base.derived,
+        _COLUMNS,
+        base.fetch + ', (extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
+        extra=base.extra,
+        joins=base.joins,
+    )
 
 
 class NearestStops(Derivation):
@@ -123,9 +151,10 @@ class NearestStops(Derivation):
     def reference_digest(self, conn) -> str:
         stops, versions = conn.execute(
             "SELECT (SELECT md5(coalesce(string_agg(concat_ws(':', id, gtfs_id, code, longitude, latitude), ',' "
-            '        ORDER BY id), \'\')) FROM "AndroidRequests_busstop"), '
+            "        ORDER BY id), '')) FROM \"AndroidRequests_busstop\"), "
             "(SELECT md5(coalesce(string_agg(concat_ws(':', id, \"timeCreation\"), ',' ORDER BY id), '')) "
-            '        FROM "AndroidRequests_gtfs")').fetchone()
+            '        FROM "AndroidRequests_gtfs")'
+        ).fetchone()
         return hashlib.sha256(f"v{self.version}:{stops}:{versions}".encode()).hexdigest()
 
     def prepare(self, conn) -> StopSet:

@@ -36,8 +36,9 @@ def local_timezone(name: str | None = None) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{TIMEZONE_SETTING}={name!r} is not a time zone: use an IANA name such as "
-                          f"{DEFAULT_TIMEZONE}") from exc
+        raise ConfigError(
+            f"{TIMEZONE_SETTING}={name!r} is not a time zone: use an IANA name such as {DEFAULT_TIMEZONE}"
+        ) from exc
 
 
 def _us(t: time) -> int:
@@ -48,8 +49,8 @@ def _us(t: time) -> int:
 class Periods:
     """The period tables as sorted arrays: per day type, starts and ends in µs of the day."""
 
-    by_day_type: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]   # ids, starts, ends
-    half_hour_ids: np.ndarray                                           # 48 slots, -1 where missing
+    by_day_type: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # ids, starts, ends
+    half_hour_ids: np.ndarray  # 48 slots, -1 where missing
 
     @classmethod
     def from_rows(cls, time_periods, half_hours) -> "Periods":
@@ -57,9 +58,11 @@ class Periods:
         by = {}
         for day_type in DAY_TYPES:
             rows = sorted((_us(s), _us(e), i) for i, d, s, e in time_periods if d == day_type)
-            by[day_type] = (np.array([r[2] for r in rows], dtype=np.int64),
-                            np.array([r[0] for r in rows], dtype=np.int64),
-                            np.array([r[1] for r in rows], dtype=np.int64))
+            by[day_type] = (
+                np.array([r[2] for r in rows], dtype=np.int64),
+                np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([r[1] for r in rows], dtype=np.int64),
+            )
         slots = np.full(48, -1, dtype=np.int64)
         for i, s, _e in half_hours:
             slots[_us(s) // US_PER_HALF_HOUR] = i
@@ -68,14 +71,20 @@ class Periods:
     @classmethod
     def load(cls, conn) -> "Periods":
         return cls.from_rows(
-            conn.execute('SELECT id, "dayType", "initialTime", "endTime" FROM "AndroidRequests_timeperiod"').fetchall(),
-            conn.execute('SELECT id, "initialTime", "endTime" FROM "AndroidRequests_halfhourperiod"').fetchall())
+            conn.execute(
+                'SELECT id, "dayType", "initialTime", "endTime" FROM "AndroidRequests_timeperiod"'
+            ).fetchall(),
+            conn.execute(
+                'SELECT id, "initialTime", "endTime" FROM "AndroidRequests_halfhourperiod"'
+            ).fetchall(),
+        )
 
 
 def day_types(weekday: pd.Series) -> pd.Series:
     """Monday=0 ... Sunday=6 to Laboral / Sábado / Domingo."""
-    return pd.Series(np.where(weekday == 6, "Domingo", np.where(weekday == 5, "Sábado", "Laboral")),
-                     index=weekday.index)
+    return pd.Series(
+        np.where(weekday == 6, "Domingo", np.where(weekday == 5, "Sábado", "Laboral")), index=weekday.index
+    )
 
 
 def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFrame:
@@ -83,7 +92,7 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     ids and a problem where no period holds the time. Vectorised over the whole batch."""
     missing = created_us.isna()
     instants = pd.to_datetime(created_us.fillna(0).astype(np.int64), unit="us", utc=True)
-    local = instants.dt.tz_convert(tz).dt.tz_localize(None)     # wall clock, unambiguous from UTC
+    local = instants.dt.tz_convert(tz).dt.tz_localize(None)  # wall clock, unambiguous from UTC
     of_day = ((local - local.dt.floor("D")) // pd.Timedelta(microseconds=1)).astype(np.int64).to_numpy()
     kind = day_types(local.dt.day_of_week)
     period = np.full(len(local), -1, dtype=np.int64)
@@ -98,20 +107,31 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     problem = nones(created_us.index)
     no_period = period < 0
     if no_period.any():
-        problem[no_period] = [f"no {k} time period holds local time {t:%H:%M:%S.%f}"
-                              for k, t in zip(kind[no_period], local[no_period])]
+        problem[no_period] = [
+            f"no {k} time period holds local time {t:%H:%M:%S.%f}"
+            for k, t in zip(kind[no_period], local[no_period])
+        ]
     no_half = (half < 0) & ~no_period
     if no_half.any():
         problem[no_half] = [f"no half-hour period holds local time {t:%H:%M:%S}" for t in local[no_half]]
     if missing.any():
         problem[missing] = "no timeCreation"
-    return tidy(pd.DataFrame({
-        "local_time_creation": local.where(~missing),
-        "day_type": kind.astype(object).where(~missing),
-        "time_period_id": pd.Series(period, index=created_us.index).astype("Int64").where((period >= 0) & ~missing),
-        "half_hour_period_id": pd.Series(half, index=created_us.index).astype("Int64").where((half >= 0) & ~missing),
-        "problem": problem,
-    }, index=created_us.index))
+    return tidy(
+        pd.DataFrame(
+            {
+                "local_time_creation": local.where(~missing),
+                "day_type": kind.astype(object).where(~missing),
+                "time_period_id": pd.Series(period, index=created_us.index)
+                .astype("Int64")
+                .where((period >= 0) & ~missing),
+                "half_hour_period_id": pd.Series(half, index=created_us.index)
+                .astype("Int64")
+                .where((half >= 0) & ~missing),
+                "problem": problem,
+            },
+            index=created_us.index,
+        )
+    )
 
 
 _FETCH = 's.id, s.arb_changed_at::text AS version, (extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us'
@@ -132,8 +152,14 @@ class EventPeriods(Derivation):
 
     def reference_digest(self, conn) -> str:
         p = Periods.load(conn)
-        text = repr((self.version, self.tz.key, sorted((k, v[0].tolist(), v[1].tolist(), v[2].tolist())
-                                                       for k, v in p.by_day_type.items()), p.half_hour_ids.tolist()))
+        text = repr(
+            (
+                self.version,
+                self.tz.key,
+                sorted((k, v[0].tolist(), v[1].tolist(), v[2].tolist()) for k, v in p.by_day_type.items()),
+                p.half_hour_ids.tolist(),
+            )
+        )
         return hashlib.sha256(text.encode()).hexdigest()
 
     def prepare(self, conn) -> Periods:

@@ -34,8 +34,9 @@ def normalize(raw: pd.Series) -> pd.DataFrame:
     unknown = ~(dummy | old | new) & ~empty.fillna(True).astype(bool)
     problem[empty.fillna(True).astype(bool)] = "no plate"
     if unknown.any():
-        problem[unknown] = [f"plate {p!r} matches no known format (AAAA11, BB1234, {DUMMY})"
-                            for p in raw[unknown]]
+        problem[unknown] = [
+            f"plate {p!r} matches no known format (AAAA11, BB1234, {DUMMY})" for p in raw[unknown]
+        ]
     return tidy(pd.DataFrame({"normalized_plate": normalized, "plate_format": fmt, "problem": problem}))
 
 
@@ -48,13 +49,18 @@ class BusPlates(Derivation):
     """The normalised plate of every bus (``AndroidRequests_busv2``)."""
 
     name = "bus_plates"
-    sources = (Source(
-        "AndroidRequests_busv2", "arb_pp_busv2_plate", ("plate_format", "normalized_plate"),
-        's.id, s.arb_changed_at::text AS version, s."registrationPlate" AS plate',
-        # A bus has no timestamp: a window's buses are those its bus events name.
-        window='SELECT DISTINCT ba.uuid_id FROM "AndroidRequests_eventforbusv2" e '
-               'JOIN "AndroidRequests_busassignment" ba ON ba.id = e.busassignment_id '
-               'WHERE e."timeStamp" >= %(start)s::timestamptz AND e."timeStamp" < %(end)s::timestamptz'),)
+    sources = (
+        Source(
+            "AndroidRequests_busv2",
+            "arb_pp_busv2_plate",
+            ("plate_format", "normalized_plate"),
+            's.id, s.arb_changed_at::text AS version, s."registrationPlate" AS plate',
+            # A bus has no timestamp: a window's buses are those its bus events name.
+            window='SELECT DISTINCT ba.uuid_id FROM "AndroidRequests_eventforbusv2" e '
+            'JOIN "AndroidRequests_busassignment" ba ON ba.id = e.busassignment_id '
+            'WHERE e."timeStamp" >= %(start)s::timestamptz AND e."timeStamp" < %(end)s::timestamptz',
+        ),
+    )
 
     def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
         return pd.concat([rows[["id", "version"]], normalize(rows["plate"])], axis=1)

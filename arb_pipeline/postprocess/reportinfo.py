@@ -22,8 +22,19 @@ from arb_pipeline.postprocess import plates
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
 
 STOP_KEYS = ("bus_stop", "busStop")
-FIELDS = ("report_type", "plate_raw", "plate", "service", "machine_id", "bus_uuid", "stop_code",
-          "latitude", "longitude", "user_latitude", "user_longitude")
+FIELDS = (
+    "report_type",
+    "plate_raw",
+    "plate",
+    "service",
+    "machine_id",
+    "bus_uuid",
+    "stop_code",
+    "latitude",
+    "longitude",
+    "user_latitude",
+    "user_longitude",
+)
 
 
 def _number(value, low: float, high: float) -> float | None:
@@ -50,8 +61,10 @@ def _point(obj, what: str, problems: list[str]) -> tuple[float | None, float | N
         return None, None
     lat, lon = _number(obj.get("latitude"), -90, 90), _number(obj.get("longitude"), -180, 180)
     if lat is None or lon is None:
-        problems.append(f"{what} coordinates are not numbers in range: "
-                        f"latitude={obj.get('latitude')!r}, longitude={obj.get('longitude')!r}")
+        problems.append(
+            f"{what} coordinates are not numbers in range: "
+            f"latitude={obj.get('latitude')!r}, longitude={obj.get('longitude')!r}"
+        )
         return None, None
     return lat, lon
 
@@ -95,12 +108,17 @@ def parse(text) -> dict:
 def user_location(texts: pd.Series) -> pd.DataFrame:
     """longitude, latitude and problem of the user's location in each reportInfo."""
     parsed = [parse(t) for t in texts]
-    return pd.DataFrame({
-        "longitude": [p["user_longitude"] for p in parsed],
-        "latitude": [p["user_latitude"] for p in parsed],
-        "problem": [None if p["user_latitude"] is not None else (p["problem"] or "no user coordinates")
-                    for p in parsed],
-    }, index=texts.index)
+    return pd.DataFrame(
+        {
+            "longitude": [p["user_longitude"] for p in parsed],
+            "latitude": [p["user_latitude"] for p in parsed],
+            "problem": [
+                None if p["user_latitude"] is not None else (p["problem"] or "no user coordinates")
+                for p in parsed
+            ],
+        },
+        index=texts.index,
+    )
 
 
 def _as_uuid(text) -> str | None:
@@ -127,10 +145,14 @@ def resolve_buses(frame: pd.DataFrame, buses: pd.DataFrame) -> pd.DataFrame:
     frame["bus_uuid"] = found.fillna(by_plate_hit).where(is_bus, None)
     lost = is_bus & frame["bus_uuid"].isna()
     if lost.any():
-        notes = [f"no bus with machine id {m!r} nor a unique plate {p!r}"
-                 for m, p in zip(frame.loc[lost, "machine_id"], frame.loc[lost, "plate_raw"])]
-        frame.loc[lost, "problem"] = [n if old is None or old != old else f"{old}; {n}"
-                                      for old, n in zip(frame.loc[lost, "problem"], notes)]
+        notes = [
+            f"no bus with machine id {m!r} nor a unique plate {p!r}"
+            for m, p in zip(frame.loc[lost, "machine_id"], frame.loc[lost, "plate_raw"])
+        ]
+        frame.loc[lost, "problem"] = [
+            n if old is None or old != old else f"{old}; {n}"
+            for old, n in zip(frame.loc[lost, "problem"], notes)
+        ]
     return frame
 
 
@@ -141,8 +163,10 @@ def parse_reports(texts: pd.Series, buses: pd.DataFrame) -> pd.DataFrame:
     frame["plate"] = norm["normalized_plate"].where(frame["report_type"] == "bus")
     bad_plate = (frame["report_type"] == "bus") & frame["plate_raw"].notna() & norm["problem"].notna()
     if bad_plate.any():  # worth knowing, but the machine id may still find the bus
-        frame.loc[bad_plate, "problem"] = [n if old is None or old != old else f"{old}; {n}" for old, n in
-                                           zip(frame.loc[bad_plate, "problem"], norm.loc[bad_plate, "problem"])]
+        frame.loc[bad_plate, "problem"] = [
+            n if old is None or old != old else f"{old}; {n}"
+            for old, n in zip(frame.loc[bad_plate, "problem"], norm.loc[bad_plate, "problem"])
+        ]
     return tidy(resolve_buses(frame, buses))
 
 
@@ -150,17 +174,26 @@ class ReportInfo(Derivation):
     """reportInfo of every report, parsed (``arb_pp_report_info``)."""
 
     name = "report_info"
-    sources = (Source(
-        "AndroidRequests_report", "arb_pp_report_info", FIELDS,
-        's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
-        # A bus that arrives after its report resolves the report's bus uuid.
-        extra=("SELECT ri.id FROM arb_pp_report_info ri WHERE ri.report_type = 'bus' AND ri.bus_uuid IS NULL "
-               'AND EXISTS (SELECT 1 FROM "AndroidRequests_busv2" b WHERE b.arb_changed_at > %(since)s '
-               "AND b.arb_changed_at >= ri.processed_at)",)),)
+    sources = (
+        Source(
+            "AndroidRequests_report",
+            "arb_pp_report_info",
+            FIELDS,
+            's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
+            # A bus that arrives after its report resolves the report's bus uuid.
+            extra=(
+                "SELECT ri.id FROM arb_pp_report_info ri WHERE ri.report_type = 'bus' AND ri.bus_uuid IS NULL "
+                'AND EXISTS (SELECT 1 FROM "AndroidRequests_busv2" b WHERE b.arb_changed_at > %(since)s '
+                "AND b.arb_changed_at >= ri.processed_at)",
+            ),
+        ),
+    )
 
     def prepare(self, conn) -> pd.DataFrame:
-        return pd.DataFrame(conn.execute('SELECT uuid::text, "registrationPlate" FROM "AndroidRequests_busv2"')
-                            .fetchall(), columns=["uuid", "registrationPlate"])
+        return pd.DataFrame(
+            conn.execute('SELECT uuid::text, "registrationPlate" FROM "AndroidRequests_busv2"').fetchall(),
+            columns=["uuid", "registrationPlate"],
+        )
 
     def compute(self, conn, ctx: pd.DataFrame, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
         return pd.concat([rows[["id", "version"]], parse_reports(rows["info"], ctx)], axis=1)

@@ -31,7 +31,7 @@ PREDICATE = "covered_by"
 
 @dataclass(frozen=True)
 class ZoneIndex:
-    ids: np.ndarray          # zone ids, one per tree geometry
+    ids: np.ndarray  # zone ids, one per tree geometry
     tree: STRtree
 
     @classmethod
@@ -39,7 +39,11 @@ class ZoneIndex:
         """``rows``: (id, polygon WKT). A polygon that doesn't parse is left out, with a warning."""
         rows = list(rows)
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        geoms = shapely.from_wkt([r[1] for r in rows], on_invalid="ignore") if rows else np.array([], dtype=object)
+        geoms = (
+            shapely.from_wkt([r[1] for r in rows], on_invalid="ignore")
+            if rows
+            else np.array([], dtype=object)
+        )
         ok = ~shapely.is_missing(geoms) if rows else np.array([], dtype=bool)
         for zone_id in ids[~ok]:
             log.warning("zone %s has a polygon that is not valid WKT; it is left out", zone_id)
@@ -47,7 +51,9 @@ class ZoneIndex:
 
     @classmethod
     def load(cls, conn) -> "ZoneIndex":
-        return cls.from_wkt(conn.execute('SELECT id, polygon_wkt FROM "AndroidRequests_zonification" ORDER BY id'))
+        return cls.from_wkt(
+            conn.execute('SELECT id, polygon_wkt FROM "AndroidRequests_zonification" ORDER BY id')
+        )
 
     def locate(self, lon, lat) -> tuple[np.ndarray, list[str | None]]:
         """Zone id (-1 for none) and problem for each point (arrays of floats, NaN for none)."""
@@ -59,11 +65,13 @@ class ZoneIndex:
             pairs = self.tree.query(shapely.points(lon[where], lat[where]), predicate=PREDICATE)
             if pairs.shape[1]:
                 point, zone_ids = pairs[0], self.ids[pairs[1]]
-                order = np.lexsort((zone_ids, point))          # by point, then smallest zone id
+                order = np.lexsort((zone_ids, point))  # by point, then smallest zone id
                 first_points, first = np.unique(point[order], return_index=True)
                 zone[where[first_points]] = zone_ids[order][first]
-        problems = [None if z >= 0 else ("no coordinates" if not h else f"({x}, {y}) lies in no zone")
-                    for z, h, x, y in zip(zone, have, lon, lat)]
+        problems = [
+            None if z >= 0 else ("no coordinates" if not h else f"({x}, {y}) lies in no zone")
+            for z, h, x, y in zip(zone, have, lon, lat)
+        ]
         return zone, problems
 
 
@@ -85,13 +93,22 @@ def event_source(table: str, derived: str, stats: str) -> Source:
     """An event table whose location is its newest vote; a new vote makes it pending.
     The batch's newest votes come from one set-based query over the batch's ids."""
     fetch = "s.id, s.arb_changed_at::text AS version, v.longitude, v.latitude"
-    return Source(table, derived, ("longitude", "latitude", "zone_id"), fetch, extra=(
-        f'SELECT DISTINCT x."reportOfEvent_id" FROM "{stats}" x LEFT JOIN {derived} d ON d.id = x."reportOfEvent_id" '
-        f'WHERE x.arb_changed_at > %(since)s AND (d.id IS NULL OR x.arb_changed_at >= d.processed_at)',),
-        joins=(f'LEFT JOIN (SELECT DISTINCT ON (x."reportOfEvent_id") x."reportOfEvent_id" AS event, x.longitude, '
-               f'x.latitude FROM "{stats}" x WHERE x."reportOfEvent_id" IN (SELECT id FROM arb_pp_todo '
-               f'WHERE id > %(after)s AND id <= %(upto)s) '
-               f'ORDER BY x."reportOfEvent_id", x."timeStamp" DESC, x.id DESC) v ON v.event = s.id'))
+    return Source(
+        table,
+        derived,
+        ("longitude", "latitude", "zone_id"),
+        fetch,
+        extra=(
+            f'SELECT DISTINCT x."reportOfEvent_id" FROM "{stats}" x LEFT JOIN {derived} d ON d.id = x."reportOfEvent_id" '
+            f"WHERE x.arb_changed_at > %(since)s AND (d.id IS NULL OR x.arb_changed_at >= d.processed_at)",
+        ),
+        joins=(
+            f'LEFT JOIN (SELECT DISTINCT ON (x."reportOfEvent_id") x."reportOfEvent_id" AS event, x.longitude, '
+            f'x.latitude FROM "{stats}" x WHERE x."reportOfEvent_id" IN (SELECT id FROM arb_pp_todo '
+            f"WHERE id > %(after)s AND id <= %(upto)s) "
+            f'ORDER BY x."reportOfEvent_id", x."timeStamp" DESC, x.id DESC) v ON v.event = s.id'
+        ),
+    )
 
 
 class Zones(Derivation):
@@ -99,17 +116,29 @@ class Zones(Derivation):
 
     name = "zones"
     sources = (
-        event_source("AndroidRequests_eventforbusstop", "arb_pp_eventforbusstop_zone",
-                     "AndroidRequests_stadisticdatafromregistrationbusstop"),
-        event_source("AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_zone",
-                     "AndroidRequests_stadisticdatafromregistrationbus"),
-        Source("AndroidRequests_report", "arb_pp_report_zone", ("longitude", "latitude", "zone_id"),
-               's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info'),
+        event_source(
+            "AndroidRequests_eventforbusstop",
+            "arb_pp_eventforbusstop_zone",
+            "AndroidRequests_stadisticdatafromregistrationbusstop",
+        ),
+        event_source(
+            "AndroidRequests_eventforbusv2",
+            "arb_pp_eventforbusv2_zone",
+            "AndroidRequests_stadisticdatafromregistrationbus",
+        ),
+        Source(
+            "AndroidRequests_report",
+            "arb_pp_report_zone",
+            ("longitude", "latitude", "zone_id"),
+            's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
+        ),
     )
 
     def reference_digest(self, conn) -> str:
-        digest = conn.execute("SELECT md5(coalesce(string_agg(id::text || ':' || polygon_wkt, ',' ORDER BY id), '')) "
-                              'FROM "AndroidRequests_zonification"').fetchone()[0]
+        digest = conn.execute(
+            "SELECT md5(coalesce(string_agg(id::text || ':' || polygon_wkt, ',' ORDER BY id), '')) "
+            'FROM "AndroidRequests_zonification"'
+        ).fetchone()[0]
         return hashlib.sha256(f"v{self.version}:{PREDICATE}:{digest}".encode()).hexdigest()
 
     def prepare(self, conn) -> ZoneIndex:
@@ -120,5 +149,11 @@ class Zones(Derivation):
             where = reportinfo.user_location(rows["info"])
             located = pd.concat([rows[["id", "version"]], where[["longitude", "latitude"]]], axis=1)
             return zone_frame(ctx, located, where["problem"])
-        return zone_frame(ctx, rows, pd.Series(
-            np.where(rows["longitude"].isna(), "the event has no vote with coordinates", None), index=rows.index))
+        return zone_frame(
+            ctx,
+            rows,
+            pd.Series(
+                np.where(rows["longitude"].isna(), "the event has no vote with coordinates", None),
+                index=rows.index,
+            ),
+        )

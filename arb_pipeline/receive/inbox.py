@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import ArbError, BackupDataError
 from arb_pipeline.load.apply import LoadResult, load_backup
-from arb_pipeline.package.media import MediaError
-from arb_pipeline.receive.media import InstallResult, install_media
-from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
-from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
-from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.ops.retention import apply_retention, check_free_space, load_ledger, plan_retention
+from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.media import MediaError
+from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.receive.media import InstallResult, install_media
+from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.transport.base import is_temporary_name
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,25 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
                 bad.append(Unreadable(kind, folder.name, folder, str(exc)))
                 continue
             if manifest.backup_id != folder.name or manifest.kind != kind:
-                bad.append(Unreadable(kind, folder.name, folder,
-                                      f"manifest says {manifest.kind}/{manifest.backup_id}, folder is {kind}/{folder.name}"))
+                bad.append(
+                    Unreadable(
+                        kind,
+                        folder.name,
+                        folder,
+                        f"manifest says {manifest.kind}/{manifest.backup_id}, folder is {kind}/{folder.name}",
+                    )
+                )
                 continue
-            found.append(Pending(kind, manifest.backup_id, folder, manifest.partition_key, manifest.snapshot_time,
-                                 hashlib.sha256(data).hexdigest()))
+            found.append(
+                Pending(
+                    kind,
+                    manifest.backup_id,
+                    folder,
+                    manifest.partition_key,
+                    manifest.snapshot_time,
+                    hashlib.sha256(data).hexdigest(),
+                )
+            )
     found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))
     return found, bad
 
@@ -96,8 +110,15 @@ def loaded_ids(dsn: str) -> dict[str, str]:
         return dict(conn.execute("SELECT backup_id, manifest_sha256 FROM arb_loaded_backup").fetchall())
 
 
-def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path,
-            min_free_bytes: int = 0, inbox_dir: Path | None = None) -> Received:
+def receive(
+    backup_dir: Path,
+    *,
+    dsn: str,
+    media_dir: Path,
+    quarantine_dir: Path,
+    min_free_bytes: int = 0,
+    inbox_dir: Path | None = None,
+) -> Received:
     """Verify and load one backup; quarantine it (and re-raise) if it is bad."""
     backup_dir = Path(backup_dir)
     volumes = {"inbox": backup_dir, "media folder": Path(media_dir)}
@@ -107,7 +128,9 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
     except VerifyError as exc:
         if exc.quarantine:
             where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file) from exc
+            raise VerifyError(
+                f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file
+            ) from exc
         raise
     sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     with connect(dsn) as conn:
@@ -117,7 +140,9 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
             if not exc.quarantine:
                 raise  # the receiver must change; the backup waits in the inbox
             where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file) from exc
+            raise VerifyError(
+                f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file
+            ) from exc
         conn.rollback()
         media = None
         bundle = manifest.file("media")
@@ -128,28 +153,41 @@ def receive(backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path
                 if not exc.quarantine:  # the receiver's setting is wrong, not the backup: it waits
                     raise
                 where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
-                raise VerifyError(f"backup {manifest.backup_id}: media bundle refused: {exc} "
-                                  f"(quarantined in {where})", backup_id=manifest.backup_id) from exc
+                raise VerifyError(
+                    f"backup {manifest.backup_id}: media bundle refused: {exc} (quarantined in {where})",
+                    backup_id=manifest.backup_id,
+                ) from exc
         try:
             result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
         except BackupDataError as exc:  # verified, yet rows the database refuses: it would fail every time
             conn.rollback()
             where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(f"{exc} (quarantined in {where}; `arb requeue {manifest.backup_id}` once the cause "
-                              "is fixed)", backup_id=manifest.backup_id) from exc
+            raise VerifyError(
+                f"{exc} (quarantined in {where}; `arb requeue {manifest.backup_id}` once the cause is fixed)",
+                backup_id=manifest.backup_id,
+            ) from exc
     received = Received(result, manifest, media, plan.warnings())
     if media and media.conflicts:
-        received.warnings += [f"media file {c.name} differs from the one already on the receiver; kept the existing "
-                              f"file, the new one is at {c.kept_as}" for c in media.conflicts]
+        received.warnings += [
+            f"media file {c.name} differs from the one already on the receiver; kept the existing "
+            f"file, the new one is at {c.kept_as}"
+            for c in media.conflicts
+        ]
     return received
 
 
-def apply_retention_after_load(inbox_dir: Path, dsn: str, *, partial_days: float, complete_days: float,
-                               now: datetime | None = None) -> list[Path]:
+def apply_retention_after_load(
+    inbox_dir: Path, dsn: str, *, partial_days: float, complete_days: float, now: datetime | None = None
+) -> list[Path]:
     with connect(dsn) as conn:
         ledger = load_ledger(conn)
-    plan = plan_retention(inbox_dir, ledger, now or datetime.now(timezone.utc),
-                          partial_days=partial_days, complete_days=complete_days)
+    plan = plan_retention(
+        inbox_dir,
+        ledger,
+        now or datetime.now(timezone.utc),
+        partial_days=partial_days,
+        complete_days=complete_days,
+    )
     return apply_retention(plan, inbox_dir)
 
 

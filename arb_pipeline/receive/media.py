@@ -24,7 +24,15 @@ from typing import Iterable
 
 from arb_pipeline.fsutil import fsync_dir
 from arb_pipeline.package.manifest import MediaEntry
-from arb_pipeline.package.media import CHUNK, DIR_MODE, FILE_MODE, MediaError, inside, is_safe_name, media_root
+from arb_pipeline.package.media import (
+    CHUNK,
+    DIR_MODE,
+    FILE_MODE,
+    MediaError,
+    inside,
+    is_safe_name,
+    media_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,24 +42,24 @@ CONFLICT_INFIX = ".conflict-"
 
 @dataclass(frozen=True)
 class InstallResult:
-    installed: list[str] = field(default_factory=list)        # new files now in the media folder
-    identical: list[str] = field(default_factory=list)        # already there with the same sha256
+    installed: list[str] = field(default_factory=list)  # new files now in the media folder
+    identical: list[str] = field(default_factory=list)  # already there with the same sha256
     conflicts: list["MediaConflict"] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class MediaConflict:
-    name: str               # the existing file, left untouched
-    existing_sha256: str | None   # None when the existing path is not a regular file
+    name: str  # the existing file, left untouched
+    existing_sha256: str | None  # None when the existing path is not a regular file
     new_sha256: str
-    kept_as: str            # where the new file was put, relative to the media folder
+    kept_as: str  # where the new file was put, relative to the media folder
 
 
 @dataclass
 class _Staged:
     name: str
-    dest: str           # absolute destination path
-    temp: str           # absolute temporary path, same folder
+    dest: str  # absolute destination path
+    temp: str  # absolute temporary path, same folder
     sha256: str
 
 
@@ -78,23 +86,30 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
         try:
             tar = tarfile.open(bundle_path, mode="r:")
         except (tarfile.TarError, OSError) as exc:
-            raise MediaError(f"media bundle {str(bundle_path)!r} is not a readable uncompressed tar "
-                             f"({exc}); the backup is damaged: quarantine it") from None
+            raise MediaError(
+                f"media bundle {str(bundle_path)!r} is not a readable uncompressed tar "
+                f"({exc}); the backup is damaged: quarantine it"
+            ) from None
         with tar:
             seen: set[str] = set()
             try:
                 for member in tar:
                     _check_member(member, want, seen, bundle_path)
                     seen.add(member.name)
-                    staged.append(_stage_member(tar, member, want[member.name], root, created_dirs, bundle_path))
+                    staged.append(
+                        _stage_member(tar, member, want[member.name], root, created_dirs, bundle_path)
+                    )
             except tarfile.TarError as exc:
-                raise MediaError(f"media bundle {str(bundle_path)!r} is a damaged tar ({exc}): "
-                                 f"quarantine the backup") from None
+                raise MediaError(
+                    f"media bundle {str(bundle_path)!r} is a damaged tar ({exc}): quarantine the backup"
+                ) from None
         absent = sorted(set(want) - seen)
         if absent:
             more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
-            raise MediaError(f"media bundle {str(bundle_path)!r} lacks {len(absent)} file(s) its manifest "
-                             f"lists: {', '.join(absent[:5])}{more}; the backup is damaged: quarantine it")
+            raise MediaError(
+                f"media bundle {str(bundle_path)!r} lacks {len(absent)} file(s) its manifest "
+                f"lists: {', '.join(absent[:5])}{more}; the backup is damaged: quarantine it"
+            )
         _fsync_files([s.temp for s in staged])
         result = _put_in_place(staged, root)
         ok = True
@@ -113,21 +128,35 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
 def _check_member(member: tarfile.TarInfo, want: dict[str, MediaEntry], seen: set[str], bundle) -> None:
     where = f"media bundle {str(bundle)!r}"
     if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
-        kind = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.DIRTYPE: "a folder",
-                tarfile.CHRTYPE: "a device", tarfile.BLKTYPE: "a device", tarfile.FIFOTYPE: "a FIFO",
-                tarfile.GNUTYPE_SPARSE: "a sparse file"}.get(member.type, f"of tar type {member.type!r}")
-        raise MediaError(f"{where}: member {member.name!r} is {kind}, not a regular file: "
-                         f"refusing the bundle (quarantine the backup)")
+        kind = {
+            tarfile.SYMTYPE: "a symlink",
+            tarfile.LNKTYPE: "a hard link",
+            tarfile.DIRTYPE: "a folder",
+            tarfile.CHRTYPE: "a device",
+            tarfile.BLKTYPE: "a device",
+            tarfile.FIFOTYPE: "a FIFO",
+            tarfile.GNUTYPE_SPARSE: "a sparse file",
+        }.get(member.type, f"of tar type {member.type!r}")
+        raise MediaError(
+            f"{where}: member {member.name!r} is {kind}, not a regular file: "
+            f"refusing the bundle (quarantine the backup)"
+        )
     if os.path.isabs(member.name) or not is_safe_name(member.name):
-        raise MediaError(f"{where}: member {member.name!r} has an unsafe name (absolute, '..' or "
-                         f"characters outside [A-Za-z0-9_.-]): refusing the bundle (quarantine the backup)")
+        raise MediaError(
+            f"{where}: member {member.name!r} has an unsafe name (absolute, '..' or "
+            f"characters outside [A-Za-z0-9_.-]): refusing the bundle (quarantine the backup)"
+        )
     if member.name in seen:
         raise MediaError(f"{where}: member {member.name!r} appears twice: refusing the bundle")
     if member.name not in want:
-        raise MediaError(f"{where}: member {member.name!r} is not listed in the manifest: refusing the bundle")
+        raise MediaError(
+            f"{where}: member {member.name!r} is not listed in the manifest: refusing the bundle"
+        )
     if member.size != want[member.name].bytes:
-        raise MediaError(f"{where}: member {member.name!r} is {member.size} bytes, the manifest says "
-                         f"{want[member.name].bytes}: the backup is damaged, quarantine it")
+        raise MediaError(
+            f"{where}: member {member.name!r} is {member.size} bytes, the manifest says "
+            f"{want[member.name].bytes}: the backup is damaged, quarantine it"
+        )
 
 
 def _dest_folder(root: str, name: str, created_dirs: list[str]) -> str:
@@ -136,8 +165,10 @@ def _dest_folder(root: str, name: str, created_dirs: list[str]) -> str:
         return root
     folder = os.path.join(root, name.split("/", 1)[0])
     if os.path.islink(folder) or (os.path.lexists(folder) and not os.path.isdir(folder)):
-        raise MediaError(f"receiver media folder entry {folder!r} is not a plain folder (a symlink or a "
-                         f"file): refusing to install {name!r} through it; fix the media folder")
+        raise MediaError(
+            f"receiver media folder entry {folder!r} is not a plain folder (a symlink or a "
+            f"file): refusing to install {name!r} through it; fix the media folder"
+        )
     if not os.path.lexists(folder):
         os.mkdir(folder, DIR_MODE)
         created_dirs.append(folder)
@@ -147,17 +178,29 @@ def _dest_folder(root: str, name: str, created_dirs: list[str]) -> str:
     return real
 
 
-def _stage_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: MediaEntry, root: str,
-                  created_dirs: list[str], bundle) -> _Staged:
+def _stage_member(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    entry: MediaEntry,
+    root: str,
+    created_dirs: list[str],
+    bundle,
+) -> _Staged:
     base = os.path.basename(member.name)
     try:
         folder = _dest_folder(root, member.name, created_dirs)
         temp = os.path.join(folder, f".{base[:200]}.{secrets.token_hex(6)}{PART_SUFFIX}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                     | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+            FILE_MODE,
+        )
     except OSError as exc:
-        raise MediaError(f"cannot write into the receiver media folder for {member.name!r}: {exc}; "
-                         f"check its permissions and free space", quarantine=False) from None
+        raise MediaError(
+            f"cannot write into the receiver media folder for {member.name!r}: {exc}; "
+            f"check its permissions and free space",
+            quarantine=False,
+        ) from None
     staged = _Staged(member.name, os.path.join(folder, base), temp, entry.sha256)
     try:
         digest, size = hashlib.sha256(), 0
@@ -168,16 +211,21 @@ def _stage_member(tar: tarfile.TarFile, member: tarfile.TarInfo, entry: MediaEnt
                 size += len(chunk)
                 out.write(chunk)
         if size != entry.bytes or digest.hexdigest() != entry.sha256:
-            raise MediaError(f"media bundle {str(bundle)!r}: member {member.name!r} does not match the "
-                             f"manifest (size {size} vs {entry.bytes}, sha256 {digest.hexdigest()[:12]}… vs "
-                             f"{entry.sha256[:12]}…): the backup is damaged, quarantine it")
+            raise MediaError(
+                f"media bundle {str(bundle)!r}: member {member.name!r} does not match the "
+                f"manifest (size {size} vs {entry.bytes}, sha256 {digest.hexdigest()[:12]}… vs "
+                f"{entry.sha256[:12]}…): the backup is damaged, quarantine it"
+            )
         os.utime(temp, (member.mtime, member.mtime))
     except BaseException as exc:
         _unlink_quietly(temp)
         if isinstance(exc, OSError):
             # The receiver's disk, not the backup (it was verified): the backup waits in the inbox.
-            raise MediaError(f"cannot stage media file {member.name!r} in the receiver media folder: {exc}; "
-                             f"check its permissions and free space", quarantine=False) from None
+            raise MediaError(
+                f"cannot stage media file {member.name!r} in the receiver media folder: {exc}; "
+                f"check its permissions and free space",
+                quarantine=False,
+            ) from None
         raise
     return staged
 
@@ -195,10 +243,13 @@ def _put_in_place(staged: list[_Staged], root: str) -> InstallResult:
             result.identical.append(s.name)
             continue
         kept = f"{s.name}{CONFLICT_INFIX}{s.sha256[:12]}"
-        os.replace(s.temp, os.path.join(root, kept))   # same content if it was already there
+        os.replace(s.temp, os.path.join(root, kept))  # same content if it was already there
         result.conflicts.append(MediaConflict(s.name, existing, s.sha256, kept))
-        log.warning("media: %r already exists with different content; kept it, put the new file "
-                    "aside as %r", s.name, kept)
+        log.warning(
+            "media: %r already exists with different content; kept it, put the new file aside as %r",
+            s.name,
+            kept,
+        )
     for folder in folders:
         fsync_dir(folder)
     return result
@@ -211,8 +262,15 @@ def _link_new(temp: str, dest: str) -> bool:
         return True
     except FileExistsError:
         return False
-    except OSError as exc:      # a filesystem without hard links: check, then rename
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+    except OSError as exc:  # a filesystem without hard links: check, then rename
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.EMLINK,
+            errno.ENOSYS,
+        ):
             raise
     if os.path.lexists(dest):
         return False
@@ -224,7 +282,7 @@ def _sha256_of_regular(path: str) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
-        return None             # a symlink, or unreadable: not ours to judge, keep it
+        return None  # a symlink, or unreadable: not ours to judge, keep it
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             return None
@@ -237,20 +295,24 @@ def _sha256_of_regular(path: str) -> str | None:
 def _fsync_files(paths: list[str]) -> None:
     """fsync every staged file before any rename. Done together, from a few threads, so the
     filesystem journal commits them in groups: one fsync per file in turn costs ~1.5 ms each."""
+
     def sync(path: str) -> None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
     if not paths:
         return
     try:
         with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="media-fsync") as pool:
             list(pool.map(sync, paths))
     except OSError as exc:
-        raise MediaError(f"cannot flush staged media files to disk in the receiver media folder: {exc}; "
-                         f"check the disk", quarantine=False) from None
+        raise MediaError(
+            f"cannot flush staged media files to disk in the receiver media folder: {exc}; check the disk",
+            quarantine=False,
+        ) from None
 
 
 def _unlink_quietly(path: str) -> None:

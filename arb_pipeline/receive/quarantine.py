@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from arb_pipeline.fsutil import fsync_dir
 from arb_pipeline.errors import ArbError
+from arb_pipeline.fsutil import fsync_dir
 
 REASON_NAME = "REASON.txt"
 _MARKER = "# arb_pipeline quarantine"
@@ -35,11 +35,13 @@ class QuarantineError(ArbError):
 
 class QuarantinedBackup(NamedTuple):
     kind: str
-    name: str       # folder name in the quarantine: the backup id, maybe with a ".N" suffix
+    name: str  # folder name in the quarantine: the backup id, maybe with a ".N" suffix
     reason: str
 
 
-def _reason_text(backup_dir: Path, kind: str, reason: str, when: datetime, dest_name: str, backup_id: str) -> str:
+def _reason_text(
+    backup_dir: Path, kind: str, reason: str, when: datetime, dest_name: str, backup_id: str
+) -> str:
     return (
         f"{_MARKER}\n"
         f"backup: {backup_id}\n"
@@ -102,14 +104,18 @@ def quarantine(backup_dir: Path, quarantine_root: Path, reason: str) -> Path:
         raise QuarantineError(f"can't quarantine {backup_dir}: it is not a folder")
     kind = backup_dir.parent.name
     if kind not in _KINDS:
-        raise QuarantineError(f"can't quarantine {backup_dir}: its parent folder is {kind!r}, not partial or "
-                              "complete (a backup lives at <inbox>/<kind>/<backup_id>)")
+        raise QuarantineError(
+            f"can't quarantine {backup_dir}: its parent folder is {kind!r}, not partial or "
+            "complete (a backup lives at <inbox>/<kind>/<backup_id>)"
+        )
     target_parent = Path(quarantine_root) / kind
     try:
         target_parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise QuarantineError(f"can't create the quarantine folder {target_parent} ({exc.strerror}); "
-                              "check the receiver's quarantine_dir setting and its permissions") from None
+        raise QuarantineError(
+            f"can't create the quarantine folder {target_parent} ({exc.strerror}); "
+            "check the receiver's quarantine_dir setting and its permissions"
+        ) from None
     when = datetime.now(timezone.utc)
     name = backup_dir.name
     for n in range(1, 10_000):
@@ -121,8 +127,10 @@ def quarantine(backup_dir: Path, quarantine_root: Path, reason: str) -> Path:
         except FileExistsError:
             continue  # taken meanwhile: next suffix
         except OSError as exc:
-            raise QuarantineError(f"can't move {backup_dir} to {dest} ({exc.strerror}); the backup is left in "
-                                  "place: check the permissions of both folders") from None
+            raise QuarantineError(
+                f"can't move {backup_dir} to {dest} ({exc.strerror}); the backup is left in "
+                "place: check the permissions of both folders"
+            ) from None
         break
     else:
         raise QuarantineError(f"{target_parent} already holds 9999 copies of {name}: clean up the quarantine")
@@ -188,18 +196,27 @@ def list_quarantined(quarantine_root: Path) -> list[QuarantinedBackup]:
 
 def _find(quarantine_root: Path, backup_id: str) -> Path:
     if not backup_id or "/" in backup_id or backup_id in (".", "..") or backup_id.startswith("."):
-        raise QuarantineError(f"{backup_id!r} is not a backup id; see the quarantined ones with list_quarantined")
+        raise QuarantineError(
+            f"{backup_id!r} is not a backup id; see the quarantined ones with list_quarantined"
+        )
     root = Path(quarantine_root)
     exact = [root / k / backup_id for k in _KINDS if (root / k / backup_id).is_dir()]
     if exact:
         return exact[0]
-    copies = [root / k / p.name for k in _KINDS if (root / k).is_dir() for p in (root / k).iterdir()
-              if p.is_dir() and p.name.rsplit(".", 1)[0] == backup_id and p.name.rsplit(".", 1)[-1].isdigit()]
+    copies = [
+        root / k / p.name
+        for k in _KINDS
+        if (root / k).is_dir()
+        for p in (root / k).iterdir()
+        if p.is_dir() and p.name.rsplit(".", 1)[0] == backup_id and p.name.rsplit(".", 1)[-1].isdigit()
+    ]
     if len(copies) == 1:
         return copies[0]
     if copies:
-        raise QuarantineError(f"backup {backup_id} is quarantined {len(copies)} times "
-                              f"({', '.join(sorted(p.name for p in copies))}): pass the folder name of the one to re-queue")
+        raise QuarantineError(
+            f"backup {backup_id} is quarantined {len(copies)} times "
+            f"({', '.join(sorted(p.name for p in copies))}): pass the folder name of the one to re-queue"
+        )
     raise QuarantineError(f"backup {backup_id} is not in the quarantine {root}")
 
 
@@ -214,8 +231,9 @@ def requeue(quarantine_root: Path, backup_id: str, inbox_root: Path) -> Path:
     target_parent = Path(inbox_root) / kind
     target = target_parent / base
     if target.exists() or target.is_symlink():
-        raise QuarantineError(f"can't re-queue {name}: the inbox already has {target}; remove or quarantine that "
-                              "one first")
+        raise QuarantineError(
+            f"can't re-queue {name}: the inbox already has {target}; remove or quarantine that one first"
+        )
     target_parent.mkdir(parents=True, exist_ok=True)
     # Take the reason files out first (beside the folder, under names readers ignore), so
     # the inbox never sees them; they go back if the move fails.
@@ -232,7 +250,9 @@ def requeue(quarantine_root: Path, backup_id: str, inbox_root: Path) -> Path:
         if isinstance(exc, FileExistsError):
             raise QuarantineError(f"can't re-queue {name}: the inbox already has {target}") from None
         if isinstance(exc, OSError):
-            raise QuarantineError(f"can't move {folder} to {target} ({exc.strerror}); it stays in the quarantine") from None
+            raise QuarantineError(
+                f"can't move {folder} to {target} ({exc.strerror}); it stays in the quarantine"
+            ) from None
         raise
     for _path, aside in parked:
         os.unlink(aside)

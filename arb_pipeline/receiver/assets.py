@@ -13,11 +13,18 @@ import dagster as dg
 
 from arb_pipeline.catalog import CATALOG, short_name
 from arb_pipeline.dagster_common.freshness import policy_for
-from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
+from arb_pipeline.receive.inbox import (
+    Received,
+    apply_retention_after_load,
+    find_published,
+    loaded_ids,
+    receive,
+)
 from arb_pipeline.receive.quarantine import quarantine
-from arb_pipeline.receive.inbox import Received, apply_retention_after_load, find_published, loaded_ids, receive
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
+
 
 def loaded_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["receiver", kind, short_name(table)])
@@ -26,14 +33,29 @@ def loaded_key(kind: str, table: str) -> dg.AssetKey:
 def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"receiver_{kind}"
     fresh = policy_for(kind)
-    specs = [dg.AssetSpec(loaded_key(kind, t), group_name=group, partitions_def=partitions_def,
-                          deps=[dg.AssetKey(["sender", kind, short_name(t)])], kinds={"postgres"},
-                          freshness_policy=fresh,
-                          description=f"{t} on the receiver, with the {kind} backups of each window applied")
-             for t in tables]
-    specs.append(dg.AssetSpec(["receiver", kind, "media"], group_name=group, partitions_def=partitions_def,
-                              deps=[dg.AssetKey(["sender", kind, "media"])], kinds={"file"}, freshness_policy=fresh,
-                              description="media files of the backup, installed in the receiver's media folder"))
+    specs = [
+        dg.AssetSpec(
+            loaded_key(kind, t),
+            group_name=group,
+            partitions_def=partitions_def,
+            deps=[dg.AssetKey(["sender", kind, short_name(t)])],
+            kinds={"postgres"},
+            freshness_policy=fresh,
+            description=f"{t} on the receiver, with the {kind} backups of each window applied",
+        )
+        for t in tables
+    ]
+    specs.append(
+        dg.AssetSpec(
+            ["receiver", kind, "media"],
+            group_name=group,
+            partitions_def=partitions_def,
+            deps=[dg.AssetKey(["sender", kind, "media"])],
+            kinds={"file"},
+            freshness_policy=fresh,
+            description="media files of the backup, installed in the receiver's media folder",
+        )
+    )
     return specs
 
 
@@ -41,20 +63,28 @@ class LoadConfig(dg.Config):
     backup_id: str = ""  # empty: every unloaded backup of the partition found in the inbox
 
 
-def _backups_for(settings: ReceiverSettings, db: ReceiverDatabase, kind: str, partition_key: str, backup_id: str):
+def _backups_for(
+    settings: ReceiverSettings, db: ReceiverDatabase, kind: str, partition_key: str, backup_id: str
+):
     published, unreadable = find_published(Path(settings.inbox_dir))
     mine = [p for p in published if p.kind == kind and p.partition_key == partition_key]
     if backup_id:
         for bad in unreadable:
             if bad.backup_id == backup_id and bad.kind == kind:
-                where = quarantine(bad.path, Path(settings.quarantine_dir), f"unreadable manifest: {bad.error}")
-                raise dg.Failure(f"backup {kind}/{backup_id} has an unreadable manifest: {bad.error}. "
-                                 f"Nothing was loaded; it was quarantined in {where}. Re-run the sender's partition "
-                                 f"{partition_key} to publish it again.")
+                where = quarantine(
+                    bad.path, Path(settings.quarantine_dir), f"unreadable manifest: {bad.error}"
+                )
+                raise dg.Failure(
+                    f"backup {kind}/{backup_id} has an unreadable manifest: {bad.error}. "
+                    f"Nothing was loaded; it was quarantined in {where}. Re-run the sender's partition "
+                    f"{partition_key} to publish it again."
+                )
         chosen = [p for p in mine if p.backup_id == backup_id]
         if not chosen:
-            raise dg.Failure(f"backup {backup_id} is not in the inbox {settings.inbox_dir}/{kind} "
-                             "(already loaded and removed by retention, or quarantined: see the quarantine folder)")
+            raise dg.Failure(
+                f"backup {backup_id} is not in the inbox {settings.inbox_dir}/{kind} "
+                "(already loaded and removed by retention, or quarantined: see the quarantine folder)"
+            )
         return chosen
     done = loaded_ids(db.checked_dsn())
     return [p for p in mine if p.backup_id not in done]
@@ -72,15 +102,19 @@ def _window_lag_seconds(received: Received) -> float:
 CHECK_NAMES = {"partial": "rows_applied", "complete": "parity"}
 CHECK_DESCRIPTIONS = {
     "partial": "every row of the partial's file (and of the FK parents it carried) is on the receiver at the "
-               "backup's version or newer",
+    "backup's version or newer",
     "complete": "the table equals the sender's snapshot: row count and digest from the manifest, rows written "
-                "by newer partials left out; on drift, the first differing keys",
+    "by newer partials left out; on drift, the first differing keys",
 }
 
 
 def _check_specs(kind: str, tables: list[str]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(CHECK_NAMES[kind], asset=loaded_key(kind, t), blocking=True,
-                              description=CHECK_DESCRIPTIONS[kind]) for t in tables]
+    return [
+        dg.AssetCheckSpec(
+            CHECK_NAMES[kind], asset=loaded_key(kind, t), blocking=True, description=CHECK_DESCRIPTIONS[kind]
+        )
+        for t in tables
+    ]
 
 
 def _run_checks(context, kind: str, tables: list[str], received: Received, path: Path, dsn: str) -> dict:
@@ -98,8 +132,12 @@ def _check_results(kind: str, tables: list[str], checks: list[tuple[str, dict]])
         found = [(bid, c[table]) for bid, c in checks if table in c]
         key = loaded_key(kind, table)
         if not found:
-            yield dg.AssetCheckResult(asset_key=key, check_name=CHECK_NAMES[kind], passed=True,
-                                      description="no backup of this table was loaded in this run")
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=CHECK_NAMES[kind],
+                passed=True,
+                description="no backup of this table was loaded in this run",
+            )
             continue
         passed = all(c.passed for _, c in found)
         shown = [(bid, c) for bid, c in found if passed or not c.passed]
@@ -109,32 +147,53 @@ def _check_results(kind: str, tables: list[str], checks: list[tuple[str, dict]])
         first = [k for _, c in shown for k in c.first_keys]
         if first:
             metadata["first_keys"] = dg.MetadataValue.json(first)
-        yield dg.AssetCheckResult(asset_key=key, check_name=CHECK_NAMES[kind], passed=passed,
-                                  description=description[:4000], metadata=metadata)
+        yield dg.AssetCheckResult(
+            asset_key=key,
+            check_name=CHECK_NAMES[kind],
+            passed=passed,
+            description=description[:4000],
+            metadata=metadata,
+        )
 
 
-def _load(context, kind: str, tables: list[str], config: LoadConfig, db: ReceiverDatabase,
-          settings: ReceiverSettings):
+def _load(
+    context,
+    kind: str,
+    tables: list[str],
+    config: LoadConfig,
+    db: ReceiverDatabase,
+    settings: ReceiverSettings,
+):
     backups = _backups_for(settings, db, kind, context.partition_key, config.backup_id)
     if not backups:
         context.log.info(f"no unloaded {kind} backup of partition {context.partition_key} in the inbox")
     results: list[Received] = []
-    checks: list[tuple[str, dict]] = []   # before retention, which may remove the backup's files
+    checks: list[tuple[str, dict]] = []  # before retention, which may remove the backup's files
     for pending in backups:
-        received = receive(pending.path, dsn=db.checked_dsn(), media_dir=Path(settings.media_dir),
-                           quarantine_dir=Path(settings.quarantine_dir),
-                           min_free_bytes=settings.min_free_mb * 1024 * 1024)
+        received = receive(
+            pending.path,
+            dsn=db.checked_dsn(),
+            media_dir=Path(settings.media_dir),
+            quarantine_dir=Path(settings.quarantine_dir),
+            min_free_bytes=settings.min_free_mb * 1024 * 1024,
+        )
         for warning in received.warnings:
             context.log.warning(warning)
-        context.log.info(f"{received.load.outcome} {pending.backup_id}: {received.load.rows_written} rows written, "
-                         f"{received.load.rows_deleted} deleted, of {received.load.rows_in_backup}")
+        context.log.info(
+            f"{received.load.outcome} {pending.backup_id}: {received.load.rows_written} rows written, "
+            f"{received.load.rows_deleted} deleted, of {received.load.rows_in_backup}"
+        )
         results.append(received)
-        checks.append((pending.backup_id, _run_checks(context, kind, tables, received, pending.path,
-                                                      db.checked_dsn())))
+        checks.append(
+            (pending.backup_id, _run_checks(context, kind, tables, received, pending.path, db.checked_dsn()))
+        )
     try:
-        deleted = apply_retention_after_load(Path(settings.inbox_dir), db.checked_dsn(),
-                                             partial_days=settings.partial_retention_days,
-                                             complete_days=settings.complete_retention_days)
+        deleted = apply_retention_after_load(
+            Path(settings.inbox_dir),
+            db.checked_dsn(),
+            partial_days=settings.partial_retention_days,
+            complete_days=settings.complete_retention_days,
+        )
         if deleted:
             context.log.info(f"retention removed {len(deleted)} loaded backup(s)")
     except Exception as exc:  # retention must never fail a load that committed
@@ -143,29 +202,47 @@ def _load(context, kind: str, tables: list[str], config: LoadConfig, db: Receive
     for r in results:
         sizes = {f.table: f.bytes for f in r.manifest.table_files()}
         for t in r.load.tables:
-            agg = by_table.setdefault(t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0,
-                                                "bytes": 0})
+            agg = by_table.setdefault(
+                t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}
+            )
             agg["rows_in_backup"] += t.rows_in_backup
             agg["rows_written"] += t.rows_written
             agg["rows_deleted"] += t.rows_deleted
             agg["bytes"] += sizes.get(t.table, 0)
-    common = {"backups": dg.MetadataValue.json([{"backup_id": r.load.backup_id, "outcome": r.load.outcome}
-                                                 for r in results])}
+    common = {
+        "backups": dg.MetadataValue.json(
+            [{"backup_id": r.load.backup_id, "outcome": r.load.outcome} for r in results]
+        )
+    }
     if results:  # numbers the UI plots: lag from the newest source timestamp to this load
         common["lag_seconds"] = dg.MetadataValue.float(min(_lag_seconds(r) for r in results))
         common["window_lag_seconds"] = dg.MetadataValue.float(min(_window_lag_seconds(r) for r in results))
         common["snapshot_time"] = dg.MetadataValue.timestamp(max(r.manifest.snapshot_time for r in results))
     for table in tables:
-        yield dg.MaterializeResult(asset_key=loaded_key(kind, table), metadata={
-            **common, **{k: dg.MetadataValue.int(v) for k, v in by_table.get(table, {
-                "rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}).items()}})
-    yield dg.MaterializeResult(asset_key=["receiver", kind, "media"], metadata={
-        **common,
-        "installed": sum(len(r.media.installed) for r in results if r.media),
-        "identical": sum(len(r.media.identical) for r in results if r.media),
-        "conflicts": sum(len(r.media.conflicts) for r in results if r.media),
-        "bytes": dg.MetadataValue.int(sum(r.manifest.file("media").bytes for r in results if r.manifest.file("media"))),
-    })
+        yield dg.MaterializeResult(
+            asset_key=loaded_key(kind, table),
+            metadata={
+                **common,
+                **{
+                    k: dg.MetadataValue.int(v)
+                    for k, v in by_table.get(
+                        table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}
+                    ).items()
+                },
+            },
+        )
+    yield dg.MaterializeResult(
+        asset_key=["receiver", kind, "media"],
+        metadata={
+            **common,
+            "installed": sum(len(r.media.installed) for r in results if r.media),
+            "identical": sum(len(r.media.identical) for r in results if r.media),
+            "conflicts": sum(len(r.media.conflicts) for r in results if r.media),
+            "bytes": dg.MetadataValue.int(
+                sum(r.manifest.file("media").bytes for r in results if r.manifest.file("media"))
+            ),
+        },
+    )
     yield from _check_results(kind, tables, checks)
 
 
@@ -173,17 +250,37 @@ PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
 COMPLETE_TABLES = [s.name for s in CATALOG]
 
 
-@dg.multi_asset(name="load_partial", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
-                check_specs=_check_specs("partial", PARTIAL_TABLES), pool="receiver_db", can_subset=False)
-def load_partial(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
-                 receiver_settings: ReceiverSettings):
+@dg.multi_asset(
+    name="load_partial",
+    specs=_specs("partial", PARTIAL_TABLES, PARTIAL),
+    partitions_def=PARTIAL,
+    check_specs=_check_specs("partial", PARTIAL_TABLES),
+    pool="receiver_db",
+    can_subset=False,
+)
+def load_partial(
+    context: dg.AssetExecutionContext,
+    config: LoadConfig,
+    receiver_db: ReceiverDatabase,
+    receiver_settings: ReceiverSettings,
+):
     """Verify a partial backup and apply it in one transaction; quarantine it if it is bad."""
     yield from _load(context, "partial", PARTIAL_TABLES, config, receiver_db, receiver_settings)
 
 
-@dg.multi_asset(name="load_complete", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
-                check_specs=_check_specs("complete", COMPLETE_TABLES), pool="receiver_db", can_subset=False)
-def load_complete(context: dg.AssetExecutionContext, config: LoadConfig, receiver_db: ReceiverDatabase,
-                  receiver_settings: ReceiverSettings):
+@dg.multi_asset(
+    name="load_complete",
+    specs=_specs("complete", COMPLETE_TABLES, COMPLETE),
+    partitions_def=COMPLETE,
+    check_specs=_check_specs("complete", COMPLETE_TABLES),
+    pool="receiver_db",
+    can_subset=False,
+)
+def load_complete(
+    context: dg.AssetExecutionContext,
+    config: LoadConfig,
+    receiver_db: ReceiverDatabase,
+    receiver_settings: ReceiverSettings,
+):
     """Verify a complete backup and apply it: upserts, then deletions, in one transaction."""
     yield from _load(context, "complete", COMPLETE_TABLES, config, receiver_db, receiver_settings)

@@ -4,7 +4,6 @@ dropped (arb_pipeline.restore.drill). Restore time and sizes are numeric metadat
 UI plots; a failed drill fails its run, which emails the admins.
 """
 
-
 import os
 from pathlib import Path
 
@@ -26,37 +25,58 @@ class RestoreDrillSettings(dg.ConfigurableResource):
     timeout_seconds: int = 6 * 3600
 
 
-@dg.asset(key=DRILL_KEY, group_name="receiver_ops", kinds={"postgres"},
-          description="Restores the newest complete backup with psql into a scratch database, checks every table's "
-                      "rows and digest against the manifest, drops it; records the restore time and sizes")
-def restore_drill(context: dg.AssetExecutionContext, receiver_settings: ReceiverSettings,
-                  restore_drill_settings: RestoreDrillSettings) -> dg.MaterializeResult:
+@dg.asset(
+    key=DRILL_KEY,
+    group_name="receiver_ops",
+    kinds={"postgres"},
+    description="Restores the newest complete backup with psql into a scratch database, checks every table's "
+    "rows and digest against the manifest, drops it; records the restore time and sizes",
+)
+def restore_drill(
+    context: dg.AssetExecutionContext,
+    receiver_settings: ReceiverSettings,
+    restore_drill_settings: RestoreDrillSettings,
+) -> dg.MaterializeResult:
     pending = latest_complete(Path(receiver_settings.inbox_dir))
     if pending is None:
-        raise dg.Failure(f"no complete backup in the inbox {receiver_settings.inbox_dir}/complete: the restore drill "
-                         "has nothing to restore. Is the sender's complete_backup_schedule running?")
+        raise dg.Failure(
+            f"no complete backup in the inbox {receiver_settings.inbox_dir}/complete: the restore drill "
+            "has nothing to restore. Is the sender's complete_backup_schedule running?"
+        )
     context.log.info(f"restoring {pending.backup_id} ({pending.path}) into a scratch database")
     s = restore_drill_settings
-    result = run_drill(pending.path, s.maintenance_dsn, psql=s.psql, timeout=s.timeout_seconds,
-                       allow_superuser=s.allow_superuser)
-    context.log.info(f"{result.backup_id}: restored in {result.restore_seconds:.1f} s, {result.rows} rows in "
-                     f"{result.tables} tables, {result.fingerprints_checked} digests equal to the manifest's")
-    return dg.MaterializeResult(metadata={
-        "backup_id": result.backup_id,
-        "restore_seconds": dg.MetadataValue.float(round(result.restore_seconds, 3)),
-        "smoke_seconds": dg.MetadataValue.float(round(result.smoke_seconds, 3)),
-        "backup_bytes": dg.MetadataValue.int(result.backup_bytes),
-        "database_bytes": dg.MetadataValue.int(result.database_bytes),
-        "rows": dg.MetadataValue.int(result.rows),
-        "tables": dg.MetadataValue.int(result.tables),
-        "digests_checked": dg.MetadataValue.int(result.fingerprints_checked),
-        "backup_age_hours": dg.MetadataValue.float(round(result.backup_age_hours, 2)),
-        "snapshot_time": dg.MetadataValue.timestamp(result.snapshot_time),
-    })
+    result = run_drill(
+        pending.path,
+        s.maintenance_dsn,
+        psql=s.psql,
+        timeout=s.timeout_seconds,
+        allow_superuser=s.allow_superuser,
+    )
+    context.log.info(
+        f"{result.backup_id}: restored in {result.restore_seconds:.1f} s, {result.rows} rows in "
+        f"{result.tables} tables, {result.fingerprints_checked} digests equal to the manifest's"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "backup_id": result.backup_id,
+            "restore_seconds": dg.MetadataValue.float(round(result.restore_seconds, 3)),
+            "smoke_seconds": dg.MetadataValue.float(round(result.smoke_seconds, 3)),
+            "backup_bytes": dg.MetadataValue.int(result.backup_bytes),
+            "database_bytes": dg.MetadataValue.int(result.database_bytes),
+            "rows": dg.MetadataValue.int(result.rows),
+            "tables": dg.MetadataValue.int(result.tables),
+            "digests_checked": dg.MetadataValue.int(result.fingerprints_checked),
+            "backup_age_hours": dg.MetadataValue.float(round(result.backup_age_hours, 2)),
+            "snapshot_time": dg.MetadataValue.timestamp(result.snapshot_time),
+        }
+    )
 
 
-restore_drill_job = dg.define_asset_job("restore_drill_job", selection=dg.AssetSelection.assets(restore_drill),
-                                        executor_def=dg.in_process_executor)
+restore_drill_job = dg.define_asset_job(
+    "restore_drill_job",
+    selection=dg.AssetSelection.assets(restore_drill),
+    executor_def=dg.in_process_executor,
+)
 
 
 def _drill_cron() -> str:
@@ -65,15 +85,20 @@ def _drill_cron() -> str:
 
 
 restore_drill_schedule = dg.ScheduleDefinition(
-    name="restore_drill_schedule", job=restore_drill_job, cron_schedule=_drill_cron(),
+    name="restore_drill_schedule",
+    job=restore_drill_job,
+    cron_schedule=_drill_cron(),
     execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily restore drill (ARB_DRILL_AT, after the complete backup is loaded)")
+    description="Daily restore drill (ARB_DRILL_AT, after the complete backup is loaded)",
+)
 
 
 def drill_resources() -> dict:
     env = os.environ
-    return {"restore_drill_settings": RestoreDrillSettings(
-        maintenance_dsn=dg.EnvVar("ARB_DRILL_DSN") if env.get("ARB_DRILL_DSN") else "",
-        psql=env.get("ARB_PSQL", "psql"),
-    )}
+    return {
+        "restore_drill_settings": RestoreDrillSettings(
+            maintenance_dsn=dg.EnvVar("ARB_DRILL_DSN") if env.get("ARB_DRILL_DSN") else "",
+            psql=env.get("ARB_PSQL", "psql"),
+        )
+    }

@@ -32,7 +32,6 @@ loaded). Several loads between two ticks make one run: it computes all they chan
 Every step holds the ``receiver_db`` pool, so postprocessing never runs beside a load.
 """
 
-
 import json
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -43,7 +42,14 @@ from pydantic import Field
 from arb_pipeline.catalog import T
 from arb_pipeline.dagster_common.partitions import PARTIAL, go_live, partial_minutes
 from arb_pipeline.postprocess import (
-    BusEventDirection, BusPlates, EventPeriods, NearestStops, ReportInfo, Scope, Zones, run_derivation,
+    BusEventDirection,
+    BusPlates,
+    EventPeriods,
+    NearestStops,
+    ReportInfo,
+    Scope,
+    Zones,
+    run_derivation,
 )
 from arb_pipeline.postprocess.direction import max_gap_minutes
 from arb_pipeline.postprocess.engine import BATCH_ROWS, RunResult
@@ -56,20 +62,24 @@ UTC = timezone.utc
 
 
 class PostprocessSettings(dg.ConfigurableResource):
-    local_timezone: str = "America/Santiago"    # ARB_LOCAL_TIMEZONE
-    direction_max_gap_minutes: int = 60         # ARB_DIRECTION_MAX_GAP_MINUTES
+    local_timezone: str = "America/Santiago"  # ARB_LOCAL_TIMEZONE
+    direction_max_gap_minutes: int = 60  # ARB_DIRECTION_MAX_GAP_MINUTES
     batch_rows: int = BATCH_ROWS
 
 
 def postprocess_settings_from_environment() -> PostprocessSettings:
     """From ARB_LOCAL_TIMEZONE and ARB_DIRECTION_MAX_GAP_MINUTES; a bad value is an error naming it."""
-    return PostprocessSettings(local_timezone=local_timezone().key, direction_max_gap_minutes=max_gap_minutes())
+    return PostprocessSettings(
+        local_timezone=local_timezone().key, direction_max_gap_minutes=max_gap_minutes()
+    )
 
 
 class PostprocessConfig(dg.Config):
     recompute_window: bool = Field(
-        default=True, description="also recompute the rows whose timeStamp lies in the run's partition window(s), "
-                                  "changed or not (runs after a load set false: they compute what is pending)")
+        default=True,
+        description="also recompute the rows whose timeStamp lies in the run's partition window(s), "
+        "changed or not (runs after a load set false: they compute what is pending)",
+    )
     full: bool = Field(default=False, description="recompute every row")
 
 
@@ -77,19 +87,34 @@ _EVENTS = [T + "eventforbusstop", T + "eventforbusv2"]
 _STATS = [T + "stadisticdatafromregistrationbusstop", T + "stadisticdatafromregistrationbus"]
 # name -> (derivation factory, loaded tables it reads, description)
 DERIVATIONS = {
-    "event_periods": (lambda s: EventPeriods(s.local_timezone), _EVENTS,
-                      "time period (day type Laboral/Sábado/Domingo) and half-hour period of each event, "
-                      "from its local time of creation"),
+    "event_periods": (
+        lambda s: EventPeriods(s.local_timezone),
+        _EVENTS,
+        "time period (day type Laboral/Sábado/Domingo) and half-hour period of each event, "
+        "from its local time of creation",
+    ),
     "bus_plates": (lambda s: BusPlates(), [T + "busv2"], "normalised licence plate of each bus"),
-    "report_info": (lambda s: ReportInfo(), [T + "report", T + "busv2"],
-                    "each report's reportInfo parsed: type, plate, service, bus uuid, stop, coordinates"),
-    "zones": (lambda s: Zones(), [*_EVENTS, *_STATS, T + "report"],
-              "zone of each event (its newest vote) and report (the user's location), point in polygon"),
-    "bus_event_direction": (lambda s: BusEventDirection(s.direction_max_gap_minutes), [T + "eventforbusv2"],
-                            "direction of each bus event from the same phone's latest trip token before it "
-                            "(trips arrive with complete backups)"),
-    "bus_event_nearest_stops": (lambda s: NearestStops(), [T + "eventforbusv2", _STATS[1]],
-                                "the two bus stops nearest to each bus event"),
+    "report_info": (
+        lambda s: ReportInfo(),
+        [T + "report", T + "busv2"],
+        "each report's reportInfo parsed: type, plate, service, bus uuid, stop, coordinates",
+    ),
+    "zones": (
+        lambda s: Zones(),
+        [*_EVENTS, *_STATS, T + "report"],
+        "zone of each event (its newest vote) and report (the user's location), point in polygon",
+    ),
+    "bus_event_direction": (
+        lambda s: BusEventDirection(s.direction_max_gap_minutes),
+        [T + "eventforbusv2"],
+        "direction of each bus event from the same phone's latest trip token before it "
+        "(trips arrive with complete backups)",
+    ),
+    "bus_event_nearest_stops": (
+        lambda s: NearestStops(),
+        [T + "eventforbusv2", _STATS[1]],
+        "the two bus stops nearest to each bus event",
+    ),
 }
 
 
@@ -99,21 +124,26 @@ def _scope(context: dg.AssetExecutionContext, config: PostprocessConfig) -> Scop
     keys = context.partition_key_range
     window = context.partition_time_window
     first, last = PARTIAL.get_first_partition_key(), PARTIAL.get_last_partition_key()
-    return Scope(window_start=None if keys.start == first else window.start,
-                 window_end=None if keys.end == last else window.end, recompute_window=True)
+    return Scope(
+        window_start=None if keys.start == first else window.start,
+        window_end=None if keys.end == last else window.end,
+        recompute_window=True,
+    )
 
 
 def _metadata(result: RunResult, scope: Scope) -> dict:
     meta = {
-        "mode": result.mode, "reason": result.reason,
+        "mode": result.mode,
+        "reason": result.reason,
         "rows_computed": dg.MetadataValue.int(result.computed),
         "rows_with_problems": dg.MetadataValue.int(result.problems),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-        "per_table": dg.MetadataValue.json({s.derived: {"computed": s.computed, "problems": s.problems}
-                                            for s in result.sources}),
+        "per_table": dg.MetadataValue.json(
+            {s.derived: {"computed": s.computed, "problems": s.problems} for s in result.sources}
+        ),
     }
     if scope.recompute_window:
-        meta["recomputed_window"] = (f"[{scope.window_start or '-infinity'}, {scope.window_end or 'infinity'})")
+        meta["recomputed_window"] = f"[{scope.window_start or '-infinity'}, {scope.window_end or 'infinity'})"
     samples = [p for s in result.sources for p in s.sample_problems]
     if samples:
         meta["sample_problems"] = dg.MetadataValue.json(samples)
@@ -125,20 +155,40 @@ def _metadata(result: RunResult, scope: Scope) -> dict:
 def _postprocess_asset(name: str) -> dg.AssetsDefinition:
     factory, tables, description = DERIVATIONS[name]
 
-    @dg.asset(name=name, key_prefix=["receiver", "postprocess"], group_name=GROUP, partitions_def=PARTIAL,
-              deps=[loaded_key("partial", t) for t in tables], pool="receiver_db", kinds={"postgres"},
-              backfill_policy=dg.BackfillPolicy.single_run(), description=description)
-    def _asset(context: dg.AssetExecutionContext, config: PostprocessConfig, receiver_db: ReceiverDatabase,
-               postprocess_settings: PostprocessSettings) -> dg.MaterializeResult:
+    @dg.asset(
+        name=name,
+        key_prefix=["receiver", "postprocess"],
+        group_name=GROUP,
+        partitions_def=PARTIAL,
+        deps=[loaded_key("partial", t) for t in tables],
+        pool="receiver_db",
+        kinds={"postgres"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=description,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: PostprocessConfig,
+        receiver_db: ReceiverDatabase,
+        postprocess_settings: PostprocessSettings,
+    ) -> dg.MaterializeResult:
         scope = _scope(context, config)
-        result = run_derivation(receiver_db.checked_dsn(), factory(postprocess_settings), scope,
-                                batch_rows=postprocess_settings.batch_rows)
-        context.log.info(f"{name}: {result.mode} run ({result.reason}): {result.computed} rows computed, "
-                         f"{result.problems} with a problem, {result.seconds:.1f} s")
+        result = run_derivation(
+            receiver_db.checked_dsn(),
+            factory(postprocess_settings),
+            scope,
+            batch_rows=postprocess_settings.batch_rows,
+        )
+        context.log.info(
+            f"{name}: {result.mode} run ({result.reason}): {result.computed} rows computed, "
+            f"{result.problems} with a problem, {result.seconds:.1f} s"
+        )
         if result.problems:  # bad rows are recorded, never a failed run
             samples = "; ".join(p for s in result.sources for p in s.sample_problems)
-            context.log.warning(f"{name}: {result.problems} row(s) with a problem (column `problem` of "
-                                f"{', '.join(s.derived for s in result.sources if s.problems)}), e.g. {samples}")
+            context.log.warning(
+                f"{name}: {result.problems} row(s) with a problem (column `problem` of "
+                f"{', '.join(s.derived for s in result.sources if s.problems)}), e.g. {samples}"
+            )
         return dg.MaterializeResult(metadata=_metadata(result, scope))
 
     return _asset
@@ -150,8 +200,11 @@ with warnings.catch_warnings():  # single-run backfills are "beta" in Dagster 1.
 OPS = [a.op.name for a in POSTPROCESS_ASSETS]
 
 postprocess_job = dg.define_asset_job(
-    "postprocess_job", selection=dg.AssetSelection.groups(GROUP),
-    executor_def=dg.in_process_executor, tags={"arb/postprocess": "1"})
+    "postprocess_job",
+    selection=dg.AssetSelection.groups(GROUP),
+    executor_def=dg.in_process_executor,
+    tags={"arb/postprocess": "1"},
+)
 
 # The load assets yield their media asset last: its materialization means the load step succeeded.
 WATCHED = {"partial": loaded_key("partial", "media"), "complete": loaded_key("complete", "media")}
@@ -177,9 +230,13 @@ def _applied(record) -> list[str]:
     return [b["backup_id"] for b in (backups.value if backups else []) if b.get("outcome") == "loaded"]
 
 
-@dg.sensor(name="postprocess_sensor", job=postprocess_job, minimum_interval_seconds=15,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="one postprocessing run after loads that applied a backup")
+@dg.sensor(
+    name="postprocess_sensor",
+    job=postprocess_job,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="one postprocessing run after loads that applied a backup",
+)
 def postprocess_sensor(context: dg.SensorEvaluationContext):
     cursor: dict = json.loads(context.cursor) if context.cursor else {}
     newest, applied = None, []
@@ -187,7 +244,8 @@ def postprocess_sensor(context: dg.SensorEvaluationContext):
         after = cursor.get(kind)
         while True:
             page = context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=500, ascending=True)
+                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=500, ascending=True
+            )
             for record in page.records:
                 after = record.storage_id
                 ids = _applied(record)
@@ -207,9 +265,18 @@ def postprocess_sensor(context: dg.SensorEvaluationContext):
             cursor[kind] = after
     new_cursor = json.dumps(cursor, sort_keys=True)
     if newest is None:
-        return dg.SensorResult(skip_reason="no load applied a backup since the last postprocessing request",
-                               cursor=new_cursor)
+        return dg.SensorResult(
+            skip_reason="no load applied a backup since the last postprocessing request", cursor=new_cursor
+        )
     run_key = "postprocess-" + "-".join(f"{k}{cursor.get(k, 0)}" for k in sorted(WATCHED))
-    return dg.SensorResult(cursor=new_cursor, run_requests=[dg.RunRequest(
-        run_key=run_key, partition_key=newest, run_config=pending_run_config(),
-        tags={AFTER_TAG: ",".join(applied)[:500]})])
+    return dg.SensorResult(
+        cursor=new_cursor,
+        run_requests=[
+            dg.RunRequest(
+                run_key=run_key,
+                partition_key=newest,
+                run_config=pending_run_config(),
+                tags={AFTER_TAG: ",".join(applied)[:500]},
+            )
+        ],
+    )

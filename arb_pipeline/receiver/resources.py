@@ -20,14 +20,14 @@ class ReceiverDatabase(dg.ConfigurableResource):
 
 
 class ReceiverSettings(dg.ConfigurableResource):
-    inbox_dir: str                        # REMOTE_BKP_FLDR: where the sender's SFTP uploads land
-    media_dir: str                        # MEDIA_IMAGE on the receiver
-    quarantine_dir: str                   # bad backups, with a REASON.txt each
-    min_free_mb: int = 500                # disk guard: stop loading below this much free space
+    inbox_dir: str  # REMOTE_BKP_FLDR: where the sender's SFTP uploads land
+    media_dir: str  # MEDIA_IMAGE on the receiver
+    quarantine_dir: str  # bad backups, with a REASON.txt each
+    min_free_mb: int = 500  # disk guard: stop loading below this much free space
     partial_retention_days: float = 1.0
     complete_retention_days: float = 4.0  # BKPS_LIFETIME
     max_runs_per_tick: int = 20
-    max_attempts: int = 5                 # failed loads of one backup are retried up to this many times
+    max_attempts: int = 5  # failed loads of one backup are retried up to this many times
     retry_after_seconds: int = 120
 
 

@@ -16,21 +16,34 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.receive.inbox import find_published, loaded_ids
+from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 BACKUP_TAG = "arb/backup_id"
 
-load_partial_job = dg.define_asset_job("load_partial_job", selection=dg.AssetSelection.assets(load_partial),
-                                       executor_def=dg.in_process_executor, tags={"arb/db-load": "1"})
-load_complete_job = dg.define_asset_job("load_complete_job", selection=dg.AssetSelection.assets(load_complete),
-                                        executor_def=dg.in_process_executor, tags={"arb/db-load": "1"})
+load_partial_job = dg.define_asset_job(
+    "load_partial_job",
+    selection=dg.AssetSelection.assets(load_partial),
+    executor_def=dg.in_process_executor,
+    tags={"arb/db-load": "1"},
+)
+load_complete_job = dg.define_asset_job(
+    "load_complete_job",
+    selection=dg.AssetSelection.assets(load_complete),
+    executor_def=dg.in_process_executor,
+    tags={"arb/db-load": "1"},
+)
 JOBS = {"partial": load_partial_job, "complete": load_complete_job}
 OPS = {"partial": "load_partial", "complete": "load_complete"}
-ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-          DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 _NAME = re.compile(r"^(partial|complete)-([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]{2}-[0-9]{2})?)-[0-9a-z]+$")
@@ -53,10 +66,15 @@ def _runs_for(instance, backup_id: str):
     return instance.get_runs(filters=RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
 
 
-@dg.sensor(name="inbox_sensor", jobs=[load_partial_job, load_complete_job], minimum_interval_seconds=15,
-           default_status=dg.DefaultSensorStatus.RUNNING)
-def inbox_sensor(context: dg.SensorEvaluationContext, receiver_db: ReceiverDatabase,
-                 receiver_settings: ReceiverSettings):
+@dg.sensor(
+    name="inbox_sensor",
+    jobs=[load_partial_job, load_complete_job],
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, receiver_db: ReceiverDatabase, receiver_settings: ReceiverSettings
+):
     attempts: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
     published, unreadable = find_published(Path(receiver_settings.inbox_dir))
     done = loaded_ids(receiver_db.checked_dsn())
@@ -72,34 +90,60 @@ def inbox_sensor(context: dg.SensorEvaluationContext, receiver_db: ReceiverDatab
         n = len(runs)
         if n:  # it ran and the backup is still unloaded: the run failed
             if n >= receiver_settings.max_attempts:
-                skipped.append(f"{pending.backup_id} failed {n} times; fix the cause, then re-run it from the UI")
+                skipped.append(
+                    f"{pending.backup_id} failed {n} times; fix the cause, then re-run it from the UI"
+                )
                 continue
-            last = max(r.end_time or r.start_time or 0 for r in context.instance.get_run_records(
-                filters=RunsFilter(tags={BACKUP_TAG: pending.backup_id}), limit=1)) if runs else 0
+            last = (
+                max(
+                    r.end_time or r.start_time or 0
+                    for r in context.instance.get_run_records(
+                        filters=RunsFilter(tags={BACKUP_TAG: pending.backup_id}), limit=1
+                    )
+                )
+                if runs
+                else 0
+            )
             if now - last < receiver_settings.retry_after_seconds:
                 continue
         attempts[pending.backup_id] = n + 1
-        requests.append(dg.RunRequest(
-            run_key=pending.backup_id if n == 0 else f"{pending.backup_id}#attempt-{n + 1}",
-            job_name=JOBS[pending.kind].name, partition_key=pending.partition_key,
-            run_config={"ops": {OPS[pending.kind]: {"config": {"backup_id": pending.backup_id}}}},
-            tags={BACKUP_TAG: pending.backup_id}))
+        requests.append(
+            dg.RunRequest(
+                run_key=pending.backup_id if n == 0 else f"{pending.backup_id}#attempt-{n + 1}",
+                job_name=JOBS[pending.kind].name,
+                partition_key=pending.partition_key,
+                run_config={"ops": {OPS[pending.kind]: {"config": {"backup_id": pending.backup_id}}}},
+                tags={BACKUP_TAG: pending.backup_id},
+            )
+        )
     for bad in unreadable:  # a run quarantines it with the reason, fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
         if key is None:
-            where = quarantine(bad.path, Path(receiver_settings.quarantine_dir), f"unreadable manifest: {bad.error}")
-            context.log.error(f"backup {bad.kind}/{bad.backup_id}: unreadable manifest ({bad.error}); "
-                              f"quarantined in {where}")
+            where = quarantine(
+                bad.path, Path(receiver_settings.quarantine_dir), f"unreadable manifest: {bad.error}"
+            )
+            context.log.error(
+                f"backup {bad.kind}/{bad.backup_id}: unreadable manifest ({bad.error}); "
+                f"quarantined in {where}"
+            )
             continue
-        if not _runs_for(context.instance, bad.backup_id) and len(requests) < receiver_settings.max_runs_per_tick:
-            requests.append(dg.RunRequest(
-                run_key=bad.backup_id, job_name=JOBS[bad.kind].name, partition_key=key,
-                run_config={"ops": {OPS[bad.kind]: {"config": {"backup_id": bad.backup_id}}}},
-                tags={BACKUP_TAG: bad.backup_id}))
+        if (
+            not _runs_for(context.instance, bad.backup_id)
+            and len(requests) < receiver_settings.max_runs_per_tick
+        ):
+            requests.append(
+                dg.RunRequest(
+                    run_key=bad.backup_id,
+                    job_name=JOBS[bad.kind].name,
+                    partition_key=key,
+                    run_config={"ops": {OPS[bad.kind]: {"config": {"backup_id": bad.backup_id}}}},
+                    tags={BACKUP_TAG: bad.backup_id},
+                )
+            )
     attempts = {k: v for k, v in attempts.items() if k not in done}
     cursor = json.dumps(attempts, sort_keys=True)
     if not requests:
-        reason = (f"{len(waiting)} backup(s) waiting, none due" if waiting else "no new backup in the inbox")
+        reason = f"{len(waiting)} backup(s) waiting, none due" if waiting else "no new backup in the inbox"
         if skipped:
             reason += "; " + "; ".join(skipped[:3])
         return dg.SensorResult(skip_reason=reason, cursor=cursor)

@@ -62,18 +62,18 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from arb_pipeline.pg.connect import connect, describe_dsn
+from arb_pipeline.dagster_common.partitions import partial_minutes
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.load.apply import LoadResult, load_backup
-from arb_pipeline.receive.media import InstallResult, install_media
-from arb_pipeline.schema.migrate import apply_migrations
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.package.verify import VerifyError, check_schema, verify_files
-from arb_pipeline.dagster_common.partitions import partial_minutes
-from arb_pipeline.restore.pitr_parity import RestoredTable, check_restored
+from arb_pipeline.pg.connect import connect, describe_dsn
 from arb_pipeline.progress import Progress, silent
 from arb_pipeline.receive.inbox import find_published
+from arb_pipeline.receive.media import InstallResult, install_media
+from arb_pipeline.restore.pitr_parity import RestoredTable, check_restored
+from arb_pipeline.schema.migrate import apply_migrations
 
 UTC = timezone.utc
 
@@ -88,7 +88,9 @@ def parse_time(text: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
     except ValueError:
-        raise RestoreError(f"{text!r} is not an ISO 8601 time: write it like 2026-11-25T10:05:00Z (UTC)") from None
+        raise RestoreError(
+            f"{text!r} is not an ISO 8601 time: write it like 2026-11-25T10:05:00Z (UTC)"
+        ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
@@ -110,7 +112,7 @@ class RestorePlan:
     at: datetime
     complete: Chosen
     partials: list[Chosen]
-    covered_to: datetime            # the restored state is the sender's as of this time
+    covered_to: datetime  # the restored state is the sender's as of this time
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -119,13 +121,17 @@ class RestorePlan:
 
     def describe(self) -> str:
         c = self.complete.manifest
-        lines = [f"restore to {_fmt(self.at)}: the sender's state as of {_fmt(self.covered_to)}",
-                 f"  complete {c.backup_id} (snapshot {_fmt(c.snapshot_time)})"]
+        lines = [
+            f"restore to {_fmt(self.at)}: the sender's state as of {_fmt(self.covered_to)}",
+            f"  complete {c.backup_id} (snapshot {_fmt(c.snapshot_time)})",
+        ]
         if self.partials:
             first, last = self.partials[0].manifest, self.partials[-1].manifest
-            lines.append(f"  {len(self.partials)} partial(s), windows {_fmt(first.window_start)} .. "
-                         f"{_fmt(max(p.manifest.window_end for p in self.partials))} "
-                         f"({first.backup_id} .. {last.backup_id})")
+            lines.append(
+                f"  {len(self.partials)} partial(s), windows {_fmt(first.window_start)} .. "
+                f"{_fmt(max(p.manifest.window_end for p in self.partials))} "
+                f"({first.backup_id} .. {last.backup_id})"
+            )
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -143,8 +149,10 @@ def plan_restore(inbox: Path, at: datetime | None, *, allow_gaps: bool = False) 
     """Choose the backups that rebuild the state at ``at`` (None: the newest time covered)."""
     inbox = Path(inbox)
     if not (inbox / "complete").is_dir():
-        raise ConfigError(f"{inbox} has no complete/ folder: point --inbox at a folder laid out like the receiver's "
-                          "inbox (<dir>/complete/<backup id>/, <dir>/partial/<backup id>/)")
+        raise ConfigError(
+            f"{inbox} has no complete/ folder: point --inbox at a folder laid out like the receiver's "
+            "inbox (<dir>/complete/<backup id>/, <dir>/partial/<backup id>/)"
+        )
     found, unreadable = find_published(inbox)
     warnings = [f"{u.kind}/{u.backup_id} ignored: its manifest can't be read ({u.error})" for u in unreadable]
     completes = [p for p in found if p.kind == "complete"]
@@ -152,20 +160,28 @@ def plan_restore(inbox: Path, at: datetime | None, *, allow_gaps: bool = False) 
         raise RestoreError(f"no published complete backup in {inbox / 'complete'}: a restore starts from one")
     if at is None:  # the newest time covered: the newest backup of any kind
         newest = max(completes, key=lambda p: p.snapshot_time).snapshot_time
-        ends = [read_manifest(p.path).window_end for p in found if p.kind == "partial" and p.snapshot_time > newest]
+        ends = [
+            read_manifest(p.path).window_end
+            for p in found
+            if p.kind == "partial" and p.snapshot_time > newest
+        ]
         at = max([newest, *ends])
     usable = [p for p in completes if p.snapshot_time <= at]
     if not usable:
         oldest = min(completes, key=lambda p: p.snapshot_time)
-        raise RestoreError(f"{_fmt(at)} is before the oldest complete backup in {inbox} ({oldest.backup_id}, "
-                           f"snapshot {_fmt(oldest.snapshot_time)}): nothing older can be restored; the earliest "
-                           f"time is --at {_fmt(oldest.snapshot_time)}")
+        raise RestoreError(
+            f"{_fmt(at)} is before the oldest complete backup in {inbox} ({oldest.backup_id}, "
+            f"snapshot {_fmt(oldest.snapshot_time)}): nothing older can be restored; the earliest "
+            f"time is --at {_fmt(oldest.snapshot_time)}"
+        )
     base = max(usable, key=lambda p: (p.snapshot_time, p.backup_id))
     complete = _chosen(base.path)
     snap = complete.manifest.snapshot_time
     partials = [_chosen(p.path) for p in found if p.kind == "partial" and p.snapshot_time > snap]
-    window = max([p.manifest.window_end - p.manifest.window_start for p in partials],
-                 default=timedelta(minutes=partial_minutes()))
+    window = max(
+        [p.manifest.window_end - p.manifest.window_start for p in partials],
+        default=timedelta(minutes=partial_minutes()),
+    )
     partials = [p for p in partials if p.manifest.window_end <= at]
     partials.sort(key=lambda p: (p.manifest.snapshot_time, p.backup_id))
 
@@ -177,15 +193,19 @@ def plan_restore(inbox: Path, at: datetime | None, *, allow_gaps: bool = False) 
     if at - covered >= window:
         gaps.append((covered, at))
     for start, end in gaps:
-        text = (f"no partial backup in {inbox / 'partial'} covers {_fmt(start)} .. {_fmt(end)}: rows written then "
-                f"are not in the restore; publish the missing partial(s) again from the sender (their partitions), "
-                f"or restore to --at {_fmt(start)}")
+        text = (
+            f"no partial backup in {inbox / 'partial'} covers {_fmt(start)} .. {_fmt(end)}: rows written then "
+            f"are not in the restore; publish the missing partial(s) again from the sender (their partitions), "
+            f"or restore to --at {_fmt(start)}"
+        )
         if not allow_gaps:
             raise RestoreError(text + " (or accept the hole with --allow-gaps)")
         warnings.append(text)
     if covered < at and not gaps:
-        warnings.append(f"the state restored is the sender's as of {_fmt(covered)}, the newest backup time at or "
-                        f"before {_fmt(at)}: a partial of the window holding T would bring rows written after T")
+        warnings.append(
+            f"the state restored is the sender's as of {_fmt(covered)}, the newest backup time at or "
+            f"before {_fmt(at)}: a partial of the window holding T would bring rows written after T"
+        )
     return RestorePlan(at, complete, partials, min(covered, at), warnings)
 
 
@@ -200,10 +220,14 @@ def _dbname(dsn: str) -> str:
 
 
 def _user_relations(conn) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema' "
-        "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1").fetchall()]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema' "
+            "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
+        ).fetchall()
+    ]
 
 
 def check_target(target_dsn: str, create_from: str | None) -> None:
@@ -212,31 +236,40 @@ def check_target(target_dsn: str, create_from: str | None) -> None:
     if create_from:
         with connect(create_from, autocommit=True, application_name="arb_pitr") as admin:
             if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                raise RestoreError(f"database {name} exists already: --create-from creates a new one; choose a new "
-                                   f"dbname in --dsn, or leave out --create-from to restore into {name} if it is empty")
+                raise RestoreError(
+                    f"database {name} exists already: --create-from creates a new one; choose a new "
+                    f"dbname in --dsn, or leave out --create-from to restore into {name} if it is empty"
+                )
         return
     try:
         conn = connect(target_dsn, autocommit=True, application_name="arb_pitr")
     except ConfigError as exc:
-        raise ConfigError(f"{exc} If the database does not exist yet, create it (createdb {name}) or pass "
-                          "--create-from MAINTENANCE_DSN to have it created") from exc
+        raise ConfigError(
+            f"{exc} If the database does not exist yet, create it (createdb {name}) or pass "
+            "--create-from MAINTENANCE_DSN to have it created"
+        ) from exc
     with conn:
         found = _user_relations(conn)
     if found:
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise RestoreError(f"target database {name} is not empty ({len(found)} relation(s): {shown}); a restore "
-                           "writes only into a new, empty database and nothing was written: create one "
-                           f"(createdb NEW_NAME) or pass --create-from MAINTENANCE_DSN with a new dbname")
+        raise RestoreError(
+            f"target database {name} is not empty ({len(found)} relation(s): {shown}); a restore "
+            "writes only into a new, empty database and nothing was written: create one "
+            f"(createdb NEW_NAME) or pass --create-from MAINTENANCE_DSN with a new dbname"
+        )
 
 
 def _create(create_from: str, name: str) -> None:
     with connect(create_from, autocommit=True, application_name="arb_pitr") as admin:
         try:
-            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
-                sql.Identifier(name)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+            )
         except psycopg.Error as exc:
-            raise RestoreError(f"can't create database {name} through {describe_dsn(create_from)}: "
-                               f"{str(exc).strip()}; the role needs CREATEDB (ALTER ROLE ... CREATEDB)") from exc
+            raise RestoreError(
+                f"can't create database {name} through {describe_dsn(create_from)}: "
+                f"{str(exc).strip()}; the role needs CREATEDB (ALTER ROLE ... CREATEDB)"
+            ) from exc
 
 
 def _drop(create_from: str, name: str) -> None:
@@ -261,15 +294,21 @@ class RestoreResult:
         return all(t.ok for t in self.parity)
 
     def format(self) -> str:
-        lines = [self.plan.describe(), f"restored into {self.database}: {len(self.loads)} backup(s), "
-                 f"{sum(r.rows_written for r in self.loads)} rows written"]
+        lines = [
+            self.plan.describe(),
+            f"restored into {self.database}: {len(self.loads)} backup(s), "
+            f"{sum(r.rows_written for r in self.loads)} rows written",
+        ]
         if self.media:
             lines.append(f"media: {sum(len(m.installed) for m in self.media)} file(s) installed")
         lines += [f"warning: {w}" for w in self.warnings]
         lines += [t.format() for t in self.parity]
         drift = [t.table for t in self.parity if not t.ok]
-        lines.append(f"parity DRIFT: {len(drift)} of {len(self.parity)} tables differ from the backups" if drift
-                     else f"parity ok: {len(self.parity)} tables equal to the backups")
+        lines.append(
+            f"parity DRIFT: {len(drift)} of {len(self.parity)} tables differ from the backups"
+            if drift
+            else f"parity ok: {len(self.parity)} tables equal to the backups"
+        )
         return "\n".join(lines)
 
 
@@ -280,14 +319,23 @@ def verify_plan(plan: RestorePlan, progress: Progress) -> None:
             verify_files(chosen.path)
         except VerifyError as exc:
             what = str(exc).split(". The backup was altered")[0]
-            raise RestoreError(f"backup {chosen.backup_id} on the restore path failed verification: {what}. "
-                               "Nothing was restored; get an intact copy (re-run its partition on the sender), or "
-                               f"restore to a time before it (--at {_fmt(chosen.manifest.window_start)})") from exc
+            raise RestoreError(
+                f"backup {chosen.backup_id} on the restore path failed verification: {what}. "
+                "Nothing was restored; get an intact copy (re-run its partition on the sender), or "
+                f"restore to a time before it (--at {_fmt(chosen.manifest.window_start)})"
+            ) from exc
 
 
-def restore(inbox: Path, at: datetime | None, target_dsn: str, *, create_from: str | None = None,
-            media_dir: Path | None = None, allow_gaps: bool = False, progress: Progress | None = None
-            ) -> RestoreResult:
+def restore(
+    inbox: Path,
+    at: datetime | None,
+    target_dsn: str,
+    *,
+    create_from: str | None = None,
+    media_dir: Path | None = None,
+    allow_gaps: bool = False,
+    progress: Progress | None = None,
+) -> RestoreResult:
     """Plan, verify, create (optionally), migrate, load, then check parity against the backups."""
     progress = progress or silent()
     plan = plan_restore(inbox, at, allow_gaps=allow_gaps)
@@ -310,19 +358,27 @@ def restore(inbox: Path, at: datetime | None, target_dsn: str, *, create_from: s
                 if media_dir is not None and bundle is not None:
                     media = install_media(chosen.path / bundle.name, chosen.manifest.media, Path(media_dir))
                     result.media.append(media)
-                    result.warnings += [f"media file {c.name} differs from the one already in {media_dir}; kept "
-                                        f"the existing file, the backup's is at {c.kept_as}" for c in media.conflicts]
+                    result.warnings += [
+                        f"media file {c.name} differs from the one already in {media_dir}; kept "
+                        f"the existing file, the backup's is at {c.kept_as}"
+                        for c in media.conflicts
+                    ]
                 load = load_backup(conn, chosen.path, chosen.manifest, chosen.manifest_sha256, dsn=target_dsn)
                 if load.outcome != "loaded":
-                    raise RestoreError(f"backup {chosen.backup_id} was {load.outcome}, not loaded, into the new "
-                                       f"database {name}: was it not new? Restore into an empty database")
+                    raise RestoreError(
+                        f"backup {chosen.backup_id} was {load.outcome}, not loaded, into the new "
+                        f"database {name}: was it not new? Restore into an empty database"
+                    )
                 result.loads.append(load)
     except BaseException as exc:
         if create_from:  # ours and half-built: nothing in it is worth keeping
             _drop(create_from, name)
         if isinstance(exc, ArbError):
-            where = (f"the new database {name} was dropped" if create_from
-                     else f"database {name} holds part of the restore: drop and create it again before a new try")
+            where = (
+                f"the new database {name} was dropped"
+                if create_from
+                else f"database {name} holds part of the restore: drop and create it again before a new try"
+            )
             raise RestoreError(f"{exc} ({where})") from exc
         raise
     result.parity = check_restored(target_dsn, plan, progress)

@@ -18,13 +18,18 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.pg.connect import connect, quote_ident
 from arb_pipeline.load.apply import RECEIVER_ONLY, receiver_only_columns
-from arb_pipeline.package.manifest import FileEntry
-from arb_pipeline.ops.parity import (ROW_HASH_ALGORITHM, Fingerprint, canonical_text_settings, relation_fingerprint,
-                                 row_hash_sql)
-from arb_pipeline.progress import Progress, silent
 from arb_pipeline.load.staging import stage_table
+from arb_pipeline.ops.parity import (
+    ROW_HASH_ALGORITHM,
+    Fingerprint,
+    canonical_text_settings,
+    relation_fingerprint,
+    row_hash_sql,
+)
+from arb_pipeline.package.manifest import FileEntry
+from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline.progress import Progress, silent
 
 if TYPE_CHECKING:
     from arb_pipeline.restore.pitr import Chosen, RestorePlan
@@ -40,7 +45,7 @@ class RestoredTable:
     table: str
     expected: Fingerprint
     restored: Fingerprint
-    sender_digest_ok: bool | None     # the complete's file equals the sender's snapshot fingerprint (None: none)
+    sender_digest_ok: bool | None  # the complete's file equals the sender's snapshot fingerprint (None: none)
     partial_files: int
     first_keys: list[str] = field(default_factory=list)
 
@@ -49,15 +54,19 @@ class RestoredTable:
         return self.expected == self.restored and self.sender_digest_ok is not False
 
     def format(self) -> str:
-        sender = {True: "complete = sender's digest", False: "complete's file DIFFERS from the sender's digest",
-                  None: "no sender digest"}[self.sender_digest_ok]
+        sender = {
+            True: "complete = sender's digest",
+            False: "complete's file DIFFERS from the sender's digest",
+            None: "no sender digest",
+        }[self.sender_digest_ok]
         what = f"{self.expected.rows} rows, {sender}, {self.partial_files} partial file(s)"
         if self.ok:
             return f"{self.table}: ok ({what})"
-        text = (f"{self.table}: DRIFT expected {self.expected.rows} rows (digest {self.expected.digest}), restored "
-                f"{self.restored.rows} (digest {self.restored.digest}); {what}")
+        text = (
+            f"{self.table}: DRIFT expected {self.expected.rows} rows (digest {self.expected.digest}), restored "
+            f"{self.restored.rows} (digest {self.restored.digest}); {what}"
+        )
         return text + (f"; first keys: {'; '.join(self.first_keys)}" if self.first_keys else "")
-
 
 
 def check_restored(dsn: str, plan: "RestorePlan", progress: Progress | None = None) -> list[RestoredTable]:
@@ -86,18 +95,26 @@ def _table_parity(conn, table: str, files, info, complete: "Chosen") -> Restored
         mine = relation_fingerprint(conn, quote_ident(EXPECTED), columns)
         sender_ok = (mine.rows, mine.digest) == (fp.rows, fp.digest)
     pk = info.primary_key
-    conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
-        sql.Identifier(EXPECTED), sql.SQL(", ").join(sql.Identifier(k) for k in pk)))
+    conn.execute(
+        sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
+            sql.Identifier(EXPECTED), sql.SQL(", ").join(sql.Identifier(k) for k in pk)
+        )
+    )
     for i, (chosen, entry) in enumerate(rest):  # oldest snapshot first: the newest version wins
         stage = f"arb_pitr_partial_{i}"
         stage_table(conn, chosen.path, entry, info, sql.Identifier(stage), temporary=True)
         cols = [c.name for c in entry.columns if c.name in columns]
         non_key = [c for c in cols if c not in pk]
-        action = ("DO UPDATE SET " + ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in non_key)
-                  if non_key else "DO NOTHING")
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in non_key)
+            if non_key
+            else "DO NOTHING"
+        )
         col_list = ", ".join(quote_ident(c) for c in cols)
-        conn.execute(f"INSERT INTO {quote_ident(EXPECTED)} ({col_list}) SELECT {col_list} FROM {quote_ident(stage)} "
-                     f"ON CONFLICT ({', '.join(quote_ident(k) for k in pk)}) {action}")
+        conn.execute(
+            f"INSERT INTO {quote_ident(EXPECTED)} ({col_list}) SELECT {col_list} FROM {quote_ident(stage)} "
+            f"ON CONFLICT ({', '.join(quote_ident(k) for k in pk)}) {action}"
+        )
     own = RECEIVER_ONLY | receiver_only_columns(conn, table)
     comparable = [c for c in columns if c in set(info.column_names) and c not in own]
     expected = relation_fingerprint(conn, quote_ident(EXPECTED), comparable)
@@ -112,11 +129,16 @@ def _first_keys(conn, table: str, pk, columns) -> list[str]:
     keys = ", ".join(quote_ident(k) for k in pk)
 
     def hashed(relation: str) -> str:
-        return f"SELECT {', '.join(f'x.{quote_ident(k)}' for k in pk)}, {row_hash_sql(columns, 'x')} AS h " \
-               f"FROM {relation} x"
+        return (
+            f"SELECT {', '.join(f'x.{quote_ident(k)}' for k in pk)}, {row_hash_sql(columns, 'x')} AS h "
+            f"FROM {relation} x"
+        )
 
     rows = conn.execute(
         f"SELECT {keys}, CASE WHEN r.h IS NULL THEN 'missing' WHEN e.h IS NULL THEN 'extra' ELSE 'changed' END "
         f"FROM ({hashed(quote_ident(EXPECTED))}) e FULL JOIN ({hashed('public.' + quote_ident(table))}) r "
-        f"USING ({keys}) WHERE e.h IS DISTINCT FROM r.h ORDER BY {keys} LIMIT {MAX_KEYS}").fetchall()
-    return [", ".join(f"{k}={v}" for k, v in zip(pk, row[:-1])) + f" {row[-1]} in the restore" for row in rows]
+        f"USING ({keys}) WHERE e.h IS DISTINCT FROM r.h ORDER BY {keys} LIMIT {MAX_KEYS}"
+    ).fetchall()
+    return [
+        ", ".join(f"{k}={v}" for k, v in zip(pk, row[:-1])) + f" {row[-1]} in the restore" for row in rows
+    ]

@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.errors import SchemaError
+from arb_pipeline.pg.connect import connect
 
 ROLES = ("sender", "receiver")
 
@@ -52,7 +52,9 @@ def migrations_for(role: str) -> list[Migration]:
                 continue
             version = entry.name.split("_", 1)[0]
             if version in found:
-                raise SchemaError(f"two migrations share version {version}: {found[version].name} and {entry.name}")
+                raise SchemaError(
+                    f"two migrations share version {version}: {found[version].name} and {entry.name}"
+                )
             found[version] = Migration(version, f"{folder}/{entry.name}", entry.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
 

@@ -6,18 +6,18 @@ and lineage per table in the UI), and the ``backup`` asset is the package itself
 which the BackupPublisher IO manager publishes with its manifest last.
 """
 
-
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
 from arb_pipeline.catalog import CATALOG, short_name
-from arb_pipeline.extract.tables import Window
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
+from arb_pipeline.extract.tables import Window
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
+
 
 def table_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["sender", kind, short_name(table)])
@@ -26,17 +26,33 @@ def table_key(kind: str, table: str) -> dg.AssetKey:
 def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"sender_{kind}"
     fresh = policy_for(kind)
-    table_specs = [dg.AssetSpec(table_key(kind, t), group_name=group, partitions_def=partitions_def,
-                                description=f"{t} rows of the {kind} backup, published on the receiver",
-                                kinds={"postgres"}, freshness_policy=fresh).with_io_manager_key("backup_publisher")
-                   for t in tables]
-    media = dg.AssetSpec(["sender", kind, "media"], group_name=group, partitions_def=partitions_def,
-                         description="media files referenced by the backup's rows", kinds={"file"},
-                         freshness_policy=fresh).with_io_manager_key("backup_publisher")
-    package = dg.AssetSpec(["sender", kind, "backup"], group_name=group, partitions_def=partitions_def,
-                           freshness_policy=fresh, deps=[s.key for s in table_specs] + [media.key],
-                           description=f"the {kind} backup package, committed on the receiver by its manifest",
-                           ).with_io_manager_key("backup_publisher")
+    table_specs = [
+        dg.AssetSpec(
+            table_key(kind, t),
+            group_name=group,
+            partitions_def=partitions_def,
+            description=f"{t} rows of the {kind} backup, published on the receiver",
+            kinds={"postgres"},
+            freshness_policy=fresh,
+        ).with_io_manager_key("backup_publisher")
+        for t in tables
+    ]
+    media = dg.AssetSpec(
+        ["sender", kind, "media"],
+        group_name=group,
+        partitions_def=partitions_def,
+        description="media files referenced by the backup's rows",
+        kinds={"file"},
+        freshness_policy=fresh,
+    ).with_io_manager_key("backup_publisher")
+    package = dg.AssetSpec(
+        ["sender", kind, "backup"],
+        group_name=group,
+        partitions_def=partitions_def,
+        freshness_policy=fresh,
+        deps=[s.key for s in table_specs] + [media.key],
+        description=f"the {kind} backup package, committed on the receiver by its manifest",
+    ).with_io_manager_key("backup_publisher")
     return table_specs + [media, package]
 
 
@@ -46,25 +62,38 @@ def _results(context: dg.AssetExecutionContext, kind: str, built: BuiltBackup, s
     m = built.manifest
     for f in m.table_files():
         if f.table in shown_tables:
-            yield dg.Output(BackupPart(built, (f.name,)), output_name=_output_name(table_key(kind, f.table).path),
-                            metadata={"rows": f.rows, "bytes": f.bytes, "sha256": f.sha256, "backup_id": m.backup_id})
+            yield dg.Output(
+                BackupPart(built, (f.name,)),
+                output_name=_output_name(table_key(kind, f.table).path),
+                metadata={"rows": f.rows, "bytes": f.bytes, "sha256": f.sha256, "backup_id": m.backup_id},
+            )
     media_file = m.file("media")
-    yield dg.Output(BackupPart(built, (media_file.name,) if media_file else ()),
-                    output_name=_output_name(["sender", kind, "media"]), metadata={
-        "files": len(m.media), "bytes": media_file.bytes if media_file else 0,
-        "missing": dg.MetadataValue.json([{"name": x.name, "reason": x.reason} for x in m.media_missing]),
-    })
+    yield dg.Output(
+        BackupPart(built, (media_file.name,) if media_file else ()),
+        output_name=_output_name(["sender", kind, "media"]),
+        metadata={
+            "files": len(m.media),
+            "bytes": media_file.bytes if media_file else 0,
+            "missing": dg.MetadataValue.json([{"name": x.name, "reason": x.reason} for x in m.media_missing]),
+        },
+    )
     if m.media_missing:
-        context.log.warning(f"{len(m.media_missing)} referenced media file(s) missing or unsafe: "
-                            + ", ".join(x.name for x in m.media_missing[:10]))
-    yield dg.Output(built, output_name=_output_name(["sender", kind, "backup"]), metadata={
-        "backup_id": m.backup_id,
-        "snapshot_time": m.snapshot_time.isoformat(),
-        "rows": sum(f.rows or 0 for f in m.table_files()),
-        "bytes": sum(f.bytes for f in m.files),
-        "media_files": len(m.media),
-        "media_missing": len(m.media_missing),
-    })
+        context.log.warning(
+            f"{len(m.media_missing)} referenced media file(s) missing or unsafe: "
+            + ", ".join(x.name for x in m.media_missing[:10])
+        )
+    yield dg.Output(
+        built,
+        output_name=_output_name(["sender", kind, "backup"]),
+        metadata={
+            "backup_id": m.backup_id,
+            "snapshot_time": m.snapshot_time.isoformat(),
+            "rows": sum(f.rows or 0 for f in m.table_files()),
+            "bytes": sum(f.bytes for f in m.files),
+            "media_files": len(m.media),
+            "media_missing": len(m.media_missing),
+        },
+    )
 
 
 def _output_name(path: list[str]) -> str:
@@ -83,28 +112,63 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
     sweep_staging(staging)
     run_dir = staging / context.run.run_id
     try:
-        built = build(partition_key=context.partition_key, window=Window(tw.start, tw.end),
-                      unique=context.run.run_id.replace("-", ""), media_dir=Path(settings.media_dir),
-                      sender_id=settings.resolved_sender_id(), include_personal=settings.include_personal_columns,
-                      staging_root=run_dir, **kwargs)
-        yield from _results(context, kind, built, set(PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES))
+        built = build(
+            partition_key=context.partition_key,
+            window=Window(tw.start, tw.end),
+            unique=context.run.run_id.replace("-", ""),
+            media_dir=Path(settings.media_dir),
+            sender_id=settings.resolved_sender_id(),
+            include_personal=settings.include_personal_columns,
+            staging_root=run_dir,
+            **kwargs,
+        )
+        yield from _results(
+            context, kind, built, set(PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES)
+        )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@dg.multi_asset(name="partial_backup", specs=_specs("partial", PARTIAL_TABLES, PARTIAL), partitions_def=PARTIAL,
-                pool="sender_partial", can_subset=False)
-def partial_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
+@dg.multi_asset(
+    name="partial_backup",
+    specs=_specs("partial", PARTIAL_TABLES, PARTIAL),
+    partitions_def=PARTIAL,
+    pool="sender_partial",
+    can_subset=False,
+)
+def partial_backup(
+    context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings
+):
     """Rows whose cursor falls in the partition's window (plus the overlap for late
     commits and clock skew) and their FK parents, one JSON Lines file per table."""
-    yield from _run_backup(context, "partial", build_partial, sender_settings, dsn=sender_db.checked_dsn(),
-                           overlap=sender_settings.overlap())
+    yield from _run_backup(
+        context,
+        "partial",
+        build_partial,
+        sender_settings,
+        dsn=sender_db.checked_dsn(),
+        overlap=sender_settings.overlap(),
+    )
 
 
-@dg.multi_asset(name="complete_backup", specs=_specs("complete", COMPLETE_TABLES, COMPLETE), partitions_def=COMPLETE,
-                pool="sender_complete", can_subset=False)
-def complete_backup(context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings):
+@dg.multi_asset(
+    name="complete_backup",
+    specs=_specs("complete", COMPLETE_TABLES, COMPLETE),
+    partitions_def=COMPLETE,
+    pool="sender_complete",
+    can_subset=False,
+)
+def complete_backup(
+    context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings
+):
     """Every catalog table from one snapshot (COPY format, restorable with psql), all media."""
-    yield from _run_backup(context, "complete", build_complete, sender_settings, dsn=sender_db.checked_dsn(),
-                           pg_dump=sender_settings.pg_dump, zstd_level=sender_settings.zstd_level,
-                           fingerprints=sender_settings.complete_fingerprints)
+    yield from _run_backup(
+        context,
+        "complete",
+        build_complete,
+        sender_settings,
+        dsn=sender_db.checked_dsn(),
+        pg_dump=sender_settings.pg_dump,
+        zstd_level=sender_settings.zstd_level,
+        fingerprints=sender_settings.complete_fingerprints,
+    )

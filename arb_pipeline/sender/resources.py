@@ -4,7 +4,6 @@ Secrets (the DSN's password, the key file's passphrase) come from the environmen
 through dg.EnvVar, so they never show in the UI or in run logs.
 """
 
-
 import os
 from pathlib import Path
 from typing import Optional
@@ -28,15 +27,15 @@ class SenderDatabase(dg.ConfigurableResource):
 
 
 class SenderSettings(dg.ConfigurableResource):
-    sender_id: str = ""                   # names this server in manifests; default: host name
-    media_dir: str                        # MEDIA_IMAGE: the folder of report images
-    staging_dir: str                      # TMP_BKP_FLDR: local scratch, emptied after every run
-    max_commit_delay_minutes: int = 10    # longest app transaction, timestamp to commit
-    max_clock_skew_minutes: int = 5       # app servers' clocks vs the database's
+    sender_id: str = ""  # names this server in manifests; default: host name
+    media_dir: str  # MEDIA_IMAGE: the folder of report images
+    staging_dir: str  # TMP_BKP_FLDR: local scratch, emptied after every run
+    max_commit_delay_minutes: int = 10  # longest app transaction, timestamp to commit
+    max_clock_skew_minutes: int = 5  # app servers' clocks vs the database's
     include_personal_columns: bool = False
     pg_dump: str = "pg_dump"
-    zstd_level: int = 1                   # completes: level 1 keeps the dump as fast as pg_dump
-    complete_fingerprints: bool = True    # per-table digests in the complete's manifest (receiver parity check)
+    zstd_level: int = 1  # completes: level 1 keeps the dump as fast as pg_dump
+    complete_fingerprints: bool = True  # per-table digests in the complete's manifest (receiver parity check)
 
     def overlap(self):
         from datetime import timedelta
@@ -52,40 +51,56 @@ class SenderSettings(dg.ConfigurableResource):
 class BackupDestination(dg.ConfigurableResource):
     """The receiver's inbox: a local folder (demo, one machine) or SFTP (production)."""
 
-    kind: str = "local"                   # "local" or "sftp"
-    local_dir: str = ""                   # kind=local: the inbox folder
-    host: str = ""                        # REMOTE_HOST
+    kind: str = "local"  # "local" or "sftp"
+    local_dir: str = ""  # kind=local: the inbox folder
+    host: str = ""  # REMOTE_HOST
     port: int = 22
-    username: str = ""                    # REMOTE_USER
-    key_file: str = ""                    # PRIVATE_KEY
+    username: str = ""  # REMOTE_USER
+    key_file: str = ""  # PRIVATE_KEY
     key_passphrase: str = ""
     known_hosts_file: str = ""
-    remote_dir: str = ""                  # REMOTE_BKP_FLDR
+    remote_dir: str = ""  # REMOTE_BKP_FLDR
     connect_timeout: int = 10
-    io_timeout: int = 30                  # a transfer that hears nothing this long is retried
+    io_timeout: int = 30  # a transfer that hears nothing this long is retried
     retries: int = 4
-    min_free_mb: int = 1024               # the connectivity check fails below this much room in the inbox
+    min_free_mb: int = 1024  # the connectivity check fails below this much room in the inbox
 
     def open(self, retries: int | None = None) -> Transport:
         """The transport; ``retries`` overrides the setting (a preflight check fails fast)."""
         if self.kind == "local":
             if not self.local_dir:
-                raise ConfigError("ARB_INBOX_DIR is empty: set the receiver's inbox folder for the local transport")
+                raise ConfigError(
+                    "ARB_INBOX_DIR is empty: set the receiver's inbox folder for the local transport"
+                )
             return LocalFolderTransport(Path(self.local_dir))
         if self.kind == "sftp":
             from arb_pipeline.transport.sftp import SftpTransport
 
-            missing = [name for name, value in (("ARB_SFTP_HOST", self.host), ("ARB_SFTP_USER", self.username),
-                                                ("ARB_SFTP_KEY_FILE", self.key_file),
-                                                ("ARB_SFTP_KNOWN_HOSTS", self.known_hosts_file),
-                                                ("ARB_SFTP_REMOTE_DIR", self.remote_dir)) if not value]
+            missing = [
+                name
+                for name, value in (
+                    ("ARB_SFTP_HOST", self.host),
+                    ("ARB_SFTP_USER", self.username),
+                    ("ARB_SFTP_KEY_FILE", self.key_file),
+                    ("ARB_SFTP_KNOWN_HOSTS", self.known_hosts_file),
+                    ("ARB_SFTP_REMOTE_DIR", self.remote_dir),
+                )
+                if not value
+            ]
             if missing:
                 raise ConfigError(f"SFTP transport needs {', '.join(missing)}")
-            return SftpTransport(host=self.host, port=self.port, username=self.username, key_file=self.key_file,
-                                 known_hosts_file=self.known_hosts_file, remote_dir=self.remote_dir,
-                                 key_passphrase=self.key_passphrase or None,
-                                 connect_timeout=self.connect_timeout, io_timeout=self.io_timeout,
-                                 retries=self.retries if retries is None else retries)
+            return SftpTransport(
+                host=self.host,
+                port=self.port,
+                username=self.username,
+                key_file=self.key_file,
+                known_hosts_file=self.known_hosts_file,
+                remote_dir=self.remote_dir,
+                key_passphrase=self.key_passphrase or None,
+                connect_timeout=self.connect_timeout,
+                io_timeout=self.io_timeout,
+                retries=self.retries if retries is None else retries,
+            )
         raise ConfigError(f"ARB_TRANSPORT={self.kind!r}: use 'local' or 'sftp'")
 
 
@@ -110,11 +125,13 @@ class BackupPublisher(dg.ConfigurableIOManager):
             built, published = obj.built, publish(self._transport, obj.built, obj.names)
         else:  # the whole package: whatever is left, then the manifest
             built, published = obj, publish(self._transport, obj)
-        context.add_output_metadata({
-            "remote_folder": dg.MetadataValue.text(built.remote_dir),
-            "files_published": dg.MetadataValue.json(published),
-            "transport": self.destination.kind,
-        })
+        context.add_output_metadata(
+            {
+                "remote_folder": dg.MetadataValue.text(built.remote_dir),
+                "files_published": dg.MetadataValue.json(published),
+                "transport": self.destination.kind,
+            }
+        )
 
     def load_input(self, context: dg.InputContext):
         raise dg.Failure("published backups live on the receiver; nothing on the sender reads them back")

@@ -4,7 +4,6 @@ A partial tick requests the newest window that ended at least the safety delay
 ago; rows committed later still arrive through the next windows' overlap.
 """
 
-
 import os
 from datetime import timedelta
 
@@ -15,11 +14,17 @@ from arb_pipeline.sender.assets import complete_backup, partial_backup
 
 # One step per run: the in-process executor saves a process start per run.
 partial_backup_job = dg.define_asset_job(
-    "partial_backup_job", selection=dg.AssetSelection.assets(partial_backup), executor_def=dg.in_process_executor,
-    tags={"arb/kind": "partial"})
+    "partial_backup_job",
+    selection=dg.AssetSelection.assets(partial_backup),
+    executor_def=dg.in_process_executor,
+    tags={"arb/kind": "partial"},
+)
 complete_backup_job = dg.define_asset_job(
-    "complete_backup_job", selection=dg.AssetSelection.assets(complete_backup), executor_def=dg.in_process_executor,
-    tags={"arb/kind": "complete"})
+    "complete_backup_job",
+    selection=dg.AssetSelection.assets(complete_backup),
+    executor_def=dg.in_process_executor,
+    tags={"arb/kind": "complete"},
+)
 
 
 def safety_delay() -> timedelta:
@@ -28,8 +33,9 @@ def safety_delay() -> timedelta:
     return timedelta(minutes=min(delay, minutes - 1))
 
 
-def last_closed_key(partitions_def: dg.TimeWindowPartitionsDefinition, now, delay: timedelta,
-                    length: timedelta) -> str | None:
+def last_closed_key(
+    partitions_def: dg.TimeWindowPartitionsDefinition, now, delay: timedelta, length: timedelta
+) -> str | None:
     """The newest partition whose window ended at or before ``now - delay``."""
     inside = now - delay - length  # a moment in the last closed window
     if inside < partitions_def.start:
@@ -43,11 +49,17 @@ def _partial_cron() -> str:
     return f"{offset}-59/{minutes} * * * *" if minutes > 1 else "* * * * *"
 
 
-@dg.schedule(name="partial_backup_schedule", cron_schedule=_partial_cron(), job=partial_backup_job,
-             execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(
+    name="partial_backup_schedule",
+    cron_schedule=_partial_cron(),
+    job=partial_backup_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def partial_backup_schedule(context: dg.ScheduleEvaluationContext):
-    key = last_closed_key(PARTIAL, context.scheduled_execution_time, safety_delay(),
-                          timedelta(minutes=partial_minutes()))
+    key = last_closed_key(
+        PARTIAL, context.scheduled_execution_time, safety_delay(), timedelta(minutes=partial_minutes())
+    )
     if key is None:
         return dg.SkipReason("no partial window has closed yet since ARB_GO_LIVE")
     return dg.RunRequest(run_key=f"partial-{key}", partition_key=key)
@@ -58,9 +70,13 @@ def _complete_cron() -> str:
     return f"{int(mm)} {int(hh)} * * *"
 
 
-@dg.schedule(name="complete_backup_schedule", cron_schedule=_complete_cron(), job=complete_backup_job,
-             execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
-             default_status=dg.DefaultScheduleStatus.RUNNING)
+@dg.schedule(
+    name="complete_backup_schedule",
+    cron_schedule=_complete_cron(),
+    job=complete_backup_job,
+    execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def complete_backup_schedule(context: dg.ScheduleEvaluationContext):
     key = last_closed_key(COMPLETE, context.scheduled_execution_time, timedelta(0), timedelta(days=1))
     if key is None:

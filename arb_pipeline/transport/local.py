@@ -28,7 +28,9 @@ class LocalFolderTransport:
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"cannot publish {remote_name} into local folder {self.root}: {exc}") from exc
+            raise TransportError(
+                f"cannot publish {remote_name} into local folder {self.root}: {exc}"
+            ) from exc
 
     def listdir(self, remote_dir: str = "") -> list[str]:
         path = self._path(remote_dir) if remote_dir else self.root
@@ -50,8 +52,10 @@ class LocalFolderTransport:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise TransportError(f"the local inbox folder {self.root} is not writable: {exc}. "
-                                 "Check ARB_INBOX_DIR and the folder's owner") from exc
+            raise TransportError(
+                f"the local inbox folder {self.root} is not writable: {exc}. "
+                "Check ARB_INBOX_DIR and the folder's owner"
+            ) from exc
 
     def server_key(self) -> str:
         return "(local folder: no host key)"

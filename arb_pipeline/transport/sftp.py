@@ -147,8 +147,10 @@ class SftpTransport:
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return (f"SftpTransport({self.username}@{self.host}:{self.port}, remote_dir={self.remote_dir!r}, "
-                f"key_file={str(self.key_file)!r}, known_hosts_file={str(self.known_hosts_file)!r})")
+        return (
+            f"SftpTransport({self.username}@{self.host}:{self.port}, remote_dir={self.remote_dir!r}, "
+            f"key_file={str(self.key_file)!r}, known_hosts_file={str(self.known_hosts_file)!r})"
+        )
 
     # ---- context manager -------------------------------------------------------------
     def __enter__(self) -> "SftpTransport":
@@ -174,20 +176,28 @@ class SftpTransport:
         try:
             st = path.stat()
         except FileNotFoundError:
-            raise _Permanent(f"the SFTP private key file {path} (key_file setting) does not exist: {fix}") from None
+            raise _Permanent(
+                f"the SFTP private key file {path} (key_file setting) does not exist: {fix}"
+            ) from None
         except OSError as exc:
-            raise _Permanent(f"the SFTP private key file {path} (key_file setting) can't be read "
-                             f"({exc.strerror}): {fix}") from None
+            raise _Permanent(
+                f"the SFTP private key file {path} (key_file setting) can't be read ({exc.strerror}): {fix}"
+            ) from None
         if not stat.S_ISREG(st.st_mode):
-            raise _Permanent(f"the SFTP private key file {path} (key_file setting) is not a regular file: {fix}")
+            raise _Permanent(
+                f"the SFTP private key file {path} (key_file setting) is not a regular file: {fix}"
+            )
         if os.name == "posix" and st.st_mode & 0o077:
             raise _Permanent(
                 f"the SFTP private key file {path} (key_file setting) has mode {stat.S_IMODE(st.st_mode):04o}: "
                 f"it is readable or writable by group/others, so it is refused (as ssh does). "
-                f"Fix: `chmod 600 {path}` (and make sure the pipeline's user owns it)")
+                f"Fix: `chmod 600 {path}` (and make sure the pipeline's user owns it)"
+            )
         if not os.access(path, os.R_OK):
-            raise _Permanent(f"the SFTP private key file {path} (key_file setting) is not readable by this user "
-                             f"(uid {os.getuid()}): make the pipeline's user its owner and `chmod 600 {path}`")
+            raise _Permanent(
+                f"the SFTP private key file {path} (key_file setting) is not readable by this user "
+                f"(uid {os.getuid()}): make the pipeline's user its owner and `chmod 600 {path}`"
+            )
         # Errors while parsing are reported by type only, and without their cause: some
         # parser exceptions carry the key's bytes.
         passphrase = self.__passphrase or None
@@ -203,17 +213,23 @@ class SftpTransport:
             if passphrase is None and ("password" in text or "encrypted" in text):
                 reason = encrypted_hint
             elif passphrase is not None:
-                reason = ("the key_passphrase setting does not decrypt it (or it is not an OpenSSH or PEM "
-                          "Ed25519, ECDSA or RSA private key)")
+                reason = (
+                    "the key_passphrase setting does not decrypt it (or it is not an OpenSSH or PEM "
+                    "Ed25519, ECDSA or RSA private key)"
+                )
             else:
-                reason = (f"it is not a private key paramiko can read ({type(exc).__name__}); "
-                          "use an OpenSSH or PEM Ed25519, ECDSA or RSA private key")
+                reason = (
+                    f"it is not a private key paramiko can read ({type(exc).__name__}); "
+                    "use an OpenSSH or PEM Ed25519, ECDSA or RSA private key"
+                )
         except OSError as exc:
             reason = f"it can't be read ({exc.strerror})"
         else:
             self._key = key
             return key
-        raise _Permanent(f"the SFTP private key file {path} (key_file setting) can't be used: {reason}") from None
+        raise _Permanent(
+            f"the SFTP private key file {path} (key_file setting) can't be used: {reason}"
+        ) from None
 
     @staticmethod
     def _parse_key(path: Path, passphrase: str | None) -> paramiko.PKey:
@@ -233,9 +249,11 @@ class SftpTransport:
             return paramiko.PKey.from_path(path)
 
     def _keyscan_hint(self) -> str:
-        return (f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts_file}` and check that the "
-                f"fingerprint it adds (`ssh-keygen -lf {self.known_hosts_file}`) matches the server's "
-                f"(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the server)")
+        return (
+            f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts_file}` and check that the "
+            f"fingerprint it adds (`ssh-keygen -lf {self.known_hosts_file}`) matches the server's "
+            f"(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the server)"
+        )
 
     # ---- connection ------------------------------------------------------------------
     def _connected(self) -> bool:
@@ -268,16 +286,25 @@ class SftpTransport:
                 raise _Permanent(
                     f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) does not exist; "
                     f"host keys are only trusted from it. Create it with the server's key: "
-                    f"{self._keyscan_hint()}") from None
+                    f"{self._keyscan_hint()}"
+                ) from None
             except (OSError, paramiko.SSHException) as exc:
-                raise _Permanent(f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) "
-                                 f"can't be read: {exc}") from None
+                raise _Permanent(
+                    f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) "
+                    f"can't be read: {exc}"
+                ) from None
             client.set_missing_host_key_policy(_RejectUnknownHost())
             client.connect(
-                self.host, port=self.port, username=self.username, pkey=key,
-                look_for_keys=False, allow_agent=False,
-                timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout, channel_timeout=self.connect_timeout,
+                self.host,
+                port=self.port,
+                username=self.username,
+                pkey=key,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout,
             )
             transport = client.get_transport()
             if self.keepalive_interval:
@@ -301,7 +328,10 @@ class SftpTransport:
         if isinstance(exc, OSError):
             # An SFTP status (permission denied, no such file, failure) on a live connection is
             # the server's answer; the same error with the connection gone is a network failure.
-            return exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS) and not self._connected()
+            return (
+                exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
+                and not self._connected()
+            )
         return False
 
     def _explain(self, exc: BaseException, action: str, connecting: bool) -> str:
@@ -309,44 +339,65 @@ class SftpTransport:
         if isinstance(exc, TransportError):
             return str(exc)
         if isinstance(exc, paramiko.BadHostKeyException):
-            return (f"the host key of the SFTP server {self._where} has CHANGED since it was recorded in the "
-                    f"known_hosts file {self.known_hosts_file} (known_hosts_file setting): it offered "
-                    f"{exc.key.get_name()} {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} "
-                    f"{_fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack; nothing was sent. "
-                    f"If the server's key was really regenerated, remove the old entry "
-                    f"(`ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_file}`) and add the new one: "
-                    f"{self._keyscan_hint()}")
+            return (
+                f"the host key of the SFTP server {self._where} has CHANGED since it was recorded in the "
+                f"known_hosts file {self.known_hosts_file} (known_hosts_file setting): it offered "
+                f"{exc.key.get_name()} {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} "
+                f"{_fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack; nothing was sent. "
+                f"If the server's key was really regenerated, remove the old entry "
+                f"(`ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_file}`) and add the new one: "
+                f"{self._keyscan_hint()}"
+            )
         if isinstance(exc, _UnknownHostKey):
-            return (f"the SFTP server {self._where} is not in the known_hosts file {self.known_hosts_file} "
-                    f"(known_hosts_file setting): it offered {exc.key.get_name()} {_fingerprint(exc.key)}. "
-                    f"Host keys are never added automatically; if this is the right server, add its key: "
-                    f"{self._keyscan_hint()}")
+            return (
+                f"the SFTP server {self._where} is not in the known_hosts file {self.known_hosts_file} "
+                f"(known_hosts_file setting): it offered {exc.key.get_name()} {_fingerprint(exc.key)}. "
+                f"Host keys are never added automatically; if this is the right server, add its key: "
+                f"{self._keyscan_hint()}"
+            )
         if isinstance(exc, paramiko.AuthenticationException):
-            return (f"the SFTP server {self._where} refused the login of user {self.username!r} (username setting) "
-                    f"with the key in {self.key_file} (key_file setting): {str(exc).rstrip('.')}. Check that the public key "
-                    f"({self.key_file}.pub) is in that user's authorized_keys on the server")
+            return (
+                f"the SFTP server {self._where} refused the login of user {self.username!r} (username setting) "
+                f"with the key in {self.key_file} (key_file setting): {str(exc).rstrip('.')}. Check that the public key "
+                f"({self.key_file}.pub) is in that user's authorized_keys on the server"
+            )
         if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
-            return (f"{action}: permission denied on the SFTP server {self._where} for user {self.username!r}. "
-                    f"Check the remote_dir setting ({self.remote_dir}) and that the folder is writable by that "
-                    f"user on the server")
-        if isinstance(exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError,
-                            socket.gaierror)) or (isinstance(exc, (TimeoutError, EOFError)) and connecting):
-            return (f"{action}: cannot connect to the SFTP server {self._where} (host and port settings): "
-                    f"{_describe(exc)}. Is sshd running there? Is the port right? "
-                    f"Does a firewall block it?")
+            return (
+                f"{action}: permission denied on the SFTP server {self._where} for user {self.username!r}. "
+                f"Check the remote_dir setting ({self.remote_dir}) and that the folder is writable by that "
+                f"user on the server"
+            )
+        if isinstance(
+            exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError, socket.gaierror)
+        ) or (isinstance(exc, (TimeoutError, EOFError)) and connecting):
+            return (
+                f"{action}: cannot connect to the SFTP server {self._where} (host and port settings): "
+                f"{_describe(exc)}. Is sshd running there? Is the port right? "
+                f"Does a firewall block it?"
+            )
         if isinstance(exc, TimeoutError):
-            return (f"{action}: the SFTP server {self._where} did not answer within io_timeout={self.io_timeout} s "
-                    f"(a stalled connection or a very slow network)")
+            return (
+                f"{action}: the SFTP server {self._where} did not answer within io_timeout={self.io_timeout} s "
+                f"(a stalled connection or a very slow network)"
+            )
         if isinstance(exc, FileNotFoundError):
-            return (f"{action}: no such file or folder on the SFTP server ({_describe(exc)}); check the name and "
-                    f"the remote_dir setting ({self.remote_dir})")
+            return (
+                f"{action}: no such file or folder on the SFTP server ({_describe(exc)}); check the name and "
+                f"the remote_dir setting ({self.remote_dir})"
+            )
         if isinstance(exc, OSError) and not connecting and self._connected():
             return f"{action}: the SFTP server {self._where} refused: {_describe(exc)}"
-        return (f"{action}: SFTP to {self.username}@{self._where} failed: {_describe(exc)}. "
-                f"Is sshd running there? Is the port right?")
+        return (
+            f"{action}: SFTP to {self.username}@{self._where} failed: {_describe(exc)}. "
+            f"Is sshd running there? Is the port right?"
+        )
 
-    def _retrying(self, action: str, attempt_fn: Callable[[paramiko.SFTPClient], T],
-                  cleanup: Callable[[paramiko.SFTPClient], None] | None = None) -> T:
+    def _retrying(
+        self,
+        action: str,
+        attempt_fn: Callable[[paramiko.SFTPClient], T],
+        cleanup: Callable[[paramiko.SFTPClient], None] | None = None,
+    ) -> T:
         """Run ``attempt_fn(sftp)`` on a live connection, retrying transient failures.
 
         ``cleanup(sftp)`` runs on the next live connection after a failed attempt (to remove a
@@ -393,8 +444,9 @@ class SftpTransport:
                     self._disconnect()
                     attempt += 1
                     delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
-                    log.warning("%s: %s; retry %d/%d in %.1f s", action, _describe(exc), attempt, self.retries,
-                                delay)
+                    log.warning(
+                        "%s: %s; retry %d/%d in %.1f s", action, _describe(exc), attempt, self.retries, delay
+                    )
                     time.sleep(delay)
 
     # ---- remote folders --------------------------------------------------------------
@@ -410,8 +462,10 @@ class SftpTransport:
                 current = posixpath.dirname(current)
                 continue
             if mode is not None and not stat.S_ISDIR(mode):
-                raise _Permanent(f"remote path {current} on {self._where} exists but is not a folder; "
-                                 f"check the remote_dir setting ({self.remote_dir})")
+                raise _Permanent(
+                    f"remote path {current} on {self._where} exists but is not a folder; "
+                    f"check the remote_dir setting ({self.remote_dir})"
+                )
             break
         for path in reversed(missing):
             try:
@@ -433,8 +487,9 @@ class SftpTransport:
         try:
             size = local_path.stat().st_size
         except OSError as exc:
-            raise TransportError(f"cannot publish {remote_name}: local file {local_path} can't be read: "
-                                 f"{exc.strerror}") from exc
+            raise TransportError(
+                f"cannot publish {remote_name}: local file {local_path} can't be read: {exc.strerror}"
+            ) from exc
         temps: list[str] = []
 
         def attempt(sftp: paramiko.SFTPClient) -> None:
@@ -456,7 +511,9 @@ class SftpTransport:
                     pass
                 temps.remove(tmp)
 
-        self._retrying(f"cannot publish {remote_name} to {self.remote_dir} on {self._where}", attempt, cleanup)
+        self._retrying(
+            f"cannot publish {remote_name} to {self.remote_dir} on {self._where}", attempt, cleanup
+        )
 
     def listdir(self, remote_dir: str = "") -> list[str]:
         path = self._remote_path(remote_dir) if remote_dir else self.remote_dir
@@ -507,13 +564,16 @@ class SftpTransport:
                 pass
 
         try:
-            self._retrying(f"the remote folder {self.remote_dir} on {self._where} is not writable", attempt, cleanup)
+            self._retrying(
+                f"the remote folder {self.remote_dir} on {self._where} is not writable", attempt, cleanup
+            )
         except TransportError as exc:
             if isinstance(exc.__cause__, (PermissionError, FileNotFoundError)):
                 raise TransportError(
                     f"the remote folder {self.remote_dir} (remote_dir setting) on {self._where} is not writable by "
                     f"user {self.username!r}: {exc.__cause__}. Fix remote_dir, or the folder's owner and mode on "
-                    f"the server (it must exist or be creatable, and be writable by that user)") from exc.__cause__
+                    f"the server (it must exist or be creatable, and be writable by that user)"
+                ) from exc.__cause__
             raise
 
     def server_key(self) -> str:

@@ -18,8 +18,13 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def pipeline(pg_cluster, sftp_inbox, tmp_path, request):
     seed = sum(map(ord, request.node.name)) % 10_000
-    p = Pipeline(pg=pg_cluster, sshd=sftp_inbox, root=tmp_path,
-                 sender_dsn=_fresh_db(pg_cluster, "sender"), receiver_dsn=_fresh_db(pg_cluster, "receiver"))
+    p = Pipeline(
+        pg=pg_cluster,
+        sshd=sftp_inbox,
+        root=tmp_path,
+        sender_dsn=_fresh_db(pg_cluster, "sender"),
+        receiver_dsn=_fresh_db(pg_cluster, "receiver"),
+    )
     p.setup(seed)
     try:
         yield p

@@ -31,13 +31,13 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
-from arb_pipeline.dev.sshd import LocalSshd
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS, Workload
+from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
+from arb_pipeline.dev.sshd import LocalSshd
 from arb_pipeline.ops.parity import compare_media, compare_tables
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
@@ -56,10 +56,14 @@ BASELINE_OPS = {k: v for k, v in DEFAULT_WEIGHTS.items() if k != "mark_declined_
 
 P = "AndroidRequests_"
 DERIVED_SOURCES = {
-    "arb_pp_eventforbusstop_period": P + "eventforbusstop", "arb_pp_eventforbusv2_period": P + "eventforbusv2",
-    "arb_pp_busv2_plate": P + "busv2", "arb_pp_report_info": P + "report",
-    "arb_pp_eventforbusstop_zone": P + "eventforbusstop", "arb_pp_eventforbusv2_zone": P + "eventforbusv2",
-    "arb_pp_report_zone": P + "report", "arb_pp_eventforbusv2_direction": P + "eventforbusv2",
+    "arb_pp_eventforbusstop_period": P + "eventforbusstop",
+    "arb_pp_eventforbusv2_period": P + "eventforbusv2",
+    "arb_pp_busv2_plate": P + "busv2",
+    "arb_pp_report_info": P + "report",
+    "arb_pp_eventforbusstop_zone": P + "eventforbusstop",
+    "arb_pp_eventforbusv2_zone": P + "eventforbusv2",
+    "arb_pp_report_zone": P + "report",
+    "arb_pp_eventforbusv2_direction": P + "eventforbusv2",
     "arb_pp_eventforbusv2_nearest_stops": P + "eventforbusv2",
 }
 
@@ -162,38 +166,73 @@ class Pipeline:
             self.proxy.close()
 
     def destination(self, retries: int = 4) -> BackupDestination:
-        return BackupDestination(kind="sftp", host="127.0.0.1", port=self.proxy.port, username=self.sshd.username,
-                                 key_file=str(self.sshd.client_key_path), known_hosts_file=str(self.known_hosts),
-                                 remote_dir=self.sshd.remote_inbox, retries=retries, io_timeout=self.io_timeout)
+        return BackupDestination(
+            kind="sftp",
+            host="127.0.0.1",
+            port=self.proxy.port,
+            username=self.sshd.username,
+            key_file=str(self.sshd.client_key_path),
+            known_hosts_file=str(self.known_hosts),
+            remote_dir=self.sshd.remote_inbox,
+            retries=retries,
+            io_timeout=self.io_timeout,
+        )
 
     def sender_resources(self) -> dict:
         dest = self.destination()
-        return {"sender_db": SenderDatabase(dsn=self.sender_dsn),
-                "sender_settings": SenderSettings(media_dir=str(self.sender_media), staging_dir=str(self.staging),
-                                                  sender_id="faults", pg_dump=str(find_bin_dir() / "pg_dump")),
-                "backup_destination": dest, "backup_publisher": BackupPublisher(destination=dest)}
+        return {
+            "sender_db": SenderDatabase(dsn=self.sender_dsn),
+            "sender_settings": SenderSettings(
+                media_dir=str(self.sender_media),
+                staging_dir=str(self.staging),
+                sender_id="faults",
+                pg_dump=str(find_bin_dir() / "pg_dump"),
+            ),
+            "backup_destination": dest,
+            "backup_publisher": BackupPublisher(destination=dest),
+        }
 
     def receiver_resources(self) -> dict:
-        return {"receiver_db": ReceiverDatabase(dsn=self.receiver_dsn),
-                "receiver_settings": ReceiverSettings(
-                    inbox_dir=str(self.inbox), media_dir=str(self.receiver_media),
-                    quarantine_dir=str(self.quarantine), min_free_mb=self.min_free_mb,
-                    retry_after_seconds=self.retry_after_seconds)}
+        return {
+            "receiver_db": ReceiverDatabase(dsn=self.receiver_dsn),
+            "receiver_settings": ReceiverSettings(
+                inbox_dir=str(self.inbox),
+                media_dir=str(self.receiver_media),
+                quarantine_dir=str(self.quarantine),
+                min_free_mb=self.min_free_mb,
+                retry_after_seconds=self.retry_after_seconds,
+            ),
+        }
 
     def env(self, side: str) -> dict[str, str]:
         """The ARB_* settings of one side, for the `dagster` CLI (README, Settings)."""
-        env = dict(os.environ, DAGSTER_HOME=str(self.instance(side).root_directory), ARB_ADMINS="admins@localhost")
+        env = dict(
+            os.environ, DAGSTER_HOME=str(self.instance(side).root_directory), ARB_ADMINS="admins@localhost"
+        )
         if side == "sender":
-            env.update(ARB_SENDER_DSN=self.sender_dsn, ARB_TRANSPORT="sftp", ARB_SFTP_HOST="127.0.0.1",
-                       ARB_SFTP_PORT=str(self.proxy.port), ARB_SFTP_USER=self.sshd.username,
-                       ARB_SFTP_KEY_FILE=str(self.sshd.client_key_path), ARB_SFTP_KNOWN_HOSTS=str(self.known_hosts),
-                       ARB_SFTP_REMOTE_DIR=self.sshd.remote_inbox, ARB_SFTP_IO_TIMEOUT=str(self.io_timeout),
-                       ARB_SENDER_MEDIA_DIR=str(self.sender_media), ARB_STAGING_DIR=str(self.staging),
-                       ARB_SENDER_ID="faults", ARB_PG_DUMP=str(find_bin_dir() / "pg_dump"))
+            env.update(
+                ARB_SENDER_DSN=self.sender_dsn,
+                ARB_TRANSPORT="sftp",
+                ARB_SFTP_HOST="127.0.0.1",
+                ARB_SFTP_PORT=str(self.proxy.port),
+                ARB_SFTP_USER=self.sshd.username,
+                ARB_SFTP_KEY_FILE=str(self.sshd.client_key_path),
+                ARB_SFTP_KNOWN_HOSTS=str(self.known_hosts),
+                ARB_SFTP_REMOTE_DIR=self.sshd.remote_inbox,
+                ARB_SFTP_IO_TIMEOUT=str(self.io_timeout),
+                ARB_SENDER_MEDIA_DIR=str(self.sender_media),
+                ARB_STAGING_DIR=str(self.staging),
+                ARB_SENDER_ID="faults",
+                ARB_PG_DUMP=str(find_bin_dir() / "pg_dump"),
+            )
         else:
-            env.update(ARB_RECEIVER_DSN=self.receiver_dsn, ARB_INBOX_DIR=str(self.inbox),
-                       ARB_RECEIVER_MEDIA_DIR=str(self.receiver_media), ARB_QUARANTINE_DIR=str(self.quarantine),
-                       ARB_MIN_FREE_MB=str(self.min_free_mb))
+            env.update(
+                ARB_RECEIVER_DSN=self.receiver_dsn,
+                ARB_INBOX_DIR=str(self.inbox),
+                ARB_RECEIVER_MEDIA_DIR=str(self.receiver_media),
+                ARB_QUARANTINE_DIR=str(self.quarantine),
+                ARB_MIN_FREE_MB=str(self.min_free_mb),
+            )
         return env
 
     # -- the app -------------------------------------------------------------------------
@@ -201,22 +240,34 @@ class Pipeline:
         """App requests whose timestamps fall in partition ``key`` (a closed window)."""
         self._seed += 1
         offset = window_start(key) + timedelta(seconds=at_second) - datetime.now(UTC)
-        with Workload(self.sender_dsn, self.sender_media, seed=self._seed, clock_offset=offset,
-                      weights=ops or PARTIAL_OPS) as work:
+        with Workload(
+            self.sender_dsn,
+            self.sender_media,
+            seed=self._seed,
+            clock_offset=offset,
+            weights=ops or PARTIAL_OPS,
+        ) as work:
             for _ in range(steps):
                 work.step()
 
     def workload(self, key: str, *, at_second: int = 30) -> Workload:
         self._seed += 1
         offset = window_start(key) + timedelta(seconds=at_second) - datetime.now(UTC)
-        return Workload(self.sender_dsn, self.sender_media, seed=self._seed, clock_offset=offset, weights=PARTIAL_OPS)
+        return Workload(
+            self.sender_dsn, self.sender_media, seed=self._seed, clock_offset=offset, weights=PARTIAL_OPS
+        )
 
     # -- the sender ----------------------------------------------------------------------
     def send(self, key: str, kind: str = "partial") -> dg.ExecuteInProcessResult:
         """One sender run in process (a schedule tick or a backfill of that partition)."""
         assets = partial_backup if kind == "partial" else complete_backup
-        result = dg.materialize([assets], partition_key=key, resources=self.sender_resources(),
-                                instance=self.instance("sender"), raise_on_error=False)
+        result = dg.materialize(
+            [assets],
+            partition_key=key,
+            resources=self.sender_resources(),
+            instance=self.instance("sender"),
+            raise_on_error=False,
+        )
         assert result.success, _failure(result)
         return result
 
@@ -232,11 +283,26 @@ class Pipeline:
     def _cli(self, side: str, group: str, key: str) -> CliRun:
         self._runs += 1
         log = self.root / f"{side}-run-{self._runs}.log"
-        cmd = [DAGSTER, "asset", "materialize", "-m", f"arb_pipeline.{side}.definitions",
-               "--select", f"group:{group}", "--partition", key]
+        cmd = [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            f"arb_pipeline.{side}.definitions",
+            "--select",
+            f"group:{group}",
+            "--partition",
+            key,
+        ]
         with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, env=self.env(side), stdout=out, stderr=subprocess.STDOUT,
-                                    cwd=self.root, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env(side),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                start_new_session=True,
+            )
         return CliRun(proc, log)
 
     def reap(self, side: str) -> list[str]:
@@ -245,8 +311,10 @@ class Pipeline:
 
         defs = sender_defs if side == "sender" else receiver_defs
         sensor = defs.get_sensor_def(f"{side}_dead_runs")
-        before = {r.run_id for r in self.instance(side).get_runs(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))}
+        before = {
+            r.run_id
+            for r in self.instance(side).get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        }
         old = os.environ.get("ARB_DEAD_RUN_SILENCE_SECONDS")
         os.environ["ARB_DEAD_RUN_SILENCE_SECONDS"] = "0"
         try:
@@ -256,25 +324,40 @@ class Pipeline:
                 del os.environ["ARB_DEAD_RUN_SILENCE_SECONDS"]
             else:
                 os.environ["ARB_DEAD_RUN_SILENCE_SECONDS"] = old
-        return sorted({r.run_id for r in self.instance(side).get_runs(
-            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))} - before)
+        return sorted(
+            {
+                r.run_id
+                for r in self.instance(side).get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+            }
+            - before
+        )
 
     # -- the receiver ---------------------------------------------------------------------
     def receive(self, max_ticks: int = 20) -> list[tuple[dg.RunRequest, dg.ExecuteInProcessResult]]:
         """Sensor ticks, each followed by the runs it requested (as the daemon does), until quiet."""
         done = []
         for _ in range(max_ticks):
-            context = dg.build_sensor_context(instance=self.instance("receiver"), cursor=self._cursor,
-                                              resources=self.receiver_resources(), definitions=receiver_defs)
+            context = dg.build_sensor_context(
+                instance=self.instance("receiver"),
+                cursor=self._cursor,
+                resources=self.receiver_resources(),
+                definitions=receiver_defs,
+            )
             result = inbox_sensor(context)
             self._cursor = result.cursor or self._cursor
             if not result.run_requests:
                 return done
             for request in result.run_requests:
                 assets = load_partial if request.job_name == "load_partial_job" else load_complete
-                res = dg.materialize([assets], partition_key=request.partition_key, run_config=request.run_config,
-                                     instance=self.instance("receiver"), resources=self.receiver_resources(),
-                                     raise_on_error=False, tags={**request.tags, "dagster/run_key": request.run_key})
+                res = dg.materialize(
+                    [assets],
+                    partition_key=request.partition_key,
+                    run_config=request.run_config,
+                    instance=self.instance("receiver"),
+                    resources=self.receiver_resources(),
+                    raise_on_error=False,
+                    tags={**request.tags, "dagster/run_key": request.run_key},
+                )
                 done.append((request, res))
         raise AssertionError(f"the inbox sensor kept requesting runs after {max_ticks} ticks")
 
@@ -301,19 +384,30 @@ class Pipeline:
     def postprocess(self) -> list[dg.ExecuteInProcessResult]:
         """A postprocess_sensor tick and the run it requests (after loads that applied a backup)."""
         from arb_pipeline.receiver.postprocess_assets import (
-            POSTPROCESS_ASSETS, postprocess_sensor, postprocess_settings_from_environment)
+            POSTPROCESS_ASSETS,
+            postprocess_sensor,
+            postprocess_settings_from_environment,
+        )
 
-        context = dg.build_sensor_context(instance=self.instance("receiver"), cursor=self._pp_cursor,
-                                          definitions=receiver_defs)
+        context = dg.build_sensor_context(
+            instance=self.instance("receiver"), cursor=self._pp_cursor, definitions=receiver_defs
+        )
         result = postprocess_sensor(context)
         self._pp_cursor = result.cursor or self._pp_cursor
         runs = []
         for request in result.run_requests or []:
-            res = dg.materialize(POSTPROCESS_ASSETS, partition_key=request.partition_key,
-                                 run_config=request.run_config, instance=self.instance("receiver"),
-                                 resources={"receiver_db": ReceiverDatabase(dsn=self.receiver_dsn),
-                                            "postprocess_settings": postprocess_settings_from_environment()},
-                                 raise_on_error=False, tags=request.tags)
+            res = dg.materialize(
+                POSTPROCESS_ASSETS,
+                partition_key=request.partition_key,
+                run_config=request.run_config,
+                instance=self.instance("receiver"),
+                resources={
+                    "receiver_db": ReceiverDatabase(dsn=self.receiver_dsn),
+                    "postprocess_settings": postprocess_settings_from_environment(),
+                },
+                raise_on_error=False,
+                tags=request.tags,
+            )
             assert res.success, _failure(res)
             runs.append(res)
         return runs
@@ -323,9 +417,10 @@ class Pipeline:
         stale = {}
         with connect(self.receiver_dsn) as conn:
             for derived, source in DERIVED_SOURCES.items():
-                n = conn.execute(f'SELECT count(*) FROM "{source}" s LEFT JOIN {derived} d USING (id) '
-                                 "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
-                                 ).fetchone()[0]
+                n = conn.execute(
+                    f'SELECT count(*) FROM "{source}" s LEFT JOIN {derived} d USING (id) '
+                    "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
+                ).fetchone()[0]
                 if n:
                     stale[derived] = n
         assert not stale, f"derived rows missing or stale: {stale}"
@@ -354,7 +449,9 @@ class Pipeline:
 
     def published(self, kind: str = "partial") -> list[Path]:
         folder = self.inbox / kind
-        return sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.exists() else []
+        return (
+            sorted(p for p in folder.iterdir() if (p / "manifest.json").exists()) if folder.exists() else []
+        )
 
 
 def complete_day() -> str:
@@ -362,7 +459,9 @@ def complete_day() -> str:
 
 
 def first_key(minutes_ago: int = 120) -> str:
-    return PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=minutes_ago)).timestamp())
+    return PARTIAL.get_partition_key_for_timestamp(
+        (datetime.now(UTC) - timedelta(minutes=minutes_ago)).timestamp()
+    )
 
 
 def _failure(result) -> str:
@@ -389,8 +488,12 @@ def waiting_on_lock(dsn: str) -> bool:
     """True when some session of that database waits for a lock (our held LOCK TABLE)."""
     dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
     with connect(dsn) as conn:
-        return bool(conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                                 (dbname,)).fetchone()[0])
+        return bool(
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                (dbname,),
+            ).fetchone()[0]
+        )
 
 
 def temp_uploads(inbox: Path) -> list[Path]:

@@ -18,8 +18,8 @@ import time
 class FaultProxy:
     def __init__(self, target_port: int, *, target_host: str = "127.0.0.1", rate: float | None = None):
         self.target = (target_host, target_port)
-        self.rate = rate                      # bytes/s per direction; None: as fast as it goes
-        self.connections = 0                  # accepted so far
+        self.rate = rate  # bytes/s per direction; None: as fast as it goes
+        self.connections = 0  # accepted so far
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -54,7 +54,7 @@ class FaultProxy:
                 if not data:
                     break
                 while stalled.is_set() and not self._closed.is_set():
-                    time.sleep(0.05)     # hold the bytes: the peer sees silence, not an error
+                    time.sleep(0.05)  # hold the bytes: the peer sees silence, not an error
                 if self._closed.is_set():
                     break
                 dst.sendall(data)

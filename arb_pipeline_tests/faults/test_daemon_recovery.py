@@ -43,22 +43,50 @@ def test_1b_the_daemon_fails_and_retries_a_killed_run_by_itself(pipeline):
     env = dict(p.env("sender"), ARB_DEAD_RUN_SILENCE_SECONDS="0")
     instance = p.instance("sender")
     log = (p.root / "daemon.log").open("wb")
-    daemon = subprocess.Popen([str(DAGSTER) + "-daemon", "run", "-w", str(workspace)], env=env, cwd=p.root,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = subprocess.Popen(
+        [str(DAGSTER) + "-daemon", "run", "-w", str(workspace)],
+        env=env,
+        cwd=p.root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         with connect(p.sender_dsn) as lock:  # the extraction waits on this lock: that's where it dies
             lock.execute(f"LOCK TABLE {REPORT} IN ACCESS EXCLUSIVE MODE")
-            subprocess.run([DAGSTER, "job", "launch", "-w", str(workspace), "-j", "partial_backup_job",
-                            "--tags", json.dumps({"dagster/partition": k1})],
-                           env=env, cwd=p.root, check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [
+                    DAGSTER,
+                    "job",
+                    "launch",
+                    "-w",
+                    str(workspace),
+                    "-j",
+                    "partial_backup_job",
+                    "--tags",
+                    json.dumps({"dagster/partition": k1}),
+                ],
+                env=env,
+                cwd=p.root,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             wait_for(lambda: waiting_on_lock(p.sender_dsn), 180, "the queued run to reach the locked table")
             [run] = [r for r in _runs(instance) if r.tags.get("dagster/partition") == k1]
             pid = wait_for(lambda: _worker_pid(instance, run.run_id), 30, "the run worker's pid")
             os.kill(pid, signal.SIGKILL)
         # Nothing by hand from here: the code server fails the run, the daemon retries it.
-        retried = wait_for(lambda: [r for r in _runs(instance) if r.parent_run_id == run.run_id
-                                    and r.status == dg.DagsterRunStatus.SUCCESS], 240,
-                           "the daemon to retry the killed run", interval=1)
+        retried = wait_for(
+            lambda: [
+                r
+                for r in _runs(instance)
+                if r.parent_run_id == run.run_id and r.status == dg.DagsterRunStatus.SUCCESS
+            ],
+            240,
+            "the daemon to retry the killed run",
+            interval=1,
+        )
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert retried[0].tags.get("dagster/partition") == k1
     finally:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import shutil
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.package.manifest import MANIFEST_NAME
+from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.faults.harness import complete_day, wait_for
 
 P = "AndroidRequests_"
@@ -16,16 +16,22 @@ P = "AndroidRequests_"
 
 def _counts(dsn: str) -> dict[str, int]:
     with connect(dsn) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'AndroidRequests_%'")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'AndroidRequests_%'"
+            )
+        ]
         return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
 def _lock_waiter(dsn: str) -> str | None:
     """The query of a session waiting for a lock in that database (our held LOCK TABLE)."""
     with connect(dsn) as conn:
-        row = conn.execute("SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND wait_event_type = 'Lock'").fetchone()
+        row = conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -47,19 +53,31 @@ def test_6_receiver_load_killed(pipeline):
     query = _kill_while_locked(p, P + "report", p.receive_cli(k1), p.receiver_dsn)
     assert _counts(p.receiver_dsn) == before and p.ledger() == ledger, "a killed load leaves nothing behind"
     assert "report" in query
-    assert len(p.reap("receiver")) == 1      # its pool slot and db-load place are given back
-    assert len(p.receive_ok()) == 1          # the sensor requests the backup still in the inbox
+    assert len(p.reap("receiver")) == 1  # its pool slot and db-load place are given back
+    assert len(p.receive_ok()) == 1  # the sensor requests the backup still in the inbox
     p.assert_parity()
 
 
 def test_7_receiver_killed_during_a_complete_swap(pipeline):
     p = pipeline
     k1, _, _ = p.begin()
-    p.traffic(k1, 80, ops={"vote_bus": 10, "report": 5, "trip": 5, "purge_active_tokens": 2,
-                           "mark_declined_broken": 2, "device_position": 5})
+    p.traffic(
+        k1,
+        80,
+        ops={
+            "vote_bus": 10,
+            "report": 5,
+            "trip": 5,
+            "purge_active_tokens": 2,
+            "mark_declined_broken": 2,
+            "device_position": 5,
+        },
+    )
     p.send(complete_day(), "complete")
     before, ledger = _counts(p.receiver_dsn), p.ledger()
-    query = _kill_while_locked(p, P + "eventforbusv2", p.receive_cli(complete_day(), "complete"), p.receiver_dsn)
+    query = _kill_while_locked(
+        p, P + "eventforbusv2", p.receive_cli(complete_day(), "complete"), p.receiver_dsn
+    )
     assert "MERGE" in query.upper() or "DELETE" in query.upper(), f"killed outside the swap: {query}"
     assert _counts(p.receiver_dsn) == before and p.ledger() == ledger
     assert len(p.reap("receiver")) == 1
@@ -89,13 +107,13 @@ def test_9_the_same_backup_delivered_twice(pipeline):
     k1, _, _ = p.begin()
     p.traffic(k1, 80)
     p.send(k1)
-    p.send(k1)                               # the partition run again: a second backup, same rows
+    p.send(k1)  # the partition run again: a second backup, same rows
     [first, second] = p.published()
     aside = p.root / "aside"
     shutil.copytree(first, aside)
     assert len(p.receive_ok()) == 2
     counts = _counts(p.receiver_dsn)
-    shutil.rmtree(first)                     # and the very same folder delivered again
+    shutil.rmtree(first)  # and the very same folder delivered again
     shutil.copytree(aside, first)
     assert p.receive_ok() == []
     assert _counts(p.receiver_dsn) == counts
@@ -114,7 +132,7 @@ def test_10_backups_delivered_out_of_order(pipeline):
     folders = p.published()
     for f in folders:
         shutil.move(f, held / f.name)
-    for f in (folders[2], folders[0], folders[1]):   # N+2, N, N+1
+    for f in (folders[2], folders[0], folders[1]):  # N+2, N, N+1
         shutil.move(held / f.name, f)
         assert len(p.receive_ok()) == 1
     p.assert_parity()
@@ -126,14 +144,14 @@ def test_11_a_complete_arriving_after_newer_partials(pipeline):
     p.traffic(k1, 60)
     p.send(k1)
     p.send(complete_day(), "complete")
-    p.traffic(k2, 60)                        # votes after the complete's snapshot
+    p.traffic(k2, 60)  # votes after the complete's snapshot
     p.send(k2)
     held = p.root / "held"
     [complete] = [c for c in p.published("complete") if c.name not in p.ledger()]
     shutil.move(complete, held)
-    assert len(p.receive_ok()) == 2          # both partials first
+    assert len(p.receive_ok()) == 2  # both partials first
     shutil.move(held, complete)
-    assert len(p.receive_ok()) == 1          # then the older complete: it must not roll k2 back
+    assert len(p.receive_ok()) == 1  # then the older complete: it must not roll k2 back
     assert p.ledger()[complete.name] == "loaded"
     p.assert_parity()
 
@@ -161,7 +179,7 @@ def _bad_file_then_recovery(p, damage) -> None:
     assert [res.success for _, res in done] == [False]
     assert (p.quarantine / "partial" / folder.name / MANIFEST_NAME).exists() and not folder.exists()
     assert _counts(p.receiver_dsn) == before
-    p.next_window_recovers(k2)            # its overlap re-reads k1
+    p.next_window_recovers(k2)  # its overlap re-reads k1
 
 
 def test_12_a_tampered_file(pipeline):

@@ -47,7 +47,7 @@ def test_2_sender_killed_during_upload(pipeline):
     run.kill()
     p.proxy.rate = None
     assert p.published() == []
-    assert p.receive_ok() == []            # a half-uploaded file under its temporary name is never read
+    assert p.receive_ok() == []  # a half-uploaded file under its temporary name is never read
     assert len(p.reap("sender")) == 1
     p.next_window_recovers(k2, cli=True)
 
@@ -69,7 +69,7 @@ def test_3_sender_killed_after_upload_before_the_manifest(pipeline):
     p.proxy.rate = None
     assert not (folder / "manifest.json").exists(), "the manifest came too fast for this scenario"
     assert list((folder / "tables").iterdir()), "the table files were uploaded"
-    assert p.receive_ok() == []            # no manifest, no backup: the folder is not read
+    assert p.receive_ok() == []  # no manifest, no backup: the folder is not read
     assert len(p.reap("sender")) == 1
     p.next_window_recovers(k2, cli=True)
 
@@ -81,11 +81,11 @@ def test_4_sshd_stopped_mid_upload_then_restarted(pipeline):
     p.proxy.rate = 30_000
     run = p.send_cli(k1)
     wait_for(lambda: temp_uploads(p.inbox), 120, "an upload in progress")
-    p.sshd.stop()                          # the listener and the open session
+    p.sshd.stop()  # the listener and the open session
     p.proxy.rate = None
-    time.sleep(2)                          # connections are refused meanwhile; the client backs off
+    time.sleep(2)  # connections are refused meanwhile; the client backs off
     p.sshd.start()
-    run.assert_ok()                        # the same run retries on a new connection and succeeds
+    run.assert_ok()  # the same run retries on a new connection and succeeds
     assert "retry" in run.output()
     assert temp_uploads(p.inbox) == [], "the interrupted attempt's temporary file is removed"
     assert len(p.receive_ok()) == 1
@@ -101,7 +101,7 @@ def test_5_a_stalled_connection_times_out_and_retries(pipeline):
     connections = p.proxy.connections
     run = p.send_cli(k1)
     wait_for(lambda: temp_uploads(p.inbox), 120, "an upload in progress")
-    p.proxy.stall()                        # no bytes either way, sockets open: a silent peer
+    p.proxy.stall()  # no bytes either way, sockets open: a silent peer
     p.proxy.rate = None
     run.assert_ok()
     assert "TimeoutError; retry 1/4" in run.output()

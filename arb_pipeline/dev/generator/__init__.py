@@ -15,6 +15,17 @@ from arb_pipeline.dev.generator.votes import LateVote, Vote, VoteResult
 from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS, Op, Workload
 
 __all__ = [
-    "DEFAULT_WEIGHTS", "GeneratorError", "LateVote", "Op", "ReferenceCounts", "ScaleResult", "Vote",
-    "VoteResult", "Workload", "build_event_window", "build_scale", "database_size", "seed_reference",
+    "DEFAULT_WEIGHTS",
+    "GeneratorError",
+    "LateVote",
+    "Op",
+    "ReferenceCounts",
+    "ScaleResult",
+    "Vote",
+    "VoteResult",
+    "Workload",
+    "build_event_window",
+    "build_scale",
+    "database_size",
+    "seed_reference",
 ]

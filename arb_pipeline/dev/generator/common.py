@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from arb_pipeline.pg.connect import quote_ident
 from arb_pipeline.errors import ArbError
+from arb_pipeline.pg.connect import quote_ident
 
 # The app's TIME_ZONE ('Chile/Continental' is an alias of this zone); used only where the
 # app formats local wall-clock time, e.g. image file names.
@@ -43,8 +43,11 @@ def take_ids(cur: psycopg.Cursor, model: str, n: int) -> list[int]:
     """
     if n <= 0:
         return []
-    cur.execute("SELECT array_agg(nextval(pg_get_serial_sequence(%s, 'id')) ORDER BY g) "
-                "FROM generate_series(1, %s::bigint) g", (table(model), n))
+    cur.execute(
+        "SELECT array_agg(nextval(pg_get_serial_sequence(%s, 'id')) ORDER BY g) "
+        "FROM generate_series(1, %s::bigint) g",
+        (table(model), n),
+    )
     return cur.fetchone()[0]
 
 
@@ -72,5 +75,7 @@ def rng_point(rng: random.Random) -> tuple[float, float]:
 def jitter(rng: random.Random, lon: float, lat: float, metres: float = 150.0) -> tuple[float, float]:
     """A point within roughly ``metres`` of another, clamped to the box."""
     d = metres / 111_000.0
-    return (round(min(LON_MAX, max(LON_MIN, lon + rng.uniform(-d, d))), 6),
-            round(min(LAT_MAX, max(LAT_MIN, lat + rng.uniform(-d, d))), 6))
+    return (
+        round(min(LON_MAX, max(LON_MIN, lon + rng.uniform(-d, d))), 6),
+        round(min(LAT_MAX, max(LAT_MIN, lat + rng.uniform(-d, d))), 6),
+    )

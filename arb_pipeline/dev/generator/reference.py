@@ -16,10 +16,22 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from arb_pipeline.dev.generator.common import (
-    GeneratorError, copy_rows, jitter, take_ids, rng_point, rng_uuid, table,
+    GeneratorError,
+    copy_rows,
+    jitter,
+    rng_point,
+    rng_uuid,
+    table,
+    take_ids,
 )
 from arb_pipeline.dev.generator.vocab import (
-    COMUNAS, EVENTS, FIRST_NAMES, LAST_NAMES, LEVELS, MAIL_DOMAINS, STREETS,
+    COMUNAS,
+    EVENTS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    LEVELS,
+    MAIL_DOMAINS,
+    STREETS,
 )
 
 # Reference timestamps are drawn after this instant, never from the wall clock, so that
@@ -44,14 +56,28 @@ class ReferenceCounts:
 
     def scaled(self, factor: float) -> "ReferenceCounts":
         """The same proportions times ``factor`` (at least a handful of each, so tests work)."""
-        minimum = {"stops": 20, "services": 4, "services_by_stop": 8, "stop_distances": 8,
-                   "route_points": 8, "buses": 10, "users": 5}
-        return ReferenceCounts(**{f.name: max(minimum[f.name], round(getattr(self, f.name) * factor))
-                                  for f in fields(self)})
+        minimum = {
+            "stops": 20,
+            "services": 4,
+            "services_by_stop": 8,
+            "stop_distances": 8,
+            "route_points": 8,
+            "buses": 10,
+            "users": 5,
+        }
+        return ReferenceCounts(
+            **{f.name: max(minimum[f.name], round(getattr(self, f.name) * factor)) for f in fields(self)}
+        )
 
 
-def seed_reference(conn: psycopg.Connection, seed: int, *, gtfs_version: str = "v1.3",
-                   scale: float = 1.0, counts: ReferenceCounts | None = None) -> dict[str, int]:
+def seed_reference(
+    conn: psycopg.Connection,
+    seed: int,
+    *,
+    gtfs_version: str = "v1.3",
+    scale: float = 1.0,
+    counts: ReferenceCounts | None = None,
+) -> dict[str, int]:
     """Write one GTFS version's reference data and the buses, users and catalogues.
 
     Runs in one transaction on ``conn`` (committed at the end unless the caller already
@@ -61,7 +87,9 @@ def seed_reference(conn: psycopg.Connection, seed: int, *, gtfs_version: str = "
     """
     counts = counts or ReferenceCounts().scaled(scale)
     if len(gtfs_version) > 10:
-        raise GeneratorError(f"GTFS version {gtfs_version!r} is longer than 10 characters: use a short one like v1.3")
+        raise GeneratorError(
+            f"GTFS version {gtfs_version!r} is longer than 10 characters: use a short one like v1.3"
+        )
     rng = random.Random(f"{seed}:{gtfs_version}")
     written: dict[str, int] = {}
     with conn.transaction(), conn.cursor() as cur:
@@ -69,11 +97,14 @@ def seed_reference(conn: psycopg.Connection, seed: int, *, gtfs_version: str = "
         if cur.fetchone():
             raise GeneratorError(
                 f"GTFS version {gtfs_version!r} is already seeded in this database: "
-                "seed a fresh database or pass another --gtfs-version")
+                "seed a fresh database or pass another --gtfs-version"
+            )
         written["event"] = _seed_catalogues(cur, written)
         gtfs_id = take_ids(cur, "gtfs", 1)[0]
         when = REFERENCE_EPOCH + timedelta(seconds=rng.randrange(86400 * 30))
-        written["gtfs"] = copy_rows(cur, "gtfs", ("id", "version", "timeCreation"), [(gtfs_id, gtfs_version, when)])
+        written["gtfs"] = copy_rows(
+            cur, "gtfs", ("id", "version", "timeCreation"), [(gtfs_id, gtfs_version, when)]
+        )
         stops = _seed_stops(cur, rng, gtfs_id, counts.stops, written)
         services = _seed_services(cur, rng, gtfs_id, counts.services, written)
         _seed_lines(cur, rng, gtfs_id, stops, services, counts, written)
@@ -87,17 +118,29 @@ def _seed_catalogues(cur: psycopg.Cursor, written: dict[str, int]) -> int:
     cur.execute(f"SELECT count(*) FROM {table('event')}")
     if cur.fetchone()[0]:
         return 0
-    events = [(f"evn{i:05d}", name, desc, life, cat, origin, etype)
-              for i, (name, cat, origin, etype, life, desc) in enumerate(EVENTS)]
-    n = copy_rows(cur, "event", ("id", "name", "description", "lifespam", "category", "origin", "eventType"), events)
+    events = [
+        (f"evn{i:05d}", name, desc, life, cat, origin, etype)
+        for i, (name, cat, origin, etype, life, desc) in enumerate(EVENTS)
+    ]
+    n = copy_rows(
+        cur, "event", ("id", "name", "description", "lifespam", "category", "origin", "eventType"), events
+    )
     ids = take_ids(cur, "level", len(LEVELS))
-    written["level"] = copy_rows(cur, "level", ("id", "name", "minScore", "maxScore", "position"),
-                                 [(ids[i], name, lo, hi, i + 1) for i, (name, lo, hi) in enumerate(LEVELS)])
+    written["level"] = copy_rows(
+        cur,
+        "level",
+        ("id", "name", "minScore", "maxScore", "position"),
+        [(ids[i], name, lo, hi, i + 1) for i, (name, lo, hi) in enumerate(LEVELS)],
+    )
     codes = [(e[0], 100.0 if e[6] == "bus" else 50.0) for e in events]
     codes += [("tok00000", 200.0), ("rep00000", 80.0), ("rep00001", 120.0)]
     ids = take_ids(cur, "scoreevent", len(codes))
-    written["scoreevent"] = copy_rows(cur, "scoreevent", ("id", "code", "score"),
-                                      [(ids[i], code, score) for i, (code, score) in enumerate(codes)])
+    written["scoreevent"] = copy_rows(
+        cur,
+        "scoreevent",
+        ("id", "code", "score"),
+        [(ids[i], code, score) for i, (code, score) in enumerate(codes)],
+    )
     return n
 
 
@@ -112,7 +155,9 @@ def _seed_stops(cur, rng, gtfs_id, n, written) -> list[tuple[int, str, float, fl
         name = f"{code}-Parada {rng.randint(1, 9)} / {rng.choice(STREETS)} esq. {rng.choice(STREETS)}"[:70]
         stops.append((ids[i], code, lon, lat))
         rows.append((ids[i], lon, lat, code, name, gtfs_id))
-    written["busstop"] = copy_rows(cur, "busstop", ("id", "longitude", "latitude", "code", "name", "gtfs_id"), rows)
+    written["busstop"] = copy_rows(
+        cur, "busstop", ("id", "longitude", "latitude", "code", "name", "gtfs_id"), rows
+    )
     return stops
 
 
@@ -122,8 +167,10 @@ def _service_codes(rng: random.Random, n: int) -> list[str]:
     pool += [f"{z}{k:02d}" for z in "BCDEFGHIJ" for k in range(1, 31)]
     pool += [f"{k}{s}" for k in range(101, 600, 7) for s in ("e", "v", "c", "N")]
     if n - 1 > len(pool):
-        raise GeneratorError(f"{n} services asked for, but only {len(pool) + 1} distinct codes exist: "
-                             "use a smaller --reference-scale")
+        raise GeneratorError(
+            f"{n} services asked for, but only {len(pool) + 1} distinct codes exist: "
+            "use a smaller --reference-scale"
+        )
     return ["506"] + rng.sample(pool, n - 1)
 
 
@@ -135,8 +182,9 @@ def _seed_services(cur, rng, gtfs_id, n, written) -> list[tuple[int, str]]:
         color_id = rng.randrange(12)
         rows.append((ids[i], code, origin, destiny, f"#{rng.getrandbits(24):06x}", color_id, gtfs_id))
         services.append((ids[i], code))
-    written["service"] = copy_rows(cur, "service", ("id", "service", "origin", "destiny", "color", "color_id", "gtfs_id"),
-                                   rows)
+    written["service"] = copy_rows(
+        cur, "service", ("id", "service", "origin", "destiny", "color", "color_id", "gtfs_id"), rows
+    )
     return services
 
 
@@ -166,15 +214,26 @@ def _seed_lines(cur, rng, gtfs_id, stops, services, counts: ReferenceCounts, wri
             route.append((lon, lat, line_code, k + 1, gtfs_id))
             lon, lat = jitter(rng, lon, lat, 400)
     ids = take_ids(cur, "servicesbybusstop", len(by_stop))
-    written["servicesbybusstop"] = copy_rows(cur, "servicesbybusstop", ("id", "code", "busStop_id", "service_id", "gtfs_id"),
-                                             [(i, *r) for i, r in zip(ids, by_stop)])
+    written["servicesbybusstop"] = copy_rows(
+        cur,
+        "servicesbybusstop",
+        ("id", "code", "busStop_id", "service_id", "gtfs_id"),
+        [(i, *r) for i, r in zip(ids, by_stop)],
+    )
     ids = take_ids(cur, "servicestopdistance", len(distance))
-    written["servicestopdistance"] = copy_rows(cur, "servicestopdistance",
-                                               ("id", "busStop_id", "service", "distance", "gtfs_id"),
-                                               [(i, *r) for i, r in zip(ids, distance)])
+    written["servicestopdistance"] = copy_rows(
+        cur,
+        "servicestopdistance",
+        ("id", "busStop_id", "service", "distance", "gtfs_id"),
+        [(i, *r) for i, r in zip(ids, distance)],
+    )
     ids = take_ids(cur, "route", len(route))
-    written["route"] = copy_rows(cur, "route", ("id", "longitude", "latitude", "serviceCode", "sequence", "gtfs_id"),
-                                 [(i, *r) for i, r in zip(ids, route)])
+    written["route"] = copy_rows(
+        cur,
+        "route",
+        ("id", "longitude", "latitude", "serviceCode", "sequence", "gtfs_id"),
+        [(i, *r) for i, r in zip(ids, route)],
+    )
 
 
 def plate(rng: random.Random) -> str:
@@ -196,8 +255,9 @@ def _seed_buses(cur, rng, service_codes, n, written) -> None:
         for code in rng.sample(service_codes, min(len(service_codes), 1 if rng.random() < 0.8 else 2)):
             assignments.append((code, bus_id))
     ids = take_ids(cur, "busassignment", len(assignments))
-    written["busassignment"] = copy_rows(cur, "busassignment", ("id", "service", "uuid_id"),
-                                         [(i, *a) for i, a in zip(ids, assignments)])
+    written["busassignment"] = copy_rows(
+        cur, "busassignment", ("id", "service", "uuid_id"), [(i, *a) for i, a in zip(ids, assignments)]
+    )
 
 
 def _seed_users(cur, rng, n, written) -> None:
@@ -205,20 +265,59 @@ def _seed_users(cur, rng, n, written) -> None:
     cur.execute(f"SELECT id, position FROM {table('level')} ORDER BY position")
     levels = [r[0] for r in cur.fetchall()]
     if not levels:
-        raise GeneratorError("no levels in AndroidRequests_level: seed a database whose catalogues are complete")
+        raise GeneratorError(
+            "no levels in AndroidRequests_level: seed a database whose catalogues are complete"
+        )
     rows = []
     for i, user_row_id in enumerate(take_ids(cur, "transappuser", n)):
         first_name, last_name = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         account = rng.choice(("FACEBOOK", "GOOGLE"))
-        user_id = str(rng.randrange(10**15, 10**16)) if account == "FACEBOOK" else str(rng.randrange(10**20, 10**21))
+        user_id = (
+            str(rng.randrange(10**15, 10**16))
+            if account == "FACEBOOK"
+            else str(rng.randrange(10**20, 10**21))
+        )
         handle = f"{first_name}.{last_name}".lower().translate(str.maketrans("áéíóúñ", "aeioun"))
         email = f"{handle}{rng.randrange(1000)}@{rng.choice(MAIL_DOMAINS)}"
         nickname = f"{first_name[:8]}{rng.randrange(10000)}"
         photo = f"https://lh3.googleusercontent.com/{hashlib.sha1(email.encode()).hexdigest()}/photo.jpg"
         created = REFERENCE_EPOCH + timedelta(seconds=rng.randrange(86400 * 200))
-        rows.append((user_row_id, user_id, f"{first_name} {last_name}", email, rng_uuid(rng), account,
-                     float(rng.randrange(5000)), rng.choice(levels), rng_uuid(rng), nickname, photo,
-                     rng_uuid(rng), i + 1, created))
-    written["transappuser"] = copy_rows(cur, "transappuser", (
-        "id", "userId", "name", "email", "phoneId", "accountType", "globalScore", "level_id",
-        "sessionToken", "nickname", "photoURI", "externalId", "globalPosition", "timeCreation"), rows)
+        rows.append(
+            (
+                user_row_id,
+                user_id,
+                f"{first_name} {last_name}",
+                email,
+                rng_uuid(rng),
+                account,
+                float(rng.randrange(5000)),
+                rng.choice(levels),
+                rng_uuid(rng),
+                nickname,
+                photo,
+                rng_uuid(rng),
+                i + 1,
+                created,
+            )
+        )
+    written["transappuser"] = copy_rows(
+        cur,
+        "transappuser",
+        (
+            "id",
+            "userId",
+            "name",
+            "email",
+            "phoneId",
+            "accountType",
+            "globalScore",
+            "level_id",
+            "sessionToken",
+            "nickname",
+            "photoURI",
+            "externalId",
+            "globalPosition",
+            "timeCreation",
+        ),
+        rows,
+    )

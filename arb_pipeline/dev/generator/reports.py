@@ -27,8 +27,9 @@ def message(rng: random.Random) -> str:
     return rng.choice((" ", "\n", "\r\n", " \\ ")).join(parts)
 
 
-def report_info(rng: random.Random, *, user_point: tuple[float, float],
-                bus: dict | None = None, stop: dict | None = None) -> str:
+def report_info(
+    rng: random.Random, *, user_point: tuple[float, float], bus: dict | None = None, stop: dict | None = None
+) -> str:
     """The client's reportInfo JSON: locationUser plus a bus, bus_stop or busStop object.
 
     Clients differed: some sent the stop under ``bus_stop``, others ``busStop``; some kept
@@ -37,11 +38,21 @@ def report_info(rng: random.Random, *, user_point: tuple[float, float],
     info: dict = {"locationUser": {"latitude": user_point[1], "longitude": user_point[0]}}
     if bus is not None:
         lon, lat = jitter(rng, *user_point, 30)
-        info["bus"] = {"licensePlate": bus["plate"], "machineId": bus["uuid"], "service": bus["service"],
-                       "latitude": lat, "longitude": lon}
+        info["bus"] = {
+            "licensePlate": bus["plate"],
+            "machineId": bus["uuid"],
+            "service": bus["service"],
+            "latitude": lat,
+            "longitude": lon,
+        }
     else:
         key = rng.choice(("bus_stop", "busStop"))
-        info[key] = {"id": stop["code"], "name": stop["name"], "latitude": stop["lat"], "longitude": stop["lon"]}
+        info[key] = {
+            "id": stop["code"],
+            "name": stop["name"],
+            "latitude": stop["lat"],
+            "longitude": stop["lon"],
+        }
     return json.dumps(info, ensure_ascii=rng.random() < 0.5)
 
 

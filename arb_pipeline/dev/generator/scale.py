@@ -19,8 +19,16 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from arb_pipeline.dev.generator.common import (
+    LAT_MAX,
+    LAT_MIN,
+    LON_MAX,
+    LON_MIN,
+    GeneratorError,
+    table,
+    take_ids,
+)
 from arb_pipeline.pg.connect import connect
-from arb_pipeline.dev.generator.common import GeneratorError, LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, table, take_ids
 
 POSES_PER_TOKEN = 40
 BYTES_PER_POSE_GUESS = 400  # bytes a batch adds per pose (all its tables and indexes); then measured
@@ -61,13 +69,24 @@ def _reference_ids(cur: psycopg.Cursor) -> tuple[list[int], list[str], list[str]
     bus_events = [e for e, t in events if t == "bus"]
     stop_events = [e for e, t in events if t == "busStop"]
     if not (assignments and stops and bus_events and stop_events):
-        raise GeneratorError("the sender database has no reference data (buses, bus stops, events): "
-                             "run `arb generate seed` on it first")
+        raise GeneratorError(
+            "the sender database has no reference data (buses, bus stops, events): "
+            "run `arb generate seed` on it first"
+        )
     return assignments, stops, bus_events, stop_events
 
 
-def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs, *, created_back_s: int,
-                   stats_per_event: int) -> dict[str, int]:
+def _insert_events(
+    cur,
+    kind: str,
+    n: int,
+    start: datetime,
+    step_us: float,
+    refs,
+    *,
+    created_back_s: int,
+    stats_per_event: int,
+) -> dict[str, int]:
     """n events of one kind with timeStamp = start + g*step, each with its stats.
 
     A stat's timeStamp steps back 90 s per earlier vote, and the newest one equals the
@@ -76,14 +95,31 @@ def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs
     """
     assignments, stops, bus_events, stop_events = refs
     if kind == "bus":
-        events_t, stats_t, target_col = "eventforbusv2", "stadisticdatafromregistrationbus", "busassignment_id"
+        events_t, stats_t, target_col = (
+            "eventforbusv2",
+            "stadisticdatafromregistrationbus",
+            "busassignment_id",
+        )
         targets, target_type, ev = assignments, "int", bus_events
     else:
-        events_t, stats_t, target_col = "eventforbusstop", "stadisticdatafromregistrationbusstop", '"stopCode"'
+        events_t, stats_t, target_col = (
+            "eventforbusstop",
+            "stadisticdatafromregistrationbusstop",
+            '"stopCode"',
+        )
         targets, target_type, ev = stops, "text", stop_events
-    params = {"ids": take_ids(cur, events_t, n), "n": n, "start": start, "step": timedelta(microseconds=step_us),
-              "targets": targets, "nt": len(targets), "ev": ev, "nev": len(ev), "back": created_back_s,
-              "k": stats_per_event}
+    params = {
+        "ids": take_ids(cur, events_t, n),
+        "n": n,
+        "start": start,
+        "step": timedelta(microseconds=step_us),
+        "targets": targets,
+        "nt": len(targets),
+        "ev": ev,
+        "nev": len(ev),
+        "back": created_back_s,
+        "k": stats_per_event,
+    }
     cur.execute(
         f'INSERT INTO {table(events_t)} (id, "timeStamp", "timeCreation", "expireTime", event_id, "eventConfirm", '
         f'"eventDecline", "phoneId", broken, "brokenType", {target_col}) '
@@ -96,12 +132,16 @@ def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs
         f"      FROM generate_series(0, %(n)s::bigint - 1) g) s "
         # A join, not targets[i]: subscripting a text array walks it from the start.
         f"JOIN unnest(%(targets)s::{target_type}[]) WITH ORDINALITY AS t(target, i) "
-        f"ON t.i = 1 + (s.g * 7919) %% %(nt)s::bigint", params)
+        f"ON t.i = 1 + (s.g * 7919) %% %(nt)s::bigint",
+        params,
+    )
     gps_cols = gps = ""
     if kind == "bus":  # a third of the bus stats have no GPS fix
         gps_cols = ', "gpsLongitude", "gpsLatitude", "gpsTimeStamp", distance'
-        gps = (f", CASE WHEN j %% 3 > 0 THEN {_LON} END, CASE WHEN j %% 3 > 0 THEN {_LAT} END, "
-               f"CASE WHEN j %% 3 > 0 THEN ts - interval '7 s' END, CASE WHEN j %% 3 > 0 THEN 60 * random() END")
+        gps = (
+            f", CASE WHEN j %% 3 > 0 THEN {_LON} END, CASE WHEN j %% 3 > 0 THEN {_LAT} END, "
+            f"CASE WHEN j %% 3 > 0 THEN ts - interval '7 s' END, CASE WHEN j %% 3 > 0 THEN 60 * random() END"
+        )
     cur.execute(
         f'INSERT INTO {table(stats_t)} (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
         f'"reportOfEvent_id", "tranSappUser_id"{gps_cols}) '
@@ -110,29 +150,45 @@ def _insert_events(cur, kind: str, n: int, start: datetime, step_us: float, refs
         f"FROM (SELECT j, g, %(start)s::timestamptz + g * %(step)s::interval "
         f"        - make_interval(secs => 90 * (%(k)s::bigint - 1 - j %% %(k)s::bigint)) AS ts "
         f"      FROM (SELECT j, j / %(k)s::bigint AS g "
-        f"            FROM generate_series(0, %(n)s::bigint * %(k)s::bigint - 1) j) q) s", params)
+        f"            FROM generate_series(0, %(n)s::bigint * %(k)s::bigint - 1) j) q) s",
+        params,
+    )
     return {events_t: n, stats_t: n * stats_per_event}
 
 
-def _insert_trips(cur, n_poses: int, start: datetime, step_us: float, assignments: list[int]) -> dict[str, int]:
+def _insert_trips(
+    cur, n_poses: int, start: datetime, step_us: float, assignments: list[int]
+) -> dict[str, int]:
     """Tokens with POSES_PER_TOKEN consecutive poses each."""
     n_tokens = max(1, n_poses // POSES_PER_TOKEN)
     n_poses = n_tokens * POSES_PER_TOKEN
-    params = {"ids": take_ids(cur, "token", n_tokens), "nt": n_tokens, "np": n_poses, "start": start,
-              "step": timedelta(microseconds=step_us), "tstep": timedelta(microseconds=POSES_PER_TOKEN * step_us),
-              "per": POSES_PER_TOKEN, "ba": assignments, "nba": len(assignments)}
+    params = {
+        "ids": take_ids(cur, "token", n_tokens),
+        "nt": n_tokens,
+        "np": n_poses,
+        "start": start,
+        "step": timedelta(microseconds=step_us),
+        "tstep": timedelta(microseconds=POSES_PER_TOKEN * step_us),
+        "per": POSES_PER_TOKEN,
+        "ba": assignments,
+        "nba": len(assignments),
+    }
     cur.execute(
         f'INSERT INTO {table("token")} (id, token, busassignment_id, direction, color, "phoneId", "timeCreation", '
         f'"userEvaluation", "tranSappUser_id") '
         f"SELECT id, encode(sha512(int8send(id)), 'hex'), (%(ba)s::int[])[1 + g %% %(nba)s::bigint], "
         f"(ARRAY['I', 'R', NULL])[1 + g %% 3], '#00a0f0', {_PHONE}, "
         f"%(start)s::timestamptz + g * %(tstep)s::interval, NULL, NULL "
-        f"FROM (SELECT g, (%(ids)s::int[])[1 + g] AS id FROM generate_series(0, %(nt)s::bigint - 1) g) s", params)
+        f"FROM (SELECT g, (%(ids)s::int[])[1 + g] AS id FROM generate_series(0, %(nt)s::bigint - 1) g) s",
+        params,
+    )
     cur.execute(
         f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", "inVehicleOrNot", token_id) '
         f"SELECT {_LON}, {_LAT}, %(start)s::timestamptz + g * %(step)s::interval, "
         f"CASE WHEN random() < 0.8 THEN 'vehicle' ELSE 'non_vehicle' END, (%(ids)s::int[])[1 + g / %(per)s::bigint] "
-        f"FROM generate_series(0, %(np)s::bigint - 1) g", params)
+        f"FROM generate_series(0, %(np)s::bigint - 1) g",
+        params,
+    )
     return {"token": n_tokens, "poseintrajectoryoftoken": n_poses}
 
 
@@ -143,13 +199,17 @@ def _insert_positions_and_events(cur, n_poses: int, start: datetime, step_us: fl
         f'INSERT INTO {table("devicepositionintime")} (longitude, latitude, "timeStamp", "phoneId") '
         f"SELECT {_LON}, {_LAT}, %(start)s::timestamptz + g * %(dstep)s::interval, {_PHONE} "
         f"FROM generate_series(0, %(nd)s::bigint - 1) g",
-        {"nd": n_dev, "start": start, "dstep": timedelta(microseconds=2 * step_us)})
+        {"nd": n_dev, "start": start, "dstep": timedelta(microseconds=2 * step_us)},
+    )
     written = {"devicepositionintime": n_dev}
     n_ev = max(2, n_poses // 20)
     for kind, share in (("bus", 0.6), ("busStop", 0.4)):
         k_ev = max(1, int(n_ev * share))
-        written.update(_insert_events(cur, kind, k_ev, start, step_us * n_poses / k_ev, refs,
-                                      created_back_s=1800, stats_per_event=2))
+        written.update(
+            _insert_events(
+                cur, kind, k_ev, start, step_us * n_poses / k_ev, refs, created_back_s=1800, stats_per_event=2
+            )
+        )
     return written
 
 
@@ -161,9 +221,17 @@ def _second_connection(conn: psycopg.Connection) -> psycopg.Connection:
     return connect(make_conninfo(**params), application_name="arb_generator_scale")
 
 
-def build_scale(conn: psycopg.Connection, gigabytes: float, *, end: datetime | None = None, span_days: float = 60,
-                batch_poses: int = 1_000_000, seed: float = 0.42, parallel: bool = True,
-                progress=None) -> ScaleResult:
+def build_scale(
+    conn: psycopg.Connection,
+    gigabytes: float,
+    *,
+    end: datetime | None = None,
+    span_days: float = 60,
+    batch_poses: int = 1_000_000,
+    seed: float = 0.42,
+    parallel: bool = True,
+    progress=None,
+) -> ScaleResult:
     """Add telemetry, events and stats until pg_database_size reaches ``gigabytes`` (1 GB = 10^9 bytes).
 
     Data is historical: timestamps run forward over ``span_days`` ending at ``end``
@@ -239,8 +307,9 @@ def _skip_fk_checks(conn: psycopg.Connection) -> bool:
         return False
 
 
-def build_event_window(conn: psycopg.Connection, start: datetime, *, rows: int = 100_000,
-                       minutes: float = 5) -> dict[str, int]:
+def build_event_window(
+    conn: psycopg.Connection, start: datetime, *, rows: int = 100_000, minutes: float = 5
+) -> dict[str, int]:
     """Fill one window [start, start + minutes) with about ``rows`` event and stat rows.
 
     Split 30/30/20/20 between bus events, bus stats, stop events and stop stats; each
@@ -248,7 +317,9 @@ def build_event_window(conn: psycopg.Connection, start: datetime, *, rows: int =
     the window (updated by a vote inside it), the case an extractor must not miss.
     """
     if start.tzinfo is None:
-        raise GeneratorError(f"window start {start} has no time zone: give it as UTC, e.g. 2024-05-01T12:00:00+00:00")
+        raise GeneratorError(
+            f"window start {start} has no time zone: give it as UTC, e.g. 2024-05-01T12:00:00+00:00"
+        )
     if rows < 4:
         raise GeneratorError(f"an event window needs at least 4 rows, got {rows}")
     window_us = minutes * 60e6
@@ -258,6 +329,9 @@ def build_event_window(conn: psycopg.Connection, start: datetime, *, rows: int =
         refs = _reference_ids(cur)
         for kind, share in (("bus", 0.3), ("busStop", 0.2)):
             n = max(1, int(rows * share))
-            written.update(_insert_events(cur, kind, n, start, window_us / n, refs,
-                                          created_back_s=1200, stats_per_event=1))
+            written.update(
+                _insert_events(
+                    cur, kind, n, start, window_us / n, refs, created_back_s=1200, stats_per_event=1
+                )
+            )
     return written

@@ -18,8 +18,10 @@ import psycopg
 
 from arb_pipeline.dev.generator.common import GeneratorError, table
 
-KINDS = {"bus": ("eventforbusv2", "busassignment_id", "stadisticdatafromregistrationbus"),
-         "busStop": ("eventforbusstop", "stopCode", "stadisticdatafromregistrationbusstop")}
+KINDS = {
+    "bus": ("eventforbusv2", "busassignment_id", "stadisticdatafromregistrationbus"),
+    "busStop": ("eventforbusstop", "stopCode", "stadisticdatafromregistrationbusstop"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,14 @@ class VoteResult:
 class Vote:
     """One vote's inputs, as the client sends them plus the app's clock reading."""
 
-    kind: str                      # "bus" or "busStop"
-    target: int | str              # busassignment id, or stop code
+    kind: str  # "bus" or "busStop"
+    target: int | str  # busassignment id, or stop code
     event_id: str
-    lifespam: int                  # minutes
+    lifespam: int  # minutes
     confirm: bool
     phone: uuid.UUID
     user_id: int | None
-    point: tuple[float, float]     # (longitude, latitude) of the phone
+    point: tuple[float, float]  # (longitude, latitude) of the phone
     gps: tuple[float, float, float, float] | None = None  # bus GPS lon, lat, seconds before now, distance
 
 
@@ -66,7 +68,8 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
         cur.execute(
             f'SELECT id FROM {table(events)} WHERE "{target_col}" = %s AND event_id = %s '
             f'AND NOT broken AND "expireTime" >= %s ORDER BY "timeStamp" DESC, id DESC LIMIT 1',
-            (vote.target, vote.event_id, now))
+            (vote.target, vote.event_id, now),
+        )
         row = cur.fetchone()
     # Clients offer "decline" only on an event they were shown, so reporting a new event
     # is always a confirmation: a decline that finds no live event counts as one.
@@ -78,26 +81,49 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
             f'UPDATE {table(events)} SET "timeStamp" = %s, '
             f'"expireTime" = "expireTime" + make_interval(mins => %s), '
             f'"eventConfirm" = "eventConfirm" + %s, "eventDecline" = "eventDecline" + %s WHERE id = %s',
-            (now, vote.lifespam, confirm, decline, event_row_id))
+            (now, vote.lifespam, confirm, decline, event_row_id),
+        )
     else:
         cur.execute(
             f'INSERT INTO {table(events)} ("timeStamp", "timeCreation", "expireTime", event_id, '
             f'"eventConfirm", "eventDecline", "phoneId", broken, "{target_col}") '
-            f'VALUES (%s, %s, %s, %s, %s, %s, %s, false, %s) RETURNING id',
-            (now, now, now + timedelta(minutes=vote.lifespam), vote.event_id, confirm, decline,
-             vote.phone, vote.target))
+            f"VALUES (%s, %s, %s, %s, %s, %s, %s, false, %s) RETURNING id",
+            (
+                now,
+                now,
+                now + timedelta(minutes=vote.lifespam),
+                vote.event_id,
+                confirm,
+                decline,
+                vote.phone,
+                vote.target,
+            ),
+        )
         event_row_id = cur.fetchone()[0]
-    values = {"longitude": vote.point[0], "latitude": vote.point[1], "timeStamp": now,
-              "confirmDecline": "confirm" if confirmed else "decline", "phoneId": vote.phone,
-              "reportOfEvent_id": event_row_id, "tranSappUser_id": vote.user_id}
+    values = {
+        "longitude": vote.point[0],
+        "latitude": vote.point[1],
+        "timeStamp": now,
+        "confirmDecline": "confirm" if confirmed else "decline",
+        "phoneId": vote.phone,
+        "reportOfEvent_id": event_row_id,
+        "tranSappUser_id": vote.user_id,
+    }
     if vote.kind == "bus":
         gps = vote.gps
-        values.update({"gpsLongitude": gps[0] if gps else None, "gpsLatitude": gps[1] if gps else None,
-                       "gpsTimeStamp": now - timedelta(seconds=gps[2]) if gps else None,
-                       "distance": gps[3] if gps else None})
+        values.update(
+            {
+                "gpsLongitude": gps[0] if gps else None,
+                "gpsLatitude": gps[1] if gps else None,
+                "gpsTimeStamp": now - timedelta(seconds=gps[2]) if gps else None,
+                "distance": gps[3] if gps else None,
+            }
+        )
     cols = ", ".join(f'"{c}"' for c in values)
-    cur.execute(f"INSERT INTO {table(stats)} ({cols}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
-                list(values.values()))
+    cur.execute(
+        f"INSERT INTO {table(stats)} ({cols}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
+        list(values.values()),
+    )
     return VoteResult(vote.kind, event_row_id, cur.fetchone()[0], row is None, now)
 
 

@@ -38,11 +38,16 @@ def seed_zones(conn: psycopg.Connection, columns: int = 8, rows: int = 7, *, rep
     """Write the grid into the receiver's zones; returns the number of cells."""
     cells = grid_cells(columns, rows)
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO {TABLE} (comuna, zona, polygon_wkt) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (comuna, zona) DO UPDATE SET polygon_wkt = EXCLUDED.polygon_wkt "
-                        f"WHERE {TABLE}.polygon_wkt IS DISTINCT FROM EXCLUDED.polygon_wkt", cells)
+        cur.executemany(
+            f"INSERT INTO {TABLE} (comuna, zona, polygon_wkt) VALUES (%s, %s, %s) "
+            "ON CONFLICT (comuna, zona) DO UPDATE SET polygon_wkt = EXCLUDED.polygon_wkt "
+            f"WHERE {TABLE}.polygon_wkt IS DISTINCT FROM EXCLUDED.polygon_wkt",
+            cells,
+        )
         if replace:
-            cur.execute(f"DELETE FROM {TABLE} z WHERE (comuna, zona) NOT IN "
-                        "(SELECT c, n FROM unnest(%s::text[], %s::int[]) AS g(c, n))",
-                        ([c[0] for c in cells], [c[1] for c in cells]))
+            cur.execute(
+                f"DELETE FROM {TABLE} z WHERE (comuna, zona) NOT IN "
+                "(SELECT c, n FROM unnest(%s::text[], %s::int[]) AS g(c, n))",
+                ([c[0] for c in cells], [c[1] for c in cells]),
+            )
     return len(cells)
