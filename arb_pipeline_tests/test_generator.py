@@ -301,7 +301,7 @@ def test_reports_carry_images_with_mixed_case_extensions_and_client_json(seeded,
     with_image = [r for r in reports if r[3]]
     assert 10 <= len(with_image) <= 40
     extensions = set()
-    for rid, when, message, name, info, phone in with_image:
+    for rid, _, _, name, _, _ in with_image:
         m = re.fullmatch(rf"{rid}_(\d\d-\d\d-\d\d_\d{{4}}-\d\d-\d\d)\.(jpeg|jpg|png)", name, re.IGNORECASE)
         assert m, name
         data = (media / name).read_bytes()

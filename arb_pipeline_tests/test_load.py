@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from arb_pipeline.load.staging import MalformedFileError
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.backups import (
@@ -149,7 +150,7 @@ def test_a_failing_load_changes_nothing(sender, receiver_db, tmp_path):
     import zstandard
 
     path.write_bytes(zstandard.ZstdCompressor().compress(b'{"id": "not a number"}\n' * (last.rows or 1)))
-    with pytest.raises(Exception):
+    with pytest.raises(MalformedFileError):
         load(receiver_db, backup)
     with connect(receiver_db) as conn:
         assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 0

@@ -339,7 +339,7 @@ def test_large_file_streams(dirs):
     name = "1_00-00-00_2026-01-01.jpg"
     digest = hashlib.sha256()
     with open(sender / name, "wb") as fh:
-        for i in range(20):
+        for _ in range(20):
             block = os.urandom(1 << 20)
             digest.update(block)
             fh.write(block)

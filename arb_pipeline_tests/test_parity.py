@@ -176,7 +176,7 @@ def _fill(dsn: str, *, personal: bool, reverse: bool = False) -> None:
             if personal and table in PERSONAL:
                 extra_cols, extra_rows = PERSONAL[table]
                 columns = columns + extra_cols
-                rows = [r + e for r, e in zip(rows, extra_rows)]
+                rows = [r + e for r, e in zip(rows, extra_rows, strict=True)]
             if reverse:
                 rows = rows[::-1]
             cols = ", ".join(f'"{c}"' for c in columns)

@@ -47,7 +47,7 @@ def reference_periods(pg_cluster):
 
 def test_the_reference_periods_tile_every_day_type_and_every_half_hour(reference_periods):
     periods, _, halves = reference_periods
-    for day_type, (ids, starts, ends) in periods.by_day_type.items():
+    for day_type, (_, starts, ends) in periods.by_day_type.items():
         assert starts[0] == 0 and ends[-1] == 86_400_000_000 - 1, day_type
         assert (starts[1:] == ends[:-1] + 1).all(), f"{day_type} periods must meet without gap or overlap"
     assert len(halves) == 48 and (periods.half_hour_ids >= 0).all()
@@ -328,7 +328,9 @@ def test_nearest_two_stops_match_brute_force():
     stops = []
     for gtfs_id, n in ((1, 400), (2, 300)):
         lon, lat = rng.uniform(-70.85, -70.45, n), rng.uniform(-33.65, -33.30, n)
-        stops += [(gtfs_id, f"P{gtfs_id}{i:04d}", x, y) for i, (x, y) in enumerate(zip(lon, lat))]
+        stops += [
+            (gtfs_id, f"P{gtfs_id}{i:04d}", x, y) for i, (x, y) in enumerate(zip(lon, lat, strict=True))
+        ]
     v2_from = _us("2026-01-01T00:00:00+00:00")
     stop_set = StopSet.from_rows([(2, v2_from), (1, _us("2025-01-01T00:00:00+00:00"))], stops)
     m = 1500
@@ -458,7 +460,7 @@ def _seed_receiver(conn):
 def _rows(dsn, table, columns="*"):
     with connect(dsn) as conn:
         cur = conn.execute(f"SELECT {columns} FROM {table} ORDER BY id")
-        return {r[0]: dict(zip([d.name for d in cur.description], r)) for r in cur.fetchall()}
+        return {r[0]: dict(zip([d.name for d in cur.description], r, strict=True)) for r in cur.fetchall()}
 
 
 def _by_name(results):

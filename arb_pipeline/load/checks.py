@@ -187,7 +187,7 @@ def _partial_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry,
         {
             "table": entry.table,
             "kind": MISSING if r[-1] else OLDER,
-            "key": {k: _plain(v) for k, v in zip(pk, r[:-1])},
+            "key": {k: _plain(v) for k, v in zip(pk, r[:-1], strict=True)},
         }
         for r in rows
     ]
@@ -307,7 +307,11 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
         ).fetchall()
         kinds = {"m": MISSING, "x": EXTRA, "c": CHANGED}
         first = [
-            {"table": table, "kind": kinds[r[-1]], "key": {k: _plain(x) for k, x in zip(pk, r[:-1])}}
+            {
+                "table": table,
+                "kind": kinds[r[-1]],
+                "key": {k: _plain(x) for k, x in zip(pk, r[:-1], strict=True)},
+            }
             for r in rows
         ]
         for d in first:
@@ -358,4 +362,4 @@ def _changed_columns(conn, table: str, pk, columns, key: tuple) -> list[str]:
     row = conn.execute(
         f"SELECT {texts} FROM {STAGE} s JOIN {_t(table)} t ON {_pk_match(pk, 's', 't')} WHERE {where}", key
     ).fetchone()
-    return [c for c, differs in zip(columns, row or ()) if differs]
+    return [c for c, differs in zip(columns, row or (), strict=False) if differs]

@@ -129,7 +129,7 @@ def canonical_text_settings(conn: psycopg.Connection) -> Iterator[None]:
     _check_server(conn)
     names = list(CANONICAL_SETTINGS)
     current = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
-    changed = {n: old for n, old in zip(names, current) if old != CANONICAL_SETTINGS[n]}
+    changed = {n: old for n, old in zip(names, current, strict=True) if old != CANONICAL_SETTINGS[n]}
     for name in changed:
         conn.execute("SELECT set_config(%s, %s, false)", (name, CANONICAL_SETTINGS[name]))
     try:
@@ -636,7 +636,7 @@ def _diff_table(sender_conn, receiver_conn, result: TableParity, max_diffs: int)
         for kind, key in _merge(s_stream, r_stream):
             result.counts[kind] += 1
             if len(result.diffs) < max_diffs:
-                result.diffs.append(RowDiff(kind, dict(zip(key_columns, key))))
+                result.diffs.append(RowDiff(kind, dict(zip(key_columns, key, strict=True))))
     finally:
         s_stream.close()
         r_stream.close()
@@ -647,7 +647,7 @@ def _diff_table(sender_conn, receiver_conn, result: TableParity, max_diffs: int)
         s_text = _column_texts(sender_conn, table, columns, key_columns, key)
         r_text = _column_texts(receiver_conn, table, columns, key_columns, key)
         if s_text is not None and r_text is not None:
-            differing = tuple(c for c, a, b in zip(columns, s_text, r_text) if a != b)
+            differing = tuple(c for c, a, b in zip(columns, s_text, r_text, strict=True) if a != b)
             result.diffs[i] = RowDiff(CHANGED, diff.key, differing)
     if not any(result.counts.values()):
         result.note = (

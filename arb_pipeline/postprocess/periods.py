@@ -109,7 +109,7 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     if no_period.any():
         problem[no_period] = [
             f"no {k} time period holds local time {t:%H:%M:%S.%f}"
-            for k, t in zip(kind[no_period], local[no_period])
+            for k, t in zip(kind[no_period], local[no_period], strict=True)
         ]
     no_half = (half < 0) & ~no_period
     if no_half.any():

@@ -147,11 +147,11 @@ def resolve_buses(frame: pd.DataFrame, buses: pd.DataFrame) -> pd.DataFrame:
     if lost.any():
         notes = [
             f"no bus with machine id {m!r} nor a unique plate {p!r}"
-            for m, p in zip(frame.loc[lost, "machine_id"], frame.loc[lost, "plate_raw"])
+            for m, p in zip(frame.loc[lost, "machine_id"], frame.loc[lost, "plate_raw"], strict=True)
         ]
         frame.loc[lost, "problem"] = [
             n if old is None or old != old else f"{old}; {n}"
-            for old, n in zip(frame.loc[lost, "problem"], notes)
+            for old, n in zip(frame.loc[lost, "problem"], notes, strict=True)
         ]
     return frame
 
@@ -165,7 +165,7 @@ def parse_reports(texts: pd.Series, buses: pd.DataFrame) -> pd.DataFrame:
     if bad_plate.any():  # worth knowing, but the machine id may still find the bus
         frame.loc[bad_plate, "problem"] = [
             n if old is None or old != old else f"{old}; {n}"
-            for old, n in zip(frame.loc[bad_plate, "problem"], norm.loc[bad_plate, "problem"])
+            for old, n in zip(frame.loc[bad_plate, "problem"], norm.loc[bad_plate, "problem"], strict=True)
         ]
     return tidy(resolve_buses(frame, buses))
 

@@ -70,7 +70,7 @@ class ZoneIndex:
                 zone[where[first_points]] = zone_ids[order][first]
         problems = [
             None if z >= 0 else ("no coordinates" if not h else f"({x}, {y}) lies in no zone")
-            for z, h, x, y in zip(zone, have, lon, lat)
+            for z, h, x, y in zip(zone, have, lon, lat, strict=True)
         ]
         return zone, problems
 

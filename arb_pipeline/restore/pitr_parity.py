@@ -140,5 +140,6 @@ def _first_keys(conn, table: str, pk, columns) -> list[str]:
         f"USING ({keys}) WHERE e.h IS DISTINCT FROM r.h ORDER BY {keys} LIMIT {MAX_KEYS}"
     ).fetchall()
     return [
-        ", ".join(f"{k}={v}" for k, v in zip(pk, row[:-1])) + f" {row[-1]} in the restore" for row in rows
+        ", ".join(f"{k}={v}" for k, v in zip(pk, row[:-1], strict=True)) + f" {row[-1]} in the restore"
+        for row in rows
     ]

@@ -201,7 +201,7 @@ def _seed_lines(cur, rng, gtfs_id, stops, services, counts: ReferenceCounts, wri
     n_sbs = _spread(counts.services_by_stop, len(lines))
     n_dist = _spread(counts.stop_distances, len(lines))
     n_route = _spread(counts.route_points, len(lines))
-    for (sid, code, d), k_sbs, k_dist, k_route in zip(lines, n_sbs, n_dist, n_route):
+    for (sid, code, d), k_sbs, k_dist, k_route in zip(lines, n_sbs, n_dist, n_route, strict=True):
         seq = rng.sample(stops, min(len(stops), max(k_sbs, k_dist)))
         line_code = f"{code}{d}"
         by_stop += [(line_code, stop[0], sid, gtfs_id) for stop in seq[:k_sbs]]
@@ -218,21 +218,21 @@ def _seed_lines(cur, rng, gtfs_id, stops, services, counts: ReferenceCounts, wri
         cur,
         "servicesbybusstop",
         ("id", "code", "busStop_id", "service_id", "gtfs_id"),
-        [(i, *r) for i, r in zip(ids, by_stop)],
+        [(i, *r) for i, r in zip(ids, by_stop, strict=True)],
     )
     ids = take_ids(cur, "servicestopdistance", len(distance))
     written["servicestopdistance"] = copy_rows(
         cur,
         "servicestopdistance",
         ("id", "busStop_id", "service", "distance", "gtfs_id"),
-        [(i, *r) for i, r in zip(ids, distance)],
+        [(i, *r) for i, r in zip(ids, distance, strict=True)],
     )
     ids = take_ids(cur, "route", len(route))
     written["route"] = copy_rows(
         cur,
         "route",
         ("id", "longitude", "latitude", "serviceCode", "sequence", "gtfs_id"),
-        [(i, *r) for i, r in zip(ids, route)],
+        [(i, *r) for i, r in zip(ids, route, strict=True)],
     )
 
 
@@ -256,7 +256,10 @@ def _seed_buses(cur, rng, service_codes, n, written) -> None:
             assignments.append((code, bus_id))
     ids = take_ids(cur, "busassignment", len(assignments))
     written["busassignment"] = copy_rows(
-        cur, "busassignment", ("id", "service", "uuid_id"), [(i, *a) for i, a in zip(ids, assignments)]
+        cur,
+        "busassignment",
+        ("id", "service", "uuid_id"),
+        [(i, *a) for i, a in zip(ids, assignments, strict=True)],
     )
 
 
