@@ -91,8 +91,8 @@ def test_demo_receiver_has_the_sender_rows_up_to_the_newest_loaded_window(demo):
     with connect(demo.dsn("receiver"), autocommit=True) as conn:
         partials, completes, written, through = conn.execute(
             "SELECT count(*) FILTER (WHERE kind = 'partial'), count(*) FILTER (WHERE kind = 'complete'), "
-            "sum(rows_written) FILTER (WHERE kind = 'partial'), max(window_end) FILTER (WHERE kind = 'partial') "
-            "FROM arb_loaded_backup WHERE outcome = 'loaded'"
+            "sum(rows_written) FILTER (WHERE kind = 'partial'), max(window_end) FILTER (WHERE kind = "
+            "'partial') FROM arb_loaded_backup WHERE outcome = 'loaded'"
         ).fetchone()
     assert partials >= 1 and completes >= 1 and written > 0
     # Independent of the demo's own summary: every (id, timeStamp) the sender has before the

@@ -159,7 +159,8 @@ def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, 
 
 REFUSED = {
     "create a table in public": "CREATE TABLE public.arb_intruder (i int)",
-    "create a function in public": "CREATE FUNCTION public.arb_intruder() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "create a function in public": "CREATE FUNCTION public.arb_intruder() RETURNS int "
+    "LANGUAGE sql AS 'SELECT 1'",
     "create a schema": "CREATE SCHEMA arb_intruder",
     "drop a replicated table": 'DROP TABLE "AndroidRequests_report"',
     "alter a replicated table": 'ALTER TABLE "AndroidRequests_report" ADD COLUMN intruder int',

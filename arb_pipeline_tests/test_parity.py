@@ -205,7 +205,8 @@ def _empty(dsn: str) -> None:
         tables = [
             r[0]
             for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'arb_schema_migration'"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> "
+                "'arb_schema_migration'"
             )
         ]
         conn.execute("TRUNCATE " + ", ".join(quote_ident(t) for t in tables) + " RESTART IDENTITY")

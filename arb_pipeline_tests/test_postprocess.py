@@ -224,8 +224,8 @@ def test_report_info_with_bus_bus_stop_and_busStop():
         (None, "reportInfo is not a JSON object"),
         ('{"locationUser": {"latitude": -33.4, "longitude": -70.6}}', "neither bus nor bus_stop/busStop"),
         (
-            '{"locationUser": {"latitude": "north", "longitude": -70.6}, "busStop": {"id": "PA1", "latitude": -33.4, '
-            '"longitude": -70.6}}',
+            '{"locationUser": {"latitude": "north", "longitude": -70.6}, "busStop": {"id": "PA1", '
+            '"latitude": -33.4, "longitude": -70.6}}',
             "user coordinates are not numbers in range: latitude='north'",
         ),
         (
@@ -431,7 +431,8 @@ def _seed_receiver(conn):
         (T0, T0, PHONE),
     )
     stat = (
-        'INSERT INTO "{t}" (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id") '
+        'INSERT INTO "{t}" (longitude, latitude, "timeStamp", "confirmDecline", '
+        '"phoneId", "reportOfEvent_id") '
         "VALUES (%s, %s, %s, 'confirm', %s, %s)"
     )
     conn.execute(stat.format(t=P + "stadisticdatafromregistrationbus"), (-70.601, -33.40, T0, PHONE, 1))
@@ -507,7 +508,8 @@ def test_runs_compute_what_changed_and_record_bad_rows(receiver_db):
         )
         conn.execute(
             f'INSERT INTO "{P}stadisticdatafromregistrationbus" (longitude, latitude, "timeStamp", '
-            f'"confirmDecline", "phoneId", "reportOfEvent_id") VALUES (-70.80, -33.60, %s, \'confirm\', %s, 1)',
+            '"confirmDecline", "phoneId", "reportOfEvent_id") '
+            "VALUES (-70.80, -33.60, %s, 'confirm', %s, 1)",
             (T0 + timedelta(minutes=1), PHONE),
         )
     before = _rows(receiver_db, "arb_pp_eventforbusv2_zone")
@@ -576,7 +578,8 @@ def test_a_window_is_recomputed_on_request(receiver_db):
 
 
 def test_cli_materializes_a_past_partition_by_hand(receiver_db, tmp_path):
-    """`dagster asset materialize --select group:receiver_postprocess --partition KEY` recomputes that window."""
+    """`dagster asset materialize --select group:receiver_postprocess --partition KEY`
+    recomputes that window."""
     import os
     import subprocess
     import sys

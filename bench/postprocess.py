@@ -138,7 +138,8 @@ def _baseline_floor(conn) -> float:
         t0 = time.perf_counter()
         with conn.transaction():
             conn.execute(
-                f'INSERT INTO bench_floor (id, source_changed_at) SELECT id, arb_changed_at FROM "{P}{source}"'
+                "INSERT INTO bench_floor (id, source_changed_at) "
+                f'SELECT id, arb_changed_at FROM "{P}{source}"'
             )
         seconds += time.perf_counter() - t0
         conn.execute("DROP TABLE bench_floor")
@@ -182,7 +183,8 @@ def _report(title: str, results) -> float:
     print(f"{title}: {total:.2f} s, {rows:,} derived rows")
     for r in results:
         print(
-            f"    {r.derivation:<24} {r.mode:<11} {r.computed:>9,} rows {r.problems:>7,} problems {r.seconds:8.2f} s"
+            f"    {r.derivation:<24} {r.mode:<11} {r.computed:>9,} rows {r.problems:>7,} problems "
+            f"{r.seconds:8.2f} s"
         )
     return total
 

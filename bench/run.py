@@ -98,7 +98,8 @@ def main(argv=None) -> int:
         )
         dump_file.unlink()
         print(
-            f"baseline pg_dump to a file: {t_pg_dump:.1f} s; pg_dump | psql into an empty database: {t_pipe:.1f} s",
+            f"baseline pg_dump to a file: {t_pg_dump:.1f} s; pg_dump | psql into an empty database: "
+            f"{t_pipe:.1f} s",
             flush=True,
         )
 
@@ -117,7 +118,8 @@ def main(argv=None) -> int:
             f"{t_bare / t_pg_dump:.2f} without (ARB_COMPLETE_FINGERPRINTS=0) (target <= 1.0)"
         )
         print(
-            f"complete: {t_complete:.1f} s, {res['bytes'] / 1e6:.0f} MB packaged, peak RSS {rss_complete / 1e6:.0f} MB",
+            f"complete: {t_complete:.1f} s, {res['bytes'] / 1e6:.0f} MB packaged, peak RSS "
+            f"{rss_complete / 1e6:.0f} MB",
             flush=True,
         )
         t_partial, rss_partial, pres = _child(

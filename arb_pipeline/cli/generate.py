@@ -125,7 +125,8 @@ def run_scale(args) -> int:
     with connect(_dsn(args)) as conn:
         result = build_scale(conn, args.gigabytes, span_days=args.span_days, progress=progress)
     print(
-        f"database {result.start_bytes / 1e9:.2f} GB -> {result.end_bytes / 1e9:.2f} GB in {result.seconds:.1f} s "
+        f"database {result.start_bytes / 1e9:.2f} GB -> {result.end_bytes / 1e9:.2f} GB in "
+        f"{result.seconds:.1f} s "
         f"({result.mb_per_s:.0f} MB/s): " + ", ".join(f"{t} {n}" for t, n in result.rows.items())
     )
     return 0

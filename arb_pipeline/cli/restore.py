@@ -74,12 +74,15 @@ def run(args) -> int:
         print(plan.describe())
         for chosen in plan.backups:
             print(
-                f"  {chosen.manifest.kind:8} {chosen.backup_id}  window {chosen.manifest.window_start:%Y-%m-%d %H:%M}"
-                f" .. {chosen.manifest.window_end:%H:%M}  snapshot {chosen.manifest.snapshot_time:%Y-%m-%d %H:%M:%S}"
+                f"  {chosen.manifest.kind:8} {chosen.backup_id}  window "
+                f"{chosen.manifest.window_start:%Y-%m-%d %H:%M}"
+                f" .. {chosen.manifest.window_end:%H:%M}  snapshot "
+                f"{chosen.manifest.snapshot_time:%Y-%m-%d %H:%M:%S}"
             )
         verify_plan(plan, progress)
         print(
-            f"verification OK: the {len(plan.backups)} backup(s) match their manifests (dry run: nothing written)"
+            f"verification OK: the {len(plan.backups)} backup(s) match their manifests (dry run: nothing "
+            "written)"
         )
         return 0
     if not args.dsn:

@@ -36,7 +36,8 @@ def partial_minutes() -> int:
     raw = os.environ.get("ARB_PARTIAL_MINUTES", "5")
     if not raw.isdigit() or int(raw) < 1 or 60 % int(raw):
         raise ConfigError(
-            f"ARB_PARTIAL_MINUTES={raw!r} must be a whole number of minutes that divides 60 (1, 5, 10, 15 ...)"
+            f"ARB_PARTIAL_MINUTES={raw!r} must be a whole number of minutes that divides 60 (1, 5, 10, 15 "
+            "...)"
         )
     return int(raw)
 

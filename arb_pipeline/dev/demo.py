@@ -223,7 +223,8 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
             time.sleep(SUMMARY_EVERY_S)
             if seed.poll() not in (None, 0) and not seed_reported:
                 _log(
-                    f"the first complete backup failed ({seed.returncode}); see the UI and {base / 'dagster-dev.log'}"
+                    f"the first complete backup failed ({seed.returncode}); see the UI and "
+                    f"{base / 'dagster-dev.log'}"
                 )
                 seed_reported = True
             _log(summary(pg))

@@ -184,7 +184,8 @@ def _pg_dump_schema(dsn: str, pg_dump: str, snapshot_id: str, tables: list[str])
         ) from None
     if done.returncode != 0:
         raise ArbError(
-            f"pg_dump --schema-only failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}"
+            f"pg_dump --schema-only failed ({done.returncode}): "
+            f"{done.stderr.decode(errors='replace')[-2000:]}"
         )
     return done.stdout
 

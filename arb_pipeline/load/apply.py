@@ -174,8 +174,8 @@ def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
 
 def _newest_complete(conn):
     return conn.execute(
-        "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded' "
-        "ORDER BY snapshot_time DESC LIMIT 1"
+        "SELECT backup_id, snapshot_time FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = "
+        "'loaded' ORDER BY snapshot_time DESC LIMIT 1"
     ).fetchone()
 
 
@@ -215,8 +215,8 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
         for table in order:
             _advance_sequences(conn, infos[table])
     conn.execute(
-        "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, snapshot_time, "
-        "window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
+        "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, "
+        "snapshot_time, window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             manifest.backup_id,

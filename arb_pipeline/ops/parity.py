@@ -344,7 +344,8 @@ def _all_tables(conn: psycopg.Connection) -> set[str]:
     return {
         r[0]
         for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE'",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = "
+            "'BASE TABLE'",
             (SCHEMA,),
         )
     }

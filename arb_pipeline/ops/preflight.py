@@ -160,8 +160,8 @@ def _session_failure(exc) -> Item:
             "receiver host key",
             FAIL,
             str(exc),
-            "compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the receiver; "
-            "only if they match, replace the entry in ARB_SFTP_KNOWN_HOSTS",
+            "compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the "
+            "receiver; only if they match, replace the entry in ARB_SFTP_KNOWN_HOSTS",
         )
     if isinstance(cause, paramiko.AuthenticationException):
         return Item(
@@ -532,7 +532,8 @@ def _transport_items(remote: bool) -> Iterator[Item]:
             "ARB_SFTP_KNOWN_HOSTS",
             FAIL,
             f"{known} does not exist",
-            f"ssh-keyscan -p {port} {host} >> {known}, after checking the fingerprint with the receiver's admin",
+            f"ssh-keyscan -p {port} {host} >> {known}, after checking the fingerprint with the "
+            "receiver's admin",
         )
     else:
         yield Item("ARB_SFTP_KNOWN_HOSTS", OK, str(known))

@@ -129,7 +129,10 @@ class Candidate:
         if self.manifest is None:
             return f"{self.kind}/{self.name} (no manifest)"
         m = self.manifest
-        return f"{self.kind}/{self.name} (window end {m.window_end.isoformat()}, snapshot {m.snapshot_time.isoformat()})"
+        return (
+            f"{self.kind}/{self.name} "
+            f"(window end {m.window_end.isoformat()}, snapshot {m.snapshot_time.isoformat()})"
+        )
 
 
 @dataclass

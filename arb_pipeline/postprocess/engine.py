@@ -174,8 +174,8 @@ def run_derivation(
                     _run_source(conn, derivation, ctx, source, scope, since, hi, batch_rows)
                 )
             conn.execute(
-                "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, last_run_at, "
-                "last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
+                "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, "
+                "last_run_at, last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
                 "CASE WHEN %(full)s THEN clock_timestamp() END) "
                 "ON CONFLICT (derivation) DO UPDATE SET done_through = EXCLUDED.done_through, "
                 "reference_digest = EXCLUDED.reference_digest, last_run_at = EXCLUDED.last_run_at, "
@@ -318,7 +318,8 @@ def _write(conn, source: Source, out: pd.DataFrame, as_of: datetime) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {d} AS d ({ids}, processed_at) SELECT {o}, %(as_of)s FROM {s} o "
-            "JOIN {src} x ON x.id = o.id ON CONFLICT (id) DO UPDATE SET {sets}, processed_at = EXCLUDED.processed_at"
+            "JOIN {src} x ON x.id = o.id ON CONFLICT (id) DO UPDATE SET {sets}, processed_at = "
+            "EXCLUDED.processed_at"
         ).format(
             d=sql.Identifier(source.derived),
             ids=names,

@@ -150,7 +150,8 @@ class NearestStops(Derivation):
 
     def reference_digest(self, conn) -> str:
         stops, versions = conn.execute(
-            "SELECT (SELECT md5(coalesce(string_agg(concat_ws(':', id, gtfs_id, code, longitude, latitude), ',' "
+            "SELECT (SELECT md5(coalesce(string_agg("
+            "concat_ws(':', id, gtfs_id, code, longitude, latitude), ',' "
             "        ORDER BY id), '')) FROM \"AndroidRequests_busstop\"), "
             "(SELECT md5(coalesce(string_agg(concat_ws(':', id, \"timeCreation\"), ',' ORDER BY id), '')) "
             '        FROM "AndroidRequests_gtfs")'

@@ -54,7 +54,8 @@ class Periods:
 
     @classmethod
     def from_rows(cls, time_periods, half_hours) -> "Periods":
-        """``time_periods``: (id, dayType, initialTime, endTime); ``half_hours``: (id, initialTime, endTime)."""
+        """``time_periods``: (id, dayType, initialTime, endTime);
+        ``half_hours``: (id, initialTime, endTime)."""
         by = {}
         for day_type in DAY_TYPES:
             rows = sorted((_us(s), _us(e), i) for i, d, s, e in time_periods if d == day_type)
@@ -134,7 +135,10 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     )
 
 
-_FETCH = 's.id, s.arb_changed_at::text AS version, (extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us'
+_FETCH = (
+    "s.id, s.arb_changed_at::text AS version, "
+    '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us'
+)
 _COLUMNS = ("local_time_creation", "day_type", "time_period_id", "half_hour_period_id")
 
 

@@ -182,8 +182,8 @@ class ReportInfo(Derivation):
             's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
             # A bus that arrives after its report resolves the report's bus uuid.
             extra=(
-                "SELECT ri.id FROM arb_pp_report_info ri WHERE ri.report_type = 'bus' AND ri.bus_uuid IS NULL "
-                'AND EXISTS (SELECT 1 FROM "AndroidRequests_busv2" b WHERE b.arb_changed_at > %(since)s '
+                "SELECT ri.id FROM arb_pp_report_info ri WHERE ri.report_type = 'bus' AND ri.bus_uuid IS "
+                'NULL AND EXISTS (SELECT 1 FROM "AndroidRequests_busv2" b WHERE b.arb_changed_at > %(since)s '
                 "AND b.arb_changed_at >= ri.processed_at)",
             ),
         ),

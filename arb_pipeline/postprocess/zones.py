@@ -99,13 +99,14 @@ def event_source(table: str, derived: str, stats: str) -> Source:
         ("longitude", "latitude", "zone_id"),
         fetch,
         extra=(
-            f'SELECT DISTINCT x."reportOfEvent_id" FROM "{stats}" x LEFT JOIN {derived} d ON d.id = x."reportOfEvent_id" '
+            f'SELECT DISTINCT x."reportOfEvent_id" FROM "{stats}" x LEFT JOIN {derived} d '
+            'ON d.id = x."reportOfEvent_id" '
             f"WHERE x.arb_changed_at > %(since)s AND (d.id IS NULL OR x.arb_changed_at >= d.processed_at)",
         ),
         joins=(
-            f'LEFT JOIN (SELECT DISTINCT ON (x."reportOfEvent_id") x."reportOfEvent_id" AS event, x.longitude, '
-            f'x.latitude FROM "{stats}" x WHERE x."reportOfEvent_id" IN (SELECT id FROM arb_pp_todo '
-            f"WHERE id > %(after)s AND id <= %(upto)s) "
+            'LEFT JOIN (SELECT DISTINCT ON (x."reportOfEvent_id") x."reportOfEvent_id" AS event, '
+            f'x.longitude, x.latitude FROM "{stats}" x WHERE x."reportOfEvent_id" IN '
+            f"(SELECT id FROM arb_pp_todo WHERE id > %(after)s AND id <= %(upto)s) "
             f'ORDER BY x."reportOfEvent_id", x."timeStamp" DESC, x.id DESC) v ON v.event = s.id'
         ),
     )

@@ -54,7 +54,8 @@ def _reason_text(
         "\n"
         "to re-queue it once the cause is fixed:\n"
         f"  arb requeue {dest_name}\n"
-        f"or move this folder back to the receiver's inbox as {kind}/{backup_id} and delete this {REASON_NAME}.\n"
+        f"or move this folder back to the receiver's inbox as {kind}/{backup_id} "
+        f"and delete this {REASON_NAME}.\n"
     )
 
 

@@ -103,8 +103,8 @@ CHECK_NAMES = {"partial": "rows_applied", "complete": "parity"}
 CHECK_DESCRIPTIONS = {
     "partial": "every row of the partial's file (and of the FK parents it carried) is on the receiver at the "
     "backup's version or newer",
-    "complete": "the table equals the sender's snapshot: row count and digest from the manifest, rows written "
-    "by newer partials left out; on drift, the first differing keys",
+    "complete": "the table equals the sender's snapshot: row count and digest from the manifest, rows "
+    "written by newer partials left out; on drift, the first differing keys",
 }
 
 

@@ -194,9 +194,9 @@ def plan_restore(inbox: Path, at: datetime | None, *, allow_gaps: bool = False) 
         gaps.append((covered, at))
     for start, end in gaps:
         text = (
-            f"no partial backup in {inbox / 'partial'} covers {_fmt(start)} .. {_fmt(end)}: rows written then "
-            f"are not in the restore; publish the missing partial(s) again from the sender (their partitions), "
-            f"or restore to --at {_fmt(start)}"
+            f"no partial backup in {inbox / 'partial'} covers {_fmt(start)} .. {_fmt(end)}: rows written "
+            "then are not in the restore; publish the missing partial(s) again from the sender (their "
+            f"partitions), or restore to --at {_fmt(start)}"
         )
         if not allow_gaps:
             raise RestoreError(text + " (or accept the hole with --allow-gaps)")
@@ -223,7 +223,8 @@ def _user_relations(conn) -> list[str]:
     return [
         r[0]
         for r in conn.execute(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "SELECT n.nspname || '.' || c.relname "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND n.nspname <> 'information_schema' "
             "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
         ).fetchall()

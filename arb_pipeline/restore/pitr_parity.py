@@ -63,8 +63,8 @@ class RestoredTable:
         if self.ok:
             return f"{self.table}: ok ({what})"
         text = (
-            f"{self.table}: DRIFT expected {self.expected.rows} rows (digest {self.expected.digest}), restored "
-            f"{self.restored.rows} (digest {self.restored.digest}); {what}"
+            f"{self.table}: DRIFT expected {self.expected.rows} rows (digest {self.expected.digest}), "
+            f"restored {self.restored.rows} (digest {self.restored.digest}); {what}"
         )
         return text + (f"; first keys: {'; '.join(self.first_keys)}" if self.first_keys else "")
 
@@ -135,7 +135,8 @@ def _first_keys(conn, table: str, pk, columns) -> list[str]:
         )
 
     rows = conn.execute(
-        f"SELECT {keys}, CASE WHEN r.h IS NULL THEN 'missing' WHEN e.h IS NULL THEN 'extra' ELSE 'changed' END "
+        f"SELECT {keys}, "
+        "CASE WHEN r.h IS NULL THEN 'missing' WHEN e.h IS NULL THEN 'extra' ELSE 'changed' END "
         f"FROM ({hashed(quote_ident(EXPECTED))}) e FULL JOIN ({hashed('public.' + quote_ident(table))}) r "
         f"USING ({keys}) WHERE e.h IS DISTINCT FROM r.h ORDER BY {keys} LIMIT {MAX_KEYS}"
     ).fetchall()

@@ -189,7 +189,8 @@ class SftpTransport:
             )
         if os.name == "posix" and st.st_mode & 0o077:
             raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) has mode {stat.S_IMODE(st.st_mode):04o}: "
+                f"the SFTP private key file {path} (key_file setting) has mode "
+                f"{stat.S_IMODE(st.st_mode):04o}: "
                 f"it is readable or writable by group/others, so it is refused (as ssh does). "
                 f"Fix: `chmod 600 {path}` (and make sure the pipeline's user owns it)"
             )
@@ -284,8 +285,8 @@ class SftpTransport:
                 client.load_host_keys(str(self.known_hosts_file))
             except FileNotFoundError:
                 raise _Permanent(
-                    f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) does not exist; "
-                    f"host keys are only trusted from it. Create it with the server's key: "
+                    f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) does not "
+                    f"exist; host keys are only trusted from it. Create it with the server's key: "
                     f"{self._keyscan_hint()}"
                 ) from None
             except (OSError, paramiko.SSHException) as exc:
@@ -343,10 +344,10 @@ class SftpTransport:
                 f"the host key of the SFTP server {self._where} has CHANGED since it was recorded in the "
                 f"known_hosts file {self.known_hosts_file} (known_hosts_file setting): it offered "
                 f"{exc.key.get_name()} {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} "
-                f"{_fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack; nothing was sent. "
-                f"If the server's key was really regenerated, remove the old entry "
-                f"(`ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_file}`) and add the new one: "
-                f"{self._keyscan_hint()}"
+                f"{_fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack; nothing was "
+                f"sent. If the server's key was really regenerated, remove the old entry "
+                f"(`ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_file}`) and add the new "
+                f"one: {self._keyscan_hint()}"
             )
         if isinstance(exc, _UnknownHostKey):
             return (
@@ -357,9 +358,10 @@ class SftpTransport:
             )
         if isinstance(exc, paramiko.AuthenticationException):
             return (
-                f"the SFTP server {self._where} refused the login of user {self.username!r} (username setting) "
-                f"with the key in {self.key_file} (key_file setting): {str(exc).rstrip('.')}. Check that the public key "
-                f"({self.key_file}.pub) is in that user's authorized_keys on the server"
+                f"the SFTP server {self._where} refused the login of user {self.username!r} "
+                f"(username setting) with the key in {self.key_file} (key_file setting): "
+                f"{str(exc).rstrip('.')}. Check that the public key ({self.key_file}.pub) is in that "
+                f"user's authorized_keys on the server"
             )
         if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
             return (
@@ -377,8 +379,8 @@ class SftpTransport:
             )
         if isinstance(exc, TimeoutError):
             return (
-                f"{action}: the SFTP server {self._where} did not answer within io_timeout={self.io_timeout} s "
-                f"(a stalled connection or a very slow network)"
+                f"{action}: the SFTP server {self._where} did not answer within io_timeout={self.io_timeout} "
+                f"s (a stalled connection or a very slow network)"
             )
         if isinstance(exc, FileNotFoundError):
             return (
@@ -570,9 +572,10 @@ class SftpTransport:
         except TransportError as exc:
             if isinstance(exc.__cause__, (PermissionError, FileNotFoundError)):
                 raise TransportError(
-                    f"the remote folder {self.remote_dir} (remote_dir setting) on {self._where} is not writable by "
-                    f"user {self.username!r}: {exc.__cause__}. Fix remote_dir, or the folder's owner and mode on "
-                    f"the server (it must exist or be creatable, and be writable by that user)"
+                    f"the remote folder {self.remote_dir} (remote_dir setting) on {self._where} is not "
+                    f"writable by user {self.username!r}: {exc.__cause__}. Fix remote_dir, or the folder's "
+                    f"owner and mode on the server (it must exist or be creatable, and be writable by "
+                    f"that user)"
                 ) from exc.__cause__
             raise
 
@@ -602,7 +605,8 @@ class SftpTransport:
                 raise
             if kind != CMD_EXTENDED_REPLY:
                 return None
-            # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_fsid, f_flag, f_namemax
+            # f_bsize, f_frsize, f_blocks, f_bfree, f_bavail, f_files, f_ffree, f_favail, f_fsid, f_flag,
+            # f_namemax
             fields = [msg.get_int64() for _ in range(11)]
             frsize = fields[1] or fields[0]
             return fields[4] * frsize

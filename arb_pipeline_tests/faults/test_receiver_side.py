@@ -19,7 +19,8 @@ def _counts(dsn: str) -> dict[str, int]:
         tables = [
             r[0]
             for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 'AndroidRequests_%'"
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE "
+                "'AndroidRequests_%'"
             )
         ]
         return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}

@@ -121,8 +121,8 @@ def _insert_events(
         "k": stats_per_event,
     }
     cur.execute(
-        f'INSERT INTO {table(events_t)} (id, "timeStamp", "timeCreation", "expireTime", event_id, "eventConfirm", '
-        f'"eventDecline", "phoneId", broken, "brokenType", {target_col}) '
+        f'INSERT INTO {table(events_t)} (id, "timeStamp", "timeCreation", "expireTime", event_id, '
+        f'"eventConfirm", "eventDecline", "phoneId", broken, "brokenType", {target_col}) '
         f"SELECT (%(ids)s::int[])[1 + g], ts, "
         f"ts - make_interval(secs => 90 * (%(k)s::bigint - 1) + (g %% 4) * %(back)s::bigint / 3), "
         f"ts + interval '30 min', (%(ev)s::text[])[1 + g %% %(nev)s::bigint], 1 + g %% 5, "
@@ -174,8 +174,8 @@ def _insert_trips(
         "nba": len(assignments),
     }
     cur.execute(
-        f'INSERT INTO {table("token")} (id, token, busassignment_id, direction, color, "phoneId", "timeCreation", '
-        f'"userEvaluation", "tranSappUser_id") '
+        f'INSERT INTO {table("token")} (id, token, busassignment_id, direction, color, "phoneId", '
+        f'"timeCreation", "userEvaluation", "tranSappUser_id") '
         f"SELECT id, encode(sha512(int8send(id)), 'hex'), (%(ba)s::int[])[1 + g %% %(nba)s::bigint], "
         f"(ARRAY['I', 'R', NULL])[1 + g %% 3], '#00a0f0', {_PHONE}, "
         f"%(start)s::timestamptz + g * %(tstep)s::interval, NULL, NULL "
@@ -183,10 +183,11 @@ def _insert_trips(
         params,
     )
     cur.execute(
-        f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", "inVehicleOrNot", token_id) '
+        f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", '
+        '"inVehicleOrNot", token_id) '
         f"SELECT {_LON}, {_LAT}, %(start)s::timestamptz + g * %(step)s::interval, "
-        f"CASE WHEN random() < 0.8 THEN 'vehicle' ELSE 'non_vehicle' END, (%(ids)s::int[])[1 + g / %(per)s::bigint] "
-        f"FROM generate_series(0, %(np)s::bigint - 1) g",
+        "CASE WHEN random() < 0.8 THEN 'vehicle' ELSE 'non_vehicle' END, (%(ids)s::int[])[1 + g / "
+        f"%(per)s::bigint] FROM generate_series(0, %(np)s::bigint - 1) g",
         params,
     )
     return {"token": n_tokens, "poseintrajectoryoftoken": n_poses}

@@ -174,15 +174,15 @@ class Workload:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(
                 f'INSERT INTO {table("token")} (token, busassignment_id, direction, color, "phoneId", '
-                f'"timeCreation", "userEvaluation", "tranSappUser_id") VALUES (%s, %s, %s, %s, %s, %s, NULL, %s) '
-                f"RETURNING id",
+                '"timeCreation", "userEvaluation", "tranSappUser_id") VALUES (%s, %s, %s, %s, %s, %s, NULL, '
+                f"%s) RETURNING id",
                 (token, assignment_id, direction, color, phone, now, user_id),
             )
             token_id = cur.fetchone()[0]
             last = len(poses) - 1
             cur.executemany(
-                f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", "inVehicleOrNot", '
-                f"token_id) VALUES (%s, %s, %s, %s, %s)",
+                f'INSERT INTO {table("poseintrajectoryoftoken")} (longitude, latitude, "timeStamp", '
+                '"inVehicleOrNot", token_id) VALUES (%s, %s, %s, %s, %s)',
                 [
                     (lon, lat, now - timedelta(seconds=pose_interval_s * (last - k)), flag, token_id)
                     for k, (lon, lat, flag) in enumerate(poses)
