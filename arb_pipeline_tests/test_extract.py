@@ -23,7 +23,7 @@ P = "AndroidRequests_"
 
 def _base_rows(conn):
     conn.execute(f"""INSERT INTO "{P}event" VALUES ('evn00001', 'Bus lleno', NULL, 30, 'estado', 'i', 'bus'),
-                                                   ('evn00002', 'Paradero sucio', 'x', 30, 'estado', 'o', 'busStop')""")
+                     ('evn00002', 'Paradero sucio', 'x', 30, 'estado', 'o', 'busStop')""")
     conn.execute(f"""INSERT INTO "{P}busv2" ("registrationPlate", uuid) VALUES
                      ('AAAA11', '11111111-1111-1111-1111-111111111111'),
                      ('BB1234', '22222222-2222-2222-2222-222222222222')""")
@@ -32,8 +32,8 @@ def _base_rows(conn):
 
 def _bus_event(conn, ts, assignment=1):
     return conn.execute(
-        f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId", busassignment_id)
-            VALUES (%s, %s, 'evn00001', gen_random_uuid(), %s) RETURNING id""",
+        f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId",
+            busassignment_id) VALUES (%s, %s, 'evn00001', gen_random_uuid(), %s) RETURNING id""",
         (ts, ts, assignment),
     ).fetchone()[0]
 
@@ -105,8 +105,8 @@ def test_a_late_commit_reaches_the_next_windows_backup(sender_db, tmp_path):
         _base_rows(conn)
     late = psycopg.connect(sender_db)
     late.execute(
-        f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId", busassignment_id)
-                     VALUES (%s, %s, 'evn00001', gen_random_uuid(), 1)""",
+        f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", event_id, "phoneId",
+                     busassignment_id) VALUES (%s, %s, 'evn00001', gen_random_uuid(), 1)""",
         (T0 + timedelta(minutes=2),) * 2,
     )
     staged, _ = _extract(sender_db, tmp_path, name="w")
@@ -145,15 +145,16 @@ def test_json_round_trip_is_exact_for_every_column_type(sender_db, receiver_db, 
                              VALUES (%s, %s, %s, '{{"a": [1, 2.5e-7]}}', gen_random_uuid())""",
                 (T0 + timedelta(seconds=i, microseconds=123457), message, image),
             )
-        conn.execute(f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", "expireTime", event_id, "phoneId",
-                         busassignment_id, broken, "brokenType") VALUES
+        conn.execute(f"""INSERT INTO "{P}eventforbusv2" ("timeStamp", "timeCreation", "expireTime", event_id,
+                         "phoneId", busassignment_id, broken, "brokenType") VALUES
                          ('2026-11-26 07:01:02.000001-03', '2026-11-26 10:00:00+00', NULL, 'evn00001',
                           'aaaaaaaa-0000-0000-0000-00000000000a', 1, true, NULL)""")
         conn.execute(
             f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
             (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id",
              "gpsLongitude", "gpsLatitude", "gpsTimeStamp", distance)
-            VALUES (-70.123456789012345, 1e-300, %s, 'confirm', gen_random_uuid(), 1, 0.1, NULL, NULL, 1.7976931348623157e308)""",
+            VALUES (-70.123456789012345, 1e-300, %s, 'confirm', gen_random_uuid(), 1,
+                    0.1, NULL, NULL, 1.7976931348623157e308)""",
             (T0 + timedelta(minutes=4, seconds=59, microseconds=999999),),
         )
     staged, ex = _extract(sender_db, tmp_path)
@@ -183,14 +184,15 @@ def test_personal_columns_never_leave_the_sender(sender_db, tmp_path):
         conn.execute(
             f"""INSERT INTO "{P}level" (name, "minScore", "maxScore", position) VALUES ('l1', 0, 10, 1)"""
         )
-        conn.execute(f"""INSERT INTO "{P}transappuser" ("userId", name, email, "phoneId", "accountType", level_id,
-                         "sessionToken", nickname, "photoURI", "externalId", "timeCreation") VALUES
+        conn.execute(f"""INSERT INTO "{P}transappuser" ("userId", name, email, "phoneId", "accountType",
+                         level_id, "sessionToken", nickname, "photoURI", "externalId", "timeCreation") VALUES
                          ('u1', 'Ana', 'ana@example.org', gen_random_uuid(), 'GOOGLE', 1,
                           'cccccccc-0000-0000-0000-000000000001', 'ana', 'x', gen_random_uuid(), now())""")
         event = _bus_event(conn, T0)
         conn.execute(
             f"""INSERT INTO "{P}stadisticdatafromregistrationbus"
-            (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id", "tranSappUser_id")
+            (longitude, latitude, "timeStamp", "confirmDecline", "phoneId", "reportOfEvent_id",
+             "tranSappUser_id")
             VALUES (-70.6, -33.4, %s, 'confirm', gen_random_uuid(), %s, 1)""",
             (T0, event),
         )
@@ -219,8 +221,8 @@ def test_complete_is_one_snapshot_while_writers_commit(sender_db, tmp_path):
     def writer():
         with psycopg.connect(sender_db, autocommit=False) as conn:
             while not stop.is_set():
-                bus = conn.execute(f"""INSERT INTO "{P}busv2" ("registrationPlate", uuid) VALUES ('CC1234', gen_random_uuid())
-                                       RETURNING id""").fetchone()[0]
+                bus = conn.execute(f"""INSERT INTO "{P}busv2" ("registrationPlate", uuid)
+                                       VALUES ('CC1234', gen_random_uuid()) RETURNING id""").fetchone()[0]
                 conn.execute(
                     f"""INSERT INTO "{P}busassignment" (service, uuid_id) VALUES ('1', %s)""", (bus,)
                 )

@@ -56,13 +56,18 @@ INSERT INTO "{P}report" ("timeStamp", message, "imageName", "reportInfo", "phone
 SELECT %(start)s::timestamptz + g * %(step)s::interval, 'bench', NULL,
        CASE WHEN g %% 97 = 0 THEN '{{"locationUser": broken'
             WHEN g %% 2 = 0 THEN json_build_object(
-                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()),
-                'bus', json_build_object('licensePlate', b."registrationPlate", 'machineId', b.uuid, 'service', '506',
-                                         'latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()))::text
+                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(),
+                                                  'longitude', -70.85 + 0.4 * random()),
+                'bus', json_build_object('licensePlate', b."registrationPlate", 'machineId', b.uuid,
+                                         'service', '506',
+                                         'latitude', -33.65 + 0.35 * random(),
+                                         'longitude', -70.85 + 0.4 * random()))::text
             ELSE json_build_object(
-                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(), 'longitude', -70.85 + 0.4 * random()),
+                'locationUser', json_build_object('latitude', -33.65 + 0.35 * random(),
+                                                  'longitude', -70.85 + 0.4 * random()),
                 CASE WHEN g %% 4 = 1 THEN 'bus_stop' ELSE 'busStop' END,
-                json_build_object('id', 'PA' || (g %% 4000), 'latitude', -33.5, 'longitude', -70.6))::text END,
+                json_build_object('id', 'PA' || (g %% 4000), 'latitude', -33.5,
+                                  'longitude', -70.6))::text END,
        md5((g %% 5000)::text)::uuid
 FROM generate_series(0, %(n)s::bigint - 1) g
 JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS k, "registrationPlate", uuid FROM "{P}busv2") b
