@@ -15,10 +15,10 @@ from arb_pipeline.ops.parity import compare_media, compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
-from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
+from arb_pipeline_tests.support.receiver import receiver_resources
 
 UTC = timezone.utc
 pytestmark = pytest.mark.sshd
@@ -47,19 +47,6 @@ def sender_resources(dsn, media, staging, sshd, retries=2):
         ),
         "backup_destination": dest,
         "backup_publisher": BackupPublisher(destination=dest),
-    }
-
-
-def receiver_resources(dsn, inbox, media, quarantine, **settings):
-    return {
-        "receiver_db": ReceiverDatabase(dsn=dsn),
-        "receiver_settings": ReceiverSettings(
-            inbox_dir=str(inbox),
-            media_dir=str(media),
-            quarantine_dir=str(quarantine),
-            min_free_mb=0,
-            **settings,
-        ),
     }
 
 
