@@ -5,6 +5,7 @@
 - ``sender/`` and ``receiver/`` never import each other (they are two code locations on two servers).
 - The core (every other module, ``cli/`` and ``dev/`` included) never imports the shell.
 - ``dagster_common/`` serves both code locations, so it imports neither.
+- No test module imports another test module or a conftest: what tests share is in support/.
 
 Every ``import`` and ``from ... import`` counts, also one inside a function: a lazy import
 still loads the package when that code runs. Then the real ``arb`` entry point is run to check
@@ -110,6 +111,21 @@ def import_violations(package_dir: Path) -> list[Violation]:
 def test_the_package_keeps_its_layers():
     violations = import_violations(PACKAGE_DIR)
     assert not violations, "layering rules broken:\n" + "\n".join(map(str, violations))
+
+
+def test_no_test_module_imports_another():
+    tests_dir = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests_dir.rglob("*.py")):
+        rel = path.relative_to(tests_dir.parent).with_suffix("")
+        is_package = rel.name == "__init__"
+        module = ".".join(rel.parts[:-1] if is_package else rel.parts)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            for names in _imported_names(node, module, is_package):
+                last = [n.rsplit(".", 1)[-1] for n in names if n.startswith(tests_dir.name + ".")]
+                if any(part.startswith("test_") or part == "conftest" for part in last):
+                    found.append(f"{path.relative_to(tests_dir.parent)}:{node.lineno}: imports {names[-1]}")
+    assert not found, "tests import other tests (move what they share to support/):\n" + "\n".join(found)
 
 
 def test_the_walker_reports_file_line_and_name_of_each_violation(tmp_path):
