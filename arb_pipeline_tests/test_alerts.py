@@ -18,7 +18,7 @@ from arb_pipeline.receiver.sensors import load_complete_job, load_partial_job
 from arb_pipeline.sender.assets import partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
 from arb_pipeline.sender.schedules import partial_backup_job
-from arb_pipeline_tests.alerting import ADMINS, UI, Ticker, mailer_for
+from arb_pipeline_tests.support.alerts import ADMINS, UI, Ticker, mailer_for
 
 KEY = "2026-11-25-10-05"
 

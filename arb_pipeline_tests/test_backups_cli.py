@@ -6,7 +6,8 @@ import shutil
 
 from arb_pipeline.cli.main import main
 from arb_pipeline.receive.quarantine import quarantine
-from arb_pipeline_tests.backups import make_partial, seeded_sender, traffic
+from arb_pipeline_tests.support.backups import make_partial, seeded_sender
+from arb_pipeline_tests.support.traffic import traffic
 
 
 def test_inspect_shows_and_verifies_then_quarantine_and_requeue(sender_db, tmp_path, capsys):

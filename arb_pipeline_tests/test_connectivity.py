@@ -12,7 +12,7 @@ from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.sender.connectivity import receiver_connectivity, receiver_connectivity_job
 from arb_pipeline.sender.resources import BackupDestination
-from arb_pipeline_tests.alerting import Ticker, mailer_for
+from arb_pipeline_tests.support.alerts import Ticker, mailer_for
 
 pytestmark = pytest.mark.sshd
 

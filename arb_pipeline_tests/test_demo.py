@@ -1,5 +1,5 @@
-"""README command 1, `bash scripts/demo.sh`, from a clean checkout (demo_fixture.py), and the
-parity check its summary is made of (arb_pipeline/devenv/demo_parity.py).
+"""README command 1, `bash scripts/demo.sh`, from a clean checkout (support/demo.py), and the
+parity check its summary is made of (arb_pipeline/dev/demo_parity.py).
 
 The demo tests run it as a user does and read its output: the UI address, a parity summary
 that reports a parity-clean load of partial windows, rows on the receiver, postprocessing,
@@ -18,8 +18,10 @@ import pytest
 from arb_pipeline.dev.demo_parity import PARTIAL_TABLES, loaded_parity
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.backups import complete_for_yesterday, load, make_partial, seeded_sender, traffic
-from arb_pipeline_tests.demo_fixture import PARITY_LINE, TRANSPORT_LINE, DemoProcess, required
+from arb_pipeline_tests.support.backups import complete_for_yesterday, load, make_partial, seeded_sender
+from arb_pipeline_tests.support.demo import PARITY_LINE, TRANSPORT_LINE, DemoProcess
+from arb_pipeline_tests.support.services import services_required
+from arb_pipeline_tests.support.traffic import traffic
 
 UTC = timezone.utc
 
@@ -150,7 +152,7 @@ def test_demo_over_sftp(demo_stopped):
 
     reason = sshd_unavailable_reason()
     if reason:
-        if required():
+        if services_required():
             pytest.fail(f"sshd is required here (CI / ARB_REQUIRE_SSHD) but unavailable: {reason}")
         pytest.skip(reason)
     first, _ = demo_stopped  # the same checkout, free again

@@ -18,8 +18,8 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.drill_assets import RestoreDrillSettings, restore_drill, restore_drill_job
 from arb_pipeline.receiver.resources import ReceiverSettings
 from arb_pipeline.restore.drill import SCRATCH_PREFIX, DrillError, check_restore_script, latest_complete
-from arb_pipeline_tests.alerting import Ticker, mailer_for
-from arb_pipeline_tests.backups import complete_for_yesterday
+from arb_pipeline_tests.support.alerts import Ticker, mailer_for
+from arb_pipeline_tests.support.backups import complete_for_yesterday
 
 
 @pytest.fixture

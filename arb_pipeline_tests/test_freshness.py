@@ -12,7 +12,7 @@ from arb_pipeline.dagster_common.alert_sensors import freshness_targets, make_fr
 from arb_pipeline.ops.alerts import FreshnessTracker
 from arb_pipeline.receiver.assets import load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
-from arb_pipeline_tests.alerting import UI, Ticker, mailer_for
+from arb_pipeline_tests.support.alerts import UI, Ticker, mailer_for
 
 KEY = "2026-11-25-10-05"
 

@@ -22,7 +22,9 @@ from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
-from arb_pipeline_tests.backups import make_partial, seeded_sender, traffic
+from arb_pipeline_tests.support.backups import make_partial, seeded_sender
+from arb_pipeline_tests.support.postgres import fresh_db
+from arb_pipeline_tests.support.traffic import traffic
 
 json_values = st.recursive(
     st.none()
@@ -46,10 +48,8 @@ def test_arbitrary_bytes_are_refused_clearly(data):
 
 @pytest.fixture(scope="module")
 def good_manifest(tmp_path_factory, pg_cluster):
-    from arb_pipeline_tests.conftest import _fresh_db
-
     tmp = tmp_path_factory.mktemp("fuzz")
-    with seeded_sender(_fresh_db(pg_cluster, "sender"), tmp, seed=13) as (dsn, media, work):
+    with seeded_sender(fresh_db(pg_cluster, "sender"), tmp, seed=13) as (dsn, media, work):
         traffic(work, 40)
         built = make_partial(dsn, tmp / "staging", media)
     return built.staged.root, built.manifest.to_dict()
@@ -116,11 +116,9 @@ MUTATIONS = ("replace line", "set field", "drop field", "truncate line", "duplic
 
 @pytest.fixture(scope="module")
 def fuzz_receiver(pg_cluster, tmp_path_factory):
-    from arb_pipeline_tests.conftest import _fresh_db
-
     root = tmp_path_factory.mktemp("fuzz-receiver")
     (root / "media").mkdir()
-    return _fresh_db(pg_cluster, "receiver"), root
+    return fresh_db(pg_cluster, "receiver"), root
 
 
 def _receiver_state(dsn: str) -> dict:

@@ -23,7 +23,7 @@ from arb_pipeline.dev.generator import (
 )
 from arb_pipeline.errors import ArbError
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.support.postgres import fresh_db
 
 SMALL = 0.005  # reference volumes: ~56 stops, 4 services, 15 buses, 5 users
 REFERENCE_TABLES = (
@@ -93,7 +93,7 @@ def _bus_vote(
 
 
 def test_same_seed_gives_same_reference_rows_and_another_seed_differs(pg_cluster, sender_db):
-    twin, other = _fresh_db(pg_cluster, "sender"), _fresh_db(pg_cluster, "sender")
+    twin, other = fresh_db(pg_cluster, "sender"), fresh_db(pg_cluster, "sender")
     _seed(sender_db, 5), _seed(twin, 5), _seed(other, 6)
     for model in REFERENCE_TABLES:
         rows = _rows(sender_db, model)
@@ -127,7 +127,7 @@ def test_workload_on_an_unseeded_database_says_to_seed_first(sender_db, tmp_path
 
 
 def test_same_seed_replays_the_same_operations(pg_cluster, seeded, tmp_path):
-    twin = _seed(_fresh_db(pg_cluster, "sender"))
+    twin = _seed(fresh_db(pg_cluster, "sender"))
     with Workload(seeded, tmp_path / "a", seed=9) as a, Workload(twin, tmp_path / "b", seed=9) as b:
         ops_a = [a.step() for _ in range(60)]
         ops_b = [b.step() for _ in range(60)]

@@ -7,16 +7,16 @@ import pytest
 from arb_pipeline.load.staging import MalformedFileError
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.backups import (
+from arb_pipeline_tests.support.backups import (
     PARTIAL_TABLES,
     P,
     load,
     make_complete,
     make_partial,
     seeded_sender,
-    traffic,
 )
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.support.postgres import fresh_db
+from arb_pipeline_tests.support.traffic import traffic
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_out_of_order_partials_end_in_the_in_order_state(sender, pg_cluster, tmp
     older = make_partial(dsn, tmp_path / "s", media)
     _traffic(work)  # votes update events of the first batch: newer versions of the same rows
     newer = make_partial(dsn, tmp_path / "s", media)
-    in_order, reversed_ = _fresh_db(pg_cluster, "receiver"), _fresh_db(pg_cluster, "receiver")
+    in_order, reversed_ = fresh_db(pg_cluster, "receiver"), fresh_db(pg_cluster, "receiver")
     load(in_order, older), load(in_order, newer)
     load(reversed_, newer)
     late = load(reversed_, older)
@@ -68,7 +68,7 @@ def test_a_complete_after_newer_partials_keeps_them(sender, pg_cluster, tmp_path
     complete = make_complete(dsn, tmp_path / "s", media)
     _traffic(work)
     partial = make_partial(dsn, tmp_path / "s", media)
-    a, b = _fresh_db(pg_cluster, "receiver"), _fresh_db(pg_cluster, "receiver")
+    a, b = fresh_db(pg_cluster, "receiver"), fresh_db(pg_cluster, "receiver")
     load(a, complete), load(a, partial)
     load(b, partial)
     assert load(b, complete).outcome == "loaded"

@@ -22,6 +22,7 @@ from arb_pipeline.ops.parity import (
     table_fingerprint,
 )
 from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline_tests.support.postgres import fresh_db
 
 GTFS = "AndroidRequests_gtfs"
 BUSSTOP = "AndroidRequests_busstop"
@@ -195,9 +196,7 @@ def _run(dsn: str, *statements: str) -> None:
 def _pair(pg_cluster):
     """One sender and one receiver database for the whole module: creating a database
     costs ~0.35 s here, emptying and refilling one ~0.05 s."""
-    from arb_pipeline_tests.conftest import _fresh_db
-
-    return _fresh_db(pg_cluster, "sender"), _fresh_db(pg_cluster, "receiver")
+    return fresh_db(pg_cluster, "sender"), fresh_db(pg_cluster, "receiver")
 
 
 def _empty(dsn: str) -> None:

@@ -12,7 +12,7 @@ holds C's snapshot: a restore chooses completes by their snapshot (the database 
 and partials by their windows (the rows' timestamps), so both must be on one time line.
 W1..W3 lie in the near future; the app's clock is shifted into them (``clock_offset``),
 as a 5-minute-fast app server would write. After C, only votes and reports run: the
-rows partials carry (see test_receiver_faults.py), so the state at a window end is
+rows partials carry (support/traffic.py's PARTIAL_OPS), so the state at a window end is
 exactly what C and the partials up to it hold.
 """
 
@@ -43,13 +43,12 @@ from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.progress import Progress
 from arb_pipeline.restore.pitr import RestoreError, check_restored, parse_time, plan_restore, restore
 from arb_pipeline.transport.local import LocalFolderTransport
-from arb_pipeline_tests.backups import copy_db, new_sender
-from arb_pipeline_tests.backups import traffic_at as _traffic
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.support.backups import new_sender
+from arb_pipeline_tests.support.postgres import copy_db, fresh_db
+from arb_pipeline_tests.support.traffic import PARTIAL_OPS, traffic_at
 
 UTC = timezone.utc
 P = "AndroidRequests_"
-VOTES_AND_REPORTS = {"vote_bus": 30, "vote_stop": 20, "report": 10}
 MINUTES = 5
 _names = itertools.count()
 
@@ -102,7 +101,7 @@ def world(pg_cluster, tmp_path_factory) -> World:
     dsn, media, staging = new_sender(pg_cluster, root, seed=23)
     c_old = _complete(dsn, staging, media, "cold")
     before = datetime.now(UTC) - timedelta(minutes=40)
-    _traffic(dsn, media, 23, before, DEFAULT_WEIGHTS, 150)
+    traffic_at(dsn, media, 23, before, DEFAULT_WEIGHTS, 150)
     early = _partial(
         dsn, staging, media, Window(_floor(before), _floor(before) + timedelta(minutes=MINUTES)), "early"
     )
@@ -115,7 +114,7 @@ def world(pg_cluster, tmp_path_factory) -> World:
     partials = [_partial(dsn, staging, media, windows[0], "p0")]
     copies = {}
     for i, seed in ((1, 24), (2, 25), (3, 26)):
-        _traffic(dsn, media, seed, windows[i].start + timedelta(seconds=60), VOTES_AND_REPORTS, 60)
+        traffic_at(dsn, media, seed, windows[i].start + timedelta(seconds=60), PARTIAL_OPS, 60)
         partials.append(_partial(dsn, staging, media, windows[i], f"p{i}"))
         if i < 3:
             media_copy = root / f"media_at_w{i}"
@@ -239,7 +238,7 @@ def test_a_missing_partial_is_a_gap_named_or_with_allow_gaps_a_warning(world, tm
 
 
 def test_a_non_empty_target_is_refused_and_nothing_is_written(world, pg_cluster):
-    target = _fresh_db(pg_cluster, "sender")  # migrated: tables, no rows
+    target = fresh_db(pg_cluster, "sender")  # migrated: tables, no rows
     before = _relations(target)
     with pytest.raises(RestoreError, match="is not empty .*nothing was written"):
         restore(world.inbox, world.windows[2].end, target)

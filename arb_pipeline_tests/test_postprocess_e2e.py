@@ -30,30 +30,13 @@ from arb_pipeline.receiver.postprocess_assets import (
     postprocess_sensor,
 )
 from arb_pipeline.receiver.resources import ReceiverDatabase
-from arb_pipeline_tests.backups import new_sender
-from arb_pipeline_tests.test_receiver_faults import (
-    PARTIAL_ONLY_OPS,
-    W1_OPS,
-    Receiver,
-    _partial,
-    _traffic,
-    _window,
-    tick,
-)
+from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
+from arb_pipeline_tests.support.postprocess import DERIVED_SOURCES, assert_every_row_derived
+from arb_pipeline_tests.support.receiver import Receiver, tick
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
 
 UTC = timezone.utc
 P = "AndroidRequests_"
-DERIVED = {  # derived table -> its source table
-    "arb_pp_eventforbusstop_period": "eventforbusstop",
-    "arb_pp_eventforbusv2_period": "eventforbusv2",
-    "arb_pp_busv2_plate": "busv2",
-    "arb_pp_report_info": "report",
-    "arb_pp_eventforbusstop_zone": "eventforbusstop",
-    "arb_pp_eventforbusv2_zone": "eventforbusv2",
-    "arb_pp_report_zone": "report",
-    "arb_pp_eventforbusv2_direction": "eventforbusv2",
-    "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
-}
 
 
 @dataclass
@@ -72,11 +55,11 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     dsn, media, staging = new_sender(pg_cluster, root, seed=23)
     now = datetime.now(UTC)
     k1 = PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=40)).timestamp())
-    k2 = PARTIAL.get_partition_key_for_timestamp((_window(k1).end + timedelta(seconds=1)).timestamp())
-    _traffic(dsn, media, 23, _window(k1).start + timedelta(seconds=30), W1_OPS, 120)
-    p1 = _partial(dsn, staging, media, k1, "p1")
-    _traffic(dsn, media, 24, _window(k2).start + timedelta(seconds=30), PARTIAL_ONLY_OPS, 60)
-    p2 = _partial(dsn, staging, media, k2, "p2")
+    k2 = PARTIAL.get_partition_key_for_timestamp((window_of(k1).end + timedelta(seconds=1)).timestamp())
+    traffic_at(dsn, media, 23, window_of(k1).start + timedelta(seconds=30), BASELINE_OPS, 120)
+    p1 = partial_for(dsn, staging, media, k1, "p1")
+    traffic_at(dsn, media, 24, window_of(k2).start + timedelta(seconds=30), PARTIAL_OPS, 60)
+    p2 = partial_for(dsn, staging, media, k2, "p2")
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
     complete = build_complete(
@@ -137,17 +120,9 @@ def computed(run) -> dict[str, int]:
 
 def derived_state(dsn) -> dict[str, dict[int, datetime]]:
     with connect(dsn) as conn:
-        return {t: dict(conn.execute(f"SELECT id, processed_at FROM {t}").fetchall()) for t in DERIVED}
-
-
-def assert_every_row_derived(dsn):
-    with connect(dsn) as conn:
-        for table, source in DERIVED.items():
-            missing = conn.execute(
-                f'SELECT count(*) FROM "{P}{source}" s LEFT JOIN {table} d USING (id) '
-                "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
-            ).fetchone()[0]
-            assert missing == 0, f"{table}: {missing} rows of {source} not derived from their current version"
+        return {
+            t: dict(conn.execute(f"SELECT id, processed_at FROM {t}").fetchall()) for t in DERIVED_SOURCES
+        }
 
 
 def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx):

@@ -13,12 +13,9 @@ from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.ops.parity import compare_media, compare_tables
 from arb_pipeline.pg.connect import connect
-from arb_pipeline.receiver.assets import load_complete, load_partial
-from arb_pipeline.receiver.definitions import defs as receiver_defs
-from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
-from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
+from arb_pipeline_tests.support.receiver import receiver_resources, tick
 
 UTC = timezone.utc
 pytestmark = pytest.mark.sshd
@@ -48,48 +45,6 @@ def sender_resources(dsn, media, staging, sshd, retries=2):
         "backup_destination": dest,
         "backup_publisher": BackupPublisher(destination=dest),
     }
-
-
-def receiver_resources(dsn, inbox, media, quarantine, **settings):
-    return {
-        "receiver_db": ReceiverDatabase(dsn=dsn),
-        "receiver_settings": ReceiverSettings(
-            inbox_dir=str(inbox),
-            media_dir=str(media),
-            quarantine_dir=str(quarantine),
-            min_free_mb=0,
-            **settings,
-        ),
-    }
-
-
-def run_sensor_once(instance, resources):
-    """One sensor tick, then every run it requested, executed in-process like the daemon would."""
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=instance_cursor.get(id(instance)),
-        resources=resources,
-        definitions=receiver_defs,
-    )
-    result = inbox_sensor(context)
-    instance_cursor[id(instance)] = result.cursor
-    outcomes = []
-    for request in result.run_requests or []:
-        assets = load_partial if request.job_name == "load_partial_job" else load_complete
-        res = dg.materialize(
-            [assets],
-            partition_key=request.partition_key,
-            run_config=request.run_config,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={**request.tags, "dagster/run_key": request.run_key},
-        )
-        outcomes.append((request, res))
-    return result, outcomes
-
-
-instance_cursor: dict[int, str] = {}
 
 
 @pytest.fixture
@@ -142,13 +97,13 @@ def test_backups_flow_through_sftp_and_the_sensor_into_parity(world):
     _publish_complete(w, (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d"))
     resources = receiver_resources(w["receiver_db"], w["inbox"], w["receiver_media"], w["quarantine"])
     with dg.instance_for_test() as instance:
-        result, outcomes = run_sensor_once(instance, resources)
+        result, outcomes = tick(instance, resources)
         assert [o[1].success for o in outcomes] == [True] * len(outcomes)
         assert len(outcomes) == len(set(keys)) + 1
         assert all(r.run_key == r.tags["arb/backup_id"] for r, _ in outcomes)
         # Oldest snapshot first: the partials, then the complete taken after them.
         assert [r.job_name for r, _ in outcomes][-1] == "load_complete_job"
-        again, outcomes = run_sensor_once(instance, resources)
+        again, outcomes = tick(instance, resources, result.cursor)
         assert outcomes == [] and again.skip_reason
     report = compare_tables(w["sender_db"], w["receiver_db"])
     assert report.ok, report.format()

@@ -33,7 +33,7 @@ from arb_pipeline.dev.sshd import (
     generate_ed25519_key,
     sshd_unavailable_reason,
 )
-from arb_pipeline_tests.fixtures_services import _services_required
+from arb_pipeline_tests.support.services import services_required
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "sshd"
 SITE_PATHS = {"authorizedkeysfile", "chrootdirectory"}  # the only lines a site (or the tests) changes
@@ -67,7 +67,7 @@ def effective(config: Path, user: str, addr: str = "127.0.0.1") -> dict[str, str
 
 @pytest.mark.sshd
 def test_the_tested_sshd_runs_the_documented_options(tmp_path):
-    _require(sshd_unavailable_reason(), _services_required())
+    _require(sshd_unavailable_reason(), services_required())
     deploy_text = (DEPLOY / "arb-sftp.conf").read_text()
     deploy_block = match_block(deploy_text)
     assert [o for o in deploy_block if o[0].lower() not in SITE_PATHS] == list(SFTP_ONLY_OPTIONS)
@@ -111,7 +111,7 @@ def chrooted() -> Iterator[LocalSshd]:
     """A chrooted server whose inbox is set up like production's: setgid, shared with a group."""
     # .ci/run's root phase sets ARB_REQUIRE_SSHD_CHROOT: there a skip would hide a broken chroot.
     required = os.environ.get("ARB_REQUIRE_SSHD_CHROOT", "") not in ("", "0") or (
-        os.geteuid() == 0 and _services_required()
+        os.geteuid() == 0 and services_required()
     )
     _require(sshd_unavailable_reason(chroot=True), required)
     base = Path(tempfile.mkdtemp(prefix="arb-sshd-chroot-"))

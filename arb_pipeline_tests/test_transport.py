@@ -24,8 +24,8 @@ from arb_pipeline.dev.sshd import LocalSshd, _children
 from arb_pipeline.transport.base import TransportError, check_relative, is_temporary_name
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline.transport.sftp import SftpTransport
-
-HELPERS = Path(__file__).parent / "helpers"
+from arb_pipeline_tests.support import slow_publish
+from arb_pipeline_tests.support.ssh_keys import new_key
 
 
 def make_sftp(server: LocalSshd, **overrides) -> SftpTransport:
@@ -209,39 +209,13 @@ def test_key_file_missing_or_readable_by_others(sftp_inbox, tmp_path):
     assert err.value.__cause__ is None and err.value.__suppress_context__  # parser errors may quote the key
 
 
-def _new_key(kind: str, path: Path, passphrase: bytes | None) -> str:
-    """Write a private key of ``kind`` (mode 600); return its OpenSSH public line."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-
-    key = {
-        "ed25519": lambda: ed25519.Ed25519PrivateKey.generate(),
-        "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
-        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
-    }[kind]()
-    fmt = (
-        serialization.PrivateFormat.OpenSSH
-        if kind == "ed25519"
-        else serialization.PrivateFormat.TraditionalOpenSSL
-    )
-    enc = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, fmt, enc))
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-
-
 @pytest.mark.sshd
 @pytest.mark.parametrize(
     "kind,passphrase", [("rsa", None), ("ecdsa", "s3cret-ecdsa-pass"), ("ed25519", "s3cret-ed-pass")]
 )
 def test_any_key_type_and_passphrases_never_shown(sftp_inbox, tmp_path, caplog, kind, passphrase):
     key_path = tmp_path / f"id_{kind}"
-    public = _new_key(kind, key_path, passphrase.encode() if passphrase else None)
+    public = new_key(kind, key_path, passphrase.encode() if passphrase else None)
     authorized = sftp_inbox.authorized_keys_path
     original = authorized.read_text()
     caplog.set_level(logging.DEBUG)
@@ -370,7 +344,7 @@ def test_upload_killed_midway_leaves_no_final_file(sftp_inbox, tmp_path):
         remote_name="daily/big.bin",
         chunk_delay=0.01,
     )
-    proc = subprocess.Popen([sys.executable, str(HELPERS / "slow_publish.py"), json.dumps(cfg)])
+    proc = subprocess.Popen([sys.executable, slow_publish.__file__, json.dumps(cfg)])
     daily = sftp_inbox.inbox_dir / "daily"
     try:
         deadline = time.monotonic() + 15
@@ -455,3 +429,33 @@ def test_stalled_server_times_out_instead_of_hanging(sftp_inbox, tmp_path):
                 pass
         t.close()
         retrying.close()
+
+
+# -- key files any other user could touch, refused before any connection (no sshd needed) ----------
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o620, 0o602, 0o700, 0o611])
+def test_a_key_file_any_other_user_could_read_or_change_is_refused_before_connecting(tmp_path, mode):
+    key, link = tmp_path / "id_ed25519", tmp_path / "link_to_key"
+    new_key("ed25519", key, b"k3y-pass")
+    link.symlink_to(key)
+    (tmp_path / "known_hosts").write_text("")
+    os.chmod(key, mode)
+    for path in (key, link):  # a symlink is judged by the file it points to
+        transport = SftpTransport(
+            "127.0.0.1",
+            1,
+            "arbsftp",
+            path,
+            tmp_path / "known_hosts",
+            "/inbox",
+            retries=0,
+            key_passphrase="k3y-pass",
+        )
+        with pytest.raises(TransportError) as err:
+            transport.listdir()
+        message = str(err.value)
+        if mode & 0o077:
+            assert f"chmod 600 {path}" in message and "k3y-pass" not in message
+        else:  # 0700 is the owner's alone: the key is read, and only the connection fails
+            assert "cannot connect" in message and "chmod" not in message

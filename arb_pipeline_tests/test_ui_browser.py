@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.demo_fixture import REPO, required
+from arb_pipeline_tests.support.demo import REPO
+from arb_pipeline_tests.support.services import services_required
 
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(900)]
 
@@ -35,7 +36,7 @@ def chromium() -> str:
     else:
         why = "chromium is not installed: `apt-get install chromium` (scripts/test.sh does it as root)"
     if path is None:
-        if required():
+        if services_required():
             pytest.fail(f"the browser tests are required here (CI / ARB_REQUIRE_SSHD): {why}")
         pytest.skip(why)
     return path

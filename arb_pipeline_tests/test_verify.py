@@ -24,7 +24,7 @@ from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.verify import SchemaMismatch, VerifyError, check_schema, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.quarantine import QuarantineError, list_quarantined, quarantine, requeue
-from arb_pipeline_tests.conftest import _fresh_db
+from arb_pipeline_tests.support.postgres import fresh_db
 
 REPORT = "AndroidRequests_report"
 
@@ -39,7 +39,7 @@ def _pg_dump() -> str:
 def built(pg_cluster, tmp_path_factory):
     """{"partial": dir, "complete": dir, "partial_extra": dir} of real, untouched backups."""
     base = tmp_path_factory.mktemp("verify-built")
-    dsn = _fresh_db(pg_cluster, "sender")
+    dsn = fresh_db(pg_cluster, "sender")
     media = base / "media"
     media.mkdir()
     with connect(dsn) as conn:

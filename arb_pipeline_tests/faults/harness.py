@@ -33,7 +33,7 @@ import psycopg
 
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
-from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS, Workload
+from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
 from arb_pipeline.dev.sshd import LocalSshd
 from arb_pipeline.ops.parity import compare_media, compare_tables
@@ -45,27 +45,11 @@ from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
 from arb_pipeline_tests.faults.proxy import FaultProxy
+from arb_pipeline_tests.support.postprocess import assert_every_row_derived
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS
 
 REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
-# After the baseline complete: operations whose rows partials carry (a vote moves its
-# event's timeStamp; reports are new rows). Purges and bulk updates are the complete's job.
-PARTIAL_OPS = {"vote_bus": 30, "vote_stop": 20, "report": 10}
-BASELINE_OPS = {k: v for k, v in DEFAULT_WEIGHTS.items() if k != "mark_declined_broken"}
-
-
-P = "AndroidRequests_"
-DERIVED_SOURCES = {
-    "arb_pp_eventforbusstop_period": P + "eventforbusstop",
-    "arb_pp_eventforbusv2_period": P + "eventforbusv2",
-    "arb_pp_busv2_plate": P + "busv2",
-    "arb_pp_report_info": P + "report",
-    "arb_pp_eventforbusstop_zone": P + "eventforbusstop",
-    "arb_pp_eventforbusv2_zone": P + "eventforbusv2",
-    "arb_pp_report_zone": P + "report",
-    "arb_pp_eventforbusv2_direction": P + "eventforbusv2",
-    "arb_pp_eventforbusv2_nearest_stops": P + "eventforbusv2",
-}
 
 
 def window_start(key: str) -> datetime:
@@ -414,16 +398,7 @@ class Pipeline:
 
     def assert_postprocessed(self) -> None:
         """Every source row has its derived rows, computed from its current version."""
-        stale = {}
-        with connect(self.receiver_dsn) as conn:
-            for derived, source in DERIVED_SOURCES.items():
-                n = conn.execute(
-                    f'SELECT count(*) FROM "{source}" s LEFT JOIN {derived} d USING (id) '
-                    "WHERE d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.arb_changed_at"
-                ).fetchone()[0]
-                if n:
-                    stale[derived] = n
-        assert not stale, f"derived rows missing or stale: {stale}"
+        assert_every_row_derived(self.receiver_dsn)
 
     def next_window_recovers(self, key: str, *, cli: bool = False, steps: int = 40) -> None:
         """The system's own recovery from a lost window: the next window's run (its overlap

@@ -11,8 +11,8 @@ import pytest
 
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.definitions import defs as receiver_defs
-from arb_pipeline_tests.alerting import Ticker, mailer_for
 from arb_pipeline_tests.faults.harness import complete_day, first_key
+from arb_pipeline_tests.support.alerts import Ticker, mailer_for
 
 P = "AndroidRequests_"
 

@@ -16,8 +16,8 @@ from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
-from arb_pipeline_tests.alerting import Ticker, mailer_for
-from arb_pipeline_tests.backups import (
+from arb_pipeline_tests.support.alerts import Ticker, mailer_for
+from arb_pipeline_tests.support.backups import (
     PARTIAL_TABLES,
     P,
     complete_for_yesterday,
@@ -25,8 +25,8 @@ from arb_pipeline_tests.backups import (
     make_complete,
     make_partial,
     seeded_sender,
-    traffic,
 )
+from arb_pipeline_tests.support.traffic import traffic
 
 
 @pytest.fixture

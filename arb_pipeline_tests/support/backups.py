@@ -1,4 +1,4 @@
-"""Test helpers: real backups built from a real sender database."""
+"""Real backups built from a real sender database, and loaded straight into a receiver."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial
 from arb_pipeline.extract.tables import Window
@@ -15,6 +16,7 @@ from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.pg.connect import connect
+from arb_pipeline_tests.support.postgres import fresh_db
 
 UTC = timezone.utc
 _unique = itertools.count()
@@ -48,42 +50,13 @@ def seeded_sender(sender_dsn: str, tmp_path: Path, seed: int):
 def new_sender(pg, root: Path, seed: int) -> tuple[str, Path, Path]:
     """A fresh sender database with small reference data: (dsn, media folder, staging folder)."""
     from arb_pipeline.dev.generator.reference import seed_reference
-    from arb_pipeline_tests.conftest import _fresh_db
 
     media, staging = root / "media", root / "staging"
     media.mkdir()
-    dsn = _fresh_db(pg, "sender")
+    dsn = fresh_db(pg, "sender")
     with connect(dsn) as conn:
         seed_reference(conn, seed=seed, scale=0.02)
     return dsn, media, staging
-
-
-def copy_db(pg, source_dsn: str, prefix: str = "copy") -> str:
-    """CREATE DATABASE ... TEMPLATE: a frozen copy of a database (no session may be open on it)."""
-    import os
-    import time
-
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
-    source = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
-    with psycopg.connect(pg.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    return pg.dsn(name)
-
-
-def traffic_at(dsn: str, media: Path, seed: int, app_time: datetime, weights: dict, steps: int) -> None:
-    """``steps`` app requests with the app's clock set to ``app_time`` (a window that has closed)."""
-    from arb_pipeline.dev.generator.workload import Workload
-
-    with Workload(dsn, media, seed=seed, clock_offset=app_time - datetime.now(UTC), weights=weights) as work:
-        for _ in range(steps):
-            work.step()
-
-
-def traffic(work, n: int = 120) -> None:
-    for _ in range(n):
-        work.step()
 
 
 def wide_window(now: datetime | None = None) -> Window:
@@ -110,6 +83,25 @@ def make_partial(
         media_dir=media,
         sender_id="test-sender",
         overlap=overlap,
+    )
+
+
+def window_of(key: str) -> Window:
+    """The window of a 5-minute partition key."""
+    tw = PARTIAL.time_window_for_partition_key(key)
+    return Window(tw.start, tw.end)
+
+
+def partial_for(dsn: str, staging: Path, media: Path, key: str, unique: str) -> BuiltBackup:
+    """The partial backup of the 5-minute partition ``key``, as the sender's asset builds it."""
+    return build_partial(
+        dsn,
+        staging,
+        partition_key=key,
+        window=window_of(key),
+        unique=unique,
+        media_dir=media,
+        sender_id="test-sender",
     )
 
 

@@ -1,9 +1,14 @@
-"""Faults on the receiver, through its Dagster layer (inbox sensor + load assets).
+"""Faults on the receiver's inbox, through its Dagster layer (inbox sensor + load assets), in
+process: quick, no sshd, not part of the fault matrix (no ``faults`` marker).
 
 Backups are built from a real sender database and published into the receiver's inbox
 through the local-folder transport (the SFTP transport's twin: temporary names, manifest
-last); test_receiver_e2e.py covers the real sshd. Every test asserts on data: rows in
-the receiver database, ledger rows, folders in the inbox and the quarantine.
+last); test_receiver_e2e.py covers the real sshd, and the matrix (test_receiver_side.py)
+the same faults end to end over SFTP with the sender's own runs. These tests pin what the
+matrix doesn't: the error message and REASON.txt name the bad file, hash, size or table;
+ledger outcomes ("already loaded", "superseded"); the sensor's cursor, run keys and bounds.
+Every test asserts on data: rows in the receiver database, ledger rows, folders in the
+inbox and the quarantine.
 
 The module's sender timeline (all windows closed, the sender quiet afterwards):
 
@@ -36,25 +41,19 @@ from arb_pipeline.catalog import CATALOG
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.scale import build_event_window
-from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.dev.postgres import find_bin_dir
-from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
+from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.ops.parity import compare_media, compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receive.quarantine import REASON_NAME
-from arb_pipeline.receiver.assets import load_complete, load_partial
-from arb_pipeline.receiver.definitions import defs as receiver_defs
-from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
-from arb_pipeline.receiver.sensors import inbox_sensor
-from arb_pipeline.transport.local import LocalFolderTransport
-from arb_pipeline_tests.backups import copy_db, new_sender
-from arb_pipeline_tests.backups import load as load_direct
-from arb_pipeline_tests.backups import traffic_at as _traffic
-from arb_pipeline_tests.conftest import _fresh_db
-from arb_pipeline_tests.test_receiver_e2e import receiver_resources
+from arb_pipeline_tests.support.backups import load as load_direct
+from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
+from arb_pipeline_tests.support.postgres import copy_db, fresh_db
+from arb_pipeline_tests.support.receiver import Receiver, failure_text, load_run, tick
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
 
 UTC = timezone.utc
 P = "AndroidRequests_"
@@ -69,9 +68,6 @@ EVENT_TABLES = [
         "stadisticdatafromregistrationbus",
     )
 ]
-# After the complete: only operations whose rows partials carry (votes move timeStamp).
-PARTIAL_ONLY_OPS = {"vote_bus": 30, "vote_stop": 20, "report": 10}
-W1_OPS = {k: v for k, v in DEFAULT_WEIGHTS.items() if k != "mark_declined_broken"}
 
 
 # -- the sender, built once -----------------------------------------------------------------
@@ -89,36 +85,19 @@ class SenderWorld:
     old: list[BuiltBackup]  # empty partials of windows two days old
 
 
-def _window(key: str) -> Window:
-    tw = PARTIAL.time_window_for_partition_key(key)
-    return Window(tw.start, tw.end)
-
-
-def _partial(dsn, staging, media, key, unique) -> BuiltBackup:
-    return build_partial(
-        dsn,
-        staging,
-        partition_key=key,
-        window=_window(key),
-        unique=unique,
-        media_dir=media,
-        sender_id="faults",
-    )
-
-
 @pytest.fixture(scope="module")
 def world(pg_cluster, tmp_path_factory) -> SenderWorld:
     root = tmp_path_factory.mktemp("faults-sender")
     dsn, media, staging = new_sender(pg_cluster, root, seed=17)
     now = datetime.now(UTC)
     k1 = PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=45)).timestamp())
-    w1 = _window(k1)
+    w1 = window_of(k1)
     k2 = PARTIAL.get_partition_key_for_timestamp((w1.end + timedelta(seconds=1)).timestamp())
-    k3 = PARTIAL.get_partition_key_for_timestamp((_window(k2).end + timedelta(seconds=1)).timestamp())
-    _traffic(dsn, media, 17, w1.start + timedelta(seconds=60), W1_OPS, 150)
-    p1 = _partial(dsn, staging, media, k1, "p1")
-    _traffic(dsn, media, 18, _window(k2).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 80)
-    p2 = _partial(dsn, staging, media, k2, "p2")
+    k3 = PARTIAL.get_partition_key_for_timestamp((window_of(k2).end + timedelta(seconds=1)).timestamp())
+    traffic_at(dsn, media, 17, w1.start + timedelta(seconds=60), BASELINE_OPS, 150)
+    p1 = partial_for(dsn, staging, media, k1, "p1")
+    traffic_at(dsn, media, 18, window_of(k2).start + timedelta(seconds=60), PARTIAL_OPS, 80)
+    p2 = partial_for(dsn, staging, media, k2, "p2")
     at_p2 = copy_db(pg_cluster, dsn, "sender_copy")
     day = (now - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
@@ -132,13 +111,13 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
         sender_id="faults",
         pg_dump=str(find_bin_dir() / "pg_dump"),
     )
-    _traffic(dsn, media, 19, _window(k3).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 80)
-    p3 = _partial(dsn, staging, media, k3, "p3")
+    traffic_at(dsn, media, 19, window_of(k3).start + timedelta(seconds=60), PARTIAL_OPS, 80)
+    p3 = partial_for(dsn, staging, media, k3, "p3")
     old_start = PARTIAL.get_partition_key_for_timestamp((now - timedelta(days=2)).timestamp())
     old, key = [], old_start
     for i in range(5):
-        old.append(_partial(dsn, staging, media, key, f"old{i}"))
-        key = PARTIAL.get_partition_key_for_timestamp((_window(key).end + timedelta(seconds=1)).timestamp())
+        old.append(partial_for(dsn, staging, media, key, f"old{i}"))
+        key = PARTIAL.get_partition_key_for_timestamp((window_of(key).end + timedelta(seconds=1)).timestamp())
     # The scenarios need: media in P1, and events of W1 that W2's votes moved into W2.
     assert p1.manifest.media, "P1 should carry report images"
     with connect(dsn) as conn:
@@ -154,38 +133,6 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
 # -- the receiver side ----------------------------------------------------------------------
 
 
-@dataclass
-class Receiver:
-    dsn: str
-    inbox: Path
-    media: Path
-    quarantine: Path
-
-    def resources(self, **settings):
-        if "min_free_mb" in settings:
-            return {
-                "receiver_db": ReceiverDatabase(dsn=self.dsn),
-                "receiver_settings": ReceiverSettings(
-                    inbox_dir=str(self.inbox),
-                    media_dir=str(self.media),
-                    quarantine_dir=str(self.quarantine),
-                    **settings,
-                ),
-            }
-        return receiver_resources(self.dsn, self.inbox, self.media, self.quarantine, **settings)
-
-    def deliver(self, built: BuiltBackup) -> Path:
-        """Publish every file of the backup into the inbox, manifest last, as the sender does."""
-        publish(LocalFolderTransport(self.inbox), BuiltBackup(built.staged, built.manifest))
-        return self.folder(built)
-
-    def folder(self, built: BuiltBackup) -> Path:
-        return self.inbox / built.manifest.kind / built.manifest.backup_id
-
-    def quarantined(self, built: BuiltBackup) -> Path:
-        return self.quarantine / built.manifest.kind / built.manifest.backup_id
-
-
 @pytest.fixture
 def rx(receiver_db, tmp_path) -> Receiver:
     r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
@@ -197,59 +144,6 @@ def rx(receiver_db, tmp_path) -> Receiver:
 @pytest.fixture
 def instance():
     return dg.DagsterInstance.ephemeral()
-
-
-def tick(instance, resources, cursor=None, *, execute=True):
-    """One sensor evaluation, then (like the daemon) every run it requested, in process."""
-    context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources=resources, definitions=receiver_defs
-    )
-    result = inbox_sensor(context)
-    outcomes = []
-    for request in (result.run_requests or []) if execute else []:
-        assets = load_partial if request.job_name == "load_partial_job" else load_complete
-        res = dg.materialize(
-            [assets],
-            partition_key=request.partition_key,
-            run_config=request.run_config,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={**request.tags, "dagster/run_key": request.run_key},
-        )
-        outcomes.append((request, res))
-    return result, outcomes
-
-
-def load_run(instance, resources, built: BuiltBackup):
-    """A load run for one backup, as from the UI with its backup_id."""
-    kind = built.manifest.kind
-    assets, op = (load_partial, "load_partial") if kind == "partial" else (load_complete, "load_complete")
-    return dg.materialize(
-        [assets],
-        partition_key=built.manifest.partition_key,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-        run_config={"ops": {op: {"config": {"backup_id": built.manifest.backup_id}}}},
-    )
-
-
-def failure_text(result) -> str:
-    """Every message of the failed step's error chain."""
-    parts = []
-    for event in result.get_step_failure_events():
-        err = event.step_failure_data.error
-        stack = [err]
-        while stack:
-            e = stack.pop()
-            if e is None:
-                continue
-            parts.append(e.message)
-            stack += [e.cause, e.context]
-        if event.step_failure_data.user_failure_data:
-            parts.append(event.step_failure_data.user_failure_data.description or "")
-    return "\n".join(parts)
 
 
 def outcomes_of(result, node: str = "load_partial") -> list[dict]:
@@ -334,7 +228,7 @@ def test_partial_n_plus_1_before_n_ends_like_in_order(world, rx, instance, pg_cl
     assert outcomes_of(older)[0]["outcome"] == "loaded"
     report = compare_tables(world.at_p2, rx.dsn, tables=PARTIAL_TABLES)
     assert report.ok, report.format()  # the newest versions of the voted events won
-    in_order = _fresh_db(pg_cluster, "receiver")
+    in_order = fresh_db(pg_cluster, "receiver")
     load_direct(in_order, world.p1), load_direct(in_order, world.p2)
     report = compare_tables(in_order, rx.dsn)
     assert report.ok, report.format()
@@ -427,7 +321,7 @@ def test_an_unknown_table_is_quarantined_naming_it(world, rx, instance):
 
 
 def test_an_extra_sender_column_is_ignored_and_named(rx, instance, pg_cluster, tmp_path):
-    dsn = _fresh_db(pg_cluster, "sender")
+    dsn = fresh_db(pg_cluster, "sender")
     media = tmp_path / "sender-media"
     media.mkdir()
     with connect(dsn) as conn:
@@ -437,8 +331,8 @@ def test_an_extra_sender_column_is_ignored_and_named(rx, instance, pg_cluster, t
         )
         conn.commit()
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
-    _traffic(dsn, media, 5, _window(key).start + timedelta(seconds=60), PARTIAL_ONLY_OPS, 60)
-    built = _partial(dsn, tmp_path / "staging", media, key, "extra")
+    traffic_at(dsn, media, 5, window_of(key).start + timedelta(seconds=60), PARTIAL_OPS, 60)
+    built = partial_for(dsn, tmp_path / "staging", media, key, "extra")
     entry = next(f for f in built.manifest.table_files() if f.table == P + "eventforbusv2")
     assert entry.rows > 0 and "senderOnlyNote" in [c.name for c in entry.columns]
     rx.deliver(built)
@@ -567,7 +461,7 @@ _RECEIVE = (
 
 
 def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cluster, tmp_path):
-    dsn = _fresh_db(pg_cluster, "sender")
+    dsn = fresh_db(pg_cluster, "sender")
     media = tmp_path / "sender-media"
     media.mkdir()
     start = datetime.now(UTC) - timedelta(hours=3)
@@ -575,10 +469,10 @@ def test_a_load_killed_mid_transaction_leaves_nothing_and_reruns_fully(rx, pg_cl
     big_key = PARTIAL.get_partition_key_for_timestamp(start.timestamp())
     with connect(dsn) as conn:
         seed_reference(conn, seed=23, scale=0.02)
-        build_event_window(conn, _window(small_key).start, rows=400)
-        build_event_window(conn, _window(big_key).start, rows=100_000)
-    small = _partial(dsn, tmp_path / "staging", media, small_key, "small")
-    big = _partial(dsn, tmp_path / "staging", media, big_key, "big")
+        build_event_window(conn, window_of(small_key).start, rows=400)
+        build_event_window(conn, window_of(big_key).start, rows=100_000)
+    small = partial_for(dsn, tmp_path / "staging", media, small_key, "small")
+    big = partial_for(dsn, tmp_path / "staging", media, big_key, "big")
     assert load_direct(rx.dsn, small).outcome == "loaded"
     before, ledger_before = row_counts(rx.dsn), ledger(rx.dsn)
     folder = rx.deliver(big)

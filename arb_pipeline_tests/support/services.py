@@ -1,4 +1,4 @@
-"""sshd and SMTP fixtures, loaded as a pytest plugin by conftest.py.
+"""sshd and SMTP fixtures (a pytest plugin, loaded by conftest.py).
 
 - ``sshd_server`` (session): a real, SFTP-only OpenSSH sshd on 127.0.0.1 with the
   production options of deploy/sshd/arb-sftp.conf: chrooted when run as root, otherwise
@@ -27,7 +27,8 @@ from arb_pipeline.dev.smtp import LocalSmtp
 from arb_pipeline.dev.sshd import LocalSshd, sshd_unavailable_reason
 
 
-def _services_required() -> bool:
+def services_required() -> bool:
+    """Whether a missing service fails instead of skipping: CI must not pass by skipping."""
     return any(
         os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
         for name in ("ARB_REQUIRE_SSHD", "CI")
@@ -38,7 +39,7 @@ def _services_required() -> bool:
 def sshd_server() -> Iterator[LocalSshd]:
     reason = sshd_unavailable_reason()
     if reason:
-        if _services_required():
+        if services_required():
             pytest.fail(f"sshd is required here (CI / ARB_REQUIRE_SSHD) but unavailable: {reason}")
         pytest.skip(reason)
     base = Path(tempfile.mkdtemp(prefix="arb-sshd-"))

@@ -1,16 +1,12 @@
-"""Hardening (issue 7): the receiver's least-privilege role (deploy/sql/receiver-role.sql)
+"""The receiver hardened (issue 7): its least-privilege role (deploy/sql/receiver-role.sql)
 runs real loads and postprocessing and is refused everything else; nothing from a backup
-is executed as SQL, even by a superuser's load; excluded personal columns never appear
-in any backup file."""
+is executed as SQL, even by a superuser's load."""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -35,51 +31,14 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
-from arb_pipeline_tests.backups import new_sender
-from arb_pipeline_tests.test_postprocess_e2e import assert_every_row_derived
-from arb_pipeline_tests.test_receiver_faults import (
-    W1_OPS,
-    Receiver,
-    _partial,
-    _traffic,
-    _window,
-    failure_text,
-    tick,
-)
+from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
+from arb_pipeline_tests.support.postprocess import assert_every_row_derived
+from arb_pipeline_tests.support.receiver import Receiver, failure_text, tick
+from arb_pipeline_tests.support.roles import make_receiver_role, run_role_script
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, traffic_at
 
 UTC = timezone.utc
-ROLE_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "sql" / "receiver-role.sql"
 REPLICATED = {s.name for s in CATALOG}
-_roles = itertools.count()
-
-
-# -- the role ---------------------------------------------------------------------------------
-
-
-def run_role_script(pg, admin_dsn: str, role: str | None) -> subprocess.CompletedProcess:
-    args = [pg.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"] + (["-v", f"role={role}"] if role else [])
-    return subprocess.run(
-        args + ["-f", str(ROLE_SCRIPT), admin_dsn], capture_output=True, text=True, timeout=120
-    )
-
-
-def dsn_as(dsn: str, user: str, password: str | None = None) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    params.update(user=user, **({"password": password} if password else {}))
-    return psycopg.conninfo.make_conninfo(**params)
-
-
-def make_receiver_role(pg, admin_dsn: str, password: str | None = None) -> tuple[str, str]:
-    """Create a loader role with the script, as the admin; return (role, its DSN)."""
-    role = f"arb_rx_{os.getpid()}_{next(_roles)}"
-    done = run_role_script(pg, admin_dsn, role)
-    assert done.returncode == 0, done.stderr
-    if password:
-        with connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
-            )
-    return role, dsn_as(admin_dsn, role, password)
 
 
 @dataclass
@@ -96,8 +55,8 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     root = tmp_path_factory.mktemp("hardening-sender")
     dsn, media, staging = new_sender(pg_cluster, root, seed=31)
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=40)).timestamp())
-    _traffic(dsn, media, 31, _window(key).start + timedelta(seconds=30), W1_OPS, 100)
-    partial = _partial(dsn, staging, media, key, "h1")
+    traffic_at(dsn, media, 31, window_of(key).start + timedelta(seconds=30), BASELINE_OPS, 100)
+    partial = partial_for(dsn, staging, media, key, "h1")
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     tw = COMPLETE.time_window_for_partition_key(day)
     complete = build_complete(
@@ -423,37 +382,3 @@ def test_a_malformed_row_anywhere_in_a_complete_loads_nothing(sender, receiver_d
         assert (
             conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'arb_stage'").fetchone()[0] == 0
         )
-
-
-# -- SFTP key files (test_transport.py covers 0644, host keys and passphrases with sshd) --------
-
-
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o620, 0o602, 0o700, 0o611])
-def test_a_key_file_any_other_user_could_read_or_change_is_refused_before_connecting(tmp_path, mode):
-    from arb_pipeline.transport.base import TransportError
-    from arb_pipeline.transport.sftp import SftpTransport
-    from arb_pipeline_tests.test_transport import _new_key
-
-    key, link = tmp_path / "id_ed25519", tmp_path / "link_to_key"
-    _new_key("ed25519", key, b"k3y-pass")
-    link.symlink_to(key)
-    (tmp_path / "known_hosts").write_text("")
-    os.chmod(key, mode)
-    for path in (key, link):  # a symlink is judged by the file it points to
-        transport = SftpTransport(
-            "127.0.0.1",
-            1,
-            "arbsftp",
-            path,
-            tmp_path / "known_hosts",
-            "/inbox",
-            retries=0,
-            key_passphrase="k3y-pass",
-        )
-        with pytest.raises(TransportError) as err:
-            transport.listdir()
-        message = str(err.value)
-        if mode & 0o077:
-            assert f"chmod 600 {path}" in message and "k3y-pass" not in message
-        else:  # 0700 is the owner's alone: the key is read, and only the connection fails
-            assert "cannot connect" in message and "chmod" not in message

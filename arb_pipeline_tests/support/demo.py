@@ -1,4 +1,5 @@
-"""The demo run as a user runs it, `bash scripts/demo.sh`, in a clean checkout (a pytest plugin).
+"""The demo run as a user runs it, `bash scripts/demo.sh`, in a clean checkout (a pytest plugin,
+loaded by conftest.py).
 
 Session fixtures, shared by test_demo.py and test_ui_browser.py so the demo starts once:
 
@@ -36,7 +37,7 @@ import pytest
 
 from arb_pipeline.dev.ports import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "demo"
 READY_TIMEOUT_S = 600  # setup + PostgreSQL + dagster dev + the first partials: a few minutes
 STOP_TIMEOUT_S = 120
@@ -50,14 +51,6 @@ TRANSPORT_LINE = re.compile(r"transport: (?:local folder (\S+)|SFTP to sshd pid 
 PARITY_LINE = re.compile(
     r"loaded (\d+) partial and (\d+) complete backups; parity through (.+?) UTC: (OK|DIFFERS)"
 )
-
-
-def required() -> bool:
-    """CI (or ARB_REQUIRE_SSHD) must not pass by skipping: the fixtures_services convention."""
-    return any(
-        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-        for name in ("ARB_REQUIRE_SSHD", "CI")
-    )
 
 
 def make_checkout(dest: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Hardening (issue 7): what must never leave. Passwords, the key's passphrase and the
+"""What must never leave (issue 7). Passwords, the key's passphrase and the
 private key never reach logs, the Dagster instance (events, run config, tags, files),
 stdout/stderr, `arb check` or error messages; excluded personal columns never reach a
 backup file unless ARB_INCLUDE_PERSONAL_COLUMNS=1."""
@@ -31,9 +31,10 @@ from arb_pipeline.receiver import resources as receiver_resources
 from arb_pipeline.receiver.assets import load_partial
 from arb_pipeline.sender import resources as sender_resources
 from arb_pipeline.sender.assets import complete_backup, partial_backup
-from arb_pipeline_tests.test_hardening import dsn_as, make_receiver_role
-from arb_pipeline_tests.test_receiver_faults import W1_OPS, _traffic, _window
-from arb_pipeline_tests.test_transport import _new_key
+from arb_pipeline_tests.support.backups import window_of
+from arb_pipeline_tests.support.roles import dsn_as, make_receiver_role
+from arb_pipeline_tests.support.ssh_keys import new_key
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, traffic_at
 
 UTC = timezone.utc
 ARB = str(Path(sys.executable).with_name("arb"))
@@ -44,7 +45,7 @@ def _seed(dsn: str, media: Path, seed: int) -> str:
     with connect(dsn) as conn:
         seed_reference(conn, seed=seed, scale=0.02)
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=40)).timestamp())
-    _traffic(dsn, media, seed, _window(key).start + timedelta(seconds=30), W1_OPS, 60)
+    traffic_at(dsn, media, seed, window_of(key).start + timedelta(seconds=30), BASELINE_OPS, 60)
     return key
 
 
@@ -90,7 +91,7 @@ def test_secrets_never_reach_logs_run_metadata_or_output(
         conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(sql.Identifier(reader)))
     _, receiver_dsn = make_receiver_role(pg_cluster, receiver_db, receiver_pw)
     key_file = tmp_path / "id_ed25519"
-    public = _new_key("ed25519", key_file, passphrase.encode())
+    public = new_key("ed25519", key_file, passphrase.encode())
     key_lines = [line for line in key_file.read_text().splitlines() if line and "PRIVATE KEY" not in line]
     secrets = {
         "sender password": sender_pw,
