@@ -138,20 +138,25 @@ def test_names_may_not_leave_the_folder(transport, tmp_path, bad):
     assert not (folder.parent / "x").exists()
 
 
+def assert_not_retried(caplog):
+    """A permanent failure is not retried: the transport logs each retry ("retry n/N")."""
+    retries = [r.getMessage() for r in caplog.records if " retry " in r.getMessage()]
+    assert retries == [], retries
+
+
 # ---- SFTP: host keys, key files, settings ---------------------------------------------
 
 
 @pytest.mark.sshd
-def test_changed_host_key_is_refused_at_once(sftp_inbox, tmp_path):
+def test_changed_host_key_is_refused_at_once(sftp_inbox, tmp_path, caplog):
     old_known_hosts = sftp_inbox.known_hosts_path.read_text()
     sftp_inbox.regenerate_host_key(update_known_hosts=False)
     try:
         assert sftp_inbox.known_hosts_path.read_text() == old_known_hosts
         t = make_sftp(sftp_inbox, retries=3, backoff=1.0)
-        started = time.monotonic()
         with pytest.raises(TransportError) as err:
             t.listdir()
-        assert time.monotonic() - started < 1.0  # not retried
+        assert_not_retried(caplog)
         message = str(err.value)
         assert "CHANGED" in message and "man-in-the-middle" in message
         assert str(sftp_inbox.known_hosts_path) in message and "known_hosts_file" in message
@@ -163,14 +168,13 @@ def test_changed_host_key_is_refused_at_once(sftp_inbox, tmp_path):
 
 
 @pytest.mark.sshd
-def test_unknown_host_is_refused_never_added(sftp_inbox, tmp_path):
+def test_unknown_host_is_refused_never_added(sftp_inbox, tmp_path, caplog):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     with make_sftp(sftp_inbox, known_hosts_file=empty, retries=3, backoff=1.0) as t:
-        started = time.monotonic()
         with pytest.raises(TransportError) as err:
             t.check_writable()
-        assert time.monotonic() - started < 1.0
+        assert_not_retried(caplog)
     message = str(err.value)
     assert str(empty) in message and "known_hosts_file" in message
     assert f"ssh-keyscan -p {sftp_inbox.port} {sftp_inbox.host} >> {empty}" in message
@@ -221,10 +225,9 @@ def test_any_key_type_and_passphrases_never_shown(sftp_inbox, tmp_path, caplog, 
     caplog.set_level(logging.DEBUG)
     try:
         with make_sftp(sftp_inbox, key_file=key_path, key_passphrase=passphrase, retries=3, backoff=1.0) as t:
-            started = time.monotonic()
             with pytest.raises(TransportError, match="refused the login") as err:
                 t.listdir()  # not yet authorized
-            assert time.monotonic() - started < 1.0  # not retried
+            assert_not_retried(caplog)
         assert sftp_inbox.username in str(err.value) and str(key_path) in str(err.value)
         authorized.write_text(original + public + "\n")
         with make_sftp(sftp_inbox, key_file=key_path, key_passphrase=passphrase) as t:
@@ -250,21 +253,18 @@ def test_any_key_type_and_passphrases_never_shown(sftp_inbox, tmp_path, caplog, 
 @pytest.mark.sshd
 def test_unreachable_port_names_host_and_port(sftp_inbox):
     port = free_port()  # nothing listens there
-    started = time.monotonic()
     with pytest.raises(TransportError) as err:
         make_sftp(sftp_inbox, port=port, retries=2, backoff=0.05).listdir()
-    assert time.monotonic() - started >= 0.15  # retried: 0.05 + 0.1
     message = str(err.value)
     assert f"{sftp_inbox.host}:{port}" in message and "sshd running" in message and "3 attempts" in message
 
 
 @pytest.mark.sshd
-def test_unwritable_remote_folder(sftp_inbox, tmp_path):
+def test_unwritable_remote_folder(sftp_inbox, tmp_path, caplog):
     with make_sftp(sftp_inbox, remote_dir="/", retries=3, backoff=1.0) as t:  # root-owned (chroot or not)
-        started = time.monotonic()
         with pytest.raises(TransportError, match="remote_dir") as err:
             t.check_writable()
-        assert time.monotonic() - started < 1.0  # permission denied is not retried
+        assert_not_retried(caplog)
     assert "folder / " in str(err.value) and "not writable" in str(err.value)
 
     readonly = sftp_inbox.inbox_dir / "readonly"
@@ -373,7 +373,7 @@ def test_upload_killed_midway_leaves_no_final_file(sftp_inbox, tmp_path):
 
 
 @pytest.mark.sshd
-def test_publish_outlasts_an_sshd_restart(sftp_inbox, tmp_path):
+def test_publish_outlasts_an_sshd_restart(sftp_inbox, tmp_path, caplog):
     with make_sftp(sftp_inbox, retries=6, backoff=0.25) as t:
         t.publish(write(tmp_path / "a", b"before"), "before.bin")  # connected
         sftp_inbox.stop()  # kills the open session too
@@ -382,16 +382,16 @@ def test_publish_outlasts_an_sshd_restart(sftp_inbox, tmp_path):
         def restart():
             time.sleep(1.5)
             sftp_inbox.start()
-            restarted.append(time.monotonic())
+            restarted.append(True)
 
         thread = threading.Thread(target=restart)
         thread.start()
-        started = time.monotonic()
         try:
             t.publish(write(tmp_path / "b", b"after"), "after.bin")
         finally:
             thread.join(20)
-        assert restarted and time.monotonic() - started >= 1.4
+        assert restarted
+        assert any(" retry " in r.getMessage() for r in caplog.records)  # it waited, then went on
     assert (sftp_inbox.inbox_dir / "after.bin").read_bytes() == b"after"
     assert sorted(os.listdir(sftp_inbox.inbox_dir)) == ["after.bin", "before.bin"]
 
@@ -414,13 +414,9 @@ def test_stalled_server_times_out_instead_of_hanging(sftp_inbox, tmp_path):
     try:
         for pid in sessions:
             os.kill(pid, signal.SIGSTOP)
-        started = time.monotonic()
         with pytest.raises(TransportError, match="io_timeout=1"):
             t.listdir()
-        assert 0.9 <= time.monotonic() - started < 5
-        started = time.monotonic()
         assert retrying.listdir() == []  # a new connection (a new session) answers
-        assert time.monotonic() - started < 5
     finally:
         for pid in sessions:
             try:
