@@ -50,6 +50,15 @@ TIMEZONE = Setting(
     "both",
     "time zone of the daily schedules (ARB_COMPLETE_AT, ARB_DRILL_AT)",
 )
+INBOX_DIR = Setting(
+    "ARB_INBOX_DIR",
+    "/srv/arb/inbox",
+    text,
+    "both",
+    "the receiver's inbox, where backups arrive (also the local transport's folder, and the "
+    "default of `arb requeue` and `arb restore`)",
+    original="`REMOTE_BKP_FLDR`",
+)
 ADMINS = Setting(
     "ARB_ADMINS",
     "",
@@ -300,15 +309,6 @@ RECEIVER_DSN = Setting(
     original="— (via `sudo -u postgres`)",
     secret=True,
     default_text="required",
-)
-INBOX_DIR = Setting(
-    "ARB_INBOX_DIR",
-    "/srv/arb/inbox",
-    text,
-    "both",
-    "the receiver's inbox, where backups arrive (also the local transport's folder, and the "
-    "default of `arb requeue` and `arb restore`)",
-    original="`REMOTE_BKP_FLDR`",
 )
 RECEIVER_MEDIA_DIR = Setting(
     "ARB_RECEIVER_MEDIA_DIR",
