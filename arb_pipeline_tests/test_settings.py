@@ -69,6 +69,9 @@ def test_all_bad_values_are_named_at_once_and_a_secret_never_shown():
     with pytest.raises(ConfigError) as err:
         pin.read({"ARB_TEST_PIN": "hunter2"})
     assert "ARB_TEST_PIN" in str(err.value) and "hunter2" not in str(err.value)
+    environ = {"ARB_SENDER_DSN": "password=hunter2", "ARB_SMTP_PASSWORD": "hunter2"}
+    for group in (settings.SenderSettings, settings.MailSettings):
+        assert "hunter2" not in repr(group.from_env(environ))
 
 
 def test_arb_check_collects_bad_settings_as_failures_and_goes_on():

@@ -5,7 +5,7 @@ derived from several settings is a property here."""
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from arb_pipeline.settings import table as t
@@ -45,7 +45,7 @@ class MailSettings(FromEnv):
     port: int | None = t.SMTP_PORT.field()  # None: by security
     security: str = t.SMTP_SECURITY.field()
     user: str = t.SMTP_USER.field()
-    password: str = field(default="", repr=False, metadata={"setting": t.SMTP_PASSWORD})
+    password: str = t.SMTP_PASSWORD.field()
     mail_from: str = t.MAIL_FROM.field()
     ui_base_url: str = t.UI_BASE_URL.field()
     interval_minutes: float = t.ALERT_INTERVAL_MINUTES.field()
@@ -77,7 +77,7 @@ class DestinationSettings(FromEnv):
     port: int = t.SFTP_PORT.field()
     username: str = t.SFTP_USER.field()
     key_file: str = t.SFTP_KEY_FILE.field()
-    key_passphrase: str = field(default="", repr=False, metadata={"setting": t.SFTP_KEY_PASSPHRASE})
+    key_passphrase: str = t.SFTP_KEY_PASSPHRASE.field()
     known_hosts_file: str = t.SFTP_KNOWN_HOSTS.field()
     remote_dir: str = t.SFTP_REMOTE_DIR.field()
     io_timeout: int = t.SFTP_IO_TIMEOUT.field()
@@ -99,7 +99,7 @@ class DestinationSettings(FromEnv):
 class SenderSettings(FromEnv):
     """The sender (TranSapp's server): its database, what goes into backups, when they run."""
 
-    dsn: str = field(default="", repr=False, metadata={"setting": t.SENDER_DSN})
+    dsn: str = t.SENDER_DSN.field()
     sender_id: str = t.SENDER_ID.field()
     media_dir: str = t.SENDER_MEDIA_DIR.field()
     staging_dir: str = t.STAGING_DIR.field()
@@ -117,14 +117,14 @@ class SenderSettings(FromEnv):
 class ReceiverSettings(FromEnv):
     """The receiver (TranSappViz's server): its database, folders, limits, drill, postprocessing."""
 
-    dsn: str = field(default="", repr=False, metadata={"setting": t.RECEIVER_DSN})
+    dsn: str = t.RECEIVER_DSN.field()
     inbox_dir: str = t.INBOX_DIR.field()
     media_dir: str = t.RECEIVER_MEDIA_DIR.field()
     quarantine_dir: str = t.QUARANTINE_DIR.field()
     min_free_mb: float = t.MIN_FREE_MB.field()
     complete_retention_days: float = t.BKPS_LIFETIME.field()
     retry_after_seconds: int = t.RETRY_AFTER_SECONDS.field()
-    drill_dsn: str = field(default="", repr=False, metadata={"setting": t.DRILL_DSN})
+    drill_dsn: str = t.DRILL_DSN.field()
     drill_at: time = t.DRILL_AT.field()
     psql: str = t.PSQL.field()
     local_timezone: str = t.LOCAL_TIMEZONE.field()
@@ -139,7 +139,7 @@ class DagsterInstanceSettings(FromEnv):
     pg_host: str = t.DAGSTER_PG_HOST.field()
     pg_port: int = t.DAGSTER_PG_PORT.field()
     pg_username: str = t.DAGSTER_PG_USERNAME.field()
-    pg_password: str = field(default="", repr=False, metadata={"setting": t.DAGSTER_PG_PASSWORD})
+    pg_password: str = t.DAGSTER_PG_PASSWORD.field()
     pg_db: str = t.DAGSTER_PG_DB.field()
 
 

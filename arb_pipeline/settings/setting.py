@@ -65,8 +65,8 @@ class Setting:
             return self.parse(text)
         except ValueError as exc:
             shown = " (value not shown: a secret)" if self.secret else f"={text!r}"
-            fix = f"unset it for the default ({self.default})" if self.default else "set it"
-            raise SettingError(self.name, f"{self.name}{shown} {exc}", f"{self.hint()}, or {fix}") from None
+            fix = self.hint() + (f", or unset it for the default ({self.default})" if self.default else "")
+            raise SettingError(self.name, f"{self.name}{shown} {exc}", fix) from None
 
     def hint(self) -> str:
         return getattr(self.parse, "hint", "fix the value")
@@ -76,8 +76,9 @@ class Setting:
         return self.parse(self.default)
 
     def field(self) -> Any:
-        """A dataclass field holding this setting, its default the parsed default."""
-        return dataclasses.field(default=self.default_value, metadata={"setting": self})
+        """A dataclass field holding this setting, its default the parsed default (a secret's
+        value stays out of the object's repr)."""
+        return dataclasses.field(default=self.default_value, repr=not self.secret, metadata={"setting": self})
 
 
 class FromEnv:
