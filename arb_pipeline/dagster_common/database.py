@@ -23,5 +23,7 @@ class Database(dg.ConfigurableResource):
 
     def checked_dsn(self) -> str:
         if not self.dsn:
-            raise ConfigError(f"{self.setting.name} is empty: set it to {self.setting.description}")
+            raise ConfigError(
+                f"{self.setting.name} is empty: set it to the database's libpq DSN (docs/settings.md)"
+            )
         return self.dsn
