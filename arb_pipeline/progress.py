@@ -7,11 +7,12 @@ hides it. Core functions take a ``Progress`` and never check the terminal themse
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
 from typing import Iterable, Iterator, TextIO, TypeVar
+
+from arb_pipeline.settings import PROGRESS
 
 T = TypeVar("T")
 REDRAW_SECONDS = 0.1  # at most ten redraws a second: a fast loop must not be slowed by its bar
@@ -19,7 +20,7 @@ BAR_WIDTH = 24
 
 
 def progress_wanted(stream: TextIO) -> bool:
-    forced = os.environ.get("ARB_PROGRESS", "").strip()
+    forced = PROGRESS.read()
     if forced in ("0", "1"):
         return forced == "1"
     try:

@@ -9,10 +9,10 @@ writable and has room.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from arb_pipeline.ops.preflight import FAIL, OK, SKIP, WARN, run_checks
+from arb_pipeline.settings import RECEIVER_DSN, ROLE, SENDER_DSN
 
 COLOURS = {OK: "\033[32m", WARN: "\033[33m", FAIL: "\033[31m", SKIP: "\033[90m"}
 
@@ -27,7 +27,6 @@ def register(subparsers) -> None:
     p.add_argument(
         "--role",
         choices=("sender", "receiver", "both"),
-        default=os.environ.get("ARB_ROLE") or None,
         help="which side this server is (default: $ARB_ROLE, else guessed from ARB_SENDER_DSN / "
         "ARB_RECEIVER_DSN; 'both' on a one-machine setup)",
     )
@@ -41,9 +40,12 @@ def register(subparsers) -> None:
 def _roles(choice: str | None) -> list[str]:
     if choice == "both":
         return ["sender", "receiver"]
+    choice = choice or ROLE.read()
+    if choice == "both":
+        return ["sender", "receiver"]
     if choice:
         return [choice]
-    sender, receiver = bool(os.environ.get("ARB_SENDER_DSN")), bool(os.environ.get("ARB_RECEIVER_DSN"))
+    sender, receiver = bool(SENDER_DSN.read()), bool(RECEIVER_DSN.read())
     if sender and receiver:
         return ["sender", "receiver"]
     return ["receiver"] if receiver else ["sender"]

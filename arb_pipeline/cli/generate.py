@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from arb_pipeline.errors import ConfigError
+from arb_pipeline.settings import RECEIVER_DSN, SENDER_DSN
 
 
 def register(subparsers) -> None:
@@ -16,7 +16,6 @@ def register(subparsers) -> None:
     def common(sp, media: bool = True):
         sp.add_argument(
             "--dsn",
-            default=os.environ.get("ARB_SENDER_DSN"),
             help="sender libpq connection string (default: $ARB_SENDER_DSN)",
         )
         if media:
@@ -77,7 +76,6 @@ def register(subparsers) -> None:
     )
     z.add_argument(
         "--dsn",
-        default=os.environ.get("ARB_RECEIVER_DSN"),
         help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)",
     )
     z.add_argument("--columns", type=int, default=8)
@@ -87,9 +85,10 @@ def register(subparsers) -> None:
 
 
 def _dsn(args) -> str:
-    if not args.dsn:
+    dsn = args.dsn or SENDER_DSN.read()
+    if not dsn:
         raise ConfigError("no sender database given: pass --dsn or set ARB_SENDER_DSN")
-    return args.dsn
+    return dsn
 
 
 def run_seed(args) -> int:
@@ -155,9 +154,10 @@ def run_zones(args) -> int:
     from arb_pipeline.dev.generator.zones import seed_zones
     from arb_pipeline.pg.connect import connect
 
-    if not args.dsn:
+    dsn = args.dsn or RECEIVER_DSN.read()
+    if not dsn:
         raise ConfigError("no receiver database given: pass --dsn or set ARB_RECEIVER_DSN")
-    with connect(args.dsn) as conn:
+    with connect(dsn) as conn:
         n = seed_zones(conn, args.columns, args.rows, replace=args.replace)
     print(f"zones: a {args.columns} x {args.rows} grid, {n} cells")
     return 0

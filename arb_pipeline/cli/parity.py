@@ -9,11 +9,11 @@ On a terminal (or with ARB_PROGRESS=1) a progress bar on stderr counts the table
 from __future__ import annotations
 
 import json
-import os
 
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.ops.parity import compare_media, compare_tables
 from arb_pipeline.progress import Progress
+from arb_pipeline.settings import RECEIVER_DSN, SENDER_DSN
 
 
 def register(subparsers) -> None:
@@ -25,12 +25,10 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--sender-dsn",
-        default=os.environ.get("ARB_SENDER_DSN"),
         help="sender libpq connection string (default: $ARB_SENDER_DSN)",
     )
     p.add_argument(
         "--receiver-dsn",
-        default=os.environ.get("ARB_RECEIVER_DSN"),
         help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)",
     )
     p.add_argument(
@@ -55,6 +53,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    args.sender_dsn = args.sender_dsn or SENDER_DSN.read()
+    args.receiver_dsn = args.receiver_dsn or RECEIVER_DSN.read()
     if not args.sender_dsn:
         raise ConfigError("no sender database given: pass --sender-dsn or set ARB_SENDER_DSN")
     if not args.receiver_dsn:

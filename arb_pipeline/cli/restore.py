@@ -6,10 +6,10 @@ them, 2 not restored (an ArbError: bad time, gap, tampered backup, non-empty tar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from arb_pipeline.errors import ConfigError
+from arb_pipeline.settings import INBOX_DIR
 
 
 def register(subparsers) -> None:
@@ -23,10 +23,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--inbox",
         type=Path,
-        default=os.environ.get("ARB_INBOX_DIR"),
         metavar="DIR",
         help="a folder laid out like the receiver's inbox: DIR/complete/<id>/, DIR/partial/<id>/ "
-        "(default: $ARB_INBOX_DIR)",
+        f"(default: $ARB_INBOX_DIR, else {INBOX_DIR.default})",
     )
     p.add_argument(
         "--at",
@@ -65,8 +64,7 @@ def run(args) -> int:
     from arb_pipeline.progress import Progress
     from arb_pipeline.restore.pitr import parse_time, plan_restore, restore, verify_plan
 
-    if not args.inbox:
-        raise ConfigError("no inbox given: pass --inbox DIR or set ARB_INBOX_DIR")
+    args.inbox = args.inbox or Path(INBOX_DIR.read())
     at = None if args.at.strip().lower() == "latest" else parse_time(args.at)
     progress = Progress()
     if args.dry_run:

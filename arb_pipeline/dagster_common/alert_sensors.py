@@ -26,7 +26,6 @@ nothing.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -40,11 +39,22 @@ from arb_pipeline.ops.alerts import (
     FailedRun,
     FreshnessTracker,
     Mailer,
-    MailSettings,
     Throttle,
     dumps_state,
     failure_email,
     freshness_email,
+)
+from arb_pipeline.settings import (
+    ADMINS,
+    ALERT_INTERVAL_MINUTES,
+    MAIL_FROM,
+    SMTP_HOST,
+    SMTP_PASSWORD,
+    SMTP_PORT,
+    SMTP_SECURITY,
+    SMTP_USER,
+    UI_BASE_URL,
+    MailSettings,
 )
 
 IMPLICIT_JOB_PREFIXES = ("__ASSET_JOB", "__ephemeral_asset_job__")
@@ -53,49 +63,50 @@ REMEMBERED_RUNS = 500
 
 
 class AlertMailer(dg.ConfigurableResource):
-    """SMTP settings for alert emails (README, "Operations"); the password from the
-    environment through dg.EnvVar."""
+    """SMTP settings for alert emails (MailSettings, docs/settings.md); the password
+    from the environment through dg.EnvVar."""
 
     admins: str = ""  # ARB_ADMINS: comma-separated
-    smtp_host: str = "localhost"
+    smtp_host: str = SMTP_HOST.default
     smtp_port: int = 0  # 0: 25, 587 or 465 by security
-    smtp_security: str = "none"  # none | starttls | ssl
+    smtp_security: str = SMTP_SECURITY.default
     smtp_user: str = ""
     smtp_password: str = ""
     mail_from: str = ""
     ui_base_url: str = ""
-    interval_minutes: float = 60.0
+    interval_minutes: float = ALERT_INTERVAL_MINUTES.default_value
 
     def settings(self) -> MailSettings:
-        env = {
-            "ARB_ADMINS": self.admins,
-            "ARB_SMTP_HOST": self.smtp_host,
-            "ARB_SMTP_PORT": str(self.smtp_port) if self.smtp_port else "",
-            "ARB_SMTP_SECURITY": self.smtp_security,
-            "ARB_SMTP_USER": self.smtp_user,
-            "ARB_SMTP_PASSWORD": self.smtp_password,
-            "ARB_MAIL_FROM": self.mail_from,
-            "ARB_UI_BASE_URL": self.ui_base_url,
-            "ARB_ALERT_INTERVAL_MINUTES": str(self.interval_minutes),
+        """Parsed and checked by the same settings as the environment's values."""
+        fields = {
+            ADMINS: self.admins,
+            SMTP_HOST: self.smtp_host,
+            SMTP_PORT: str(self.smtp_port) if self.smtp_port else "",
+            SMTP_SECURITY: self.smtp_security,
+            SMTP_USER: self.smtp_user,
+            SMTP_PASSWORD: self.smtp_password,
+            MAIL_FROM: self.mail_from,
+            UI_BASE_URL: self.ui_base_url,
+            ALERT_INTERVAL_MINUTES: str(self.interval_minutes),
         }
-        return MailSettings.from_env(env)
+        return MailSettings.from_env({s.name: value for s, value in fields.items()})
 
     def mailer(self) -> Mailer:
         return Mailer(self.settings())
 
 
-def alert_mailer_from_environment() -> AlertMailer:
-    env = os.environ
+def alert_mailer_from_environment(environ=None) -> AlertMailer:
+    mail = MailSettings.from_env(environ)
     return AlertMailer(
-        admins=env.get("ARB_ADMINS", ""),
-        smtp_host=env.get("ARB_SMTP_HOST", "localhost"),
-        smtp_port=int(env.get("ARB_SMTP_PORT", "0") or 0),
-        smtp_security=env.get("ARB_SMTP_SECURITY", "none"),
-        smtp_user=env.get("ARB_SMTP_USER", ""),
-        smtp_password=dg.EnvVar("ARB_SMTP_PASSWORD") if env.get("ARB_SMTP_PASSWORD") else "",
-        mail_from=env.get("ARB_MAIL_FROM", ""),
-        ui_base_url=env.get("ARB_UI_BASE_URL", ""),
-        interval_minutes=float(env.get("ARB_ALERT_INTERVAL_MINUTES", "60") or 60),
+        admins=", ".join(mail.admins),
+        smtp_host=mail.host,
+        smtp_port=mail.port,
+        smtp_security=mail.security,
+        smtp_user=mail.user,
+        smtp_password=dg.EnvVar(SMTP_PASSWORD.name) if mail.password else "",
+        mail_from=mail.mail_from,
+        ui_base_url=mail.ui_base_url,
+        interval_minutes=mail.interval_minutes,
     )
 
 

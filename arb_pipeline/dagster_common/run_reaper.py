@@ -30,7 +30,7 @@ from pathlib import Path
 
 import dagster as dg
 
-DEFAULT_MIN_SILENCE_SECONDS = 60
+from arb_pipeline.settings import DEAD_RUN_SILENCE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def reap_dead_runs(
     instance: dg.DagsterInstance,
     *,
     belongs: Callable[[dg.DagsterRun], bool] = lambda run: True,
-    min_silence_seconds: float = DEFAULT_MIN_SILENCE_SECONDS,
+    min_silence_seconds: float = DEAD_RUN_SILENCE_SECONDS.default_value,
     now: float | None = None,
 ) -> list[ReapedRun]:
     """Mark this host's dead STARTED runs failed and free their pool slots; return them."""
@@ -124,7 +124,7 @@ def make_dead_run_sensor(
         "and frees their pool slots, so later backups and loads don't wait on them",
     )
     def _dead_runs(context: dg.SensorEvaluationContext):
-        min_silence = float(os.environ.get("ARB_DEAD_RUN_SILENCE_SECONDS", DEFAULT_MIN_SILENCE_SECONDS))
+        min_silence = DEAD_RUN_SILENCE_SECONDS.read()
         reaped = reap_dead_runs(
             context.instance, belongs=belongs_factory(context), min_silence_seconds=min_silence
         )

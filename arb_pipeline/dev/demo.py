@@ -35,7 +35,7 @@ def _log(msg: str) -> None:
 
 
 def demo_environment(base: Path, pg: LocalPostgres, go_live: datetime, port: int) -> dict[str, str]:
-    """The ARB_* settings both code locations read (README, "Settings")."""
+    """The ARB_* settings both code locations read (docs/settings.md)."""
     home = base / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")

@@ -1,6 +1,6 @@
 """Alert emails for the admins (the original's ADMINS): plain Python, no Dagster.
 
-- :class:`MailSettings` / :class:`Mailer`: SMTP over a plain connection, STARTTLS or SSL,
+- :class:`Mailer` (its settings: ``settings.MailSettings``): SMTP over a plain connection, STARTTLS or SSL,
   with a login only when a user is set, so an unauthenticated local relay (port 25 on
   localhost, the usual MTA setup) works as well as a submission server.
 - :class:`Throttle`: at most one email per key (a job) per interval. Failures inside
@@ -16,19 +16,18 @@ The Dagster sensors that drive these are in ``alert_sensors.py``.
 from __future__ import annotations
 
 import json
-import os
 import smtplib
-import socket
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
+from arb_pipeline import settings
 from arb_pipeline.errors import ArbError, ConfigError
+from arb_pipeline.settings import MailSettings
 
-SECURITY = ("none", "starttls", "ssl")
 SUBJECT_PREFIX = "[arb]"
 MAX_ERROR_CHARS = 4000
 
@@ -39,82 +38,7 @@ class AlertError(ArbError):
 
 def parse_admins(raw: str) -> tuple[str, ...]:
     """``ARB_ADMINS``: comma- or semicolon-separated addresses (``Name <a@b>`` allowed)."""
-    items = [a.strip() for a in raw.replace(";", ",").split(",")]
-    admins = tuple(a for a in items if a)
-    bad = [a for a in admins if "@" not in a]
-    if bad:
-        raise ConfigError(
-            f"ARB_ADMINS holds {', '.join(repr(b) for b in bad)}, which is not an email address: "
-            "list the admins' addresses separated by commas"
-        )
-    return admins
-
-
-@dataclass(frozen=True)
-class MailSettings:
-    """Where alert emails go and how they are sent (see README, "Operations")."""
-
-    admins: tuple[str, ...] = ()
-    host: str = "localhost"
-    port: int = 25
-    security: str = "none"  # none | starttls | ssl
-    user: str = ""  # empty: no login (a local relay)
-    password: str = field(default="", repr=False)
-    mail_from: str = ""
-    ui_base_url: str = ""  # e.g. https://dagster.sender.example.org
-    interval_minutes: float = 60.0  # at most one failure email per job per interval
-    timeout: float = 20.0
-
-    def __post_init__(self):
-        if self.security not in SECURITY:
-            raise ConfigError(f"ARB_SMTP_SECURITY={self.security!r}: use one of {', '.join(SECURITY)}")
-        if self.interval_minutes < 0:
-            raise ConfigError(f"ARB_ALERT_INTERVAL_MINUTES={self.interval_minutes:g} must be 0 or more")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.admins)
-
-    @property
-    def sender_address(self) -> str:
-        return self.mail_from or f"arb_pipeline@{socket.getfqdn()}"
-
-    @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "MailSettings":
-        env = os.environ if environ is None else environ
-        security = env.get("ARB_SMTP_SECURITY", "none").strip().lower() or "none"
-        default_port = {"none": 25, "starttls": 587, "ssl": 465}.get(security, 25)
-        return cls(
-            admins=parse_admins(env.get("ARB_ADMINS", "")),
-            host=env.get("ARB_SMTP_HOST", "localhost") or "localhost",
-            port=_int_setting(env, "ARB_SMTP_PORT", default_port),
-            security=security,
-            user=env.get("ARB_SMTP_USER", ""),
-            password=env.get("ARB_SMTP_PASSWORD", ""),
-            mail_from=env.get("ARB_MAIL_FROM", ""),
-            ui_base_url=env.get("ARB_UI_BASE_URL", ""),
-            interval_minutes=_float_setting(env, "ARB_ALERT_INTERVAL_MINUTES", 60.0),
-        )
-
-
-def _int_setting(env, name: str, default: int) -> int:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-
-
-def _float_setting(env, name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    return settings.ADMINS.parse_text(raw)
 
 
 class Mailer:

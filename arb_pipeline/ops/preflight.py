@@ -17,9 +17,18 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from arb_pipeline.settings import (
+    DagsterInstanceSettings,
+    DestinationSettings,
+    MailSettings,
+    ReceiverSettings,
+    SenderSettings,
+    SettingError,
+    SharedSettings,
+)
 
 OK, WARN, FAIL, SKIP = "ok", "WARN", "FAIL", "skip"
 
@@ -173,12 +182,10 @@ def _session_failure(exc) -> Item:
 # --------------------------------------------------------------------------- settings
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
-
-
-def _set(name: str) -> bool:
-    return bool(os.environ.get(name))
+def _problem_items(problems: list[SettingError]) -> Iterator[Item]:
+    """A FAIL item for each setting whose value does not parse (the rest use its default)."""
+    for e in problems:
+        yield Item(e.setting, FAIL, e.problem, e.fix)
 
 
 def _database(name: str, dsn: str, role: str) -> Iterator[Item]:
@@ -212,7 +219,7 @@ def _database(name: str, dsn: str, role: str) -> Iterator[Item]:
             name,
             FAIL,
             f"{detail}; {len(missing)} migration(s) not applied ({missing[0]} ...)",
-            f'arb migrate --role {role} --dsn "${name}"',
+            f"arb migrate --role {role}",
             {"server_version": version},
         )
     else:
@@ -266,13 +273,29 @@ def _pg_major(version_text: str | None) -> int | None:
 
 
 def _common_items() -> Iterator[Item]:
-    from arb_pipeline.errors import ArbError
-    from arb_pipeline.ops.alerts import Mailer, MailSettings
+    yield from _mail_items()
+    problems: list[SettingError] = []
+    shared = SharedSettings.from_env(problems=problems)
+    yield from _problem_items(problems)
+    bad = {e.setting for e in problems}
+    for name, value in (
+        ("ARB_GO_LIVE", shared.go_live.isoformat()),
+        ("ARB_PARTIAL_MINUTES", f"{shared.partial_minutes} min"),
+        ("ARB_TIMEZONE", shared.timezone),
+    ):
+        if name not in bad:
+            yield Item(name, OK, value)
+    yield from _dagster_items()
 
-    try:
-        mail = MailSettings.from_env()
-    except ArbError as exc:
-        yield Item("ARB_ADMINS / ARB_SMTP_*", FAIL, str(exc), "fix the setting named")
+
+def _mail_items() -> Iterator[Item]:
+    from arb_pipeline.errors import ArbError
+    from arb_pipeline.ops.alerts import Mailer
+
+    problems: list[SettingError] = []
+    mail = MailSettings.from_env(problems=problems)
+    if problems:  # no mail check with a setting that is not what the admin wrote
+        yield from _problem_items(problems)
         return
     if not mail.admins:
         yield Item(
@@ -309,23 +332,12 @@ def _common_items() -> Iterator[Item]:
         OK,
         f"at most one failure email per job every {mail.interval_minutes:g} min",
     )
-    yield from _partition_items()
-    yield from _dagster_items()
-
-
-def _partition_items() -> Iterator[Item]:
-    from arb_pipeline.dagster_common.partitions import go_live, partial_minutes
-    from arb_pipeline.errors import ArbError
-
-    for name, fn in (("ARB_GO_LIVE", go_live), ("ARB_PARTIAL_MINUTES", partial_minutes)):
-        try:
-            value = fn()
-            yield Item(name, OK, value.isoformat() if isinstance(value, datetime) else f"{value} min")
-        except ArbError as exc:
-            yield Item(name, FAIL, str(exc), "fix the value (same on both servers)")
 
 
 def _dagster_items() -> Iterator[Item]:
+    problems: list[SettingError] = []
+    instance = DagsterInstanceSettings.from_env(problems=problems)
+    yield from _problem_items(problems)
     versions = {}
     for dist in ("dagster", "dagster-webserver", "dagster-postgres"):
         try:
@@ -345,7 +357,7 @@ def _dagster_items() -> Iterator[Item]:
         text,
         "" if ok_pair else "install the locked versions: .venv/bin/pip install -r requirements.lock",
     )
-    home = _env("DAGSTER_HOME")
+    home = instance.home
     if not home:
         yield Item(
             "DAGSTER_HOME",
@@ -372,16 +384,17 @@ def _dagster_items() -> Iterator[Item]:
             "production uses dagster-postgres storage: deploy/dagster.postgres.yaml",
         )
         return
-    yield from _dagster_postgres(config)
+    yield from _dagster_postgres(config, instance)
 
 
-def _dagster_postgres(config: Path) -> Iterator[Item]:
+def _dagster_postgres(config: Path, instance: DagsterInstanceSettings) -> Iterator[Item]:
     import psycopg
 
     from arb_pipeline.errors import ArbError
     from arb_pipeline.pg.connect import connect, describe_dsn
 
-    missing = [v for v in ("DAGSTER_PG_HOST", "DAGSTER_PG_USERNAME", "DAGSTER_PG_DB") if not _set(v)]
+    needed = (("DAGSTER_PG_HOST", instance.pg_host), ("DAGSTER_PG_USERNAME", instance.pg_username))
+    missing = [name for name, value in (*needed, ("DAGSTER_PG_DB", instance.pg_db)) if not value]
     if missing:
         yield Item(
             "DAGSTER_HOME",
@@ -391,11 +404,11 @@ def _dagster_postgres(config: Path) -> Iterator[Item]:
         )
         return
     dsn = psycopg.conninfo.make_conninfo(
-        host=_env("DAGSTER_PG_HOST"),
-        port=_env("DAGSTER_PG_PORT", "5432"),
-        user=_env("DAGSTER_PG_USERNAME"),
-        password=_env("DAGSTER_PG_PASSWORD"),
-        dbname=_env("DAGSTER_PG_DB"),
+        host=instance.pg_host,
+        port=instance.pg_port,
+        user=instance.pg_username,
+        password=instance.pg_password,
+        dbname=instance.pg_db,
     )
     try:
         with connect(dsn):
@@ -415,17 +428,22 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
     """Everything the sender needs, in order."""
     from arb_pipeline.errors import ArbError
 
-    yield from _database("ARB_SENDER_DSN", _env("ARB_SENDER_DSN"), "sender")
+    problems: list[SettingError] = []
+    sender = SenderSettings.from_env(problems=problems)
+    destination = DestinationSettings.from_env(problems=problems)
+    yield from _problem_items(problems)
+    bad = {e.setting for e in problems}
+    yield from _database("ARB_SENDER_DSN", sender.dsn, "sender")
     server_major = None
     try:
         from arb_pipeline.pg.connect import connect
 
-        if _set("ARB_SENDER_DSN"):
-            with connect(_env("ARB_SENDER_DSN")) as conn:
+        if sender.dsn:
+            with connect(sender.dsn) as conn:
                 server_major = conn.info.server_version // 10000
     except ArbError:
         pass
-    pg_dump = _env("ARB_PG_DUMP", "pg_dump")
+    pg_dump = sender.pg_dump
     item, out = _program(
         "ARB_PG_DUMP",
         pg_dump,
@@ -448,10 +466,8 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
         "streams complete backups' tables",
         "install postgresql-client (psql comes with pg_dump)",
     )[0]
-    yield _folder(
-        "ARB_SENDER_MEDIA_DIR", _env("ARB_SENDER_MEDIA_DIR", "media/reported_images"), writable=False
-    )
-    staging = _env("ARB_STAGING_DIR", "/var/tmp/arb_pipeline")
+    yield _folder("ARB_SENDER_MEDIA_DIR", sender.media_dir, writable=False)
+    staging = sender.staging_dir
     if not Path(staging).exists():
         parent = Path(staging).parent
         yield (
@@ -466,54 +482,26 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
         )
     else:
         yield _folder("ARB_STAGING_DIR", staging, writable=True)
-    for name, check in (("ARB_TIMEZONE", _timezone), ("ARB_COMPLETE_AT", _complete_at)):
-        yield check(name)
-    yield from _transport_items(remote)
+    if "ARB_COMPLETE_AT" not in bad:
+        timezone = SharedSettings.from_env(problems=[]).timezone  # a bad one: a FAIL of its own
+        yield Item("ARB_COMPLETE_AT", OK, f"daily at {sender.complete_at:%H:%M} {timezone}")
+    if "ARB_TRANSPORT" not in bad:
+        yield from _transport_items(remote, destination)
     yield from _common_items()
 
 
-def _timezone(name: str) -> Item:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    value = _env(name, "America/Santiago")
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        return Item(name, FAIL, f"{value!r} is not a time zone", "use an IANA name such as America/Santiago")
-    return Item(name, OK, value)
-
-
-def _complete_at(name: str) -> Item:
-    value = _env(name, "03:30")
-    if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value):
-        return Item(name, FAIL, f"{value!r} is not HH:MM", "e.g. ARB_COMPLETE_AT=03:30")
-    return Item(name, OK, f"daily at {value} {_env('ARB_TIMEZONE', 'America/Santiago')}")
-
-
-def _transport_items(remote: bool) -> Iterator[Item]:
-    kind = _env("ARB_TRANSPORT", "local")
-    if kind == "local":
+def _transport_items(remote: bool, d: DestinationSettings) -> Iterator[Item]:
+    if d.kind == "local":
         yield Item("ARB_TRANSPORT", OK, "local folder (one machine)")
-        yield _folder("ARB_INBOX_DIR", _env("ARB_INBOX_DIR"), writable=True)
-        return
-    if kind != "sftp":
-        yield Item("ARB_TRANSPORT", FAIL, f"{kind!r}", "use 'sftp' (production) or 'local' (one machine)")
+        yield _folder("ARB_INBOX_DIR", d.local_dir, writable=True)
         return
     yield Item("ARB_TRANSPORT", OK, "sftp")
-    required = (
-        "ARB_SFTP_HOST",
-        "ARB_SFTP_USER",
-        "ARB_SFTP_KEY_FILE",
-        "ARB_SFTP_KNOWN_HOSTS",
-        "ARB_SFTP_REMOTE_DIR",
-    )
-    missing = [n for n in required if not _set(n)]
-    for n in required:
-        if n in missing:
-            yield Item(n, FAIL, "not set", "see README, Settings")
+    missing = d.missing_sftp()
+    for name in missing:
+        yield Item(name, FAIL, "not set", "see docs/settings.md")
     if missing:
         return
-    key = Path(_env("ARB_SFTP_KEY_FILE"))
+    key = Path(d.key_file)
     if not key.is_file():
         yield Item(
             "ARB_SFTP_KEY_FILE",
@@ -525,8 +513,8 @@ def _transport_items(remote: bool) -> Iterator[Item]:
         yield Item("ARB_SFTP_KEY_FILE", FAIL, f"{key} is readable by group/others", f"chmod 600 {key}")
     else:
         yield Item("ARB_SFTP_KEY_FILE", OK, str(key))
-    known = Path(_env("ARB_SFTP_KNOWN_HOSTS"))
-    host, port = _env("ARB_SFTP_HOST"), int(_env("ARB_SFTP_PORT", "22") or 22)
+    known = Path(d.known_hosts_file)
+    host, port = d.host, d.port
     if not known.is_file():
         yield Item(
             "ARB_SFTP_KNOWN_HOSTS",
@@ -546,11 +534,11 @@ def _transport_items(remote: bool) -> Iterator[Item]:
         return SftpTransport(
             host=host,
             port=port,
-            username=_env("ARB_SFTP_USER"),
+            username=d.username,
             key_file=str(key),
             known_hosts_file=str(known),
-            remote_dir=_env("ARB_SFTP_REMOTE_DIR"),
-            key_passphrase=_env("ARB_SFTP_KEY_PASSPHRASE") or None,
+            remote_dir=d.remote_dir,
+            key_passphrase=d.key_passphrase or None,
             retries=0,
         )
 
@@ -559,44 +547,46 @@ def _transport_items(remote: bool) -> Iterator[Item]:
         kind="sftp",
         host=host,
         port=port,
-        min_free_bytes=int(float(_env("ARB_REMOTE_MIN_FREE_MB", "1024")) * 1024 * 1024),
+        min_free_bytes=int(d.min_free_mb * 1024 * 1024),
     )
 
 
 def receiver_items() -> Iterator[Item]:
     """Everything the receiver needs, in order."""
-    yield from _database("ARB_RECEIVER_DSN", _env("ARB_RECEIVER_DSN"), "receiver")
-    min_free = int(float(_env("ARB_MIN_FREE_MB", "500")) * 1024 * 1024)
+    problems: list[SettingError] = []
+    receiver = ReceiverSettings.from_env(problems=problems)
+    yield from _problem_items(problems)
+    yield from _database("ARB_RECEIVER_DSN", receiver.dsn, "receiver")
+    min_free = int(receiver.min_free_mb * 1024 * 1024)
     yield _folder(
         "ARB_INBOX_DIR",
-        _env("ARB_INBOX_DIR", "/srv/arb/inbox"),
+        receiver.inbox_dir,
         writable=True,
         min_free=min_free,
         create_hint="create it inside the SFTP user's chroot, owned by that user (README, Production)",
     )
     yield _folder(
         "ARB_RECEIVER_MEDIA_DIR",
-        _env("ARB_RECEIVER_MEDIA_DIR", "media/reported_images"),
+        receiver.media_dir,
         writable=True,
         min_free=min_free,
     )
-    yield _folder("ARB_QUARANTINE_DIR", _env("ARB_QUARANTINE_DIR", "/srv/arb/quarantine"), writable=True)
+    yield _folder("ARB_QUARANTINE_DIR", receiver.quarantine_dir, writable=True)
     yield _program(
         "ARB_PSQL",
-        _env("ARB_PSQL", "psql"),
+        receiver.psql,
         "the restore drill runs restore.sql with it",
         "install postgresql-client, or set ARB_PSQL to psql's path",
     )[0]
     yield _program("zstd", "zstd", "restore.sql decompresses table files with it", "apt-get install zstd")[0]
-    yield from _drill_items()
+    yield from _drill_items(receiver.drill_dsn)
     yield from _common_items()
 
 
-def _drill_items() -> Iterator[Item]:
+def _drill_items(dsn: str) -> Iterator[Item]:
     from arb_pipeline.errors import ArbError
     from arb_pipeline.pg.connect import connect, describe_dsn
 
-    dsn = _env("ARB_DRILL_DSN")
     if not dsn:
         yield Item(
             "ARB_DRILL_DSN",

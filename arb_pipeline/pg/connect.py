@@ -68,7 +68,7 @@ def describe_dsn(dsn: str) -> str:
 def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
     """A conninfo for libpq programs (pg_dump, psql) and their environment: the password
     goes in PGPASSWORD, never on the command line where `ps` shows it."""
-    import os
+    from arb_pipeline.settings import child_environment
 
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
@@ -76,7 +76,7 @@ def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
         raise ConfigError(
             f"the PostgreSQL DSN setting can't be parsed: {redact(str(exc).strip(), dsn)}"
         ) from None
-    env = dict(os.environ)
+    env = child_environment()
     if "password" in params:
         env["PGPASSWORD"] = str(params.pop("password"))
     return psycopg.conninfo.make_conninfo(**params), env

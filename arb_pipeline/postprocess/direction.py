@@ -15,30 +15,23 @@ events of a phone whose poses or tokens a load changed are recomputed.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 
-from arb_pipeline.errors import ConfigError
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.settings import DIRECTION_MAX_GAP_MINUTES
 
-MAX_GAP_SETTING = "ARB_DIRECTION_MAX_GAP_MINUTES"
-DEFAULT_MAX_GAP_MINUTES = 60
 US_PER_MINUTE = 60_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def max_gap_minutes(value: int | None = None) -> int:
-    raw = value if value is not None else os.environ.get(MAX_GAP_SETTING, DEFAULT_MAX_GAP_MINUTES)
-    try:
-        minutes = int(raw)
-    except (TypeError, ValueError):
-        minutes = -1
-    if minutes < 1:
-        raise ConfigError(f"{MAX_GAP_SETTING}={raw!r} must be a whole number of minutes, at least 1")
-    return minutes
+    """``value``, checked as the ARB_DIRECTION_MAX_GAP_MINUTES setting is; else that setting."""
+    if value is None:
+        return DIRECTION_MAX_GAP_MINUTES.read()
+    return DIRECTION_MAX_GAP_MINUTES.parse_text(str(value))
 
 
 def latest_trip(events: pd.DataFrame, poses: pd.DataFrame, max_gap_us: int) -> pd.DataFrame:

@@ -12,33 +12,24 @@ Periods are closed ranges of local time of day to the microsecond
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from datetime import time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from arb_pipeline.errors import ConfigError
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
+from arb_pipeline.settings import LOCAL_TIMEZONE
 
-DEFAULT_TIMEZONE = "America/Santiago"
-TIMEZONE_SETTING = "ARB_LOCAL_TIMEZONE"
 DAY_TYPES = ("Laboral", "Sábado", "Domingo")
 US_PER_DAY = 86_400_000_000
 US_PER_HALF_HOUR = 1_800_000_000
 
 
 def local_timezone(name: str | None = None) -> ZoneInfo:
-    """The receiver's local time zone: ``name``, else $ARB_LOCAL_TIMEZONE, else America/Santiago."""
-    name = name or os.environ.get(TIMEZONE_SETTING) or DEFAULT_TIMEZONE
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            f"{TIMEZONE_SETTING}={name!r} is not a time zone: use an IANA name such as {DEFAULT_TIMEZONE}"
-        ) from exc
+    """The receiver's local time zone: ``name``, else the ARB_LOCAL_TIMEZONE setting."""
+    return ZoneInfo(LOCAL_TIMEZONE.parse_text(name) if name else LOCAL_TIMEZONE.read())
 
 
 def _us(t: time) -> int:

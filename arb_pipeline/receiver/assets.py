@@ -175,7 +175,7 @@ def _load(
             dsn=db.checked_dsn(),
             media_dir=Path(settings.media_dir),
             quarantine_dir=Path(settings.quarantine_dir),
-            min_free_bytes=settings.min_free_mb * 1024 * 1024,
+            min_free_bytes=int(settings.min_free_mb * 1024 * 1024),
         )
         for warning in received.warnings:
             context.log.warning(warning)

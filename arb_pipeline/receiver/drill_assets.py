@@ -4,13 +4,14 @@ dropped (arb_pipeline.restore.drill). Restore time and sizes are numeric metadat
 UI plots; a failed drill fails its run, which emails the admins.
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline import settings
 from arb_pipeline.receiver.resources import ReceiverSettings
 from arb_pipeline.restore.drill import latest_complete, run_drill
+from arb_pipeline.settings.setting import daily_cron
 
 DRILL_KEY = dg.AssetKey(["receiver", "ops", "restore_drill"])
 
@@ -20,7 +21,7 @@ class RestoreDrillSettings(dg.ConfigurableResource):
     not a superuser (the drill runs the backup's restore.sql). ARB_PSQL: psql's path."""
 
     maintenance_dsn: str = ""
-    psql: str = "psql"
+    psql: str = settings.PSQL.default
     allow_superuser: bool = False
     timeout_seconds: int = 6 * 3600
 
@@ -79,26 +80,21 @@ restore_drill_job = dg.define_asset_job(
 )
 
 
-def _drill_cron() -> str:
-    hh, mm = os.environ.get("ARB_DRILL_AT", "06:30").split(":")
-    return f"{int(mm)} {int(hh)} * * *"
+def drill_schedule(receiver: settings.ReceiverSettings, shared: settings.SharedSettings):
+    return dg.ScheduleDefinition(
+        name="restore_drill_schedule",
+        job=restore_drill_job,
+        cron_schedule=daily_cron(receiver.drill_at),
+        execution_timezone=shared.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily restore drill (ARB_DRILL_AT, after the complete backup is loaded)",
+    )
 
 
-restore_drill_schedule = dg.ScheduleDefinition(
-    name="restore_drill_schedule",
-    job=restore_drill_job,
-    cron_schedule=_drill_cron(),
-    execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily restore drill (ARB_DRILL_AT, after the complete backup is loaded)",
-)
-
-
-def drill_resources() -> dict:
-    env = os.environ
+def drill_resources(receiver: settings.ReceiverSettings) -> dict:
     return {
         "restore_drill_settings": RestoreDrillSettings(
-            maintenance_dsn=dg.EnvVar("ARB_DRILL_DSN") if env.get("ARB_DRILL_DSN") else "",
-            psql=env.get("ARB_PSQL", "psql"),
+            maintenance_dsn=dg.EnvVar(settings.DRILL_DSN.name) if receiver.drill_dsn else "",
+            psql=receiver.psql,
         )
     }

@@ -39,8 +39,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from pydantic import Field
 
+from arb_pipeline import settings
 from arb_pipeline.catalog import T
-from arb_pipeline.dagster_common.partitions import PARTIAL, go_live, partial_minutes
+from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED
 from arb_pipeline.postprocess import (
     BusEventDirection,
     BusPlates,
@@ -51,9 +52,7 @@ from arb_pipeline.postprocess import (
     Zones,
     run_derivation,
 )
-from arb_pipeline.postprocess.direction import max_gap_minutes
 from arb_pipeline.postprocess.engine import BATCH_ROWS, RunResult
-from arb_pipeline.postprocess.periods import local_timezone
 from arb_pipeline.receiver.assets import loaded_key
 from arb_pipeline.receiver.resources import ReceiverDatabase
 
@@ -62,15 +61,18 @@ UTC = timezone.utc
 
 
 class PostprocessSettings(dg.ConfigurableResource):
-    local_timezone: str = "America/Santiago"  # ARB_LOCAL_TIMEZONE
-    direction_max_gap_minutes: int = 60  # ARB_DIRECTION_MAX_GAP_MINUTES
+    local_timezone: str = settings.LOCAL_TIMEZONE.default
+    direction_max_gap_minutes: int = settings.DIRECTION_MAX_GAP_MINUTES.default_value
     batch_rows: int = BATCH_ROWS
 
 
-def postprocess_settings_from_environment() -> PostprocessSettings:
+def postprocess_settings_from_environment(
+    receiver: settings.ReceiverSettings | None = None,
+) -> PostprocessSettings:
     """From ARB_LOCAL_TIMEZONE and ARB_DIRECTION_MAX_GAP_MINUTES; a bad value is an error naming it."""
+    receiver = receiver or settings.ReceiverSettings.from_env()
     return PostprocessSettings(
-        local_timezone=local_timezone().key, direction_max_gap_minutes=max_gap_minutes()
+        local_timezone=receiver.local_timezone, direction_max_gap_minutes=receiver.direction_max_gap_minutes
     )
 
 
@@ -213,8 +215,8 @@ AFTER_TAG = "arb/postprocess-after"
 
 def last_closed_partition(when: datetime) -> str | None:
     """The key of the newest partial window that had ended at ``when`` (None before go-live)."""
-    closed = when - timedelta(minutes=partial_minutes())
-    if closed < go_live():
+    closed = when - timedelta(minutes=SHARED.partial_minutes)
+    if closed < SHARED.go_live:
         return None
     return PARTIAL.get_partition_key_for_timestamp(closed.timestamp())
 

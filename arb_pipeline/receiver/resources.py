@@ -1,45 +1,45 @@
-"""The receiver's resources: its database and its folders. The DSN's password comes
-from the environment through dg.EnvVar and never shows in the UI or logs."""
+"""The receiver's resources: its database and its folders, from its settings
+(docs/settings.md). The DSN's password comes from the environment through dg.EnvVar and
+never shows in the UI or logs."""
 
-import os
+from typing import ClassVar
 
 import dagster as dg
 
-from arb_pipeline.errors import ConfigError
+from arb_pipeline import settings
+from arb_pipeline.dagster_common.database import Database
 
 
-class ReceiverDatabase(dg.ConfigurableResource):
+class ReceiverDatabase(Database):
     """The TranSappViz database."""
 
-    dsn: str
-
-    def checked_dsn(self) -> str:
-        if not self.dsn:
-            raise ConfigError("ARB_RECEIVER_DSN is empty: set it to the receiver database's libpq DSN")
-        return self.dsn
+    setting: ClassVar[settings.Setting] = settings.RECEIVER_DSN
 
 
 class ReceiverSettings(dg.ConfigurableResource):
-    inbox_dir: str  # REMOTE_BKP_FLDR: where the sender's SFTP uploads land
-    media_dir: str  # MEDIA_IMAGE on the receiver
-    quarantine_dir: str  # bad backups, with a REASON.txt each
-    min_free_mb: int = 500  # disk guard: stop loading below this much free space
+    """settings.ReceiverSettings as a Dagster resource (each field's meaning: docs/settings.md)."""
+
+    inbox_dir: str
+    media_dir: str
+    quarantine_dir: str
+    min_free_mb: float = settings.MIN_FREE_MB.default_value
     partial_retention_days: float = 1.0
-    complete_retention_days: float = 4.0  # BKPS_LIFETIME
+    complete_retention_days: float = settings.BKPS_LIFETIME.default_value
     max_runs_per_tick: int = 20
     max_attempts: int = 5  # failed loads of one backup are retried up to this many times
-    retry_after_seconds: int = 120
+    retry_after_seconds: int = settings.RETRY_AFTER_SECONDS.default_value
 
 
-def from_environment() -> dict:
+def from_environment(receiver: settings.ReceiverSettings | None = None) -> dict:
+    receiver = receiver or settings.ReceiverSettings.from_env()
     return {
-        "receiver_db": ReceiverDatabase(dsn=dg.EnvVar("ARB_RECEIVER_DSN")),
+        "receiver_db": ReceiverDatabase.from_setting(),
         "receiver_settings": ReceiverSettings(
-            inbox_dir=os.environ.get("ARB_INBOX_DIR", "/srv/arb/inbox"),
-            media_dir=os.environ.get("ARB_RECEIVER_MEDIA_DIR", "media/reported_images"),
-            quarantine_dir=os.environ.get("ARB_QUARANTINE_DIR", "/srv/arb/quarantine"),
-            min_free_mb=int(os.environ.get("ARB_MIN_FREE_MB", "500")),
-            complete_retention_days=float(os.environ.get("ARB_BKPS_LIFETIME", "4")),
-            retry_after_seconds=int(os.environ.get("ARB_RETRY_AFTER_SECONDS", "120")),
+            inbox_dir=receiver.inbox_dir,
+            media_dir=receiver.media_dir,
+            quarantine_dir=receiver.quarantine_dir,
+            min_free_mb=receiver.min_free_mb,
+            complete_retention_days=receiver.complete_retention_days,
+            retry_after_seconds=receiver.retry_after_seconds,
         ),
     }

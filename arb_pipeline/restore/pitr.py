@@ -62,7 +62,6 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from arb_pipeline.dagster_common.partitions import partial_minutes
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
@@ -74,6 +73,7 @@ from arb_pipeline.receive.inbox import find_published
 from arb_pipeline.receive.media import InstallResult, install_media
 from arb_pipeline.restore.pitr_parity import RestoredTable, check_restored
 from arb_pipeline.schema.migrate import apply_migrations
+from arb_pipeline.settings import PARTIAL_MINUTES
 
 UTC = timezone.utc
 
@@ -180,7 +180,7 @@ def plan_restore(inbox: Path, at: datetime | None, *, allow_gaps: bool = False) 
     partials = [_chosen(p.path) for p in found if p.kind == "partial" and p.snapshot_time > snap]
     window = max(
         [p.manifest.window_end - p.manifest.window_start for p in partials],
-        default=timedelta(minutes=partial_minutes()),
+        default=timedelta(minutes=PARTIAL_MINUTES.read()),
     )
     partials = [p for p in partials if p.manifest.window_end <= at]
     partials.sort(key=lambda p: (p.manifest.snapshot_time, p.backup_id))

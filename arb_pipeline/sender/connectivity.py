@@ -4,12 +4,11 @@ the one in known_hosts, the remote folder is writable and has room. The same che
 before the next backup finds out.
 """
 
-import os
-
 import dagster as dg
 
 from arb_pipeline.ops.preflight import FAIL, OK, destination_items
 from arb_pipeline.sender.resources import BackupDestination
+from arb_pipeline.settings import SenderSettings
 
 CONNECTIVITY_KEY = dg.AssetKey(["sender", "ops", "receiver_connectivity"])
 
@@ -30,7 +29,7 @@ def receiver_connectivity(
         kind=d.kind,
         host=d.host,
         port=d.port,
-        min_free_bytes=d.min_free_mb * 1024 * 1024,
+        min_free_bytes=int(d.min_free_mb * 1024 * 1024),
         connect_timeout=d.connect_timeout,
     )
     for item in items:
@@ -58,11 +57,14 @@ receiver_connectivity_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-receiver_connectivity_schedule = dg.ScheduleDefinition(
-    name="receiver_connectivity_schedule",
-    job=receiver_connectivity_job,
-    cron_schedule=os.environ.get("ARB_CONNECTIVITY_CRON", "7 * * * *"),
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly check that the receiver's SFTP inbox is reachable, trusted, writable and has room",
-)
+
+def connectivity_schedule(sender: SenderSettings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="receiver_connectivity_schedule",
+        job=receiver_connectivity_job,
+        cron_schedule=sender.connectivity_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Hourly check that the receiver's SFTP inbox is reachable, trusted, writable and "
+        "has room",
+    )

@@ -4,38 +4,36 @@ Secrets (the DSN's password, the key file's passphrase) come from the environmen
 through dg.EnvVar, so they never show in the UI or in run logs.
 """
 
-import os
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from arb_pipeline import settings
+from arb_pipeline.dagster_common.database import Database
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.transport import LocalFolderTransport, Transport
 
 
-class SenderDatabase(dg.ConfigurableResource):
+class SenderDatabase(Database):
     """The TranSapp database (the original's DATABASES['default'])."""
 
-    dsn: str
-
-    def checked_dsn(self) -> str:
-        if not self.dsn:
-            raise ConfigError("ARB_SENDER_DSN is empty: set it to the TranSapp database's libpq DSN")
-        return self.dsn
+    setting: ClassVar[settings.Setting] = settings.SENDER_DSN
 
 
 class SenderSettings(dg.ConfigurableResource):
-    sender_id: str = ""  # names this server in manifests; default: host name
-    media_dir: str  # MEDIA_IMAGE: the folder of report images
-    staging_dir: str  # TMP_BKP_FLDR: local scratch, emptied after every run
-    max_commit_delay_minutes: int = 10  # longest app transaction, timestamp to commit
-    max_clock_skew_minutes: int = 5  # app servers' clocks vs the database's
-    include_personal_columns: bool = False
-    pg_dump: str = "pg_dump"
+    """settings.SenderSettings as a Dagster resource (each field's meaning: docs/settings.md)."""
+
+    sender_id: str = ""  # default: host name
+    media_dir: str
+    staging_dir: str
+    max_commit_delay_minutes: int = settings.MAX_COMMIT_DELAY_MINUTES.default_value
+    max_clock_skew_minutes: int = settings.MAX_CLOCK_SKEW_MINUTES.default_value
+    include_personal_columns: bool = settings.INCLUDE_PERSONAL_COLUMNS.default_value
+    pg_dump: str = settings.PG_DUMP.default
     zstd_level: int = 1  # completes: level 1 keeps the dump as fast as pg_dump
-    complete_fingerprints: bool = True  # per-table digests in the complete's manifest (receiver parity check)
+    complete_fingerprints: bool = settings.COMPLETE_FINGERPRINTS.default_value
 
     def overlap(self):
         from datetime import timedelta
@@ -49,21 +47,22 @@ class SenderSettings(dg.ConfigurableResource):
 
 
 class BackupDestination(dg.ConfigurableResource):
-    """The receiver's inbox: a local folder (demo, one machine) or SFTP (production)."""
+    """The receiver's inbox: a local folder (demo, one machine) or SFTP (production);
+    settings.DestinationSettings as a Dagster resource."""
 
-    kind: str = "local"  # "local" or "sftp"
+    kind: str = settings.TRANSPORT.default
     local_dir: str = ""  # kind=local: the inbox folder
-    host: str = ""  # REMOTE_HOST
-    port: int = 22
-    username: str = ""  # REMOTE_USER
-    key_file: str = ""  # PRIVATE_KEY
+    host: str = ""
+    port: int = settings.SFTP_PORT.default_value
+    username: str = ""
+    key_file: str = ""
     key_passphrase: str = ""
     known_hosts_file: str = ""
-    remote_dir: str = ""  # REMOTE_BKP_FLDR
+    remote_dir: str = ""
     connect_timeout: int = 10
-    io_timeout: int = 30  # a transfer that hears nothing this long is retried
+    io_timeout: int = settings.SFTP_IO_TIMEOUT.default_value
     retries: int = 4
-    min_free_mb: int = 1024  # the connectivity check fails below this much room in the inbox
+    min_free_mb: float = settings.REMOTE_MIN_FREE_MB.default_value
 
     def open(self, retries: int | None = None) -> Transport:
         """The transport; ``retries`` overrides the setting (a preflight check fails fast)."""
@@ -76,17 +75,13 @@ class BackupDestination(dg.ConfigurableResource):
         if self.kind == "sftp":
             from arb_pipeline.transport.sftp import SftpTransport
 
-            missing = [
-                name
-                for name, value in (
-                    ("ARB_SFTP_HOST", self.host),
-                    ("ARB_SFTP_USER", self.username),
-                    ("ARB_SFTP_KEY_FILE", self.key_file),
-                    ("ARB_SFTP_KNOWN_HOSTS", self.known_hosts_file),
-                    ("ARB_SFTP_REMOTE_DIR", self.remote_dir),
-                )
-                if not value
-            ]
+            missing = settings.DestinationSettings(
+                host=self.host,
+                username=self.username,
+                key_file=self.key_file,
+                known_hosts_file=self.known_hosts_file,
+                remote_dir=self.remote_dir,
+            ).missing_sftp()
             if missing:
                 raise ConfigError(f"SFTP transport needs {', '.join(missing)}")
             return SftpTransport(
@@ -142,34 +137,34 @@ class BackupPublisher(dg.ConfigurableIOManager):
             self._transport = None
 
 
-def from_environment() -> dict:
-    """Resources configured from ARB_* environment variables (see README, Settings)."""
-    env = dg.EnvVar
-    transport = os.environ.get("ARB_TRANSPORT", "local")
+def from_environment(sender: settings.SenderSettings | None = None) -> dict:
+    """The sender's resources, from its settings (docs/settings.md); the secrets through dg.EnvVar."""
+    sender = sender or settings.SenderSettings.from_env()
+    d = settings.DestinationSettings.from_env()
     destination = BackupDestination(
-        kind=transport,
-        local_dir=os.environ.get("ARB_INBOX_DIR", ""),
-        host=os.environ.get("ARB_SFTP_HOST", ""),
-        port=int(os.environ.get("ARB_SFTP_PORT", "22")),
-        username=os.environ.get("ARB_SFTP_USER", ""),
-        key_file=os.environ.get("ARB_SFTP_KEY_FILE", ""),
-        key_passphrase=env("ARB_SFTP_KEY_PASSPHRASE") if os.environ.get("ARB_SFTP_KEY_PASSPHRASE") else "",
-        known_hosts_file=os.environ.get("ARB_SFTP_KNOWN_HOSTS", ""),
-        remote_dir=os.environ.get("ARB_SFTP_REMOTE_DIR", ""),
-        io_timeout=int(os.environ.get("ARB_SFTP_IO_TIMEOUT", "30")),
-        min_free_mb=int(os.environ.get("ARB_REMOTE_MIN_FREE_MB", "1024")),
+        kind=d.kind,
+        local_dir=d.local_dir,
+        host=d.host,
+        port=d.port,
+        username=d.username,
+        key_file=d.key_file,
+        key_passphrase=dg.EnvVar(settings.SFTP_KEY_PASSPHRASE.name) if d.key_passphrase else "",
+        known_hosts_file=d.known_hosts_file,
+        remote_dir=d.remote_dir,
+        io_timeout=d.io_timeout,
+        min_free_mb=d.min_free_mb,
     )
     return {
-        "sender_db": SenderDatabase(dsn=env("ARB_SENDER_DSN")),
+        "sender_db": SenderDatabase.from_setting(),
         "sender_settings": SenderSettings(
-            sender_id=os.environ.get("ARB_SENDER_ID", ""),
-            media_dir=os.environ.get("ARB_SENDER_MEDIA_DIR", "media/reported_images"),
-            staging_dir=os.environ.get("ARB_STAGING_DIR", "/var/tmp/arb_pipeline"),
-            max_commit_delay_minutes=int(os.environ.get("ARB_MAX_COMMIT_DELAY_MINUTES", "10")),
-            max_clock_skew_minutes=int(os.environ.get("ARB_MAX_CLOCK_SKEW_MINUTES", "5")),
-            include_personal_columns=os.environ.get("ARB_INCLUDE_PERSONAL_COLUMNS", "") == "1",
-            pg_dump=os.environ.get("ARB_PG_DUMP", "pg_dump"),
-            complete_fingerprints=os.environ.get("ARB_COMPLETE_FINGERPRINTS", "1") != "0",
+            sender_id=sender.sender_id,
+            media_dir=sender.media_dir,
+            staging_dir=sender.staging_dir,
+            max_commit_delay_minutes=sender.max_commit_delay_minutes,
+            max_clock_skew_minutes=sender.max_clock_skew_minutes,
+            include_personal_columns=sender.include_personal_columns,
+            pg_dump=sender.pg_dump,
+            complete_fingerprints=sender.complete_fingerprints,
         ),
         "backup_destination": destination,
         "backup_publisher": BackupPublisher(destination=destination),

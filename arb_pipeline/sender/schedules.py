@@ -4,13 +4,14 @@ A partial tick requests the newest window that ended at least the safety delay
 ago; rows committed later still arrive through the next windows' overlap.
 """
 
-import os
 from datetime import timedelta
 
 import dagster as dg
 
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL, partial_minutes
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.sender.assets import complete_backup, partial_backup
+from arb_pipeline.settings import SenderSettings, SharedSettings
+from arb_pipeline.settings.setting import daily_cron
 
 # One step per run: the in-process executor saves a process start per run.
 partial_backup_job = dg.define_asset_job(
@@ -27,10 +28,8 @@ complete_backup_job = dg.define_asset_job(
 )
 
 
-def safety_delay() -> timedelta:
-    minutes = partial_minutes()
-    delay = int(os.environ.get("ARB_PARTIAL_DELAY_MINUTES", "1"))
-    return timedelta(minutes=min(delay, minutes - 1))
+def safety_delay(sender: SenderSettings, shared: SharedSettings) -> timedelta:
+    return timedelta(minutes=min(sender.partial_delay_minutes, shared.partial_minutes - 1))
 
 
 def last_closed_key(
@@ -43,42 +42,35 @@ def last_closed_key(
     return partitions_def.get_partition_key_for_timestamp(inside.timestamp())
 
 
-def _partial_cron() -> str:
-    minutes = partial_minutes()
-    offset = int(safety_delay().total_seconds() // 60)
-    return f"{offset}-59/{minutes} * * * *" if minutes > 1 else "* * * * *"
+def backup_schedules(sender: SenderSettings, shared: SharedSettings) -> list[dg.ScheduleDefinition]:
+    """The partial schedule (each window, the safety delay after it closes) and the daily complete."""
+    minutes, delay = shared.partial_minutes, safety_delay(sender, shared)
+    offset = int(delay.total_seconds() // 60)
 
-
-@dg.schedule(
-    name="partial_backup_schedule",
-    cron_schedule=_partial_cron(),
-    job=partial_backup_job,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def partial_backup_schedule(context: dg.ScheduleEvaluationContext):
-    key = last_closed_key(
-        PARTIAL, context.scheduled_execution_time, safety_delay(), timedelta(minutes=partial_minutes())
+    @dg.schedule(
+        name="partial_backup_schedule",
+        cron_schedule=f"{offset}-59/{minutes} * * * *" if minutes > 1 else "* * * * *",
+        job=partial_backup_job,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
     )
-    if key is None:
-        return dg.SkipReason("no partial window has closed yet since ARB_GO_LIVE")
-    return dg.RunRequest(run_key=f"partial-{key}", partition_key=key)
+    def partial_backup_schedule(context: dg.ScheduleEvaluationContext):
+        key = last_closed_key(PARTIAL, context.scheduled_execution_time, delay, timedelta(minutes=minutes))
+        if key is None:
+            return dg.SkipReason("no partial window has closed yet since ARB_GO_LIVE")
+        return dg.RunRequest(run_key=f"partial-{key}", partition_key=key)
 
+    @dg.schedule(
+        name="complete_backup_schedule",
+        cron_schedule=daily_cron(sender.complete_at),
+        job=complete_backup_job,
+        execution_timezone=shared.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def complete_backup_schedule(context: dg.ScheduleEvaluationContext):
+        key = last_closed_key(COMPLETE, context.scheduled_execution_time, timedelta(0), timedelta(days=1))
+        if key is None:
+            return dg.SkipReason("no day has closed yet since ARB_GO_LIVE")
+        return dg.RunRequest(run_key=f"complete-{key}", partition_key=key)
 
-def _complete_cron() -> str:
-    hh, mm = os.environ.get("ARB_COMPLETE_AT", "03:30").split(":")
-    return f"{int(mm)} {int(hh)} * * *"
-
-
-@dg.schedule(
-    name="complete_backup_schedule",
-    cron_schedule=_complete_cron(),
-    job=complete_backup_job,
-    execution_timezone=os.environ.get("ARB_TIMEZONE", "America/Santiago"),
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-def complete_backup_schedule(context: dg.ScheduleEvaluationContext):
-    key = last_closed_key(COMPLETE, context.scheduled_execution_time, timedelta(0), timedelta(days=1))
-    if key is None:
-        return dg.SkipReason("no day has closed yet since ARB_GO_LIVE")
-    return dg.RunRequest(run_key=f"complete-{key}", partition_key=key)
+    return [partial_backup_schedule, complete_backup_schedule]
