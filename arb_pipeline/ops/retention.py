@@ -60,7 +60,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.backup_id import KINDS
+from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, is_temporary_name
 
 log = logging.getLogger(__name__)
