@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
 
@@ -72,10 +73,10 @@ class Periods:
     def load(cls, conn) -> "Periods":
         return cls.from_rows(
             conn.execute(
-                'SELECT id, "dayType", "initialTime", "endTime" FROM "AndroidRequests_timeperiod"'
+                f'SELECT id, "dayType", "initialTime", "endTime" FROM {app_table_sql("timeperiod")}'
             ).fetchall(),
             conn.execute(
-                'SELECT id, "initialTime", "endTime" FROM "AndroidRequests_halfhourperiod"'
+                f'SELECT id, "initialTime", "endTime" FROM {app_table_sql("halfhourperiod")}'
             ).fetchall(),
         )
 
@@ -143,8 +144,8 @@ class EventPeriods(Derivation):
 
     name = "event_periods"
     sources = (
-        Source("AndroidRequests_eventforbusstop", "arb_pp_eventforbusstop_period", _COLUMNS, _FETCH),
-        Source("AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_period", _COLUMNS, _FETCH),
+        Source(app_table("eventforbusstop"), "arb_pp_eventforbusstop_period", _COLUMNS, _FETCH),
+        Source(app_table("eventforbusv2"), "arb_pp_eventforbusv2_period", _COLUMNS, _FETCH),
     )
 
     def __init__(self, timezone: str | None = None):

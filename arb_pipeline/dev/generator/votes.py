@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from arb_pipeline.catalog import app_table
 from arb_pipeline.dev.generator.common import GeneratorError, table
 
 KINDS = {
@@ -36,11 +37,11 @@ class VoteResult:
 
     @property
     def event_table(self) -> str:
-        return f"AndroidRequests_{KINDS[self.kind][0]}"
+        return app_table(KINDS[self.kind][0])
 
     @property
     def stat_table(self) -> str:
-        return f"AndroidRequests_{KINDS[self.kind][2]}"
+        return app_table(KINDS[self.kind][2])
 
 
 @dataclass(frozen=True)
