@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.introspect import TableInfo
@@ -52,8 +52,11 @@ class LoadError(ArbError):
     pass
 
 
-class RowsRejectedError(LoadError, BackupDataError):
-    """The server refused a verified backup's rows (a value, a key, a reference)."""
+class RowsRejectedError(LoadError):
+    """The server refused a verified backup's rows (a value, a key, a reference): the backup
+    passed verification, yet it would fail the same way on every retry."""
+
+    backup_at_fault = True
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
@@ -32,8 +32,11 @@ class StagingError(ArbError):
     pass
 
 
-class MalformedFileError(StagingError, BackupDataError):
-    """A table file's rows can't be read as the receiver's column types."""
+class MalformedFileError(StagingError):
+    """A table file's rows can't be read as the receiver's column types (after verification:
+    the backup is bad, every retry would fail the same way)."""
+
+    backup_at_fault = True
 
 
 @dataclass

@@ -9,7 +9,7 @@ Two checks, both plain Python:
 - :func:`check_schema`: every table of the backup can be loaded into the receiver's
   tables; the result is the :class:`SchemaPlan` the loader follows (which columns to load,
   which to leave out). A failure whose fix is on the receiver is a :class:`SchemaMismatch`
-  with ``quarantine = False``: the backup is fine and stays in the inbox.
+  (``backup_at_fault`` False): the backup is fine and stays in the inbox.
 
 Media members are not checked here: ``media.install_media`` verifies each member itself;
 here ``media.tar`` is one more file with a size and a sha256.
@@ -39,10 +39,9 @@ CHUNK = 1 << 20
 
 
 class VerifyError(ArbError):
-    """A backup failed verification. ``quarantine`` says whether the backup itself is bad
-    (move it aside) or whether the fix is elsewhere and the backup should stay queued."""
+    """A backup failed verification: the backup itself is bad (it is moved aside)."""
 
-    quarantine: bool = True
+    backup_at_fault = True
 
     def __init__(self, message: str, *, backup_id: str | None = None, file: str | None = None):
         super().__init__(message)
@@ -54,7 +53,7 @@ class SchemaMismatch(VerifyError):
     """The backup is intact but the receiver's schema can't take it yet: fix the receiver,
     the backup stays where it is and loads on a later try."""
 
-    quarantine = False
+    backup_at_fault = False
 
 
 @dataclass(frozen=True)
@@ -290,7 +289,7 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
 def verify_files(backup_dir: Path, progress=None) -> Manifest:
     """Check a published backup folder against its manifest; return the manifest.
 
-    Raises VerifyError (``quarantine`` True) naming the backup, the file and what differs.
+    Raises VerifyError (``backup_at_fault``) naming the backup, the file and what differs.
     ``progress`` (an ``arb_pipeline.progress.Progress``) counts the files as they are checked.
     """
     backup_dir = Path(backup_dir)
@@ -323,7 +322,7 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
     write; a receiver-only table is never written, even when it exists. Raises
     VerifyError for a backup that can't be loaded by design (unknown table, a different
-    primary key) and SchemaMismatch (``quarantine`` False) when the receiver must change.
+    primary key) and SchemaMismatch (not ``backup_at_fault``) when the receiver must change.
     """
     allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
     bid = manifest.backup_id
