@@ -27,7 +27,6 @@ from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
 DEFAULT_TIMEZONE = "America/Santiago"
 TIMEZONE_SETTING = "ARB_LOCAL_TIMEZONE"
 DAY_TYPES = ("Laboral", "Sábado", "Domingo")
-US_PER_DAY = 86_400_000_000
 US_PER_HALF_HOUR = 1_800_000_000
 
 

@@ -41,11 +41,6 @@ def normalize(raw: pd.Series) -> pd.DataFrame:
     return tidy(pd.DataFrame({"normalized_plate": normalized, "plate_format": fmt, "problem": problem}))
 
 
-def normalize_one(plate) -> str | None:
-    """The normalised plate, or None when it has no known format."""
-    return normalize(pd.Series([plate], dtype=object))["normalized_plate"].iloc[0]
-
-
 class BusPlates(Derivation):
     """The normalised plate of every bus (``AndroidRequests_busv2``)."""
 

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from arb_pipeline.catalog import app_table
 from arb_pipeline.dev.generator.common import GeneratorError, table
 
 KINDS = {
@@ -34,14 +33,6 @@ class VoteResult:
     stat_row_id: int
     created: bool
     time_stamp: datetime
-
-    @property
-    def event_table(self) -> str:
-        return app_table(KINDS[self.kind][0])
-
-    @property
-    def stat_table(self) -> str:
-        return app_table(KINDS[self.kind][2])
 
 
 @dataclass(frozen=True)
