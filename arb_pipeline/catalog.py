@@ -9,12 +9,23 @@ so adding a table is one entry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from arb_pipeline.errors import SchemaError
-from arb_pipeline.pg.connect import quote_ident
+from arb_pipeline.pg.introspect import Column, TableInfo, read_tables
+from arb_pipeline.pg.quote import quote_ident
 
-T = "AndroidRequests_"
+APP_TABLE_PREFIX = "AndroidRequests_"  # Django's app label: every TranSapp table name starts with it
+
+
+def app_table(short: str) -> str:
+    """The full name of the TranSapp table ``short``: ``busv2`` -> ``AndroidRequests_busv2``."""
+    return APP_TABLE_PREFIX + short
+
+
+def app_table_sql(short: str) -> str:
+    """``app_table(short)`` quoted, for SQL written as text."""
+    return quote_ident(app_table(short))
 
 
 @dataclass(frozen=True)
@@ -31,121 +42,65 @@ class TableSpec:
 
 CATALOG: tuple[TableSpec, ...] = (
     # Reference data: changes only with a new GTFS version.
-    TableSpec(T + "gtfs"),
-    TableSpec(T + "busstop"),
-    TableSpec(T + "service"),
-    TableSpec(T + "servicesbybusstop"),
-    TableSpec(T + "servicestopdistance"),
-    TableSpec(T + "route"),
-    TableSpec(T + "event"),
+    TableSpec(app_table("gtfs")),
+    TableSpec(app_table("busstop")),
+    TableSpec(app_table("service")),
+    TableSpec(app_table("servicesbybusstop")),
+    TableSpec(app_table("servicestopdistance")),
+    TableSpec(app_table("route")),
+    TableSpec(app_table("event")),
     # Buses: ride along with the bus events that reference them.
-    TableSpec(T + "busv2"),
-    TableSpec(T + "busassignment"),
+    TableSpec(app_table("busv2")),
+    TableSpec(app_table("busassignment")),
     # User events: what partial backups carry.
-    TableSpec(T + "eventforbusstop", cursor="timeStamp"),
-    TableSpec(T + "eventforbusv2", cursor="timeStamp"),
-    TableSpec(T + "stadisticdatafromregistrationbusstop", cursor="timeStamp"),
-    TableSpec(T + "stadisticdatafromregistrationbus", cursor="timeStamp"),
-    TableSpec(T + "report", cursor="timeStamp", media_column="imageName"),
+    TableSpec(app_table("eventforbusstop"), cursor="timeStamp"),
+    TableSpec(app_table("eventforbusv2"), cursor="timeStamp"),
+    TableSpec(app_table("stadisticdatafromregistrationbusstop"), cursor="timeStamp"),
+    TableSpec(app_table("stadisticdatafromregistrationbus"), cursor="timeStamp"),
+    TableSpec(app_table("report"), cursor="timeStamp", media_column="imageName"),
     # Trips and telemetry: complete backups only (the largest tables).
-    TableSpec(T + "token"),
-    TableSpec(T + "poseintrajectoryoftoken"),
-    TableSpec(T + "activetoken"),
-    TableSpec(T + "devicepositionintime"),
-    TableSpec(T + "nearbybuseslog"),
+    TableSpec(app_table("token")),
+    TableSpec(app_table("poseintrajectoryoftoken")),
+    TableSpec(app_table("activetoken")),
+    TableSpec(app_table("devicepositionintime")),
+    TableSpec(app_table("nearbybuseslog")),
     # Users and gamification.
-    TableSpec(T + "level"),
-    TableSpec(T + "transappuser", excluded=("email", "sessionToken")),
-    TableSpec(T + "scoreevent"),
-    TableSpec(T + "scorehistory"),
+    TableSpec(app_table("level")),
+    TableSpec(app_table("transappuser"), excluded=("email", "sessionToken")),
+    TableSpec(app_table("scoreevent")),
+    TableSpec(app_table("scorehistory")),
 )
 
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str  # format_type(): e.g. "timestamp with time zone", "character varying(8)"
-    not_null: bool
+PARTIAL_SPECS: tuple[TableSpec, ...] = tuple(s for s in CATALOG if s.in_partials)
+PARTIAL_TABLES: tuple[str, ...] = tuple(s.name for s in PARTIAL_SPECS)
+COMPLETE_TABLES: tuple[str, ...] = tuple(s.name for s in CATALOG)
 
 
-@dataclass(frozen=True)
-class ForeignKey:
-    columns: tuple[str, ...]
-    ref_table: str
-    ref_columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    name: str
-    columns: tuple[Column, ...]
-    primary_key: tuple[str, ...]
-    foreign_keys: tuple[ForeignKey, ...] = field(default=())
-
-    def column(self, name: str) -> Column:
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(name)
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-
-_COLUMNS_SQL = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%(tables)s)
-  AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
-
-_CONSTRAINTS_SQL = """
-SELECT c.relname, k.contype, k.conname,
-       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
-       r.relname,
-       ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
-FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class r ON r.oid = k.confrelid
-WHERE n.nspname = 'public' AND k.contype IN ('p', 'f') AND c.relname = ANY(%(tables)s)
-ORDER BY c.relname, k.conname
-"""
+def tables_of(kind: str) -> tuple[str, ...]:
+    """The tables a ``partial`` or ``complete`` backup carries."""
+    return PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES
 
 
 def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo]:
-    """Columns, primary key and foreign keys of ``tables`` from pg_catalog.
+    """Columns, primary key and foreign keys of the catalog's ``tables`` (``pg.introspect``).
 
-    A table of the list that does not exist is a SchemaError naming it.
+    A table of the list that does not exist, or has no primary key, is a SchemaError naming it.
     """
     tables = list(tables)
-    cols: dict[str, list[Column]] = {t: [] for t in tables}
-    for rel, name, typ, not_null in conn.execute(_COLUMNS_SQL, {"tables": tables}):
-        cols[rel].append(Column(name, typ, not_null))
-    missing = [t for t in tables if not cols[t]]
+    infos = read_tables(conn, tables)
+    missing = [t for t in tables if t not in infos]
     if missing:
         raise SchemaError(
             f"table(s) {', '.join(missing)} not found in the database's public schema; "
             "apply the migrations (`arb migrate`) or remove the entry from the catalog"
         )
-    pks: dict[str, tuple[str, ...]] = {}
-    fks: dict[str, list[ForeignKey]] = {t: [] for t in tables}
-    for rel, kind, _name, keycols, ref, refcols in conn.execute(_CONSTRAINTS_SQL, {"tables": tables}):
-        if kind == "p":
-            pks[rel] = tuple(keycols)
-        else:
-            fks[rel].append(ForeignKey(tuple(keycols), ref, tuple(refcols)))
-    no_pk = [t for t in tables if t not in pks]
+    no_pk = [t for t in tables if not infos[t].primary_key]
     if no_pk:
         raise SchemaError(
             f"table(s) {', '.join(no_pk)} have no primary key; loads upsert by primary key, "
             "so every replicated table needs one"
         )
-    return {t: TableInfo(t, tuple(cols[t]), pks[t], tuple(fks[t])) for t in tables}
+    return {t: infos[t] for t in tables}
 
 
 def parents_first(infos: dict[str, TableInfo]) -> list[str]:
@@ -184,15 +139,4 @@ def shipped_columns(spec: TableSpec, info: TableInfo, include_personal: bool = F
 
 def short_name(table: str) -> str:
     """The table's name without Django's app prefix, for asset keys and messages."""
-    return table[len(T) :] if table.startswith(T) else table
-
-
-def spec_for(name: str, catalog: tuple[TableSpec, ...] = CATALOG) -> TableSpec:
-    for spec in catalog:
-        if spec.name == name:
-            return spec
-    raise SchemaError(f"table {name!r} is not in the catalog (arb_pipeline/catalog.py)")
-
-
-def column_list(columns) -> str:
-    return ", ".join(quote_ident(c.name if isinstance(c, Column) else c) for c in columns)
+    return table.removeprefix(APP_TABLE_PREFIX)

@@ -7,6 +7,12 @@ class ArbError(Exception):
     Messages say what is wrong, with which setting or object, and what to do.
     """
 
+    # True when the backup being received is itself bad (altered, malformed, rows the
+    # database refuses), so every retry would fail the same way: the receiver quarantines
+    # it. False: the fix is elsewhere (a setting, the receiver's schema, a server) and the
+    # backup waits in the inbox for the next try.
+    backup_at_fault: bool = False
+
 
 class ConfigError(ArbError):
     """A setting is missing or wrong."""
@@ -14,9 +20,3 @@ class ConfigError(ArbError):
 
 class SchemaError(ArbError):
     """A database schema is not what this version of arb_pipeline expects."""
-
-
-class BackupDataError(ArbError):
-    """A backup that passed verification (sizes, hashes, row counts) but whose rows the
-    receiver's database can't take: the backup itself is bad, so it is quarantined with
-    this message (it would fail the same way on every retry)."""

@@ -21,7 +21,8 @@ from arb_pipeline.ops.parity import (
     shared_columns,
     table_fingerprint,
 )
-from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline_tests.support.postgres import fresh_db
 
 GTFS = "AndroidRequests_gtfs"

@@ -157,7 +157,7 @@ def test_a_flipped_byte_is_a_sha256_mismatch(backup):
     assert "quarantined" not in msg, (
         "verify_files only says what is wrong; the receiver quarantines and says where"
     )
-    assert exc.value.quarantine and exc.value.file == t["name"] and exc.value.backup_id == folder.name
+    assert exc.value.backup_at_fault and exc.value.file == t["name"] and exc.value.backup_id == folder.name
 
 
 def test_a_truncated_file_names_the_bytes(backup):
@@ -274,7 +274,7 @@ def test_a_malformed_manifest_is_a_verify_error(backup, change, expected):
     (folder / MANIFEST_NAME).write_bytes(change(raw))
     with pytest.raises(VerifyError, match=expected) as exc:
         verify_files(folder)
-    assert exc.value.quarantine and folder.name in str(exc.value) and MANIFEST_NAME in str(exc.value)
+    assert exc.value.backup_at_fault and folder.name in str(exc.value) and MANIFEST_NAME in str(exc.value)
 
 
 def test_a_missing_manifest_and_a_foreign_backup_id(backup):
@@ -364,7 +364,7 @@ def test_a_receiver_column_the_backup_lacks_is_a_schema_mismatch(backup, receive
         conn.commit()
         with pytest.raises(SchemaMismatch) as exc:
             check_schema(manifest, conn)
-    assert isinstance(exc.value, VerifyError) and exc.value.quarantine is False
+    assert isinstance(exc.value, VerifyError) and exc.value.backup_at_fault is False
     assert str(exc.value) == (
         f"receiver table {REPORT} requires column x that backup {folder.name} does not "
         "carry: run `arb migrate --role receiver` or make x nullable"

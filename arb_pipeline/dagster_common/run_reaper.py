@@ -22,14 +22,13 @@ killed load).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline.proc import command_line, process_alive
 from arb_pipeline.settings import DEAD_RUN_SILENCE_SECONDS
 
 
@@ -43,18 +42,10 @@ class ReapedRun:
 
 def _pid_alive(pid: int) -> bool:
     """A live process that is a Python/dagster worker (a recycled pid running something else is dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True  # exists, owned by someone else: not ours to judge
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return state != "Z" and (b"python" in cmdline or b"dagster" in cmdline)
+    cmdline = command_line(pid)
+    return cmdline is None or b"python" in cmdline or b"dagster" in cmdline
 
 
 def _last_pid_and_time(instance: dg.DagsterInstance, run_id: str) -> tuple[int | None, float | None]:

@@ -25,6 +25,7 @@ from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
 from arb_pipeline.dev.smtp import LocalSmtp
 from arb_pipeline.dev.sshd import LocalSshd, ServiceError, sshd_unavailable_reason
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.proc import process_alive
 from arb_pipeline.schema.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,16 +253,6 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         _log("stopped")
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM the process (it stops its children its own way), then whatever is left of its
     group (runs still finishing), and SIGKILL what doesn't exit within ``timeout``."""
@@ -274,13 +265,13 @@ def _stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
             pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
-        if not _group_alive(pgid):
+        if not process_alive(pgid, group=True):
             break
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             break
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while process_alive(pgid, group=True) and time.monotonic() < deadline:
             time.sleep(0.2)
     proc.poll()
 

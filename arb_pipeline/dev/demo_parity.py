@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import PARTIAL_SPECS, short_name
 from arb_pipeline.ops.parity import canonical_text_settings, row_hash_sql, shared_columns
-from arb_pipeline.pg.connect import connect, quote_ident
-
-PARTIAL_TABLES = tuple((spec.name, spec.cursor) for spec in CATALOG if spec.in_partials)
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import quote_ident
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class LoadedParity:
             rows = sum(t.rows for t in self.tables)
             return f"{head}; {when}: OK ({rows} rows in {len(self.tables)} tables match)"
         drift = ", ".join(
-            f"{t.table.removeprefix('AndroidRequests_')} {t.behind} of {t.rows} rows behind"
+            f"{short_name(t.table)} {t.behind} of {t.rows} rows behind"
             + (f" and {t.extra} extra" if t.extra else "")
             for t in self.tables
             if not t.ok
@@ -111,7 +110,7 @@ def loaded_parity(sender_dsn: str, receiver_dsn: str) -> LoadedParity:
         connect(receiver_dsn, autocommit=True) as receiver_conn,
     ):
         tables = tuple(
-            table_in_step(sender_conn, receiver_conn, table, cursor, through)
-            for table, cursor in PARTIAL_TABLES
+            table_in_step(sender_conn, receiver_conn, spec.name, spec.cursor, through)
+            for spec in PARTIAL_SPECS
         )
     return LoadedParity(partials, completes, through, tables)

@@ -144,12 +144,14 @@ class LocalPostgres:
     def create_database(self, name: str, *, drop_existing: bool = False) -> str:
         import psycopg
 
+        from arb_pipeline.pg.quote import quote_ident
+
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             if drop_existing:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                conn.execute(f"CREATE DATABASE {quote_ident(name)}")
         return self.dsn(name)
 
     def tool(self, name: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from arb_pipeline.dev.ports import free_port
 from arb_pipeline.errors import ArbError
+from arb_pipeline.proc import process_alive
 
 SSHD_BIN = Path("/usr/sbin/sshd")
 DEFAULT_USER = "arbsftp"
@@ -112,21 +113,6 @@ def generate_ed25519_key(private_path: Path, comment: str) -> str:
     line = f"{public} {comment}"
     Path(f"{private_path}.pub").write_text(line + "\n")
     return line
-
-
-def _process_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def _children(pid: int) -> list[int]:
@@ -243,7 +229,7 @@ class LocalSshd:
             pid = int(self.pid_file.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _process_alive(pid) else None
+        return pid if process_alive(pid) else None
 
     @property
     def host_key_line(self) -> str:
@@ -414,7 +400,7 @@ Match User {self.username}
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while any(_process_alive(each) for each in pids):
+        while any(process_alive(each) for each in pids):
             if time.monotonic() > deadline:
                 raise ServiceError(f"sshd (pid {pid}) did not exit {timeout:.0f} s after SIGTERM")
             time.sleep(0.01)

@@ -19,9 +19,11 @@ from arb_pipeline.catalog import CATALOG, TableSpec, introspect, shipped_columns
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.extract.media import bundle_all_media, bundle_media
 from arb_pipeline.extract.tables import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
+from arb_pipeline.package.backup_id import build_backup_id
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.package.writer import StagedBackup
-from arb_pipeline.pg.connect import client_program_args, connect, quote_ident
+from arb_pipeline.pg.connect import client_program_args, connect
+from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.transport.base import Transport
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,6 @@ class BackupPart:
 
     built: BuiltBackup
     names: tuple[str, ...]
-
-
-def backup_id(kind: str, partition_key: str, unique: str) -> str:
-    return f"{kind}-{partition_key}-{unique.lower()[:12]}"
 
 
 def default_sender_id() -> str:
@@ -90,7 +88,7 @@ def build_partial(
     include_personal: bool = False,
 ) -> BuiltBackup:
     """Extract the window's rows and the media they reference into a staging folder."""
-    bid = backup_id("partial", partition_key, unique)
+    bid = build_backup_id("partial", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
     with connect(dsn) as conn:
         ex = extract_partial(
@@ -130,7 +128,7 @@ def build_complete(
 ) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
-    bid = backup_id("complete", partition_key, unique)
+    bid = build_backup_id("complete", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
 
     def dump_schema(snapshot_id: str) -> None:

@@ -26,13 +26,15 @@ from typing import Iterator
 
 from psycopg import sql
 
-from arb_pipeline.catalog import CATALOG, TableInfo, TableSpec, introspect, parents_first, shipped_columns
+from arb_pipeline.catalog import CATALOG, TableSpec, introspect, parents_first, shipped_columns
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.ops.parity import ROW_HASH_ALGORITHM, table_fingerprint
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.pg.connect import client_program_args
+from arb_pipeline.pg.introspect import TableInfo
+from arb_pipeline.pg.quote import ident_list
 
 DEFAULT_OVERLAP = timedelta(minutes=15)  # 10 min late commit + 5 min clock offset
 
@@ -77,10 +79,6 @@ def read_snapshot(conn) -> Iterator[datetime]:
         conn.rollback()
 
 
-def _ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
-
-
 class _PartialSelection:
     """SQL predicates choosing a window's rows and, transitively, their FK parents."""
 
@@ -108,20 +106,21 @@ class _PartialSelection:
         parts: list[sql.Composable] = []
         spec = self.specs[table]
         if spec.in_partials:
-            col = sql.SQL("{}.{}").format(_ident(alias), _ident(spec.cursor))
+            col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(spec.cursor))
             parts.append(sql.SQL("({c} >= {lo} AND {c} < {hi})").format(c=col, lo=self.lo, hi=self.hi))
         for child, fk in self._children[table]:
             inner = f"c{depth}"
             parts.append(
                 sql.SQL("({ref}) IN (SELECT {cols} FROM {child} {a} WHERE {pred})").format(
                     ref=sql.SQL(", ").join(
-                        sql.SQL("{}.{}").format(_ident(alias), _ident(c)) for c in fk.ref_columns
+                        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c))
+                        for c in fk.ref_columns
                     ),
                     cols=sql.SQL(", ").join(
-                        sql.SQL("{}.{}").format(_ident(inner), _ident(c)) for c in fk.columns
+                        sql.SQL("{}.{}").format(sql.Identifier(inner), sql.Identifier(c)) for c in fk.columns
                     ),
-                    child=_ident(child),
-                    a=_ident(inner),
+                    child=sql.Identifier(child),
+                    a=sql.Identifier(inner),
                     pred=self.predicate(child, inner, depth + 1),
                 )
             )
@@ -143,7 +142,7 @@ def _copy_to(conn, query: sql.Composable, sink, transform=None) -> None:
 
 
 def _select_list(columns) -> sql.Composable:
-    return sql.SQL(", ").join(_ident(c.name) for c in columns)
+    return ident_list(c.name for c in columns)
 
 
 def _file_entry(
@@ -191,9 +190,9 @@ def extract_partial(
                 "SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x"
             ).format(
                 cols=_select_list(columns),
-                t=_ident(table),
+                t=sql.Identifier(table),
                 pred=pred,
-                pk=sql.SQL(", ").join(_ident(c) for c in info.primary_key),
+                pk=ident_list(info.primary_key),
             )
             name = f"tables/{table}.jsonl.zst"
             with staged.table_file(name) as sink:
@@ -203,7 +202,7 @@ def extract_partial(
                 rows = conn.execute(
                     sql.SQL(
                         "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''"
-                    ).format(m=_ident(spec.media_column), t=_ident(table), pred=pred)
+                    ).format(m=sql.Identifier(spec.media_column), t=sql.Identifier(table), pred=pred)
                 )
                 media.update(r[0] for r in rows)
     return Extracted(snapshot_time, order, files, sorted(media))
@@ -336,7 +335,9 @@ def extract_complete(
         def dump(table: str):
             spec, info = specs[table], infos[table]
             columns = shipped_columns(spec, info, include_personal)
-            query = sql.SQL("SELECT {cols} FROM {t}").format(cols=_select_list(columns), t=_ident(table))
+            query = sql.SQL("SELECT {cols} FROM {t}").format(
+                cols=_select_list(columns), t=sql.Identifier(table)
+            )
             name = f"tables/{table}.copy.zst"
             with staged.table_file(name, level=level, threads=threads) as sink:
                 if parallel:
@@ -375,7 +376,7 @@ def extract_complete(
             if spec.media_column:
                 rows = conn.execute(
                     sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
-                        m=_ident(spec.media_column), t=_ident(table)
+                        m=sql.Identifier(spec.media_column), t=sql.Identifier(table)
                     )
                 )
                 media.update(r[0] for r in rows)

@@ -34,9 +34,11 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.package.manifest import FileEntry, Manifest
+from arb_pipeline.pg.introspect import TableInfo
+from arb_pipeline.pg.quote import ident_list, quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,17 @@ LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's se
 VERSION_COLUMN = "arb_synced_at"
 REPROCESS_COLUMN = "transformed"
 CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
-RECEIVER_ONLY = {VERSION_COLUMN}
 
 
 class LoadError(ArbError):
     pass
 
 
-class RowsRejectedError(LoadError, BackupDataError):
-    """The server refused a verified backup's rows (a value, a key, a reference)."""
+class RowsRejectedError(LoadError):
+    """The server refused a verified backup's rows (a value, a key, a reference): the backup
+    passed verification, yet it would fail the same way on every retry."""
+
+    backup_at_fault = True
 
 
 @dataclass
@@ -74,14 +78,6 @@ class LoadResult:
     @property
     def rows_deleted(self) -> int:
         return sum(t.rows_deleted for t in self.tables)
-
-
-def _id(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
-
-
-def _ids(names) -> sql.Composable:
-    return sql.SQL(", ").join(_id(n) for n in names)
 
 
 def load_backup(
@@ -236,22 +232,20 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
     return result
 
 
-_RECEIVER_ONLY_SQL = """
-SELECT a.attname FROM pg_attribute a
-WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-  AND col_description(a.attrelid, a.attnum) LIKE 'arb:receiver-only%%'
-"""
+RECEIVER_ONLY_MARK = "arb:receiver-only"  # starts the comment of a column the receiver's migrations own
 
 
-def receiver_only_columns(conn, table: str) -> set[str]:
-    """Columns the receiver's migrations mark as its own (a column comment): a backup
-    never writes them, even if it carries a column of the same name."""
-    return {r[0] for r in conn.execute(_RECEIVER_ONLY_SQL, (sql.Identifier(table).as_string(conn),))}
+def receiver_only_columns(info: TableInfo) -> set[str]:
+    """Columns a backup never writes, even if it carries a column of the same name: the
+    version column, and those the receiver's migrations mark as their own (a column comment)."""
+    return {VERSION_COLUMN} | {
+        c.name for c in info.columns if c.comment and c.comment.startswith(RECEIVER_ONLY_MARK)
+    }
 
 
 def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
     receiver_cols = set(info.column_names)
-    own = RECEIVER_ONLY | receiver_only_columns(conn, info.name)
+    own = receiver_only_columns(info)
     cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
     if VERSION_COLUMN not in receiver_cols:
         raise LoadError(
@@ -259,23 +253,25 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
         )
     non_key = [c for c in cols if c not in info.primary_key]
     changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-        sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key) if non_key else sql.SQL("NULL"),
-        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_id(c)) for c in non_key)
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key)
+        if non_key
+        else sql.SQL("NULL"),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key)
         if non_key
         else sql.SQL("NULL"),
     )
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=_id(c)) for c in non_key]
-    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=_id(VERSION_COLUMN)))
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key]
+    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=sql.Identifier(VERSION_COLUMN)))
     if REPROCESS_COLUMN in receiver_cols:
         sets.append(
             sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
-                r=_id(REPROCESS_COLUMN), changed=changed
+                r=sql.Identifier(REPROCESS_COLUMN), changed=changed
             )
         )
     if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
         sets.append(
             sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
-                c=_id(CHANGED_COLUMN), changed=changed
+                c=sql.Identifier(CHANGED_COLUMN), changed=changed
             )
         )
     if manifest.kind == "complete":
@@ -286,11 +282,11 @@ def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: T
         "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
         "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}"
     ).format(
-        t=_id(info.name),
-        cols=_ids(cols),
-        v=_id(VERSION_COLUMN),
+        t=sql.Identifier(info.name),
+        cols=ident_list(cols),
+        v=sql.Identifier(VERSION_COLUMN),
         s=stage,
-        pk=_ids(info.primary_key),
+        pk=ident_list(info.primary_key),
         sets=sql.SQL(", ").join(sets),
     )
     cur = conn.execute(query, {"snap": manifest.snapshot_time})
@@ -301,34 +297,36 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
     """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
     far less than probing the primary key once per row (PostgreSQL 15+)."""
     conn.execute(sql.SQL("ANALYZE {}").format(stage))
-    match = sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=_id(c)) for c in info.primary_key)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
+    )
     update = sql.SQL("")
     if non_key:
         differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(_id(c)) for c in non_key),
-            sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
         )
-        sets = [sql.SQL("{c} = s.{c}").format(c=_id(c)) for c in non_key]
-        sets.append(sql.SQL("{v} = %(snap)s").format(v=_id(VERSION_COLUMN)))
+        sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key]
+        sets.append(sql.SQL("{v} = %(snap)s").format(v=sql.Identifier(VERSION_COLUMN)))
         if REPROCESS_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = false").format(_id(REPROCESS_COLUMN)))
+            sets.append(sql.SQL("{} = false").format(sql.Identifier(REPROCESS_COLUMN)))
         if CHANGED_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = clock_timestamp()").format(_id(CHANGED_COLUMN)))
+            sets.append(sql.SQL("{} = clock_timestamp()").format(sql.Identifier(CHANGED_COLUMN)))
         update = sql.SQL(
             "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
-        ).format(v=_id(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+        ).format(v=sql.Identifier(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
     return conn.execute(
         sql.SQL(
             "MERGE INTO {t} t USING {s} s ON {match} {update}"
             "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
         ).format(
-            t=_id(info.name),
+            t=sql.Identifier(info.name),
             s=stage,
             match=match,
             update=update,
-            cols=_ids(cols),
-            v=_id(VERSION_COLUMN),
-            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(_id(c)) for c in cols),
+            cols=ident_list(cols),
+            v=sql.Identifier(VERSION_COLUMN),
+            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
         ),
         {"snap": manifest.snapshot_time},
     ).rowcount
@@ -340,16 +338,18 @@ def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: 
     After the merge every staged row exists in the table; when the table holds no more
     rows than were staged, nothing can be absent and the anti-join is skipped."""
     if (
-        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_id(info.name))).fetchone()[0]
+        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(info.name))).fetchone()[0]
         <= load.rows_in_backup
     ):
         return 0
-    match = sql.SQL(" AND ").join(sql.SQL("s.{c} = t.{c}").format(c=_id(c)) for c in info.primary_key)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
+    )
     cur = conn.execute(
         sql.SQL(
             "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
             "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})"
-        ).format(t=_id(info.name), v=_id(VERSION_COLUMN), s=stage, match=match),
+        ).format(t=sql.Identifier(info.name), v=sql.Identifier(VERSION_COLUMN), s=stage, match=match),
         {"snap": manifest.snapshot_time},
     )
     return cur.rowcount
@@ -358,14 +358,14 @@ def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: 
 def _advance_sequences(conn, info) -> None:
     """Serial ids: the receiver's sequence ends past the loaded ids (if it ever inserts)."""
     for col in info.primary_key:
-        seq = conn.execute(
-            "SELECT pg_get_serial_sequence(%s, %s)", (sql.Identifier(info.name).as_string(conn), col)
-        ).fetchone()[0]
+        seq = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (quote_ident(info.name), col)).fetchone()[
+            0
+        ]
         if seq:
             conn.execute(
                 sql.SQL(
                     "SELECT setval(%(seq)s, GREATEST(m, (SELECT last_value FROM {seq}))) "
                     "FROM (SELECT max({c}) AS m FROM {t}) x WHERE m IS NOT NULL"
-                ).format(seq=sql.SQL(seq), c=_id(col), t=_id(info.name)),
+                ).format(seq=sql.SQL(seq), c=sql.Identifier(col), t=sql.Identifier(info.name)),
                 {"seq": seq},
             )

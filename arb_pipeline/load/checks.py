@@ -35,7 +35,7 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.load.apply import RECEIVER_ONLY, VERSION_COLUMN, LoadResult, receiver_only_columns
+from arb_pipeline.load.apply import VERSION_COLUMN, LoadResult, receiver_only_columns
 from arb_pipeline.load.staging import StagingError, stage_table
 from arb_pipeline.ops.parity import (
     CHANGED,
@@ -47,7 +47,8 @@ from arb_pipeline.ops.parity import (
     row_hash_sql,
 )
 from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import quote_ident
 
 MAX_KEYS = 10
 STAGE = "arb_check_stage"
@@ -247,7 +248,7 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
             {"rows_in_manifest": entry.rows},
         )
     columns = [c.name for c in entry.columns]
-    own = RECEIVER_ONLY | receiver_only_columns(conn, table)
+    own = receiver_only_columns(info)
     comparable = [c for c in columns if c in set(info.column_names) and c not in own]
     left_out = [c for c in columns if c not in comparable]
     snap = manifest.snapshot_time

@@ -18,10 +18,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import ident_list
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
@@ -31,8 +32,11 @@ class StagingError(ArbError):
     pass
 
 
-class MalformedFileError(StagingError, BackupDataError):
-    """A table file's rows can't be read as the receiver's column types."""
+class MalformedFileError(StagingError):
+    """A table file's rows can't be read as the receiver's column types (after verification:
+    the backup is bad, every retry would fail the same way)."""
+
+    backup_at_fault = True
 
 
 @dataclass
@@ -43,14 +47,6 @@ class TableLoad:
     rows_deleted: int = 0
     ignored_columns: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete
-
-
-def _id(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
-
-
-def _ids(names) -> sql.Composable:
-    return sql.SQL(", ").join(_id(n) for n in names)
 
 
 def stage_table(
@@ -67,7 +63,8 @@ def stage_table(
             f"backup file {entry.name} lacks primary key column(s) {missing_pk} of {entry.table}"
         )
     coldefs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(_id(c), sql.SQL(receiver_types.get(c, "text"))) for c in backup_cols
+        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(receiver_types.get(c, "text")))
+        for c in backup_cols
     )
     create = sql.SQL(
         "CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temporary else "CREATE UNLOGGED TABLE {} ({})"
@@ -100,7 +97,7 @@ def stage_table(
 def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str]) -> None:
     with conn.cursor() as cur:
         if entry.format == "copy-text":
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, _ids(backup_cols))) as copy:
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
                 for chunk in iter_table_chunks(path):
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type

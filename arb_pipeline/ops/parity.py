@@ -49,11 +49,13 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from arb_pipeline.catalog import APP_TABLE_PREFIX, app_table
 from arb_pipeline.errors import ArbError, ConfigError, SchemaError
-from arb_pipeline.pg.connect import connect, describe_dsn, quote_ident
+from arb_pipeline.pg.connect import connect, describe_dsn
+from arb_pipeline.pg.introspect import list_tables, read_tables
+from arb_pipeline.pg.quote import quote_ident
 
 SCHEMA = "public"
-TABLE_PREFIX = "AndroidRequests_"
 
 ROW_HASH_ALGORITHM = "sum64(md5(convert_to(ROW(columns)::text,'UTF8'))) mod 2^64, canonical settings v1"
 
@@ -106,7 +108,7 @@ def _row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
 
 
 def _qualified(table: str) -> str:
-    return f"{quote_ident(SCHEMA)}.{quote_ident(table)}"
+    return quote_ident(SCHEMA, table)
 
 
 def _check_server(conn: psycopg.Connection) -> None:
@@ -208,47 +210,6 @@ class SharedColumns:
     receiver_only: tuple[str, ...] = ()
 
 
-def _table_columns(conn: psycopg.Connection, table: str) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            (SCHEMA, table),
-        )
-    ]
-
-
-def primary_key(conn: psycopg.Connection, table: str) -> tuple[str, ...]:
-    """The primary key columns in key order, from the catalog (empty if the table has none)."""
-    return tuple(
-        r[0]
-        for r in conn.execute(
-            """
-        SELECT a.attname
-        FROM pg_index i
-        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-        WHERE i.indrelid = to_regclass(%s) AND i.indisprimary
-        ORDER BY k.ord
-        """,
-            (_qualified(table),),
-        )
-    )
-
-
-def _collatable(conn: psycopg.Connection, table: str, columns: Sequence[str]) -> set[str]:
-    """Columns whose ORDER BY follows a collation (text-like types)."""
-    return {
-        r[0]
-        for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-            "AND attname = ANY(%s) AND attcollation <> 0",
-            (_qualified(table), list(columns)),
-        )
-    }
-
-
 # Bookkeeping of one database (when *its* loads changed a row, for postprocessing): never
 # equal between two databases, so never compared, even between two receivers.
 LOCAL_COLUMNS = ("arb_changed_at",)
@@ -262,21 +223,21 @@ def shared_columns(
     The receiver drops personal columns and adds its own, so only the intersection can
     be compared. The key must be the same on both sides, or rows can't be paired.
     """
-    sender_cols = _table_columns(sender_conn, table)
-    receiver_cols = _table_columns(receiver_conn, table)
-    for side, conn, cols in (
-        ("sender", sender_conn, sender_cols),
-        ("receiver", receiver_conn, receiver_cols),
-    ):
-        if not cols:
+    infos = {}
+    for side, conn in (("sender", sender_conn), ("receiver", receiver_conn)):
+        found = read_tables(conn, [table], SCHEMA)
+        if table not in found:
             raise SchemaError(
                 f"table {table} not found on the {side} ({describe_dsn(conn.info.dsn)}): "
                 f"check the table name or run `arb migrate --role {side}` on that database"
             )
+        infos[side] = found[table]
+    sender_cols = infos["sender"].column_names
+    receiver_cols = infos["receiver"].column_names
     receiver_set = set(receiver_cols) - set(LOCAL_COLUMNS)
     shared = tuple(c for c in sender_cols if c in receiver_set)
-    sender_key = primary_key(sender_conn, table)
-    receiver_key = primary_key(receiver_conn, table)
+    sender_key = infos["sender"].primary_key
+    receiver_key = infos["receiver"].primary_key
     if sender_key != receiver_key:
         raise SchemaError(
             f"{table} has primary key ({', '.join(sender_key) or 'none'}) on the sender but "
@@ -298,18 +259,6 @@ def shared_columns(
     )
 
 
-def _replicable_tables(conn: psycopg.Connection) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = %s AND table_type = 'BASE TABLE' AND table_name LIKE %s "
-            "ORDER BY table_name",
-            (SCHEMA, TABLE_PREFIX.replace("_", r"\_") + "%"),
-        )
-    ]
-
-
 def replicated_tables(
     sender_conn: psycopg.Connection,
     receiver_conn: psycopg.Connection,
@@ -320,35 +269,26 @@ def replicated_tables(
     With an explicit ``tables`` list, each must exist on both sides; a short name such
     as ``busstop`` is accepted for ``AndroidRequests_busstop``.
     """
-    on_sender = _all_tables(sender_conn)
-    on_receiver = _all_tables(receiver_conn)
     if tables is None:
-        receiver_set = set(_replicable_tables(receiver_conn))
-        return [t for t in _replicable_tables(sender_conn) if t in receiver_set]
+        receiver_set = set(list_tables(receiver_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA))
+        return [
+            t for t in list_tables(sender_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA) if t in receiver_set
+        ]
+    on_sender = set(list_tables(sender_conn, schema=SCHEMA))
+    on_receiver = set(list_tables(receiver_conn, schema=SCHEMA))
     chosen: list[str] = []
     for name in tables:
-        if name not in on_sender and name not in on_receiver and TABLE_PREFIX + name in on_sender:
-            name = TABLE_PREFIX + name
+        if name not in on_sender and name not in on_receiver and app_table(name) in on_sender:
+            name = app_table(name)
         for side, present in (("sender", on_sender), ("receiver", on_receiver)):
             if name not in present:
                 raise SchemaError(
                     f"table {name} is not on the {side}: check the --table name "
-                    f"(tables look like {TABLE_PREFIX}busstop) or run `arb migrate --role {side}`"
+                    f"(tables look like {app_table('busstop')}) or run `arb migrate --role {side}`"
                 )
         if name not in chosen:
             chosen.append(name)
     return chosen
-
-
-def _all_tables(conn: psycopg.Connection) -> set[str]:
-    return {
-        r[0]
-        for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = "
-            "'BASE TABLE'",
-            (SCHEMA,),
-        )
-    }
 
 
 # --------------------------------------------------------------------------- reports
@@ -630,7 +570,8 @@ def _diff_table(sender_conn, receiver_conn, result: TableParity, max_diffs: int)
     if not key_columns:
         result.note = "no primary key, so differing rows can't be named"
         return
-    collatable = _collatable(sender_conn, table, key_columns)
+    info = read_tables(sender_conn, [table], SCHEMA)[table]
+    collatable = {c.name for c in info.columns if c.collatable and c.name in key_columns}
     s_stream = _stream_row_hashes(sender_conn, table, columns, key_columns, collatable)
     r_stream = _stream_row_hashes(receiver_conn, table, columns, key_columns, collatable)
     try:
@@ -680,7 +621,11 @@ def compare_tables(
         names = replicated_tables(s_conn, r_conn, tables)
         if tables is None:
             receiver_set = set(names)
-            report.sender_only_tables = tuple(t for t in _replicable_tables(s_conn) if t not in receiver_set)
+            report.sender_only_tables = tuple(
+                t
+                for t in list_tables(s_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA)
+                if t not in receiver_set
+            )
         for table in progress.track(names, "parity") if progress is not None else names:
             shared = shared_columns(s_conn, r_conn, table)
             result = TableParity(

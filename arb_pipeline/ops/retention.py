@@ -1,7 +1,10 @@
 """Inbox retention and the disk guard (promise 4: nothing deleted that wasn't loaded).
 
-Plain Python, no Dagster. The receiver's retention asset calls ``load_ledger``,
-``plan_retention`` and ``apply_retention``; the loader calls ``check_free_space`` first.
+Plain Python, no Dagster. There is no retention asset: after the receiver's load assets
+have loaded a partition's backups, they call ``receive.inbox.apply_retention_after_load``,
+which runs ``load_ledger``, ``plan_retention`` and ``apply_retention`` (a failure there is
+logged and never fails the load). ``receive.inbox.receive`` calls ``check_free_space``
+before it verifies a backup.
 
 The inbox holds ``<inbox>/<kind>/<backup_id>/`` folders (kind: partial | complete), each
 committed by its ``manifest.json`` (written last). Retention looks at nothing else: only
@@ -43,9 +46,10 @@ ledger (an abandoned upload must still hold only temporary names and be unchange
 planning); if the check fails the rename is undone and the folder kept. Every deletion
 and every refusal is logged.
 
-The disk guard (``check_free_space``) stops loading when a volume (database, media,
-inbox, staging) has less free space than ``ARB_MIN_FREE_MB``: a clear DiskSpaceError
-rather than a failed load half way; nothing is lost, the backups wait in the inbox.
+The disk guard (``check_free_space``) stops loading when a volume it is given (the
+receiver checks the inbox and the media folder) has less free space than
+``ARB_MIN_FREE_MB``: a clear DiskSpaceError rather than a failed load half way; nothing
+is lost, the backups wait in the inbox.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.backup_id import KINDS
+from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, is_temporary_name
 
 log = logging.getLogger(__name__)
@@ -362,7 +367,9 @@ def _delete_one(cand: Candidate, root: Path) -> bool:
         )
         raise
     if cand.abandoned:
-        log.info("retention: deleted abandoned upload %s (no manifest, only temporary upload files)", path)
+        log.info(
+            "retention: deleted %s %s (no manifest, only temporary upload files)", ABANDONED_UPLOAD, path
+        )
     else:
         log.info("retention: deleted loaded backup %s", cand.describe())
     return True

@@ -13,17 +13,14 @@ from datetime import datetime
 from typing import Any
 
 from arb_pipeline.errors import ArbError
+from arb_pipeline.package.backup_id import KINDS, parse_backup_id
 
 FORMAT = "arb-backup"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-KINDS = ("partial", "complete")
 FILE_KINDS = ("table", "media", "schema", "restore")
 TABLE_FORMATS = ("jsonl", "copy-text")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
-_BACKUP_ID = re.compile(
-    r"^(partial|complete)-[0-9]{4}-[0-9]{2}-[0-9]{2}(-[0-9]{2}-[0-9]{2})?-[0-9a-z]{1,32}$"
-)
 
 
 class ManifestError(ArbError):
@@ -148,7 +145,8 @@ class Manifest:
             )
         kind = r.choice("kind", KINDS)
         backup_id = r.str("backup_id")
-        if not _BACKUP_ID.match(backup_id) or not backup_id.startswith(kind + "-"):
+        parsed = parse_backup_id(backup_id)
+        if parsed is None or parsed.kind != kind:
             raise ManifestError(
                 f"manifest.backup_id {backup_id!r} is not of the form <kind>-<partition key>-<id>"
             )

@@ -21,14 +21,16 @@ DIR_MODE = 0o755
 
 
 class MediaError(ArbError):
-    """A media folder or media bundle is unusable; the message names the file and the fix.
+    """A media bundle is unusable (the backup is moved aside); the message names the file."""
 
-    ``quarantine`` says whether the bundle itself is bad (move the backup aside) or the
-    receiver's setting is wrong (the backup waits in the inbox for the next try)."""
+    backup_at_fault = True
 
-    def __init__(self, message: str, *, quarantine: bool = True):
-        super().__init__(message)
-        self.quarantine = quarantine
+
+class MediaFolderError(MediaError):
+    """A media folder is unusable (its setting, permissions, the disk): the backup is fine
+    and waits in the inbox for the next try; the message names the folder and the fix."""
+
+    backup_at_fault = False
 
 
 def is_safe_name(name: str) -> bool:
@@ -43,10 +45,9 @@ def is_safe_name(name: str) -> bool:
 def media_root(media_dir: Path, label: str = "media folder") -> str:
     path = Path(media_dir)
     if not path.is_dir():
-        raise MediaError(
+        raise MediaFolderError(
             f"{label} {str(path)!r} does not exist or is not a folder: "
-            f"check the media_dir setting, or create the folder",
-            quarantine=False,
+            f"check the media_dir setting, or create the folder"
         )
     return os.path.realpath(path)
 

@@ -9,7 +9,7 @@ Two checks, both plain Python:
 - :func:`check_schema`: every table of the backup can be loaded into the receiver's
   tables; the result is the :class:`SchemaPlan` the loader follows (which columns to load,
   which to leave out). A failure whose fix is on the receiver is a :class:`SchemaMismatch`
-  with ``quarantine = False``: the backup is fine and stays in the inbox.
+  (``backup_at_fault`` False): the backup is fine and stays in the inbox.
 
 Media members are not checked here: ``media.install_media`` verifies each member itself;
 here ``media.tar`` is one more file with a size and a sha256.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,20 +28,20 @@ import zstandard
 
 from arb_pipeline.catalog import CATALOG
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, ColumnSpec, FileEntry, Manifest, ManifestError
+from arb_pipeline.package.backup_id import KINDS, parse_backup_id
+from arb_pipeline.package.manifest import MANIFEST_NAME, ColumnSpec, FileEntry, Manifest, ManifestError
+from arb_pipeline.pg.introspect import read_tables
 from arb_pipeline.transport.base import is_temporary_name
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-_PARTITION_IN_ID = re.compile(r"^(?:partial|complete)-(.+)-[0-9a-z]{1,32}$")
 
 
 class VerifyError(ArbError):
-    """A backup failed verification. ``quarantine`` says whether the backup itself is bad
-    (move it aside) or whether the fix is elsewhere and the backup should stay queued."""
+    """A backup failed verification: the backup itself is bad (it is moved aside)."""
 
-    quarantine: bool = True
+    backup_at_fault = True
 
     def __init__(self, message: str, *, backup_id: str | None = None, file: str | None = None):
         super().__init__(message)
@@ -54,7 +53,7 @@ class SchemaMismatch(VerifyError):
     """The backup is intact but the receiver's schema can't take it yet: fix the receiver,
     the backup stays where it is and loads on a later try."""
 
-    quarantine = False
+    backup_at_fault = False
 
 
 @dataclass(frozen=True)
@@ -99,12 +98,10 @@ class SchemaPlan:
 
 
 def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
-    if partition_key is None:
-        m = _PARTITION_IN_ID.match(backup_id)
-        partition_key = m.group(1) if m else None
-    kind = backup_id.split("-", 1)[0] if backup_id.startswith(("partial-", "complete-")) else None
-    if partition_key and kind:
-        return f"re-run the sender's {kind} partition {partition_key} to publish it again"
+    parsed = parse_backup_id(backup_id)
+    if parsed:
+        key = partition_key or parsed.partition_key
+        return f"re-run the sender's {parsed.kind} partition {key} to publish it again"
     return "re-run the sender's partition of this backup to publish it again"
 
 
@@ -292,7 +289,7 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
 def verify_files(backup_dir: Path, progress=None) -> Manifest:
     """Check a published backup folder against its manifest; return the manifest.
 
-    Raises VerifyError (``quarantine`` True) naming the backup, the file and what differs.
+    Raises VerifyError (``backup_at_fault``) naming the backup, the file and what differs.
     ``progress`` (an ``arb_pipeline.progress.Progress``) counts the files as they are checked.
     """
     backup_dir = Path(backup_dir)
@@ -318,34 +315,6 @@ def verify_files(backup_dir: Path, progress=None) -> Manifest:
 
 # -- schema ---------------------------------------------------------------------------
 
-_RECEIVER_COLUMNS_SQL = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       a.atthasdef, a.attidentity <> '', a.attgenerated <> ''
-FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%(tables)s)
-  AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY c.relname, a.attnum
-"""
-
-_PRIMARY_KEYS_SQL = """
-SELECT c.relname,
-       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
-             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i)
-FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND k.contype = 'p' AND c.relname = ANY(%(tables)s)
-"""
-
-
-@dataclass(frozen=True)
-class _ReceiverColumn:
-    name: str
-    type: str
-    not_null: bool
-    has_default: bool  # a DEFAULT (serial's nextval included) or an identity
-    generated: bool  # GENERATED ALWAYS AS (...) STORED: computed, never written
-
 
 def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
     """Map every table file of ``manifest`` onto the receiver's tables.
@@ -353,28 +322,21 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
     write; a receiver-only table is never written, even when it exists. Raises
     VerifyError for a backup that can't be loaded by design (unknown table, a different
-    primary key) and SchemaMismatch (``quarantine`` False) when the receiver must change.
+    primary key) and SchemaMismatch (not ``backup_at_fault``) when the receiver must change.
     """
     allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
     bid = manifest.backup_id
     entries = manifest.table_files()
     tables = [e.table for e in entries]
-    receiver: dict[str, list[_ReceiverColumn]] = {t: [] for t in tables}
-    pks: dict[str, tuple[str, ...]] = {}
-    if tables:
-        for rel, name, typ, not_null, has_def, identity, generated in receiver_conn.execute(
-            _RECEIVER_COLUMNS_SQL, {"tables": tables}
-        ):
-            receiver[rel].append(_ReceiverColumn(name, typ, not_null, has_def or identity, generated))
-        for rel, keycols in receiver_conn.execute(_PRIMARY_KEYS_SQL, {"tables": tables}):
-            pks[rel] = tuple(keycols)
+    receiver = read_tables(receiver_conn, tables)
     plan = SchemaPlan(backup_id=bid)
     for entry in entries:
         table = entry.table
-        if table not in allowed or not receiver[table]:
+        info = receiver.get(table)
+        if table not in allowed or info is None:
             why = (
                 "the receiver has no such table"
-                if not receiver[table]
+                if info is None
                 else "the receiver does not replicate it (not in arb_pipeline/catalog.py)"
             )
             raise VerifyError(
@@ -400,8 +362,8 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
                 f"primary key column(s) {', '.join(missing_pk)} of table {table} "
                 "are not among the backup's columns",
             )
-        receiver_pk = pks.get(table)
-        if receiver_pk is None:
+        receiver_pk = info.primary_key
+        if not receiver_pk:
             raise SchemaMismatch(
                 f"receiver table {table} has no primary key; loads upsert by primary key: add "
                 f"one ({', '.join(entry.primary_key)}) with a receiver migration",
@@ -418,8 +380,8 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
                 backup_id=bid,
                 file=entry.name,
             )
-        by_name = {c.name: c for c in receiver[table]}
-        for col in receiver[table]:
+        by_name = {c.name: c for c in info.columns}
+        for col in info.columns:
             if col.not_null and not col.has_default and not col.generated and col.name not in names:
                 raise SchemaMismatch(
                     f"receiver table {table} requires column {col.name} that backup {bid} does not "

@@ -80,8 +80,3 @@ def client_program_args(dsn: str) -> tuple[str, dict[str, str]]:
     if "password" in params:
         env["PGPASSWORD"] = str(params.pop("password"))
     return psycopg.conninfo.make_conninfo(**params), env
-
-
-def quote_ident(name: str) -> str:
-    """Quote an identifier the way PostgreSQL does (TranSapp's names are mixed case)."""
-    return '"' + name.replace('"', '""') + '"'

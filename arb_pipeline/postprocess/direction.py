@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
 from arb_pipeline.settings import DIRECTION_MAX_GAP_MINUTES
 
@@ -64,29 +65,32 @@ def latest_trip(events: pd.DataFrame, poses: pd.DataFrame, max_gap_us: int) -> p
     return tidy(out)
 
 
-_POSES = """
+_POSE = app_table_sql("poseintrajectoryoftoken")
+_TOKEN = app_table_sql("token")
+
+_POSES = f"""
 SELECT tk."phoneId"::text AS phone, (extract(epoch FROM p."timeStamp") * 1000000)::int8 AS pose_us,
        p.token_id, tk.direction
-FROM "AndroidRequests_poseintrajectoryoftoken" p JOIN "AndroidRequests_token" tk ON tk.id = p.token_id
+FROM {_POSE} p JOIN {_TOKEN} tk ON tk.id = p.token_id
 WHERE p."timeStamp" >= %(lo)s AND p."timeStamp" <= %(hi)s
   AND tk."phoneId" = ANY(%(phones)s::uuid[])
 """
 
 # Events of the phones whose trips a load changed (poses, or a token's direction)
 # after the event's direction was computed, from the first changed pose on.
-_TRIPS_CHANGED = """
+_TRIPS_CHANGED = f"""
 SELECT e.id FROM (
     SELECT tk."phoneId", min(c.at) AS lo, max(c.at) AS hi, max(c.changed) AS changed
     FROM (SELECT p.token_id, p."timeStamp" AS at, p.arb_changed_at AS changed
-          FROM "AndroidRequests_poseintrajectoryoftoken" p WHERE p.arb_changed_at > %(since)s
+          FROM {_POSE} p WHERE p.arb_changed_at > %(since)s
           UNION ALL
           SELECT p.token_id, p."timeStamp", t.arb_changed_at
-          FROM "AndroidRequests_token" t JOIN "AndroidRequests_poseintrajectoryoftoken" p ON p.token_id = t.id
+          FROM {_TOKEN} t JOIN {_POSE} p ON p.token_id = t.id
           WHERE t.arb_changed_at > %(since)s) c
-    JOIN "AndroidRequests_token" tk ON tk.id = c.token_id
+    JOIN {_TOKEN} tk ON tk.id = c.token_id
     GROUP BY tk."phoneId") c
-JOIN "AndroidRequests_eventforbusv2" e ON e."phoneId" = c."phoneId" AND e."timeCreation" >= c.lo
- AND e."timeCreation" <= c.hi + make_interval(mins => {gap})
+JOIN {app_table_sql("eventforbusv2")} e ON e."phoneId" = c."phoneId" AND e."timeCreation" >= c.lo
+ AND e."timeCreation" <= c.hi + make_interval(mins => {{gap}})
 LEFT JOIN arb_pp_eventforbusv2_direction d ON d.id = e.id
 WHERE d.id IS NULL OR c.changed >= d.processed_at
 """
@@ -101,7 +105,7 @@ class BusEventDirection(Derivation):
         self.max_gap = max_gap_minutes(max_gap)
         self.sources = (
             Source(
-                "AndroidRequests_eventforbusv2",
+                app_table("eventforbusv2"),
                 "arb_pp_eventforbusv2_direction",
                 ("direction", "token_id", "pose_time"),
                 's.id, s.arb_changed_at::text AS version, s."phoneId"::text AS phone, '

@@ -35,6 +35,7 @@ import pandas as pd
 from psycopg import sql
 
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import ident_list
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +305,7 @@ def _write(conn, source: Source, out: pd.DataFrame, as_of: datetime) -> None:
     if missing:
         raise ValueError(f"derivation for {source.derived} returned no column(s) {missing}")
     stage = sql.Identifier("arb_pp_out")
-    names = sql.SQL(", ").join(map(sql.Identifier, cols))
+    names = ident_list(cols)
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {d} WITH NO DATA").format(
             s=stage, cols=names, d=sql.Identifier(source.derived)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
 from arb_pipeline.postprocess.zones import event_source
 
@@ -69,9 +70,10 @@ class StopSet:
     def load(cls, conn) -> "StopSet":
         return cls.from_rows(
             conn.execute(
-                'SELECT id, (extract(epoch FROM "timeCreation") * 1000000)::int8 FROM "AndroidRequests_gtfs"'
+                'SELECT id, (extract(epoch FROM "timeCreation") * 1000000)::int8 '
+                f"FROM {app_table_sql('gtfs')}"
             ),
-            conn.execute('SELECT gtfs_id, code, longitude, latitude FROM "AndroidRequests_busstop"'),
+            conn.execute(f"SELECT gtfs_id, code, longitude, latitude FROM {app_table_sql('busstop')}"),
         )
 
     def version_index(self, created_us: np.ndarray) -> np.ndarray:
@@ -128,9 +130,9 @@ _COLUMNS = (
 
 def _source() -> Source:
     base = event_source(
-        "AndroidRequests_eventforbusv2",
+        app_table("eventforbusv2"),
         "arb_pp_eventforbusv2_nearest_stops",
-        "AndroidRequests_stadisticdatafromregistrationbus",
+        app_table("stadisticdatafromregistrationbus"),
     )
     return Source(
         base.table,
@@ -152,9 +154,9 @@ class NearestStops(Derivation):
         stops, versions = conn.execute(
             "SELECT (SELECT md5(coalesce(string_agg("
             "concat_ws(':', id, gtfs_id, code, longitude, latitude), ',' "
-            "        ORDER BY id), '')) FROM \"AndroidRequests_busstop\"), "
+            f"        ORDER BY id), '')) FROM {app_table_sql('busstop')}), "
             "(SELECT md5(coalesce(string_agg(concat_ws(':', id, \"timeCreation\"), ',' ORDER BY id), '')) "
-            '        FROM "AndroidRequests_gtfs")'
+            f"        FROM {app_table_sql('gtfs')})"
         ).fetchone()
         return hashlib.sha256(f"v{self.version}:{stops}:{versions}".encode()).hexdigest()
 

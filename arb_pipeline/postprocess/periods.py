@@ -19,11 +19,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
 from arb_pipeline.settings import LOCAL_TIMEZONE
 
 DAY_TYPES = ("Laboral", "Sábado", "Domingo")
-US_PER_DAY = 86_400_000_000
 US_PER_HALF_HOUR = 1_800_000_000
 
 
@@ -64,10 +64,10 @@ class Periods:
     def load(cls, conn) -> "Periods":
         return cls.from_rows(
             conn.execute(
-                'SELECT id, "dayType", "initialTime", "endTime" FROM "AndroidRequests_timeperiod"'
+                f'SELECT id, "dayType", "initialTime", "endTime" FROM {app_table_sql("timeperiod")}'
             ).fetchall(),
             conn.execute(
-                'SELECT id, "initialTime", "endTime" FROM "AndroidRequests_halfhourperiod"'
+                f'SELECT id, "initialTime", "endTime" FROM {app_table_sql("halfhourperiod")}'
             ).fetchall(),
         )
 
@@ -138,8 +138,8 @@ class EventPeriods(Derivation):
 
     name = "event_periods"
     sources = (
-        Source("AndroidRequests_eventforbusstop", "arb_pp_eventforbusstop_period", _COLUMNS, _FETCH),
-        Source("AndroidRequests_eventforbusv2", "arb_pp_eventforbusv2_period", _COLUMNS, _FETCH),
+        Source(app_table("eventforbusstop"), "arb_pp_eventforbusstop_period", _COLUMNS, _FETCH),
+        Source(app_table("eventforbusv2"), "arb_pp_eventforbusv2_period", _COLUMNS, _FETCH),
     )
 
     def __init__(self, timezone: str | None = None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
 
 UNKNOWN = "No Info."
@@ -40,24 +41,19 @@ def normalize(raw: pd.Series) -> pd.DataFrame:
     return tidy(pd.DataFrame({"normalized_plate": normalized, "plate_format": fmt, "problem": problem}))
 
 
-def normalize_one(plate) -> str | None:
-    """The normalised plate, or None when it has no known format."""
-    return normalize(pd.Series([plate], dtype=object))["normalized_plate"].iloc[0]
-
-
 class BusPlates(Derivation):
     """The normalised plate of every bus (``AndroidRequests_busv2``)."""
 
     name = "bus_plates"
     sources = (
         Source(
-            "AndroidRequests_busv2",
+            app_table("busv2"),
             "arb_pp_busv2_plate",
             ("plate_format", "normalized_plate"),
             's.id, s.arb_changed_at::text AS version, s."registrationPlate" AS plate',
             # A bus has no timestamp: a window's buses are those its bus events name.
-            window='SELECT DISTINCT ba.uuid_id FROM "AndroidRequests_eventforbusv2" e '
-            'JOIN "AndroidRequests_busassignment" ba ON ba.id = e.busassignment_id '
+            window=f"SELECT DISTINCT ba.uuid_id FROM {app_table_sql('eventforbusv2')} e "
+            f"JOIN {app_table_sql('busassignment')} ba ON ba.id = e.busassignment_id "
             'WHERE e."timeStamp" >= %(start)s::timestamptz AND e."timeStamp" < %(end)s::timestamptz',
         ),
     )

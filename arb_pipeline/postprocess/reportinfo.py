@@ -18,6 +18,7 @@ import uuid
 
 import pandas as pd
 
+from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess import plates
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
 
@@ -176,14 +177,15 @@ class ReportInfo(Derivation):
     name = "report_info"
     sources = (
         Source(
-            "AndroidRequests_report",
+            app_table("report"),
             "arb_pp_report_info",
             FIELDS,
             's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
             # A bus that arrives after its report resolves the report's bus uuid.
             extra=(
-                "SELECT ri.id FROM arb_pp_report_info ri WHERE ri.report_type = 'bus' AND ri.bus_uuid IS "
-                'NULL AND EXISTS (SELECT 1 FROM "AndroidRequests_busv2" b WHERE b.arb_changed_at > %(since)s '
+                "SELECT ri.id FROM arb_pp_report_info ri "
+                "WHERE ri.report_type = 'bus' AND ri.bus_uuid IS NULL "
+                f"AND EXISTS (SELECT 1 FROM {app_table_sql('busv2')} b WHERE b.arb_changed_at > %(since)s "
                 "AND b.arb_changed_at >= ri.processed_at)",
             ),
         ),
@@ -191,7 +193,7 @@ class ReportInfo(Derivation):
 
     def prepare(self, conn) -> pd.DataFrame:
         return pd.DataFrame(
-            conn.execute('SELECT uuid::text, "registrationPlate" FROM "AndroidRequests_busv2"').fetchall(),
+            conn.execute(f'SELECT uuid::text, "registrationPlate" FROM {app_table_sql("busv2")}').fetchall(),
             columns=["uuid", "registrationPlate"],
         )
 

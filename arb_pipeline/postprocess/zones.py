@@ -22,11 +22,14 @@ import pandas as pd
 import shapely
 from shapely import STRtree
 
+from arb_pipeline.catalog import app_table, app_table_sql
+from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.postprocess import reportinfo
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
 
 log = logging.getLogger(__name__)
 PREDICATE = "covered_by"
+_ZONES = app_table_sql("zonification")  # the receiver's own reference data
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,7 @@ class ZoneIndex:
 
     @classmethod
     def load(cls, conn) -> "ZoneIndex":
-        return cls.from_wkt(
-            conn.execute('SELECT id, polygon_wkt FROM "AndroidRequests_zonification" ORDER BY id')
-        )
+        return cls.from_wkt(conn.execute(f"SELECT id, polygon_wkt FROM {_ZONES} ORDER BY id"))
 
     def locate(self, lon, lat) -> tuple[np.ndarray, list[str | None]]:
         """Zone id (-1 for none) and problem for each point (arrays of floats, NaN for none)."""
@@ -99,14 +100,15 @@ def event_source(table: str, derived: str, stats: str) -> Source:
         ("longitude", "latitude", "zone_id"),
         fetch,
         extra=(
-            f'SELECT DISTINCT x."reportOfEvent_id" FROM "{stats}" x LEFT JOIN {derived} d '
-            'ON d.id = x."reportOfEvent_id" '
+            f'SELECT DISTINCT x."reportOfEvent_id" FROM {quote_ident(stats)} x '
+            f'LEFT JOIN {derived} d ON d.id = x."reportOfEvent_id" '
             f"WHERE x.arb_changed_at > %(since)s AND (d.id IS NULL OR x.arb_changed_at >= d.processed_at)",
         ),
         joins=(
             'LEFT JOIN (SELECT DISTINCT ON (x."reportOfEvent_id") x."reportOfEvent_id" AS event, '
-            f'x.longitude, x.latitude FROM "{stats}" x WHERE x."reportOfEvent_id" IN '
-            f"(SELECT id FROM arb_pp_todo WHERE id > %(after)s AND id <= %(upto)s) "
+            f"x.longitude, x.latitude FROM {quote_ident(stats)} x "
+            'WHERE x."reportOfEvent_id" IN (SELECT id FROM arb_pp_todo '
+            f"WHERE id > %(after)s AND id <= %(upto)s) "
             f'ORDER BY x."reportOfEvent_id", x."timeStamp" DESC, x.id DESC) v ON v.event = s.id'
         ),
     )
@@ -118,17 +120,17 @@ class Zones(Derivation):
     name = "zones"
     sources = (
         event_source(
-            "AndroidRequests_eventforbusstop",
+            app_table("eventforbusstop"),
             "arb_pp_eventforbusstop_zone",
-            "AndroidRequests_stadisticdatafromregistrationbusstop",
+            app_table("stadisticdatafromregistrationbusstop"),
         ),
         event_source(
-            "AndroidRequests_eventforbusv2",
+            app_table("eventforbusv2"),
             "arb_pp_eventforbusv2_zone",
-            "AndroidRequests_stadisticdatafromregistrationbus",
+            app_table("stadisticdatafromregistrationbus"),
         ),
         Source(
-            "AndroidRequests_report",
+            app_table("report"),
             "arb_pp_report_zone",
             ("longitude", "latitude", "zone_id"),
             's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
@@ -138,7 +140,7 @@ class Zones(Derivation):
     def reference_digest(self, conn) -> str:
         digest = conn.execute(
             "SELECT md5(coalesce(string_agg(id::text || ':' || polygon_wkt, ',' ORDER BY id), '')) "
-            'FROM "AndroidRequests_zonification"'
+            f"FROM {_ZONES}"
         ).fetchone()[0]
         return hashlib.sha256(f"v{self.version}:{PREDICATE}:{digest}".encode()).hexdigest()
 

@@ -1,9 +1,10 @@
 """The receiver's side of one backup: find it, check the disk, verify, install media,
 load. Plain Python; the receiver's Dagster assets and sensor wrap these.
 
-A backup that fails verification is quarantined with its reason and nothing of it is
-loaded; a backup the receiver's schema can't take yet stays in the inbox for a later
-try. Retention runs after a successful load and deletes only loaded backups.
+A backup at fault (it fails verification, its media bundle is bad, the database refuses
+its rows) is quarantined with its reason and nothing of it is loaded; a backup the
+receiver's schema can't take yet stays in the inbox for a later try. Retention runs
+after a successful load and deletes only loaded backups.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from arb_pipeline.errors import ArbError, BackupDataError
+from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.ops.retention import apply_retention, check_free_space, load_ledger, plan_retention
-from arb_pipeline.package.manifest import KINDS, MANIFEST_NAME, Manifest, ManifestError
-from arb_pipeline.package.media import MediaError
+from arb_pipeline.package.backup_id import KINDS
+from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.media import InstallResult, install_media
@@ -57,7 +58,6 @@ class Received:
     manifest: Manifest
     media: InstallResult | None = None
     warnings: list[str] = field(default_factory=list)
-    retention_deleted: list[Path] = field(default_factory=list)
 
 
 def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
@@ -111,61 +111,41 @@ def loaded_ids(dsn: str) -> dict[str, str]:
 
 
 def receive(
-    backup_dir: Path,
-    *,
-    dsn: str,
-    media_dir: Path,
-    quarantine_dir: Path,
-    min_free_bytes: int = 0,
-    inbox_dir: Path | None = None,
+    backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path, min_free_bytes: int = 0
 ) -> Received:
-    """Verify and load one backup; quarantine it (and re-raise) if it is bad."""
+    """Verify and load one backup.
+
+    An error that puts the backup at fault (``ArbError.backup_at_fault``: altered files, a
+    bad media bundle, rows the database refuses) quarantines it with the reason and is
+    raised again as a VerifyError saying where it went. Any other error leaves the backup
+    in the inbox for the next try (the receiver's schema, a setting, the database).
+    """
     backup_dir = Path(backup_dir)
-    volumes = {"inbox": backup_dir, "media folder": Path(media_dir)}
-    check_free_space(volumes, min_free_bytes)
+    check_free_space({"inbox": backup_dir, "media folder": Path(media_dir)}, min_free_bytes)
     try:
-        manifest = verify_files(backup_dir)
-    except VerifyError as exc:
-        if exc.quarantine:
-            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(
-                f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file
-            ) from exc
-        raise
+        return _verify_and_load(backup_dir, dsn, Path(media_dir))
+    except ArbError as exc:
+        if not exc.backup_at_fault:
+            raise
+        where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
+        raise VerifyError(
+            f"{exc} (quarantined in {where}; `arb requeue {where.name}` once the cause is fixed)",
+            backup_id=backup_dir.name,
+            file=getattr(exc, "file", None),
+        ) from exc
+
+
+def _verify_and_load(backup_dir: Path, dsn: str, media_dir: Path) -> Received:
+    manifest = verify_files(backup_dir)
     sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     with connect(dsn) as conn:
-        try:
-            plan: SchemaPlan = check_schema(manifest, conn)
-        except VerifyError as exc:
-            if not exc.quarantine:
-                raise  # the receiver must change; the backup waits in the inbox
-            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(
-                f"{exc} (quarantined in {where})", backup_id=exc.backup_id, file=exc.file
-            ) from exc
+        plan: SchemaPlan = check_schema(manifest, conn)
         conn.rollback()
         media = None
         bundle = manifest.file("media")
         if bundle is not None:
-            try:
-                media = install_media(backup_dir / bundle.name, manifest.media, Path(media_dir))
-            except MediaError as exc:
-                if not exc.quarantine:  # the receiver's setting is wrong, not the backup: it waits
-                    raise
-                where = quarantine(backup_dir, Path(quarantine_dir), f"media bundle: {exc}")
-                raise VerifyError(
-                    f"backup {manifest.backup_id}: media bundle refused: {exc} (quarantined in {where})",
-                    backup_id=manifest.backup_id,
-                ) from exc
-        try:
-            result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
-        except BackupDataError as exc:  # verified, yet rows the database refuses: it would fail every time
-            conn.rollback()
-            where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
-            raise VerifyError(
-                f"{exc} (quarantined in {where}; `arb requeue {manifest.backup_id}` once the cause is fixed)",
-                backup_id=manifest.backup_id,
-            ) from exc
+            media = install_media(backup_dir / bundle.name, manifest.media, media_dir)
+        result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
     received = Received(result, manifest, media, plan.warnings())
     if media and media.conflicts:
         received.warnings += [
@@ -189,7 +169,3 @@ def apply_retention_after_load(
         complete_days=complete_days,
     )
     return apply_retention(plan, inbox_dir)
-
-
-class ReceiveError(ArbError):
-    pass

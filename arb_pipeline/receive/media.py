@@ -29,6 +29,7 @@ from arb_pipeline.package.media import (
     DIR_MODE,
     FILE_MODE,
     MediaError,
+    MediaFolderError,
     inside,
     is_safe_name,
     media_root,
@@ -196,10 +197,9 @@ def _stage_member(
             FILE_MODE,
         )
     except OSError as exc:
-        raise MediaError(
+        raise MediaFolderError(
             f"cannot write into the receiver media folder for {member.name!r}: {exc}; "
-            f"check its permissions and free space",
-            quarantine=False,
+            f"check its permissions and free space"
         ) from None
     staged = _Staged(member.name, os.path.join(folder, base), temp, entry.sha256)
     try:
@@ -221,10 +221,9 @@ def _stage_member(
         _unlink_quietly(temp)
         if isinstance(exc, OSError):
             # The receiver's disk, not the backup (it was verified): the backup waits in the inbox.
-            raise MediaError(
+            raise MediaFolderError(
                 f"cannot stage media file {member.name!r} in the receiver media folder: {exc}; "
-                f"check its permissions and free space",
-                quarantine=False,
+                f"check its permissions and free space"
             ) from None
         raise
     return staged
@@ -309,9 +308,8 @@ def _fsync_files(paths: list[str]) -> None:
         with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="media-fsync") as pool:
             list(pool.map(sync, paths))
     except OSError as exc:
-        raise MediaError(
-            f"cannot flush staged media files to disk in the receiver media folder: {exc}; check the disk",
-            quarantine=False,
+        raise MediaFolderError(
+            f"cannot flush staged media files to disk in the receiver media folder: {exc}; check the disk"
         ) from None
 
 

@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import fsync_dir
+from arb_pipeline.package.backup_id import KINDS
 
 REASON_NAME = "REASON.txt"
 _MARKER = "# arb_pipeline quarantine"
-_KINDS = ("partial", "complete")
 
 
 class QuarantineError(ArbError):
@@ -104,7 +104,7 @@ def quarantine(backup_dir: Path, quarantine_root: Path, reason: str) -> Path:
     if backup_dir.is_symlink() or not backup_dir.is_dir():
         raise QuarantineError(f"can't quarantine {backup_dir}: it is not a folder")
     kind = backup_dir.parent.name
-    if kind not in _KINDS:
+    if kind not in KINDS:
         raise QuarantineError(
             f"can't quarantine {backup_dir}: its parent folder is {kind!r}, not partial or "
             "complete (a backup lives at <inbox>/<kind>/<backup_id>)"
@@ -183,7 +183,7 @@ def list_quarantined(quarantine_root: Path) -> list[QuarantinedBackup]:
     """Every quarantined backup as (kind, folder name, reason), sorted by kind and name."""
     root = Path(quarantine_root)
     out = []
-    for kind in _KINDS:
+    for kind in KINDS:
         parent = root / kind
         if not parent.is_dir():
             continue
@@ -201,12 +201,12 @@ def _find(quarantine_root: Path, backup_id: str) -> Path:
             f"{backup_id!r} is not a backup id; see the quarantined ones with list_quarantined"
         )
     root = Path(quarantine_root)
-    exact = [root / k / backup_id for k in _KINDS if (root / k / backup_id).is_dir()]
+    exact = [root / k / backup_id for k in KINDS if (root / k / backup_id).is_dir()]
     if exact:
         return exact[0]
     copies = [
         root / k / p.name
-        for k in _KINDS
+        for k in KINDS
         if (root / k).is_dir()
         for p in (root / k).iterdir()
         if p.is_dir() and p.name.rsplit(".", 1)[0] == backup_id and p.name.rsplit(".", 1)[-1].isdigit()

@@ -6,12 +6,13 @@ inbox. The step holds the ``receiver_db`` pool: one database load at a time, acr
 sensor runs and the CLI.
 """
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.catalog import CATALOG, short_name
+from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
@@ -30,7 +31,7 @@ def loaded_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["receiver", kind, short_name(table)])
 
 
-def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
+def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"receiver_{kind}"
     fresh = policy_for(kind)
     specs = [
@@ -108,7 +109,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-def _check_specs(kind: str, tables: list[str]) -> list[dg.AssetCheckSpec]:
+def _check_specs(kind: str, tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             CHECK_NAMES[kind], asset=loaded_key(kind, t), blocking=True, description=CHECK_DESCRIPTIONS[kind]
@@ -117,7 +118,7 @@ def _check_specs(kind: str, tables: list[str]) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _run_checks(context, kind: str, tables: list[str], received: Received, path: Path, dsn: str) -> dict:
+def _run_checks(context, kind: str, tables: Sequence[str], received: Received, path: Path, dsn: str) -> dict:
     try:
         if kind == "partial":
             return check_partial(dsn, path, received.manifest, received.load, shown=tables)
@@ -127,7 +128,7 @@ def _run_checks(context, kind: str, tables: list[str], received: Received, path:
         return {t: TableCheck(t, False, f"the check could not run: {exc}") for t in tables}
 
 
-def _check_results(kind: str, tables: list[str], checks: list[tuple[str, dict]]):
+def _check_results(kind: str, tables: Sequence[str], checks: list[tuple[str, dict]]):
     for table in tables:
         found = [(bid, c[table]) for bid, c in checks if table in c]
         key = loaded_key(kind, table)
@@ -159,7 +160,7 @@ def _check_results(kind: str, tables: list[str], checks: list[tuple[str, dict]])
 def _load(
     context,
     kind: str,
-    tables: list[str],
+    tables: Sequence[str],
     config: LoadConfig,
     db: ReceiverDatabase,
     settings: ReceiverSettings,
@@ -244,10 +245,6 @@ def _load(
         },
     )
     yield from _check_results(kind, tables, checks)
-
-
-PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
-COMPLETE_TABLES = [s.name for s in CATALOG]
 
 
 @dg.multi_asset(

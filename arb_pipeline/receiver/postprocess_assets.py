@@ -40,7 +40,7 @@ import dagster as dg
 from pydantic import Field
 
 from arb_pipeline import settings
-from arb_pipeline.catalog import T
+from arb_pipeline.catalog import app_table
 from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED
 from arb_pipeline.postprocess import (
     BusEventDirection,
@@ -85,8 +85,8 @@ class PostprocessConfig(dg.Config):
     full: bool = Field(default=False, description="recompute every row")
 
 
-_EVENTS = [T + "eventforbusstop", T + "eventforbusv2"]
-_STATS = [T + "stadisticdatafromregistrationbusstop", T + "stadisticdatafromregistrationbus"]
+_EVENTS = [app_table("eventforbusstop"), app_table("eventforbusv2")]
+_STATS = [app_table("stadisticdatafromregistrationbusstop"), app_table("stadisticdatafromregistrationbus")]
 # name -> (derivation factory, loaded tables it reads, description)
 DERIVATIONS = {
     "event_periods": (
@@ -95,26 +95,26 @@ DERIVATIONS = {
         "time period (day type Laboral/Sábado/Domingo) and half-hour period of each event, "
         "from its local time of creation",
     ),
-    "bus_plates": (lambda s: BusPlates(), [T + "busv2"], "normalised licence plate of each bus"),
+    "bus_plates": (lambda s: BusPlates(), [app_table("busv2")], "normalised licence plate of each bus"),
     "report_info": (
         lambda s: ReportInfo(),
-        [T + "report", T + "busv2"],
+        [app_table("report"), app_table("busv2")],
         "each report's reportInfo parsed: type, plate, service, bus uuid, stop, coordinates",
     ),
     "zones": (
         lambda s: Zones(),
-        [*_EVENTS, *_STATS, T + "report"],
+        [*_EVENTS, *_STATS, app_table("report")],
         "zone of each event (its newest vote) and report (the user's location), point in polygon",
     ),
     "bus_event_direction": (
         lambda s: BusEventDirection(s.direction_max_gap_minutes),
-        [T + "eventforbusv2"],
+        [app_table("eventforbusv2")],
         "direction of each bus event from the same phone's latest trip token before it "
         "(trips arrive with complete backups)",
     ),
     "bus_event_nearest_stops": (
         lambda s: NearestStops(),
-        [T + "eventforbusv2", _STATS[1]],
+        [app_table("eventforbusv2"), _STATS[1]],
         "the two bus stops nearest to each bus event",
     ),
 }

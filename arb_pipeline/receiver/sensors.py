@@ -8,14 +8,13 @@ restarts) holds the attempts per backup still waiting.
 """
 
 import json
-import re
 import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.package.backup_id import parse_backup_id
 from arb_pipeline.receive.inbox import find_published, loaded_ids
 from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.receiver.assets import load_complete, load_partial
@@ -38,32 +37,29 @@ load_complete_job = dg.define_asset_job(
 JOBS = {"partial": load_partial_job, "complete": load_complete_job}
 OPS = {"partial": "load_partial", "complete": "load_complete"}
 ACTIVE = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
-
-
-_NAME = re.compile(r"^(partial|complete)-([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]{2}-[0-9]{2})?)-[0-9a-z]+$")
 
 
 def partition_key_from_name(kind: str, backup_id: str) -> str | None:
     """The partition a backup folder's name claims, if it is one of ours."""
-    match = _NAME.match(backup_id)
-    if not match or match.group(1) != kind:
+    parsed = parse_backup_id(backup_id)
+    if parsed is None or parsed.kind != kind:
         return None
     partitions = PARTIAL if kind == "partial" else COMPLETE
     try:
-        partitions.time_window_for_partition_key(match.group(2))
+        partitions.time_window_for_partition_key(parsed.partition_key)
     except Exception:
         return None
-    return match.group(2)
+    return parsed.partition_key
 
 
 def _runs_for(instance, backup_id: str):
-    return instance.get_runs(filters=RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
+    return instance.get_runs(filters=dg.RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
 
 
 @dg.sensor(
@@ -98,7 +94,7 @@ def inbox_sensor(
                 max(
                     r.end_time or r.start_time or 0
                     for r in context.instance.get_run_records(
-                        filters=RunsFilter(tags={BACKUP_TAG: pending.backup_id}), limit=1
+                        filters=dg.RunsFilter(tags={BACKUP_TAG: pending.backup_id}), limit=1
                     )
                 )
                 if runs

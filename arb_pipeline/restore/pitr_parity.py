@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.load.apply import RECEIVER_ONLY, receiver_only_columns
+from arb_pipeline.load.apply import receiver_only_columns
 from arb_pipeline.load.staging import stage_table
 from arb_pipeline.ops.parity import (
     ROW_HASH_ALGORITHM,
@@ -28,7 +28,8 @@ from arb_pipeline.ops.parity import (
     row_hash_sql,
 )
 from arb_pipeline.package.manifest import FileEntry
-from arb_pipeline.pg.connect import connect, quote_ident
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import ident_list, quote_ident
 from arb_pipeline.progress import Progress, silent
 
 if TYPE_CHECKING:
@@ -95,11 +96,7 @@ def _table_parity(conn, table: str, files, info, complete: "Chosen") -> Restored
         mine = relation_fingerprint(conn, quote_ident(EXPECTED), columns)
         sender_ok = (mine.rows, mine.digest) == (fp.rows, fp.digest)
     pk = info.primary_key
-    conn.execute(
-        sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
-            sql.Identifier(EXPECTED), sql.SQL(", ").join(sql.Identifier(k) for k in pk)
-        )
-    )
+    conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(sql.Identifier(EXPECTED), ident_list(pk)))
     for i, (chosen, entry) in enumerate(rest):  # oldest snapshot first: the newest version wins
         stage = f"arb_pitr_partial_{i}"
         stage_table(conn, chosen.path, entry, info, sql.Identifier(stage), temporary=True)
@@ -115,7 +112,7 @@ def _table_parity(conn, table: str, files, info, complete: "Chosen") -> Restored
             f"INSERT INTO {quote_ident(EXPECTED)} ({col_list}) SELECT {col_list} FROM {quote_ident(stage)} "
             f"ON CONFLICT ({', '.join(quote_ident(k) for k in pk)}) {action}"
         )
-    own = RECEIVER_ONLY | receiver_only_columns(conn, table)
+    own = receiver_only_columns(info)
     comparable = [c for c in columns if c in set(info.column_names) and c not in own]
     expected = relation_fingerprint(conn, quote_ident(EXPECTED), comparable)
     restored = relation_fingerprint(conn, f"public.{quote_ident(table)}", comparable)

@@ -7,11 +7,12 @@ which the BackupPublisher IO manager publishes with its manifest last.
 """
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.catalog import CATALOG, short_name
+from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name, tables_of
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
@@ -23,7 +24,7 @@ def table_key(kind: str, table: str) -> dg.AssetKey:
     return dg.AssetKey(["sender", kind, short_name(table)])
 
 
-def _specs(kind: str, tables: list[str], partitions_def) -> list[dg.AssetSpec]:
+def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpec]:
     group = f"sender_{kind}"
     fresh = policy_for(kind)
     table_specs = [
@@ -100,10 +101,6 @@ def _output_name(path: list[str]) -> str:
     return "__".join(path)
 
 
-PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
-COMPLETE_TABLES = [s.name for s in CATALOG]
-
-
 def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: SenderSettings, **kwargs):
     """Build one backup in a per-run staging folder, yield its outputs (the IO manager
     publishes them), and empty the folder after every run, failed ones too."""
@@ -122,9 +119,7 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
             staging_root=run_dir,
             **kwargs,
         )
-        yield from _results(
-            context, kind, built, set(PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES)
-        )
+        yield from _results(context, kind, built, set(tables_of(kind)))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

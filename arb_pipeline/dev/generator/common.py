@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
+from arb_pipeline.catalog import app_table_sql
 from arb_pipeline.errors import ArbError
-from arb_pipeline.pg.connect import quote_ident
+from arb_pipeline.pg.quote import quote_ident
 
 # The app's TIME_ZONE ('Chile/Continental' is an alias of this zone); used only where the
 # app formats local wall-clock time, e.g. image file names.
@@ -31,7 +32,7 @@ class GeneratorError(ArbError):
 
 def table(model: str) -> str:
     """The quoted table name Django gives a model of the AndroidRequests app."""
-    return quote_ident(f"AndroidRequests_{model}")
+    return app_table_sql(model)
 
 
 def take_ids(cur: psycopg.Cursor, model: str, n: int) -> list[int]:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from arb_pipeline.catalog import app_table
 from arb_pipeline.dev.generator.common import (
     GeneratorError,
     copy_rows,
@@ -269,7 +270,7 @@ def _seed_users(cur, rng, n, written) -> None:
     levels = [r[0] for r in cur.fetchall()]
     if not levels:
         raise GeneratorError(
-            "no levels in AndroidRequests_level: seed a database whose catalogues are complete"
+            f"no levels in {app_table('level')}: seed a database whose catalogues are complete"
         )
     rows = []
     for i, user_row_id in enumerate(take_ids(cur, "transappuser", n)):

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from arb_pipeline.dev.generator.common import GeneratorError, table
+from arb_pipeline.pg.quote import quote_ident
 
 KINDS = {
     "bus": ("eventforbusv2", "busassignment_id", "stadisticdatafromregistrationbus"),
@@ -33,14 +34,6 @@ class VoteResult:
     stat_row_id: int
     created: bool
     time_stamp: datetime
-
-    @property
-    def event_table(self) -> str:
-        return f"AndroidRequests_{KINDS[self.kind][0]}"
-
-    @property
-    def stat_table(self) -> str:
-        return f"AndroidRequests_{KINDS[self.kind][2]}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
     row = None
     if not force_new:
         cur.execute(
-            f'SELECT id FROM {table(events)} WHERE "{target_col}" = %s AND event_id = %s '
+            f"SELECT id FROM {table(events)} WHERE {quote_ident(target_col)} = %s AND event_id = %s "
             f'AND NOT broken AND "expireTime" >= %s ORDER BY "timeStamp" DESC, id DESC LIMIT 1',
             (vote.target, vote.event_id, now),
         )
@@ -86,7 +79,7 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
     else:
         cur.execute(
             f'INSERT INTO {table(events)} ("timeStamp", "timeCreation", "expireTime", event_id, '
-            f'"eventConfirm", "eventDecline", "phoneId", broken, "{target_col}") '
+            f'"eventConfirm", "eventDecline", "phoneId", broken, {quote_ident(target_col)}) '
             f"VALUES (%s, %s, %s, %s, %s, %s, %s, false, %s) RETURNING id",
             (
                 now,
@@ -119,7 +112,7 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
                 "distance": gps[3] if gps else None,
             }
         )
-    cols = ", ".join(f'"{c}"' for c in values)
+    cols = ", ".join(quote_ident(c) for c in values)
     cur.execute(
         f"INSERT INTO {table(stats)} ({cols}) VALUES ({', '.join(['%s'] * len(values))}) RETURNING id",
         list(values.values()),

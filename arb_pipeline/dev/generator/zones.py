@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import psycopg
 
+from arb_pipeline.catalog import app_table_sql
 from arb_pipeline.dev.generator.common import LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, GeneratorError
 from arb_pipeline.dev.generator.vocab import COMUNAS
 
-TABLE = '"AndroidRequests_zonification"'
+TABLE = app_table_sql("zonification")
 
 
 def grid_cells(columns: int = 8, rows: int = 7, box=(LON_MIN, LAT_MIN, LON_MAX, LAT_MAX)):
