@@ -9,6 +9,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from arb_pipeline.dagster_common import alert_sensors
 from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.ops.alerts import AlertError, FailedRun, Mailer, MailSettings, Throttle, parse_admins
@@ -90,22 +91,26 @@ def test_a_failed_run_emails_once_with_job_partition_error_and_link(smtp_server,
 
 
 def test_repeated_failures_within_the_interval_email_once_more_after_it_with_the_count(
-    smtp_server, receiver_db, tmp_path
+    smtp_server, receiver_db, tmp_path, monkeypatch
 ):
-    interval = 4.0
-    mailer = mailer_for(smtp_server, interval_minutes=interval / 60)
+    interval_minutes = 10.0
+    clock = [time.time()]  # the sensors' clock, moved past the interval instead of sleeping through it
+    monkeypatch.setattr(alert_sensors, "now_seconds", lambda: clock[0])
+    mailer = mailer_for(smtp_server, interval_minutes=interval_minutes)
     defs = receiver_defs(receiver_db, tmp_path, mailer)
     with dg.instance_for_test() as instance:
         ticker = Ticker(defs.resolve_sensor_def("receiver_failure_alerts"), instance, defs, mailer)
         ticker.tick()
         fail_a_load(defs, instance, 1)
         ticker.tick()
-        first_sent = time.monotonic()
         assert len(smtp_server.messages) == 1
         second, third = fail_a_load(defs, instance, 2), fail_a_load(defs, instance, 3)
         ticker.tick()
         assert len(smtp_server.messages) == 1  # within the interval: counted, not sent
-        time.sleep(max(0.0, interval - (time.monotonic() - first_sent)) + 0.2)
+        clock[0] += interval_minutes * 60 - 1
+        ticker.tick()
+        assert len(smtp_server.messages) == 1  # still within it
+        clock[0] += 2
         ticker.tick()  # the interval has passed: one email, with the count, though no new failure came
         ticker.tick()
     first, summary = smtp_server.messages
