@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.pg.connect import connect
+from arb_pipeline_tests.support.dagster_cli import DAGSTER, materialize
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER = str(Path(sys.executable).parent / "dagster")
 UTC = timezone.utc
 
 
@@ -136,25 +135,7 @@ def test_cli_backfill_of_a_past_window_gives_the_scheduled_runs_backup(sender_db
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
     (tmp_path / "home").mkdir()
-    done = subprocess.run(
-        [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            "arb_pipeline.sender.definitions",
-            "--select",
-            "group:sender_partial",
-            "--partition",
-            key,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    materialize("sender", "sender_partial", key, env)
     scheduled, backfilled = (
         Manifest.from_json((p / MANIFEST_NAME).read_bytes())
         for p in sorted((inbox / "partial").iterdir(), key=lambda p: p.stat().st_mtime)

@@ -20,6 +20,7 @@ from arb_pipeline.postprocess.periods import Periods, assign, local_timezone
 from arb_pipeline.postprocess.plates import normalize
 from arb_pipeline.postprocess.reportinfo import parse, parse_reports
 from arb_pipeline.postprocess.zones import ZoneIndex, Zones
+from arb_pipeline_tests.support.dagster_cli import materialize
 
 UTC = timezone.utc
 P = "AndroidRequests_"
@@ -581,9 +582,6 @@ def test_cli_materializes_a_past_partition_by_hand(receiver_db, tmp_path):
     """`dagster asset materialize --select group:receiver_postprocess --partition KEY`
     recomputes that window."""
     import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from arb_pipeline.dagster_common.partitions import PARTIAL
 
@@ -592,7 +590,6 @@ def test_cli_materializes_a_past_partition_by_hand(receiver_db, tmp_path):
     run_all(receiver_db)
     before = _rows(receiver_db, "arb_pp_eventforbusv2_period", "id, processed_at")
     key = PARTIAL.get_partition_key_for_timestamp(T0.timestamp())
-    repo = Path(__file__).resolve().parents[1]
     (tmp_path / "home").mkdir()
     env = {
         **os.environ,
@@ -600,25 +597,7 @@ def test_cli_materializes_a_past_partition_by_hand(receiver_db, tmp_path):
         "ARB_INBOX_DIR": str(tmp_path / "inbox"),
         "DAGSTER_HOME": str(tmp_path / "home"),
     }
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "arb_pipeline.receiver.definitions",
-            "--select",
-            "group:receiver_postprocess",
-            "--partition",
-            key,
-        ],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    materialize("receiver", "receiver_postprocess", key, env)
     after = _rows(receiver_db, "arb_pp_eventforbusv2_period", "id, processed_at")
     assert all(after[i]["processed_at"] > before[i]["processed_at"] for i in before)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +15,9 @@ from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.pg.connect import connect
+from arb_pipeline_tests.support.dagster_cli import materialize
 
 REPO = Path(__file__).resolve().parents[1]
-DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 def test_a_materialization_on_the_postgres_backed_instance(pg_cluster, sender_db, tmp_path, monkeypatch):
@@ -56,25 +54,7 @@ def test_a_materialization_on_the_postgres_backed_instance(pg_cluster, sender_db
         "ARB_SENDER_MEDIA_DIR": str(media),
         "ARB_STAGING_DIR": str(tmp_path / "staging"),
     }
-    done = subprocess.run(
-        [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            "arb_pipeline.sender.definitions",
-            "--select",
-            "group:sender_partial",
-            "--partition",
-            key,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    materialize("sender", "sender_partial", key, env)
 
     for name, value in instance_env.items():
         monkeypatch.setenv(name, value)

@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,11 +44,11 @@ from arb_pipeline.receiver.sensors import inbox_sensor
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
 from arb_pipeline_tests.faults.proxy import FaultProxy
+from arb_pipeline_tests.support.dagster_cli import materialize_command
 from arb_pipeline_tests.support.postprocess import assert_every_row_derived
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS
 
 REPO = Path(__file__).resolve().parents[2]
-DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 
 def window_start(key: str) -> datetime:
@@ -267,17 +266,7 @@ class Pipeline:
     def _cli(self, side: str, group: str, key: str) -> CliRun:
         self._runs += 1
         log = self.root / f"{side}-run-{self._runs}.log"
-        cmd = [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            f"arb_pipeline.{side}.definitions",
-            "--select",
-            f"group:{group}",
-            "--partition",
-            key,
-        ]
+        cmd = materialize_command(side, group, key)
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 cmd,

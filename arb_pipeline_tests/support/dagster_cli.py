@@ -1,0 +1,28 @@
+"""`dagster asset materialize` as a user runs it: the real CLI in a subprocess, on one code
+location's asset group and one partition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+def materialize_command(side: str, group: str, partition: str) -> list[str]:
+    """The command line: ``side`` is "sender" or "receiver", ``group`` an asset group of it."""
+    return [
+        DAGSTER, "asset", "materialize", "-m", f"arb_pipeline.{side}.definitions",
+        "--select", f"group:{group}", "--partition", partition,
+    ]  # fmt: skip
+
+
+def materialize(side: str, group: str, partition: str, env: dict[str, str]) -> None:
+    """Run it to the end in the repository; fails the test with its stderr if it fails."""
+    done = subprocess.run(
+        materialize_command(side, group, partition), cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
