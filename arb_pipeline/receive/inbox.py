@@ -17,7 +17,8 @@ from pathlib import Path
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
-from arb_pipeline.ops.retention import apply_retention, check_free_space, load_ledger, plan_retention
+from arb_pipeline.ops.disk_guard import check_free_space
+from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
 from arb_pipeline.package.backup_id import KINDS
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
