@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from arb_pipeline.errors import ArbError
+from arb_pipeline.ops.disk_guard import DiskSpaceError, check_free_space, format_bytes, free_bytes
 from arb_pipeline.ops.retention import (
     ABANDONED_UPLOAD,
     HASH_MISMATCH,
@@ -27,12 +28,8 @@ from arb_pipeline.ops.retention import (
     TOO_YOUNG,
     UPLOAD_IN_PROGRESS,
     Candidate,
-    DiskSpaceError,
     RetentionPlan,
     apply_retention,
-    check_free_space,
-    format_bytes,
-    free_bytes,
     load_ledger,
     plan_retention,
 )

@@ -21,7 +21,8 @@ from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.extract.build import build_complete, build_partial
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
-from arb_pipeline.package.verify import SchemaMismatch, VerifyError, check_schema, verify_files
+from arb_pipeline.package.schema_check import SchemaMismatch, check_schema
+from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.quarantine import QuarantineError, list_quarantined, quarantine, requeue
 from arb_pipeline_tests.support.postgres import fresh_db

@@ -16,6 +16,9 @@ with ``restrict,from=...`` as in authorized_keys.example. ``chroot`` picks the m
 Config, keys (host and client, ed25519), known_hosts (``[127.0.0.1]:PORT``, so clients
 verify the server: promise 5), pid file and log live in ``base_dir``, /tmp included.
 The server is stopped by the PID in its pid file.
+
+One module though over 400 lines (dev only): the config, keys, chroot and process are one
+server's life cycle, tied together by ``LocalSshd``'s paths and settings.
 """
 
 from __future__ import annotations

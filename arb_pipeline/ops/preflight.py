@@ -161,10 +161,10 @@ def destination_items(
 def _session_failure(exc) -> Item:
     import paramiko
 
-    from arb_pipeline.transport.sftp import _UnknownHostKey
+    from arb_pipeline.transport.sftp_errors import UnknownHostKey
 
     cause = exc.__cause__
-    if isinstance(cause, (paramiko.BadHostKeyException, _UnknownHostKey)):
+    if isinstance(cause, (paramiko.BadHostKeyException, UnknownHostKey)):
         return Item(
             "receiver host key",
             FAIL,

@@ -1,10 +1,10 @@
-"""Inbox retention and the disk guard (promise 4: nothing deleted that wasn't loaded).
+"""Inbox retention (promise 4: nothing deleted that wasn't loaded).
 
 Plain Python, no Dagster. There is no retention asset: after the receiver's load assets
 have loaded a partition's backups, they call ``receive.inbox.apply_retention_after_load``,
 which runs ``load_ledger``, ``plan_retention`` and ``apply_retention`` (a failure there is
-logged and never fails the load). ``receive.inbox.receive`` calls ``check_free_space``
-before it verifies a backup.
+logged and never fails the load). The disk guard that stops loads on a full volume is
+ops/disk_guard.py.
 
 The inbox holds ``<inbox>/<kind>/<backup_id>/`` folders (kind: partial | complete), each
 committed by its ``manifest.json`` (written last). Retention looks at nothing else: only
@@ -45,11 +45,6 @@ lands in it), then its manifest hash must still be the one that was matched agai
 ledger (an abandoned upload must still hold only temporary names and be unchanged since
 planning); if the check fails the rename is undone and the folder kept. Every deletion
 and every refusal is logged.
-
-The disk guard (``check_free_space``) stops loading when a volume it is given (the
-receiver checks the inbox and the media folder) has less free space than
-``ARB_MIN_FREE_MB``: a clear DiskSpaceError rather than a failed load half way; nothing
-is lost, the backups wait in the inbox.
 """
 
 from __future__ import annotations
@@ -73,7 +68,6 @@ log = logging.getLogger(__name__)
 PARTIAL_DAYS = 1
 COMPLETE_DAYS = 4  # BKPS_LIFETIME in the original
 STALE_UPLOAD_DAYS = 2
-MIN_FREE_SETTING = "ARB_MIN_FREE_MB"
 
 # Keep reasons (the start of the reason text; details may follow).
 NOT_LOADED = "not loaded"
@@ -89,10 +83,6 @@ ABANDONED_UPLOAD = "abandoned upload"
 
 class RetentionError(ArbError):
     """Retention was asked something unsafe (the message says what)."""
-
-
-class DiskSpaceError(ArbError):
-    """A volume the receiver writes to is below the free-space floor."""
 
 
 @dataclass(frozen=True)
@@ -413,42 +403,3 @@ def _changed(cand: Candidate, folder: Path) -> str | None:
     if current != cand.manifest_sha256:
         return "has a different manifest (not the one loaded)"
     return None
-
-
-# -- the disk guard ---------------------------------------------------------------------
-
-
-def free_bytes(path: Path | str) -> int:
-    """Free bytes (for this unprivileged user) on the volume holding ``path``; a path that
-    does not exist yet is measured at its nearest existing parent."""
-    p = Path(path).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return shutil.disk_usage(p).free
-
-
-def format_bytes(n: int | float) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(value) < 1024 or unit == "PiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def check_free_space(paths: dict[str, Path | str], min_free_bytes: int) -> None:
-    """Raise DiskSpaceError naming every volume below ``min_free_bytes`` free (0 disables)."""
-    if min_free_bytes <= 0:
-        return
-    low = []
-    for label, path in paths.items():
-        free = free_bytes(path)
-        if free < min_free_bytes:
-            low.append(f"{label} ({path}) has {format_bytes(free)} free")
-    if low:
-        floor_mb = -(-min_free_bytes // (1024 * 1024))
-        raise DiskSpaceError(
-            f"not enough disk space: {'; '.join(low)}, below the floor of {format_bytes(min_free_bytes)} "
-            f"({MIN_FREE_SETTING}={floor_mb}). Free space on that volume or raise the floor "
-            f"({MIN_FREE_SETTING}); loading stopped, nothing was lost: backups wait in the inbox."
-        )

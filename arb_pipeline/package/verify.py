@@ -1,15 +1,10 @@
-"""Verify a backup before anything of it is loaded (promises 3, 4 and 6).
+"""Verify a backup's files before anything of it is loaded (promises 3, 4 and 6).
 
-Two checks, both plain Python:
-
-- :func:`verify_files`: the folder holds exactly the files its manifest lists (upload
-  temporaries aside), each a regular file inside the folder with the manifest's size and
-  sha256; every table file is a complete zstd frame holding the manifest's row count.
-  A failure means the backup was altered or truncated: the caller quarantines it.
-- :func:`check_schema`: every table of the backup can be loaded into the receiver's
-  tables; the result is the :class:`SchemaPlan` the loader follows (which columns to load,
-  which to leave out). A failure whose fix is on the receiver is a :class:`SchemaMismatch`
-  (``backup_at_fault`` False): the backup is fine and stays in the inbox.
+:func:`verify_files` (plain Python): the folder holds exactly the files its manifest lists
+(upload temporaries aside), each a regular file inside the folder with the manifest's size
+and sha256; every table file is a complete zstd frame holding the manifest's row count. A
+failure means the backup was altered or truncated: the caller quarantines it. The second
+check, whether the receiver's tables can take the backup, is package/schema_check.py.
 
 Media members are not checked here: ``media.install_media`` verifies each member itself;
 here ``media.tar`` is one more file with a size and a sha256.
@@ -18,22 +13,16 @@ here ``media.tar`` is one more file with a size and a sha256.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from arb_pipeline.catalog import CATALOG
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
-from arb_pipeline.package.manifest import MANIFEST_NAME, ColumnSpec, FileEntry, Manifest, ManifestError
-from arb_pipeline.pg.introspect import read_tables
+from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest, ManifestError
 from arb_pipeline.transport.base import is_temporary_name
-
-log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
@@ -49,54 +38,6 @@ class VerifyError(ArbError):
         self.file = file
 
 
-class SchemaMismatch(VerifyError):
-    """The backup is intact but the receiver's schema can't take it yet: fix the receiver,
-    the backup stays where it is and loads on a later try."""
-
-    backup_at_fault = False
-
-
-@dataclass(frozen=True)
-class TypeChange:
-    column: str
-    backup_type: str
-    receiver_type: str
-
-
-@dataclass
-class SchemaPlan:
-    """How each table of a backup maps onto the receiver's table."""
-
-    backup_id: str
-    # Per table: the backup's columns that the receiver has, in backup order (what to load).
-    columns: dict[str, tuple[ColumnSpec, ...]] = field(default_factory=dict)
-    # Per table: the receiver's primary key (equal to the backup's).
-    primary_key: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Per table: backup columns left out (the receiver lacks them, or computes them itself).
-    ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Per table: columns whose type string differs; the load casts, and fails clearly if it can't.
-    type_changes: dict[str, tuple[TypeChange, ...]] = field(default_factory=dict)
-
-    def warnings(self) -> list[str]:
-        out = []
-        for table, cols in self.ignored.items():
-            out.append(
-                f"backup {self.backup_id}: table {table}: column(s) {', '.join(cols)} are not loaded "
-                "(the receiver table lacks them); the other columns load, and a later complete "
-                "backup fills them once the receiver is migrated (`arb migrate --role receiver`)"
-            )
-        for table, changes in self.type_changes.items():
-            for c in changes:
-                out.append(
-                    f"backup {self.backup_id}: table {table}: column {c.column} is {c.backup_type} in the "
-                    f"backup but {c.receiver_type} on the receiver; the load casts it"
-                )
-        return out
-
-
-# -- files ---------------------------------------------------------------------------
-
-
 def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
     parsed = parse_backup_id(backup_id)
     if parsed:
@@ -105,7 +46,8 @@ def _partition_hint(backup_id: str, partition_key: str | None = None) -> str:
     return "re-run the sender's partition of this backup to publish it again"
 
 
-def _altered(manifest_or_id, file: str | None, what: str) -> VerifyError:
+def altered_backup_error(manifest_or_id, file: str | None, what: str) -> VerifyError:
+    """The VerifyError for a backup altered or truncated in transit (``what`` says how)."""
     if isinstance(manifest_or_id, Manifest):
         bid, hint = (
             manifest_or_id.backup_id,
@@ -125,30 +67,32 @@ def _load_manifest(backup_dir: Path) -> Manifest:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}") from None
+        raise altered_backup_error(
+            folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}"
+        ) from None
     except OSError as exc:  # a symlink (ELOOP) or unreadable
-        raise _altered(
+        raise altered_backup_error(
             folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened as a regular file ({exc.strerror})"
         ) from None
     with os.fdopen(fd, "rb") as fh:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
+            raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
         data = fh.read(64 << 20)  # a manifest is small; a huge one is refused, not read whole
         if fh.read(1):
-            raise _altered(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is larger than 64 MB")
+            raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is larger than 64 MB")
     try:
         manifest = Manifest.from_json(data)
     except ManifestError as exc:
-        raise _altered(folder_id, MANIFEST_NAME, f"malformed manifest: {exc}") from None
+        raise altered_backup_error(folder_id, MANIFEST_NAME, f"malformed manifest: {exc}") from None
     if manifest.backup_id != folder_id:
-        raise _altered(
+        raise altered_backup_error(
             folder_id,
             MANIFEST_NAME,
             f"the manifest's backup_id is {manifest.backup_id!r}, not the folder's name {folder_id!r}",
         )
     kind_folder = backup_dir.parent.name
     if kind_folder in KINDS and kind_folder != manifest.kind:
-        raise _altered(
+        raise altered_backup_error(
             folder_id, MANIFEST_NAME, f"a {manifest.kind} backup in the inbox's {kind_folder} folder"
         )
     return manifest
@@ -222,11 +166,11 @@ class _LineCounter:
 def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
     fd, problem = _open_inside(backup_dir, entry.name)
     if problem:
-        raise _altered(manifest, entry.name, problem)
+        raise altered_backup_error(manifest, entry.name, problem)
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size != entry.bytes:
-            raise _altered(
+            raise altered_backup_error(
                 manifest,
                 entry.name,
                 f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
@@ -240,22 +184,22 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
             if counter:
                 counter.feed(chunk)
     if read != entry.bytes:  # changed while we read it
-        raise _altered(
+        raise altered_backup_error(
             manifest,
             entry.name,
             f"size differs: the manifest says {entry.bytes} bytes, {read} bytes were read",
         )
     actual = digest.hexdigest()
     if actual != entry.sha256:
-        raise _altered(
+        raise altered_backup_error(
             manifest, entry.name, f"sha256 differs: the manifest says {entry.sha256}, the file has {actual}"
         )
     if counter is not None:
         rows, problem = counter.finish()
         if problem:
-            raise _altered(manifest, entry.name, problem)
+            raise altered_backup_error(manifest, entry.name, problem)
         if rows != entry.rows:
-            raise _altered(
+            raise altered_backup_error(
                 manifest,
                 entry.name,
                 f"rows differ: the manifest says {entry.rows} rows, the file holds {rows} lines",
@@ -281,7 +225,7 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
         dirs[:] = [d for d in dirs if (rel_root / d).as_posix() in folders]
     if extra:
         shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
-        raise _altered(
+        raise altered_backup_error(
             manifest, extra[0].rstrip("/"), f"unexpected file(s) not listed in the manifest: {shown}"
         )
 
@@ -294,12 +238,12 @@ def verify_files(backup_dir: Path, progress=None) -> Manifest:
     """
     backup_dir = Path(backup_dir)
     if backup_dir.is_symlink() or not backup_dir.is_dir():
-        raise _altered(backup_dir.name, None, f"{backup_dir} is not a folder")
+        raise altered_backup_error(backup_dir.name, None, f"{backup_dir} is not a folder")
     manifest = _load_manifest(backup_dir)
     tables = [f.table for f in manifest.files if f.kind == "table"]
     twice = sorted({t for t in tables if tables.count(t) > 1})
     if twice:
-        raise _altered(
+        raise altered_backup_error(
             manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}"
         )
     files = (
@@ -313,100 +257,4 @@ def verify_files(backup_dir: Path, progress=None) -> Manifest:
     return manifest
 
 
-# -- schema ---------------------------------------------------------------------------
-
-
-def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
-    """Map every table file of ``manifest`` onto the receiver's tables.
-
-    ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
-    write; a receiver-only table is never written, even when it exists. Raises
-    VerifyError for a backup that can't be loaded by design (unknown table, a different
-    primary key) and SchemaMismatch (not ``backup_at_fault``) when the receiver must change.
-    """
-    allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
-    bid = manifest.backup_id
-    entries = manifest.table_files()
-    tables = [e.table for e in entries]
-    receiver = read_tables(receiver_conn, tables)
-    plan = SchemaPlan(backup_id=bid)
-    for entry in entries:
-        table = entry.table
-        info = receiver.get(table)
-        if table not in allowed or info is None:
-            why = (
-                "the receiver has no such table"
-                if info is None
-                else "the receiver does not replicate it (not in arb_pipeline/catalog.py)"
-            )
-            raise VerifyError(
-                f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
-                f"from the sender's catalog; then re-queue it "
-                f"(`arb requeue {bid}`) once that is done",
-                backup_id=bid,
-                file=entry.name,
-            )
-        names = [c.name for c in entry.columns]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise _altered(
-                manifest,
-                entry.name,
-                f"the manifest lists column(s) {', '.join(dupes)} of table {table} twice",
-            )
-        missing_pk = [c for c in entry.primary_key if c not in names]
-        if missing_pk:
-            raise _altered(
-                manifest,
-                entry.name,
-                f"primary key column(s) {', '.join(missing_pk)} of table {table} "
-                "are not among the backup's columns",
-            )
-        receiver_pk = info.primary_key
-        if not receiver_pk:
-            raise SchemaMismatch(
-                f"receiver table {table} has no primary key; loads upsert by primary key: add "
-                f"one ({', '.join(entry.primary_key)}) with a receiver migration",
-                backup_id=bid,
-                file=entry.name,
-            )
-        if set(receiver_pk) != set(entry.primary_key) or len(receiver_pk) != len(entry.primary_key):
-            raise VerifyError(
-                f"backup {bid}: table {table}: primary key differs: the backup's is "
-                f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
-                "rows can't be matched: make the sender's and receiver's keys the same "
-                "(a migration on one side); then re-queue it "
-                f"(`arb requeue {bid}`) once that is done",
-                backup_id=bid,
-                file=entry.name,
-            )
-        by_name = {c.name: c for c in info.columns}
-        for col in info.columns:
-            if col.not_null and not col.has_default and not col.generated and col.name not in names:
-                raise SchemaMismatch(
-                    f"receiver table {table} requires column {col.name} that backup {bid} does not "
-                    f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
-                    backup_id=bid,
-                    file=entry.name,
-                )
-        load, ignored, changes = [], [], []
-        for col in entry.columns:
-            mine = by_name.get(col.name)
-            if mine is None or mine.generated:
-                ignored.append(col.name)
-                continue
-            load.append(col)
-            if mine.type != col.type:
-                changes.append(TypeChange(col.name, col.type, mine.type))
-        plan.columns[table] = tuple(load)
-        plan.primary_key[table] = receiver_pk
-        if ignored:
-            plan.ignored[table] = tuple(ignored)
-        if changes:
-            plan.type_changes[table] = tuple(changes)
-    for message in plan.warnings():
-        log.warning(message)
-    return plan
-
-
-__all__ = ["SchemaMismatch", "SchemaPlan", "TypeChange", "VerifyError", "check_schema", "verify_files"]
+__all__ = ["VerifyError", "altered_backup_error", "verify_files"]

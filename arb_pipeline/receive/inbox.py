@@ -17,10 +17,12 @@ from pathlib import Path
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
-from arb_pipeline.ops.retention import apply_retention, check_free_space, load_ledger, plan_retention
+from arb_pipeline.ops.disk_guard import check_free_space
+from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
 from arb_pipeline.package.backup_id import KINDS
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
-from arb_pipeline.package.verify import SchemaPlan, VerifyError, check_schema, verify_files
+from arb_pipeline.package.schema_check import SchemaPlan, check_schema
+from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.media import InstallResult, install_media
 from arb_pipeline.receive.quarantine import quarantine

@@ -66,7 +66,8 @@ from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
 from arb_pipeline.package.reader import read_manifest
-from arb_pipeline.package.verify import VerifyError, check_schema, verify_files
+from arb_pipeline.package.schema_check import check_schema
+from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect, describe_dsn
 from arb_pipeline.progress import Progress, silent
 from arb_pipeline.receive.inbox import find_published

@@ -2,32 +2,24 @@
 
 Safe by default (promise 5): the server's host key must already be in the configured
 known_hosts file (``RejectPolicy``, never auto-added; no ssh-agent, no ``~/.ssh`` keys), and
-the private key file must be private to its owner (like OpenSSH's own check).
+the private key file must be private to its owner (checked in sftp_keys.py).
 
 All or nothing (promise 3): ``publish`` uploads to a temporary name in the final folder
 (``.<name>.<random>.part``), checks the uploaded size and then ``posix_rename``\\ s it onto the
 final name, which atomically replaces an older file. A reader of the folder sees the old
 file or the whole new one under the final name, never a partial one.
 
-Transient failures (connection refused/reset, EOF, timeouts, SSH protocol errors) are retried
-with exponential backoff on a new connection; an answer from the server (authentication
-refused, unknown or changed host key, permission denied, no such file) fails at once. Every
-read and write on the SFTP channel has a timeout, so a stalled connection raises instead of
-hanging.
-
-Error messages name the setting involved (``host``/``port``, ``username``, ``key_file``,
-``known_hosts_file``, ``remote_dir``) and the fix. They never contain the key's content or
-its passphrase.
+Transient failures are retried with exponential backoff on a new connection; an answer from
+the server fails at once (which is which, and the messages naming the setting and the fix:
+sftp_errors.py). Every read and write on the SFTP channel has a timeout, so a stalled
+connection raises instead of hanging.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import logging
-import os
 import posixpath
-import socket
 import stat
 import threading
 import time
@@ -38,6 +30,17 @@ from typing import TypeVar
 import paramiko
 
 from arb_pipeline.transport.base import TransportError, check_relative, temporary_name
+from arb_pipeline.transport.sftp_errors import (
+    PermanentSftpError,
+    RemoteFileNotFoundError,
+    UnknownHostKey,
+    describe,
+    explain,
+    fingerprint,
+    is_transient,
+    keyscan_hint,
+)
+from arb_pipeline.transport.sftp_keys import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -46,55 +49,11 @@ T = TypeVar("T")
 MAX_BACKOFF = 60.0
 
 
-class RemoteFileNotFoundError(TransportError, FileNotFoundError):
-    """A remote file does not exist (also a ``FileNotFoundError``, like the local transport's)."""
-
-
-class _Permanent(TransportError):
-    """A failure retrying can't fix (bad setting, refused login, host key, permissions)."""
-
-
-class _UnknownHostKey(paramiko.SSHException):
-    """The server's host key is not in known_hosts (raised by ``_RejectUnknownHost``)."""
-
-    def __init__(self, hostname: str, key: paramiko.PKey):
-        super().__init__(f"host key for {hostname} not found in known_hosts")
-        self.hostname = hostname
-        self.key = key
-
-
 class _RejectUnknownHost(paramiko.RejectPolicy):
     """``RejectPolicy`` with an exception that carries the offered key, for a useful message."""
 
     def missing_host_key(self, client, hostname, key):
-        raise _UnknownHostKey(hostname, key)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH-style ``SHA256:...`` fingerprint (what ``ssh-keygen -lf`` prints)."""
-    import hashlib
-
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-_TRANSIENT_TYPES = (
-    EOFError,
-    TimeoutError,  # socket.timeout is TimeoutError since Python 3.10
-    ConnectionError,  # refused, reset, aborted, broken pipe
-    paramiko.ssh_exception.NoValidConnectionsError,
-    socket.gaierror,
-)
-_PERMANENT_SSH_TYPES = (
-    paramiko.AuthenticationException,
-    paramiko.BadHostKeyException,
-    _UnknownHostKey,
-)
+        raise UnknownHostKey(hostname, key)
 
 
 class SftpTransport:
@@ -167,94 +126,11 @@ class SftpTransport:
     def _remote_path(self, remote_name: str) -> str:
         return posixpath.join(self.remote_dir, *check_relative(remote_name).parts)
 
-    # ---- key and host key ------------------------------------------------------------
+    # ---- key ---------------------------------------------------------------------------
     def _load_key(self) -> paramiko.PKey:
-        if self._key is not None:
-            return self._key
-        path = self.key_file
-        fix = "set key_file to the SFTP client's private key (an OpenSSH or PEM key file, mode 600)"
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) does not exist: {fix}"
-            ) from None
-        except OSError as exc:
-            raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) can't be read ({exc.strerror}): {fix}"
-            ) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) is not a regular file: {fix}"
-            )
-        if os.name == "posix" and st.st_mode & 0o077:
-            raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) has mode "
-                f"{stat.S_IMODE(st.st_mode):04o}: "
-                f"it is readable or writable by group/others, so it is refused (as ssh does). "
-                f"Fix: `chmod 600 {path}` (and make sure the pipeline's user owns it)"
-            )
-        if not os.access(path, os.R_OK):
-            raise _Permanent(
-                f"the SFTP private key file {path} (key_file setting) is not readable by this user "
-                f"(uid {os.getuid()}): make the pipeline's user its owner and `chmod 600 {path}`"
-            )
-        # Errors while parsing are reported by type only, and without their cause: some
-        # parser exceptions carry the key's bytes.
-        passphrase = self.__passphrase or None
-        encrypted_hint = "it is encrypted: set key_passphrase (from the environment) to its passphrase"
-        try:
-            key = self._parse_key(path, passphrase)
-        except paramiko.PasswordRequiredException:
-            reason = encrypted_hint
-        except paramiko.UnknownKeyType:
-            reason = "its key type is not supported: use an Ed25519, ECDSA or RSA key"
-        except (TypeError, ValueError, paramiko.SSHException) as exc:
-            text = str(exc).lower()
-            if passphrase is None and ("password" in text or "encrypted" in text):
-                reason = encrypted_hint
-            elif passphrase is not None:
-                reason = (
-                    "the key_passphrase setting does not decrypt it (or it is not an OpenSSH or PEM "
-                    "Ed25519, ECDSA or RSA private key)"
-                )
-            else:
-                reason = (
-                    f"it is not a private key paramiko can read ({type(exc).__name__}); "
-                    "use an OpenSSH or PEM Ed25519, ECDSA or RSA private key"
-                )
-        except OSError as exc:
-            reason = f"it can't be read ({exc.strerror})"
-        else:
-            self._key = key
-            return key
-        raise _Permanent(
-            f"the SFTP private key file {path} (key_file setting) can't be used: {reason}"
-        ) from None
-
-    @staticmethod
-    def _parse_key(path: Path, passphrase: str | None) -> paramiko.PKey:
-        """Any key type paramiko knows (``PKey.from_path``), with the passphrase as bytes.
-
-        paramiko 5.1 hands the password to ``cryptography`` as given, which wants bytes. A
-        passphrase set for an unencrypted key is ignored, as ssh does.
-        """
-        if passphrase is None:
-            return paramiko.PKey.from_path(path)
-        try:
-            return paramiko.PKey.from_path(path, password=passphrase.encode())
-        except TypeError as exc:
-            if "not encrypted" not in str(exc):
-                raise
-            log.warning("key_passphrase is set but the key file %s is not encrypted; ignoring it", path)
-            return paramiko.PKey.from_path(path)
-
-    def _keyscan_hint(self) -> str:
-        return (
-            f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts_file}` and check that the "
-            f"fingerprint it adds (`ssh-keygen -lf {self.known_hosts_file}`) matches the server's "
-            f"(`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the server)"
-        )
+        if self._key is None:
+            self._key = load_private_key(self.key_file, self.__passphrase or None)
+        return self._key
 
     # ---- connection ------------------------------------------------------------------
     def _connected(self) -> bool:
@@ -284,13 +160,13 @@ class SftpTransport:
             try:
                 client.load_host_keys(str(self.known_hosts_file))
             except FileNotFoundError:
-                raise _Permanent(
+                raise PermanentSftpError(
                     f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) does not "
                     f"exist; host keys are only trusted from it. Create it with the server's key: "
-                    f"{self._keyscan_hint()}"
+                    f"{keyscan_hint(self)}"
                 ) from None
             except (OSError, paramiko.SSHException) as exc:
-                raise _Permanent(
+                raise PermanentSftpError(
                     f"the known_hosts file {self.known_hosts_file} (known_hosts_file setting) "
                     f"can't be read: {exc}"
                 ) from None
@@ -320,79 +196,10 @@ class SftpTransport:
 
     # ---- errors and retries ----------------------------------------------------------
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, (TransportError, *_PERMANENT_SSH_TYPES)):
-            return False
-        if isinstance(exc, _TRANSIENT_TYPES):
-            return True
-        if isinstance(exc, paramiko.SSHException):
-            return True
-        if isinstance(exc, OSError):
-            # An SFTP status (permission denied, no such file, failure) on a live connection is
-            # the server's answer; the same error with the connection gone is a network failure.
-            return (
-                exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOENT, errno.EROFS)
-                and not self._connected()
-            )
-        return False
+        return is_transient(exc, connected=self._connected())
 
     def _explain(self, exc: BaseException, action: str, connecting: bool) -> str:
-        """A message naming the setting and the fix for an error from paramiko or the server."""
-        if isinstance(exc, TransportError):
-            return str(exc)
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return (
-                f"the host key of the SFTP server {self._where} has CHANGED since it was recorded in the "
-                f"known_hosts file {self.known_hosts_file} (known_hosts_file setting): it offered "
-                f"{exc.key.get_name()} {_fingerprint(exc.key)}, expected {exc.expected_key.get_name()} "
-                f"{_fingerprint(exc.expected_key)}. This may be a man-in-the-middle attack; nothing was "
-                f"sent. If the server's key was really regenerated, remove the old entry "
-                f"(`ssh-keygen -R '[{self.host}]:{self.port}' -f {self.known_hosts_file}`) and add the new "
-                f"one: {self._keyscan_hint()}"
-            )
-        if isinstance(exc, _UnknownHostKey):
-            return (
-                f"the SFTP server {self._where} is not in the known_hosts file {self.known_hosts_file} "
-                f"(known_hosts_file setting): it offered {exc.key.get_name()} {_fingerprint(exc.key)}. "
-                f"Host keys are never added automatically; if this is the right server, add its key: "
-                f"{self._keyscan_hint()}"
-            )
-        if isinstance(exc, paramiko.AuthenticationException):
-            return (
-                f"the SFTP server {self._where} refused the login of user {self.username!r} "
-                f"(username setting) with the key in {self.key_file} (key_file setting): "
-                f"{str(exc).rstrip('.')}. Check that the public key ({self.key_file}.pub) is in that "
-                f"user's authorized_keys on the server"
-            )
-        if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
-            return (
-                f"{action}: permission denied on the SFTP server {self._where} for user {self.username!r}. "
-                f"Check the remote_dir setting ({self.remote_dir}) and that the folder is writable by that "
-                f"user on the server"
-            )
-        if isinstance(
-            exc, (ConnectionRefusedError, paramiko.ssh_exception.NoValidConnectionsError, socket.gaierror)
-        ) or (isinstance(exc, (TimeoutError, EOFError)) and connecting):
-            return (
-                f"{action}: cannot connect to the SFTP server {self._where} (host and port settings): "
-                f"{_describe(exc)}. Is sshd running there? Is the port right? "
-                f"Does a firewall block it?"
-            )
-        if isinstance(exc, TimeoutError):
-            return (
-                f"{action}: the SFTP server {self._where} did not answer within io_timeout={self.io_timeout} "
-                f"s (a stalled connection or a very slow network)"
-            )
-        if isinstance(exc, FileNotFoundError):
-            return (
-                f"{action}: no such file or folder on the SFTP server ({_describe(exc)}); check the name and "
-                f"the remote_dir setting ({self.remote_dir})"
-            )
-        if isinstance(exc, OSError) and not connecting and self._connected():
-            return f"{action}: the SFTP server {self._where} refused: {_describe(exc)}"
-        return (
-            f"{action}: SFTP to {self.username}@{self._where} failed: {_describe(exc)}. "
-            f"Is sshd running there? Is the port right?"
-        )
+        return explain(exc, action, self, connecting=connecting, connected=self._connected())
 
     def _retrying(
         self,
@@ -419,7 +226,7 @@ class SftpTransport:
                         except OSError as exc:
                             if self._is_transient(exc):
                                 raise
-                            log.warning("%s: cleaning up a failed attempt: %s", action, _describe(exc))
+                            log.warning("%s: cleaning up a failed attempt: %s", action, describe(exc))
                         need_cleanup = False
                     return attempt_fn(sftp)
                 except Exception as exc:  # noqa: BLE001 - classified below
@@ -447,7 +254,7 @@ class SftpTransport:
                     attempt += 1
                     delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
                     log.warning(
-                        "%s: %s; retry %d/%d in %.1f s", action, _describe(exc), attempt, self.retries, delay
+                        "%s: %s; retry %d/%d in %.1f s", action, describe(exc), attempt, self.retries, delay
                     )
                     time.sleep(delay)
 
@@ -464,7 +271,7 @@ class SftpTransport:
                 current = posixpath.dirname(current)
                 continue
             if mode is not None and not stat.S_ISDIR(mode):
-                raise _Permanent(
+                raise PermanentSftpError(
                     f"remote path {current} on {self._where} exists but is not a folder; "
                     f"check the remote_dir setting ({self.remote_dir})"
                 )
@@ -585,7 +392,7 @@ class SftpTransport:
 
         def attempt(sftp: paramiko.SFTPClient) -> str:
             key = self._client.get_transport().get_remote_server_key()
-            return f"{key.get_name()} {_fingerprint(key)}"
+            return f"{key.get_name()} {fingerprint(key)}"
 
         return self._retrying(f"cannot connect to {self._where}", attempt)
 
@@ -600,7 +407,7 @@ class SftpTransport:
                 kind, msg = sftp._request(CMD_EXTENDED, "statvfs@openssh.com", self.remote_dir)
             except (OSError, paramiko.SSHException) as exc:
                 if self._connected():  # the server said no: the extension is missing
-                    log.info("statvfs@openssh.com not available on %s: %s", self._where, _describe(exc))
+                    log.info("statvfs@openssh.com not available on %s: %s", self._where, describe(exc))
                     return None
                 raise
             if kind != CMD_EXTENDED_REPLY:

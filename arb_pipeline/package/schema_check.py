@@ -1,0 +1,162 @@
+"""Whether the receiver's tables can take a backup, before anything of it is loaded.
+
+:func:`check_schema` (plain Python; reads the receiver's table definitions): every table of the
+backup can be loaded into the receiver's tables; the result is the :class:`SchemaPlan` the
+loader follows (which columns to load, which to leave out). A backup that can't be loaded by
+design (unknown table, a different primary key) is a VerifyError; a failure whose fix is on
+the receiver is a :class:`SchemaMismatch` (``backup_at_fault`` False): the backup is fine
+and stays in the inbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from arb_pipeline.catalog import CATALOG
+from arb_pipeline.package.manifest import ColumnSpec, Manifest
+from arb_pipeline.package.verify import VerifyError, altered_backup_error
+from arb_pipeline.pg.introspect import read_tables
+
+log = logging.getLogger(__name__)
+
+
+class SchemaMismatch(VerifyError):
+    """The backup is intact but the receiver's schema can't take it yet: fix the receiver,
+    the backup stays where it is and loads on a later try."""
+
+    backup_at_fault = False
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    column: str
+    backup_type: str
+    receiver_type: str
+
+
+@dataclass
+class SchemaPlan:
+    """How each table of a backup maps onto the receiver's table."""
+
+    backup_id: str
+    # Per table: the backup's columns that the receiver has, in backup order (what to load).
+    columns: dict[str, tuple[ColumnSpec, ...]] = field(default_factory=dict)
+    # Per table: the receiver's primary key (equal to the backup's).
+    primary_key: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per table: backup columns left out (the receiver lacks them, or computes them itself).
+    ignored: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per table: columns whose type string differs; the load casts, and fails clearly if it can't.
+    type_changes: dict[str, tuple[TypeChange, ...]] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        out = []
+        for table, cols in self.ignored.items():
+            out.append(
+                f"backup {self.backup_id}: table {table}: column(s) {', '.join(cols)} are not loaded "
+                "(the receiver table lacks them); the other columns load, and a later complete "
+                "backup fills them once the receiver is migrated (`arb migrate --role receiver`)"
+            )
+        for table, changes in self.type_changes.items():
+            for c in changes:
+                out.append(
+                    f"backup {self.backup_id}: table {table}: column {c.column} is {c.backup_type} in the "
+                    f"backup but {c.receiver_type} on the receiver; the load casts it"
+                )
+        return out
+
+
+def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
+    """Map every table file of ``manifest`` onto the receiver's tables.
+
+    ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
+    write; a receiver-only table is never written, even when it exists. Raises
+    VerifyError for a backup that can't be loaded by design (unknown table, a different
+    primary key) and SchemaMismatch (not ``backup_at_fault``) when the receiver must change.
+    """
+    allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
+    bid = manifest.backup_id
+    entries = manifest.table_files()
+    tables = [e.table for e in entries]
+    receiver = read_tables(receiver_conn, tables)
+    plan = SchemaPlan(backup_id=bid)
+    for entry in entries:
+        table = entry.table
+        info = receiver.get(table)
+        if table not in allowed or info is None:
+            why = (
+                "the receiver has no such table"
+                if info is None
+                else "the receiver does not replicate it (not in arb_pipeline/catalog.py)"
+            )
+            raise VerifyError(
+                f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
+                f"from the sender's catalog; then re-queue it "
+                f"(`arb requeue {bid}`) once that is done",
+                backup_id=bid,
+                file=entry.name,
+            )
+        names = [c.name for c in entry.columns]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise altered_backup_error(
+                manifest,
+                entry.name,
+                f"the manifest lists column(s) {', '.join(dupes)} of table {table} twice",
+            )
+        missing_pk = [c for c in entry.primary_key if c not in names]
+        if missing_pk:
+            raise altered_backup_error(
+                manifest,
+                entry.name,
+                f"primary key column(s) {', '.join(missing_pk)} of table {table} "
+                "are not among the backup's columns",
+            )
+        receiver_pk = info.primary_key
+        if not receiver_pk:
+            raise SchemaMismatch(
+                f"receiver table {table} has no primary key; loads upsert by primary key: add "
+                f"one ({', '.join(entry.primary_key)}) with a receiver migration",
+                backup_id=bid,
+                file=entry.name,
+            )
+        if set(receiver_pk) != set(entry.primary_key) or len(receiver_pk) != len(entry.primary_key):
+            raise VerifyError(
+                f"backup {bid}: table {table}: primary key differs: the backup's is "
+                f"({', '.join(entry.primary_key)}), the receiver's is ({', '.join(receiver_pk)}); "
+                "rows can't be matched: make the sender's and receiver's keys the same "
+                "(a migration on one side); then re-queue it "
+                f"(`arb requeue {bid}`) once that is done",
+                backup_id=bid,
+                file=entry.name,
+            )
+        by_name = {c.name: c for c in info.columns}
+        for col in info.columns:
+            if col.not_null and not col.has_default and not col.generated and col.name not in names:
+                raise SchemaMismatch(
+                    f"receiver table {table} requires column {col.name} that backup {bid} does not "
+                    f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
+                    backup_id=bid,
+                    file=entry.name,
+                )
+        load, ignored, changes = [], [], []
+        for col in entry.columns:
+            mine = by_name.get(col.name)
+            if mine is None or mine.generated:
+                ignored.append(col.name)
+                continue
+            load.append(col)
+            if mine.type != col.type:
+                changes.append(TypeChange(col.name, col.type, mine.type))
+        plan.columns[table] = tuple(load)
+        plan.primary_key[table] = receiver_pk
+        if ignored:
+            plan.ignored[table] = tuple(ignored)
+        if changes:
+            plan.type_changes[table] = tuple(changes)
+    for message in plan.warnings():
+        log.warning(message)
+    return plan
+
+
+__all__ = ["SchemaMismatch", "SchemaPlan", "TypeChange", "check_schema"]
