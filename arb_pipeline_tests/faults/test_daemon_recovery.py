@@ -17,7 +17,8 @@ import subprocess
 import dagster as dg
 
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.faults.harness import DAGSTER, wait_for, waiting_on_lock
+from arb_pipeline_tests.faults.harness import wait_for, waiting_on_lock
+from arb_pipeline_tests.support.dagster_cli import DAGSTER
 
 REPORT = '"AndroidRequests_report"'
 
