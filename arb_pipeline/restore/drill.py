@@ -33,10 +33,10 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.errors import ArbError, ConfigError
-from arb_pipeline.ops.parity import table_fingerprint
 from arb_pipeline.package.manifest import Manifest
 from arb_pipeline.package.verify import verify_files
 from arb_pipeline.pg.connect import client_program_args, connect, describe_dsn
+from arb_pipeline.pg.rowhash import table_fingerprint
 from arb_pipeline.receive.inbox import Pending, find_published
 
 SCRATCH_PREFIX = "arb_drill_"
