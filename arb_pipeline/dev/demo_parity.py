@@ -10,7 +10,7 @@ moved past that point on the sender (a new vote on an event) is not a difference
 window carries it.
 
 Only the tables partials carry are compared (``TableSpec.cursor``); the others catch up
-with each day's complete by design (README, promise 1).
+with each day's complete by design (docs/guarantees.md, promise 1).
 """
 
 from __future__ import annotations

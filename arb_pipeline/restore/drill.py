@@ -1,9 +1,9 @@
 """The restore drill: prove the newest complete backup restores with standard tools.
 
-It does what an admin would do in a disaster (README, "Restore a complete backup"):
-create an empty database, run the backup's ``restore.sql`` with ``psql`` from the
-backup's folder, then runs smoke queries (every table's row count and digest equal the
-manifest's) and drops the database. The time and size are the drill's result.
+It does what an admin would do in a disaster (docs/backup-format.md, "Restore a complete
+backup with standard tools"): create an empty database, run the backup's ``restore.sql``
+with ``psql`` from the backup's folder, then runs smoke queries (every table's row count
+and digest equal the manifest's) and drops the database. The time and size are the drill's result.
 
 Running a script that came from the sender is the one place where the receiver feeds
 sender-made text to a program, so it is fenced in:

@@ -190,7 +190,7 @@ class Pipeline:
         }
 
     def env(self, side: str) -> dict[str, str]:
-        """The ARB_* settings of one side, for the `dagster` CLI (README, Settings)."""
+        """The ARB_* settings of one side, for the `dagster` CLI (docs/settings.md)."""
         env = dict(
             os.environ, DAGSTER_HOME=str(self.instance(side).root_directory), ARB_ADMINS="admins@localhost"
         )
