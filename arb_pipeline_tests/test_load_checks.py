@@ -11,9 +11,9 @@ import pytest
 from arb_pipeline.dagster_common.alert_sensors import make_failure_alert_sensor
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.checks import check_complete, check_partial
-from arb_pipeline.ops.parity import table_fingerprint
 from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.rowhash import table_fingerprint
 from arb_pipeline.receiver.assets import load_complete
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 from arb_pipeline_tests.support.alerts import Ticker, mailer_for

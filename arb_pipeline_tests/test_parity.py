@@ -11,18 +11,18 @@ import pytest
 
 from arb_pipeline.cli.parity import register
 from arb_pipeline.errors import ConfigError, SchemaError
+from arb_pipeline.ops.media_parity import compare_media
 from arb_pipeline.ops.parity import (
     CHANGED,
     EXTRA,
     MISSING,
-    compare_media,
     compare_tables,
     replicated_tables,
     shared_columns,
-    table_fingerprint,
 )
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import quote_ident
+from arb_pipeline.pg.rowhash import table_fingerprint
 from arb_pipeline_tests.support.postgres import fresh_db
 
 GTFS = "AndroidRequests_gtfs"

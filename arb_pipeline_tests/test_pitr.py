@@ -37,7 +37,8 @@ from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.extract.build import BuiltBackup, build_complete, build_partial, publish
 from arb_pipeline.extract.tables import Window
-from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.ops.media_parity import compare_media
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.progress import Progress

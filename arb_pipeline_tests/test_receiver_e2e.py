@@ -11,7 +11,8 @@ import pytest
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
-from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.ops.media_parity import compare_media
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings

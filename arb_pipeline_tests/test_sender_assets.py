@@ -138,7 +138,7 @@ def test_complete_backup_restores_with_psql(traffic, tmp_path, pg_cluster):
     manifest = Manifest.from_json((backup / MANIFEST_NAME).read_bytes())
     assert len(manifest.table_files()) == 23 and manifest.file("schema") and manifest.file("restore")
     assert {m.name for m in manifest.media} == {p.name for p in media.iterdir()}
-    # Disaster recovery: the README's command restores it into an empty database.
+    # Disaster recovery: the command in docs/backup-format.md restores it into an empty database.
     target = pg_cluster.create_database("restored_" + backup.name[-8:])
     done = subprocess.run(
         [

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 
 from arb_pipeline.errors import ConfigError
-from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.ops.media_parity import compare_media
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.progress import Progress
 from arb_pipeline.settings import RECEIVER_DSN, SENDER_DSN
 

@@ -81,7 +81,7 @@ def operations_environment(pg: LocalPostgres, mail: LocalSmtp) -> dict[str, str]
 
 
 # Bulk updates that leave timeStamp alone (the app's "mark declined events broken" cron)
-# reach the receiver only with the next daily complete (README, promise 1); the demo
+# reach the receiver only with the next daily complete (docs/guarantees.md, promise 1); the demo
 # leaves them out so its minute-by-minute parity summary shows what partials promise.
 DEMO_TRAFFIC_WEIGHTS = {"mark_declined_broken": 0}
 SUMMARY_EVERY_S = 30

@@ -10,7 +10,7 @@ moved past that point on the sender (a new vote on an event) is not a difference
 window carries it.
 
 Only the tables partials carry are compared (``TableSpec.cursor``); the others catch up
-with each day's complete by design (README, promise 1).
+with each day's complete by design (docs/guarantees.md, promise 1).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from arb_pipeline.catalog import PARTIAL_SPECS, short_name
-from arb_pipeline.ops.parity import canonical_text_settings, row_hash_sql, shared_columns
+from arb_pipeline.ops.parity import shared_columns
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import quote_ident
+from arb_pipeline.pg.rowhash import canonical_text_settings, row_hash_sql
 
 
 @dataclass(frozen=True)

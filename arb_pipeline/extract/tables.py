@@ -29,12 +29,12 @@ from psycopg import sql
 from arb_pipeline.catalog import CATALOG, TableSpec, introspect, parents_first, shipped_columns
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import line_chunks
-from arb_pipeline.ops.parity import ROW_HASH_ALGORITHM, table_fingerprint
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.pg.connect import client_program_args
 from arb_pipeline.pg.introspect import TableInfo
 from arb_pipeline.pg.quote import ident_list
+from arb_pipeline.pg.rowhash import ROW_HASH_ALGORITHM, table_fingerprint
 
 DEFAULT_OVERLAP = timedelta(minutes=15)  # 10 min late commit + 5 min clock offset
 
@@ -317,7 +317,7 @@ def extract_complete(
     """Write every catalog table in COPY text format, from one snapshot.
 
     With ``fingerprints``, each table file's manifest entry carries the row count and
-    order-independent digest of its columns (parity.table_fingerprint), computed by the
+    order-independent digest of its columns (rowhash.table_fingerprint), computed by the
     server in the same snapshot: the receiver checks its copy against them.
 
     ``on_snapshot(snapshot_id)`` runs inside the snapshot (e.g. ``pg_dump --snapshot``

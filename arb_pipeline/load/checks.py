@@ -3,7 +3,7 @@
 Complete backups: parity with the sender's snapshot
 ---------------------------------------------------
 The sender writes each table's row count and order-independent digest (computed by its
-server in the backup's snapshot, ``parity.table_fingerprint``) into the manifest. After
+server in the backup's snapshot, ``rowhash.table_fingerprint``) into the manifest. After
 the load the receiver computes the same over its table and compares.
 
 Rows that partials newer than the complete wrote (``arb_synced_at`` after the
@@ -37,18 +37,16 @@ from psycopg import sql
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.load.apply import VERSION_COLUMN, LoadResult, receiver_only_columns
 from arb_pipeline.load.staging import StagingError, stage_table
-from arb_pipeline.ops.parity import (
-    CHANGED,
-    EXTRA,
-    MISSING,
+from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING
+from arb_pipeline.package.manifest import FileEntry, Manifest
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import quote_ident
+from arb_pipeline.pg.rowhash import (
     ROW_HASH_ALGORITHM,
     canonical_text_settings,
     relation_fingerprint,
     row_hash_sql,
 )
-from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.pg.quote import quote_ident
 
 MAX_KEYS = 10
 STAGE = "arb_check_stage"

@@ -1,73 +1,46 @@
-"""Parity between the sender's and the receiver's replicated tables and media files.
+"""Parity between the sender's and the receiver's replicated tables.
 
 This is the yardstick every other piece of the pipeline is judged with: after a load,
 the receiver's copy of each replicated table must equal the sender's on the columns the
-two share, and the receiver's media folder must hold the sender's files byte for byte.
+two share (and its media folder must hold the sender's files: media_parity.py).
 
 How a table is compared
 -----------------------
-1. ``table_fingerprint`` computes, on the server, the row count and an order-independent
-   digest of the listed columns. Equal fingerprints on both sides mean equal tables (up
-   to a 2^-64 chance), and no row crosses the network.
+1. ``table_fingerprint`` (pg/rowhash.py, which also defines the row hash) computes, on
+   the server, the row count and an order-independent digest of the listed columns.
+   Equal fingerprints on both sides mean equal tables (up to a 2^-64 chance), and no
+   row crosses the network.
 2. Only when the fingerprints differ, ``compare_tables`` streams ``(primary key, row
    hash)`` from both sides in key order through server-side cursors and merges the two
    streams, so it names the first differing keys in bounded memory.
-
-The row hash (``ROW_HASH_ALGORITHM``)
--------------------------------------
-``md5(convert_to(ROW(c1, c2, ...)::text, 'UTF8'))`` with the columns in the given order,
-evaluated under pinned session settings (``CANONICAL_SETTINGS``). The composite-record
-text is PostgreSQL's own unambiguous row syntax: a NULL is *nothing* between the commas
-while an empty string is ``""``, and any value holding a comma, quote, backslash,
-parenthesis or whitespace (newlines included) is quoted with escapes, so no two
-different rows share a text. Each value is rendered by its type's output function, the
-same function ``COPY`` uses, so the text is exactly what the pipeline ships. Output
-functions of timestamptz, float8 and friends depend on session settings, which is why
-those are pinned: UTC, ISO dates and shortest-round-trip floats (PostgreSQL >= 12) give
-the same text on any server. ``convert_to(..., 'UTF8')`` makes the hashed bytes
-independent of the database encoding.
-
-The table digest sums (never xors: two equal rows must not cancel) the first 64 bits of
-each row's md5 read as a signed bigint, in ``numeric`` so nothing overflows, and reports
-the sum modulo 2^64 as 16 hex digits. A sum is independent of row order, so the digest
-depends only on the data and the column list, and one side can compute it alone: the
-sender can record it in a backup manifest (together with the column list!) for the
-receiver to check later.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import pq
 
 from arb_pipeline.catalog import APP_TABLE_PREFIX, app_table
-from arb_pipeline.errors import ArbError, ConfigError, SchemaError
+from arb_pipeline.errors import ConfigError, SchemaError
 from arb_pipeline.pg.connect import connect, describe_dsn
 from arb_pipeline.pg.introspect import list_tables, read_tables
 from arb_pipeline.pg.quote import quote_ident
+from arb_pipeline.pg.rowhash import (
+    ROW_HASH_ALGORITHM,
+    SCHEMA,
+    Fingerprint,
+    pin_canonical_settings,
+    qualified_table,
+    row_hash_sql,
+    table_fingerprint,
+)
 
-SCHEMA = "public"
-
-ROW_HASH_ALGORITHM = "sum64(md5(convert_to(ROW(columns)::text,'UTF8'))) mod 2^64, canonical settings v1"
-
-# Session settings that change how values are written as text. Pinned so a fingerprint
-# depends on the data only, whatever the server's or the role's defaults are.
-CANONICAL_SETTINGS = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO, MDY",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-}
+if TYPE_CHECKING:
+    from arb_pipeline.ops.media_parity import MediaParity
 
 MISSING = "missing on receiver"
 EXTRA = "extra on receiver"
@@ -76,124 +49,6 @@ KINDS = (MISSING, EXTRA, CHANGED)
 
 _STREAM_BATCH = 5000
 _cursor_names = itertools.count()
-
-
-class ParityError(ArbError):
-    """A parity check could not be carried out (not: the sides differ; that is a report)."""
-
-
-# --------------------------------------------------------------------------- fingerprints
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """Row count and order-independent digest of some columns of a table."""
-
-    rows: int
-    digest: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "digest": self.digest}
-
-
-def _row_text_sql(columns: Sequence[str], alias: str = "t") -> str:
-    """The canonical row text expression; one definition shared by digest, stream and detail."""
-    if not columns:
-        raise ParityError("no columns to compare: pass at least one column name")
-    return "ROW(" + ", ".join(f"{alias}.{quote_ident(c)}" for c in columns) + ")::text"
-
-
-def _row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
-    return f"md5(convert_to({_row_text_sql(columns, alias)}, 'UTF8'))"
-
-
-def _qualified(table: str) -> str:
-    return quote_ident(SCHEMA, table)
-
-
-def _check_server(conn: psycopg.Connection) -> None:
-    """Floats are written shortest-round-trip only since PostgreSQL 12; older text differs."""
-    version = conn.info.server_version
-    if version < 120000:
-        raise SchemaError(
-            f"PostgreSQL {version // 10000} at {describe_dsn(conn.info.dsn)} is too old for parity "
-            "fingerprints: float text is only canonical from version 12. Upgrade the server."
-        )
-
-
-@contextmanager
-def canonical_text_settings(conn: psycopg.Connection) -> Iterator[None]:
-    """Pin ``CANONICAL_SETTINGS`` on a caller's connection for the block, then put them back.
-
-    ``set_config(..., false)`` follows the transaction: if the caller's transaction is
-    rolled back, PostgreSQL undoes the change itself, so nothing is restored then.
-    """
-    _check_server(conn)
-    names = list(CANONICAL_SETTINGS)
-    current = conn.execute("SELECT " + ", ".join("current_setting(%s)" for _ in names), names).fetchone()
-    changed = {n: old for n, old in zip(names, current, strict=True) if old != CANONICAL_SETTINGS[n]}
-    for name in changed:
-        conn.execute("SELECT set_config(%s, %s, false)", (name, CANONICAL_SETTINGS[name]))
-    try:
-        yield
-    finally:
-        if changed and not conn.closed and conn.info.transaction_status != pq.TransactionStatus.INERROR:
-            for name, old in changed.items():
-                conn.execute("SELECT set_config(%s, %s, false)", (name, old))
-
-
-def table_fingerprint(
-    conn: psycopg.Connection,
-    table: str,
-    columns: Sequence[str],
-    key_columns: Sequence[str] = (),
-) -> Fingerprint:
-    """Row count and digest of ``columns`` (in that order) of ``public.<table>``, computed on the server.
-
-    Runs inside the caller's transaction, so a sender can fingerprint the very snapshot
-    it dumps. ``key_columns`` are only checked to be among ``columns``: a fingerprint
-    that leaves out the key could not tell which row moved where.
-    """
-    columns = list(columns)
-    missing_keys = [k for k in key_columns if k not in columns]
-    if missing_keys:
-        raise ParityError(
-            f"key column(s) {', '.join(missing_keys)} of {table} are not among the fingerprinted "
-            "columns: include the primary key in the column list"
-        )
-    with canonical_text_settings(conn):
-        try:
-            return relation_fingerprint(conn, _qualified(table), columns)
-        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
-            raise SchemaError(
-                f"cannot fingerprint {table} ({', '.join(columns)}) at {describe_dsn(conn.info.dsn)}: "
-                f"{str(exc).strip().splitlines()[0]}. Check the table and column names, "
-                "or run `arb migrate` on that database."
-            ) from exc
-
-
-def row_hash_sql(columns: Sequence[str], alias: str = "t") -> str:
-    """The row hash expression (``ROW_HASH_ALGORITHM``) over ``alias``'s columns."""
-    return _row_hash_sql(columns, alias)
-
-
-def relation_fingerprint(
-    conn: psycopg.Connection,
-    relation_sql: str,
-    columns: Sequence[str],
-    where_sql: str = "",
-    params: Sequence[Any] = (),
-) -> Fingerprint:
-    """``table_fingerprint`` of any relation (``relation_sql`` is trusted SQL text, e.g. a
-    quoted temporary table), aliased ``t``, optionally restricted by ``where_sql``.
-    The caller pins ``CANONICAL_SETTINGS`` (``canonical_text_settings``)."""
-    where = f" WHERE {where_sql}" if where_sql else ""
-    sql = (
-        "SELECT count(*), coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0) "
-        f"FROM (SELECT {_row_hash_sql(columns)} AS h FROM {relation_sql} t{where}) s"
-    )
-    rows, total = conn.execute(sql, tuple(params) if params else None).fetchone()
-    return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}")
 
 
 # --------------------------------------------------------------------------- schema discovery
@@ -300,7 +155,7 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def _format_counts(counts: dict[str, int]) -> str:
+def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in KINDS if counts[k])
 
 
@@ -355,7 +210,7 @@ class TableParity:
         if self.sender.rows == self.receiver.rows:
             parts[0] += f" (digest {self.sender.digest} vs {self.receiver.digest})"
         if any(self.counts.values()):
-            parts.append(_format_counts(self.counts))
+            parts.append(format_counts(self.counts))
         if self.diffs:
             parts.append("first keys: " + "; ".join(d.describe() for d in self.diffs))
         if self.note:
@@ -375,63 +230,6 @@ class TableParity:
             "sender_only_columns": list(self.sender_only_columns),
             "receiver_only_columns": list(self.receiver_only_columns),
             "note": self.note,
-        }
-
-
-@dataclass(frozen=True)
-class FileDiff:
-    kind: str
-    name: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "name": self.name}
-
-
-@dataclass
-class MediaParity:
-    """Media folders compared by relative file name and sha256."""
-
-    sender_dir: str
-    receiver_dir: str
-    sender_files: int
-    receiver_files: int
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    diffs: list[FileDiff] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not any(self.counts.values())
-
-    @property
-    def missing(self) -> list[str]:
-        return [d.name for d in self.diffs if d.kind == MISSING]
-
-    @property
-    def extra(self) -> list[str]:
-        return [d.name for d in self.diffs if d.kind == EXTRA]
-
-    @property
-    def changed(self) -> list[str]:
-        return [d.name for d in self.diffs if d.kind == CHANGED]
-
-    def format(self) -> str:
-        if self.ok:
-            return f"media: OK ({self.sender_files} files)"
-        text = (
-            f"media: DRIFT sender {self.sender_files} files, receiver {self.receiver_files} files; "
-            + _format_counts(self.counts)
-        )
-        return text + "; first files: " + "; ".join(f"{d.name} {d.kind}" for d in self.diffs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "sender_dir": self.sender_dir,
-            "receiver_dir": self.receiver_dir,
-            "sender_files": self.sender_files,
-            "receiver_files": self.receiver_files,
-            "counts": dict(self.counts),
-            "diffs": [d.to_dict() for d in self.diffs],
         }
 
 
@@ -498,9 +296,7 @@ def _open_snapshot(dsn: str) -> psycopg.Connection:
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        _check_server(conn)
-        for name, value in CANONICAL_SETTINGS.items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        pin_canonical_settings(conn)
     except BaseException:
         conn.close()
         raise
@@ -523,7 +319,7 @@ def _stream_row_hashes(
     order = ", ".join(
         f"t.{quote_ident(k)}" + (' COLLATE "C"' if k in collatable else "") for k in key_columns
     )
-    sql = f"SELECT {keys}, {_row_hash_sql(columns)} FROM {_qualified(table)} t ORDER BY {order}"
+    sql = f"SELECT {keys}, {row_hash_sql(columns)} FROM {qualified_table(table)} t ORDER BY {order}"
     n = len(key_columns)
     with conn.cursor(name=f"arb_parity_{next(_cursor_names)}") as cur:
         cur.itersize = _STREAM_BATCH
@@ -561,7 +357,7 @@ def _column_texts(
     """Each column's canonical text (the same element text the row hash is built from)."""
     select = ", ".join(f"ROW(t.{quote_ident(c)})::text" for c in columns)
     where = " AND ".join(f"t.{quote_ident(k)} = %s" for k in key_columns)
-    row = conn.execute(f"SELECT {select} FROM {_qualified(table)} t WHERE {where}", key).fetchone()
+    row = conn.execute(f"SELECT {select} FROM {qualified_table(table)} t WHERE {where}", key).fetchone()
     return None if row is None else list(row)
 
 
@@ -643,50 +439,3 @@ def compare_tables(
         s_conn.rollback()
         r_conn.rollback()
     return report
-
-
-# --------------------------------------------------------------------------- media
-
-
-def _media_files(root: Path) -> dict[str, Path]:
-    """Regular files under ``root`` by POSIX relative name (the name media columns store)."""
-    if not root.is_dir():
-        raise ConfigError(
-            f"media folder {root} does not exist or is not a folder: check the media path setting"
-        )
-    files: dict[str, Path] = {}
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for fname in filenames:
-            path = Path(dirpath, fname)
-            if path.is_file():
-                files[path.relative_to(root).as_posix()] = path
-    return files
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def compare_media(
-    sender_dir: str | os.PathLike, receiver_dir: str | os.PathLike, max_diffs: int = 10
-) -> MediaParity:
-    """Files missing on, extra on, or different on the receiver (sizes first, then sha256)."""
-    s_root, r_root = Path(sender_dir), Path(receiver_dir)
-    s_files, r_files = _media_files(s_root), _media_files(r_root)
-    result = MediaParity(str(s_root), str(r_root), len(s_files), len(r_files))
-    for name in sorted(s_files.keys() | r_files.keys()):
-        if name not in r_files:
-            kind = MISSING
-        elif name not in s_files:
-            kind = EXTRA
-        elif s_files[name].stat().st_size != r_files[name].stat().st_size or _sha256(
-            s_files[name]
-        ) != _sha256(r_files[name]):
-            kind = CHANGED
-        else:
-            continue
-        result.counts[kind] += 1
-        if len(result.diffs) < max_diffs:
-            result.diffs.append(FileDiff(kind, name))
-    return result

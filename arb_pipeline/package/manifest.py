@@ -36,10 +36,10 @@ class ColumnSpec:
 @dataclass(frozen=True)
 class TableFingerprint:
     """Row count and order-independent digest of a table file's columns, computed by the
-    sender's server in the backup's snapshot (parity.table_fingerprint), so the receiver
+    sender's server in the backup's snapshot (rowhash.table_fingerprint), so the receiver
     can check its own copy without a connection to the sender."""
 
-    algorithm: str  # parity.ROW_HASH_ALGORITHM
+    algorithm: str  # rowhash.ROW_HASH_ALGORITHM
     rows: int
     digest: str  # 16 hex digits
 

@@ -1,9 +1,9 @@
 """The restore drill: prove the newest complete backup restores with standard tools.
 
-It does what an admin would do in a disaster (README, "Restore a complete backup"):
-create an empty database, run the backup's ``restore.sql`` with ``psql`` from the
-backup's folder, then runs smoke queries (every table's row count and digest equal the
-manifest's) and drops the database. The time and size are the drill's result.
+It does what an admin would do in a disaster (docs/backup-format.md, "Restore a complete
+backup with standard tools"): create an empty database, run the backup's ``restore.sql``
+with ``psql`` from the backup's folder, then runs smoke queries (every table's row count
+and digest equal the manifest's) and drops the database. The time and size are the drill's result.
 
 Running a script that came from the sender is the one place where the receiver feeds
 sender-made text to a program, so it is fenced in:
@@ -33,10 +33,10 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.errors import ArbError, ConfigError
-from arb_pipeline.ops.parity import table_fingerprint
 from arb_pipeline.package.manifest import Manifest
 from arb_pipeline.package.verify import verify_files
 from arb_pipeline.pg.connect import client_program_args, connect, describe_dsn
+from arb_pipeline.pg.rowhash import table_fingerprint
 from arb_pipeline.receive.inbox import Pending, find_published
 
 SCRATCH_PREFIX = "arb_drill_"

@@ -47,7 +47,7 @@ Per table, the expected state is computed from the backup files themselves: the
 complete's file staged in the target (its count and digest must equal the manifest's
 fingerprint, which the sender computed in its snapshot), overlaid by each partial's file
 in snapshot order by primary key, the newest version winning. Its count and digest
-(parity.py) are compared with the restored table's: ``ok`` or ``DRIFT`` with the first
+(pg/rowhash.py) are compared with the restored table's: ``ok`` or ``DRIFT`` with the first
 differing keys (pitr_parity.py). This checks the load against the files and the complete against the
 sender; nothing can check the partials' rows against the sender without the sender.
 """

@@ -20,16 +20,16 @@ from psycopg import sql
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.load.apply import receiver_only_columns
 from arb_pipeline.load.staging import stage_table
-from arb_pipeline.ops.parity import (
+from arb_pipeline.package.manifest import FileEntry
+from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import ident_list, quote_ident
+from arb_pipeline.pg.rowhash import (
     ROW_HASH_ALGORITHM,
     Fingerprint,
     canonical_text_settings,
     relation_fingerprint,
     row_hash_sql,
 )
-from arb_pipeline.package.manifest import FileEntry
-from arb_pipeline.pg.connect import connect
-from arb_pipeline.pg.quote import ident_list, quote_ident
 from arb_pipeline.progress import Progress, silent
 
 if TYPE_CHECKING:

@@ -35,7 +35,8 @@ from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.workload import Workload
 from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
 from arb_pipeline.dev.sshd import LocalSshd
-from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.ops.media_parity import compare_media
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.assets import load_complete, load_partial
 from arb_pipeline.receiver.definitions import defs as receiver_defs
@@ -188,7 +189,7 @@ class Pipeline:
         }
 
     def env(self, side: str) -> dict[str, str]:
-        """The ARB_* settings of one side, for the `dagster` CLI (README, Settings)."""
+        """The ARB_* settings of one side, for the `dagster` CLI (docs/settings.md)."""
         env = dict(
             os.environ, DAGSTER_HOME=str(self.instance(side).root_directory), ARB_ADMINS="admins@localhost"
         )

@@ -44,7 +44,8 @@ from arb_pipeline.dev.generator.scale import build_event_window
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.extract.tables import Window
-from arb_pipeline.ops.parity import compare_media, compare_tables
+from arb_pipeline.ops.media_parity import compare_media
+from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
