@@ -13,22 +13,13 @@ from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.sender.connectivity import receiver_connectivity, receiver_connectivity_job
 from arb_pipeline.sender.resources import BackupDestination
 from arb_pipeline_tests.support.alerts import Ticker, mailer_for
+from arb_pipeline_tests.support.services import sftp_destination
 
 pytestmark = pytest.mark.sshd
 
 
 def destination(sshd, **kw) -> BackupDestination:
-    return BackupDestination(
-        kind="sftp",
-        host=sshd.host,
-        port=sshd.port,
-        username=sshd.username,
-        key_file=str(sshd.client_key_path),
-        known_hosts_file=str(sshd.known_hosts_path),
-        remote_dir=sshd.remote_inbox,
-        connect_timeout=5,
-        **kw,
-    )
+    return sftp_destination(sshd, connect_timeout=5, **kw)
 
 
 def check_defs(sshd, smtp, **kw) -> dg.Definitions:

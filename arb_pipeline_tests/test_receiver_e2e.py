@@ -15,24 +15,16 @@ from arb_pipeline.ops.media_parity import compare_media
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.sender.assets import complete_backup, partial_backup
-from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
+from arb_pipeline.sender.resources import BackupPublisher, SenderDatabase, SenderSettings
 from arb_pipeline_tests.support.receiver import receiver_resources, tick
+from arb_pipeline_tests.support.services import sftp_destination
 
 UTC = timezone.utc
 pytestmark = pytest.mark.sshd
 
 
 def sender_resources(dsn, media, staging, sshd, retries=2):
-    dest = BackupDestination(
-        kind="sftp",
-        host=sshd.host,
-        port=sshd.port,
-        username=sshd.username,
-        key_file=str(sshd.client_key_path),
-        known_hosts_file=str(sshd.known_hosts_path),
-        remote_dir=sshd.remote_inbox,
-        retries=retries,
-    )
+    dest = sftp_destination(sshd, retries=retries)
     from arb_pipeline.dev.postgres import find_bin_dir
 
     return {

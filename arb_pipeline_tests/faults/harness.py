@@ -47,6 +47,7 @@ from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, Se
 from arb_pipeline_tests.faults.proxy import FaultProxy
 from arb_pipeline_tests.support.dagster_cli import materialize_command
 from arb_pipeline_tests.support.postprocess import assert_every_row_derived
+from arb_pipeline_tests.support.services import sftp_destination
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,14 +151,11 @@ class Pipeline:
             self.proxy.close()
 
     def destination(self, retries: int = 4) -> BackupDestination:
-        return BackupDestination(
-            kind="sftp",
+        return sftp_destination(
+            self.sshd,
             host="127.0.0.1",
             port=self.proxy.port,
-            username=self.sshd.username,
-            key_file=str(self.sshd.client_key_path),
             known_hosts_file=str(self.known_hosts),
-            remote_dir=self.sshd.remote_inbox,
             retries=retries,
             io_timeout=self.io_timeout,
         )

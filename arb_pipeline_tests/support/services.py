@@ -25,6 +25,7 @@ import pytest
 
 from arb_pipeline.dev.smtp import LocalSmtp
 from arb_pipeline.dev.sshd import LocalSshd, sshd_unavailable_reason
+from arb_pipeline.sender.resources import BackupDestination
 
 
 def services_required() -> bool:
@@ -78,3 +79,17 @@ def smtp_server() -> Iterator[LocalSmtp]:
         yield server
     finally:
         server.stop()
+
+
+def sftp_destination(sshd: LocalSshd, **overrides) -> BackupDestination:
+    """The sender's SFTP destination resource for a local sshd; ``overrides`` set any other field."""
+    fields = dict(
+        kind="sftp",
+        host=sshd.host,
+        port=sshd.port,
+        username=sshd.username,
+        key_file=str(sshd.client_key_path),
+        known_hosts_file=str(sshd.known_hosts_path),
+        remote_dir=sshd.remote_inbox,
+    )
+    return BackupDestination(**{**fields, **overrides})
