@@ -41,6 +41,7 @@ class Pending:
     partition_key: str
     snapshot_time: datetime
     manifest_sha256: str
+    window: tuple[datetime, datetime] | None = None  # the manifest's [start, end)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
                     manifest.partition_key,
                     manifest.snapshot_time,
                     hashlib.sha256(data).hexdigest(),
+                    (manifest.window_start, manifest.window_end),
                 )
             )
     found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))

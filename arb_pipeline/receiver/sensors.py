@@ -5,6 +5,15 @@ backup whose load failed (disk floor reached, receiver schema behind, database d
 stays in the inbox and is requested again after ``retry_after_seconds``, up to
 ``max_attempts`` runs; every failed run alerts. The cursor (kept by Dagster across
 restarts) holds the attempts per backup still waiting.
+
+A backup whose partition this receiver doesn't know (receiver/partition_fit.py) is not
+requested, since Dagster would fail the whole tick: one from a sender whose clock is ahead
+waits for its partition; one made with another ``ARB_PARTIAL_MINUTES``/``ARB_GO_LIVE`` is
+refused. Refused is not quarantined: the backup is sound and the settings are at fault, so
+it stays in the inbox and loads without a requeue once the admin aligns the settings (or
+is deleted if the sender was wrong). It is logged as an error once per backup (the cursor's
+``refused`` list) and named in every skip reason; the freshness alert emails as the
+receiver stops loading.
 """
 
 import json
@@ -18,6 +27,7 @@ from arb_pipeline.package.backup_id import parse_backup_id
 from arb_pipeline.receive.inbox import find_published, loaded_ids
 from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.receiver.assets import load_complete, load_partial
+from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 BACKUP_TAG = "arb/backup_id"
@@ -58,6 +68,9 @@ def partition_key_from_name(kind: str, backup_id: str) -> str | None:
     return parsed.partition_key
 
 
+REFUSED_KEY = "refused"  # in the cursor, next to the attempts; never a backup id
+
+
 def _runs_for(instance, backup_id: str):
     return instance.get_runs(filters=dg.RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
 
@@ -71,13 +84,25 @@ def _runs_for(instance, backup_id: str):
 def inbox_sensor(
     context: dg.SensorEvaluationContext, receiver_db: ReceiverDatabase, receiver_settings: ReceiverSettings
 ):
-    attempts: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    attempts: dict = json.loads(context.cursor) if context.cursor else {}
+    reported = set(attempts.pop(REFUSED_KEY, []))
     published, unreadable = find_published(Path(receiver_settings.inbox_dir))
     done = loaded_ids(receiver_db.checked_dsn())
     waiting = [p for p in published if p.backup_id not in done]
-    requests, skipped = [], []
+    requests, skipped, refused = [], [], set()
     now = time.time()
     for pending in waiting:
+        verdict = fit(pending.kind, pending.partition_key, pending.window)
+        if verdict.verdict != OK:
+            line = f"{pending.backup_id} {verdict.verdict}: {verdict.reason}"
+            if verdict.verdict == REFUSED:
+                refused.add(pending.backup_id)
+                if pending.backup_id not in reported:
+                    context.log.error(f"{line}; left in the inbox")
+            else:
+                context.log.info(line)
+            skipped.append(line)
+            continue
         if len(requests) >= receiver_settings.max_runs_per_tick:
             break
         runs = _runs_for(context.instance, pending.backup_id)
@@ -114,7 +139,10 @@ def inbox_sensor(
         )
     for bad in unreadable:  # a run quarantines it with the reason, fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
-        if key is None:
+        verdict = fit(bad.kind, key) if key is not None else None
+        if verdict is not None and verdict.verdict == WAITS:
+            continue  # its run can be requested once the partition exists
+        if verdict is None or verdict.verdict == REFUSED:  # no run can take it: quarantine it here
             where = quarantine(
                 bad.path, Path(receiver_settings.quarantine_dir), f"unreadable manifest: {bad.error}"
             )
@@ -137,6 +165,8 @@ def inbox_sensor(
                 )
             )
     attempts = {k: v for k, v in attempts.items() if k not in done}
+    if refused:
+        attempts[REFUSED_KEY] = sorted(refused)
     cursor = json.dumps(attempts, sort_keys=True)
     if not requests:
         reason = f"{len(waiting)} backup(s) waiting, none due" if waiting else "no new backup in the inbox"

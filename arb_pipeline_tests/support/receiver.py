@@ -3,6 +3,7 @@ local-folder transport, sensor ticks that run what they request, and failure mes
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,33 @@ def tick(instance, resources, cursor=None, *, execute=True):
         )
         outcomes.append((request, res))
     return result, outcomes
+
+
+def evaluate(instance, resources, cursor=None, *, now=None):
+    """One tick through Dagster's own evaluation (``evaluate_tick``: it resolves each request's
+    partition and fails the tick on a key it doesn't know, as the daemon does), then every run
+    it requested. ``now`` is the receiver's clock for partitions (Dagster's public
+    ``partition_loading_context``): the partitions that exist, for the sensor and the runs alike.
+    Returns Dagster's tick data and the (request, result) of each run."""
+    with dg.partition_loading_context(effective_dt=now) if now else contextlib.nullcontext():
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=resources, definitions=receiver_defs
+        )
+        data = inbox_sensor.evaluate_tick(context)
+        outcomes = []
+        for request in data.run_requests or []:
+            assets = load_partial if request.job_name == "load_partial_job" else load_complete
+            res = dg.materialize(
+                [assets],
+                partition_key=request.partition_key,
+                run_config=request.run_config,
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+                tags={**request.tags, "dagster/run_key": request.run_key},
+            )
+            outcomes.append((request, res))
+    return data, outcomes
 
 
 def load_run(instance, resources, built: BuiltBackup):
