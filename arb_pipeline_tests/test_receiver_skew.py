@@ -11,15 +11,17 @@ the sender's extract needs no clock of its own.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 
-from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED
+from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED, complete_partitions, partial_partitions
 from arb_pipeline.extract.build import build_partial
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
 from arb_pipeline_tests.support.backups import new_sender, partial_for
 from arb_pipeline_tests.support.receiver import Receiver, evaluate
 from arb_pipeline_tests.support.traffic import PARTIAL_OPS, traffic_at
@@ -124,3 +126,36 @@ def test_a_backup_made_with_another_partial_length_is_refused_and_the_others_loa
     assert _loaded(rx.dsn) == {b.manifest.backup_id for b in good}
     # Left in the inbox, not quarantined: the settings are at fault, not the backup.
     assert rx.folder(odd).is_dir() and not rx.quarantine.exists()
+
+
+def test_the_verdict_names_the_setting_the_servers_disagree_on():
+    """Each way a backup can miss this receiver's partitions, without a database: a receiver
+    with 10-minute partials and go-live on 2026-11-10."""
+    rx = replace(SHARED, partial_minutes=10, go_live=datetime(2026, 11, 10, tzinfo=UTC))
+    partial, complete = partial_partitions(rx), complete_partitions(rx)
+
+    def verdict(kind, key, minutes=None, now=datetime(2026, 11, 20, tzinfo=UTC)):
+        start = datetime.strptime(key, "%Y-%m-%d-%H-%M" if kind == "partial" else "%Y-%m-%d")
+        start = start.replace(tzinfo=UTC)
+        window = (start, start + timedelta(minutes=minutes)) if minutes else None
+        with dg.partition_loading_context(effective_dt=now):
+            got = fit(kind, key, window, shared=rx, partitions=partial if kind == "partial" else complete)
+        return got.verdict, got.reason
+
+    assert verdict("partial", "2026-11-12-08-10", 10) == (OK, "")
+    made_with_5 = verdict("partial", "2026-11-12-08-10", 5)
+    assert made_with_5[0] == REFUSED and "ARB_PARTIAL_MINUTES=5" in made_with_5[1]
+    assert "this receiver has ARB_PARTIAL_MINUTES=10" in made_with_5[1]
+    off_grid = verdict("partial", "2026-11-12-08-05")  # from the folder name only
+    assert off_grid[0] == REFUSED and "not on this receiver's 10-minute grid" in off_grid[1]
+    early = verdict("partial", "2026-11-02-08-10", 10)
+    assert early[0] == REFUSED and "the sender's ARB_GO_LIVE is at or before 2026-11-02-08-10" in early[1]
+    assert "this receiver has ARB_GO_LIVE=2026-11-10-00-00" in early[1]
+    early_complete = verdict("complete", "2026-11-09", 24 * 60)
+    assert early_complete[0] == REFUSED and "ARB_GO_LIVE=2026-11-10-00-00" in early_complete[1]
+    ahead = verdict("partial", "2026-11-20-00-00", 10, now=datetime(2026, 11, 20, 0, 7, tzinfo=UTC))
+    assert ahead == (
+        WAITS,
+        "partition 2026-11-20-00-00 is not yet known to this receiver; its clock may be behind the sender's",
+    )
+    assert verdict("partial", "2026-11-20-00-00", 10, now=datetime(2026, 11, 20, 0, 10, tzinfo=UTC))[0] == OK
