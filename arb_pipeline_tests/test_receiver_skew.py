@@ -20,6 +20,7 @@ import pytest
 from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED, complete_partitions, partial_partitions
 from arb_pipeline.extract.build import build_partial
 from arb_pipeline.extract.tables import Window
+from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
 from arb_pipeline_tests.support.backups import new_sender, partial_for
@@ -159,3 +160,22 @@ def test_the_verdict_names_the_setting_the_servers_disagree_on():
         "partition 2026-11-20-00-00 is not yet known to this receiver; its clock may be behind the sender's",
     )
     assert verdict("partial", "2026-11-20-00-00", 10, now=datetime(2026, 11, 20, 0, 10, tzinfo=UTC))[0] == OK
+
+
+def test_an_unreadable_backup_named_for_a_future_partition_waits_then_its_run_quarantines_it(
+    receiver_db, tmp_path
+):
+    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "rx-media", tmp_path / "quarantine")
+    rx.media.mkdir()
+    key = _key(datetime.now(UTC) - timedelta(minutes=30))
+    folder = rx.inbox / "partial" / f"partial-{key}-garbled"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST_NAME).write_bytes(b"{not json")
+    end = PARTIAL.time_window_for_partition_key(key).end
+    resources = rx.resources()
+    with dg.instance_for_test() as instance:
+        data, outcomes = evaluate(instance, resources, now=end - timedelta(minutes=2))
+        assert outcomes == [] and folder.is_dir()  # no run yet: its partition doesn't exist
+        _, outcomes = evaluate(instance, resources, data.cursor, now=end + timedelta(minutes=1))
+        assert [(r.partition_key, res.success) for r, res in outcomes] == [(key, False)]
+    assert not folder.exists() and (rx.quarantine / "partial" / folder.name).is_dir()
