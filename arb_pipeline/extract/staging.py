@@ -43,7 +43,8 @@ def is_run_folder(path: Path) -> bool:
     try:
         if path.is_symlink() or not path.is_dir() or marker.is_symlink() or not marker.is_file():
             return False
-        return marker.read_text(errors="replace") == MARKER_TEXT
+        with marker.open("rb") as fh:
+            return fh.read(len(MARKER_TEXT) + 1) == MARKER_TEXT.encode()
     except OSError:
         return False
 
