@@ -6,10 +6,8 @@ The sender's Dagster assets call these; so do the benchmarks and the tests. No D
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -234,17 +232,3 @@ def publish(transport: Transport, built: BuiltBackup, names: tuple[str, ...] | N
         built.published.add(name)
         done.append(name)
     return done
-
-
-def sweep_staging(staging_root: Path, older_than: timedelta = timedelta(hours=6)) -> list[Path]:
-    """Remove staging folders left by runs that died (SIGKILL skips every cleanup)."""
-    removed = []
-    root = Path(staging_root)
-    if not root.is_dir():
-        return removed
-    cutoff = time.time() - older_than.total_seconds()
-    for child in root.iterdir():
-        if child.is_dir() and child.stat().st_mtime < cutoff:
-            shutil.rmtree(child, ignore_errors=True)
-            removed.append(child)
-    return removed

@@ -13,11 +13,15 @@ stray files and any other folder are never listed, so never deleted.
 
 Rules, for each folder ``<inbox>/<kind>/<name>``:
 
-1. A symlink, a file, or a name that is a temporary upload name (``.<name>.<hex>.part``)
-   is kept: it is not a backup folder.
+1. A symlink, a file, a name that is a temporary upload name (``.<name>.<hex>.part``),
+   or a folder whose name is not a backup id of its kind (``<kind>-<partition key>-<unique>``)
+   is kept: it is not a backup folder (another program's folder is never touched).
 2. With a ``manifest.json`` (a published backup), the folder is deleted only if all hold:
 
-   a. the manifest parses and names this folder (its kind and backup_id match the path);
+   a. the manifest is a regular file (not a link), parses and names this folder (its kind
+      and backup_id match the path), and the folder holds nothing but the files it lists,
+      the folders they are in and temporary upload names (a folder holding anything else
+      is kept: retention deletes only what the pipeline wrote);
    b. the backup is in the receiver's ledger ``arb_loaded_backup`` (outcome loaded or
       superseded) AND the sha256 of the manifest.json bytes equals the ledger's
       ``manifest_sha256``: a different manifest under an id that was loaded (a re-sent or
@@ -33,7 +37,8 @@ Rules, for each folder ``<inbox>/<kind>/<name>``:
 3. Without a ``manifest.json`` (an upload in progress or interrupted), the folder is
    kept until it is stale: nothing in it (the folder, its sub-folders and files) was
    modified for ``stale_days`` (2 days). A stale folder is deleted only if it holds
-   nothing but temporary upload names (``.<name>.<hex>.part``) and folders: an
+   nothing but temporary upload names (``.<name>.<hex>.part``) and folders (its name being a
+   backup id, rule 1): an
    abandoned upload, which no reader could ever load. A folder holding files under
    their final names but no manifest is kept whatever its age (its data was never
    loaded; an admin decides).
@@ -59,9 +64,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from arb_pipeline.errors import ArbError
+from arb_pipeline.ops.inbox_folders import (
+    is_backup_name,
+    newest_mtime,
+    only_temporary_names,
+    unlisted_entries,
+)
 from arb_pipeline.package.backup_id import KINDS
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
-from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX, is_temporary_name
+from arb_pipeline.transport.base import TEMP_PREFIX, TEMP_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,7 @@ TOO_YOUNG = "younger than the retention limit"
 NEWEST_COMPLETE = "newest loaded complete"
 NOT_A_BACKUP_FOLDER = "not a backup folder"
 BAD_MANIFEST = "unreadable manifest"
+FOREIGN_FILES = "holds files the backup does not list"
 UPLOAD_IN_PROGRESS = "upload in progress"
 INCOMPLETE_UPLOAD = "files but no manifest"
 ABANDONED_UPLOAD = "abandoned upload"
@@ -207,21 +219,23 @@ def plan_retention(
             continue
         for name in sorted(os.listdir(kind_dir)):
             path = kind_dir / name
-            if path.is_symlink() or not path.is_dir() or is_temporary_name(name):
+            if path.is_symlink() or not path.is_dir() or not is_backup_name(kind, name):
                 plan.keep.append(
                     (
                         Candidate(kind, name, path),
-                        f"{NOT_A_BACKUP_FOLDER} (a symlink, a file or a "
-                        "temporary name): retention leaves it alone",
+                        f"{NOT_A_BACKUP_FOLDER} (a symlink, a file, a temporary name or a "
+                        f"name that is not a {kind} backup id): retention leaves it alone",
                     )
                 )
                 continue
             manifest_path = path / MANIFEST_NAME
             if not manifest_path.exists() and not manifest_path.is_symlink():
-                cand = Candidate(kind, name, path, newest_mtime=_newest_mtime(path))
+                cand = Candidate(kind, name, path, newest_mtime=newest_mtime(path))
                 plan_unpublished(plan, cand, now, stale_days)
                 continue
             try:
+                if manifest_path.is_symlink() or not manifest_path.is_file():
+                    raise OSError("manifest.json is a link or not a file")
                 data = manifest_path.read_bytes()
                 manifest = Manifest.from_json(data)
             except (OSError, ManifestError) as exc:
@@ -232,6 +246,10 @@ def plan_retention(
                 plan.keep.append(
                     (cand, f"{BAD_MANIFEST}: it names {manifest.kind}/{manifest.backup_id}, not this folder")
                 )
+                continue
+            unlisted = unlisted_entries(path, manifest)
+            if unlisted:
+                plan.keep.append((cand, f"{FOREIGN_FILES} ({', '.join(unlisted[:3])}): an admin decides"))
                 continue
             entry = loaded.get(name)
             if entry is None:
@@ -270,7 +288,7 @@ def plan_unpublished(plan: RetentionPlan, cand: Candidate, now: datetime, stale_
     idle = timedelta(seconds=max(0.0, now.timestamp() - (cand.newest_mtime or 0.0)))
     if idle <= timedelta(days=stale_days):
         plan.keep.append((cand, f"{UPLOAD_IN_PROGRESS}: no manifest yet, last change {_days(idle)} ago"))
-    elif not _only_temporary_names(cand.path):
+    elif not only_temporary_names(cand.path):
         plan.keep.append(
             (
                 cand,
@@ -280,27 +298,6 @@ def plan_unpublished(plan: RetentionPlan, cand: Candidate, now: datetime, stale_
         )
     else:
         plan.delete.append(cand)
-
-
-def _only_temporary_names(folder: Path) -> bool:
-    """True when the folder tree holds only folders and temporary upload names (no manifest)."""
-    for dirpath, dirnames, filenames in os.walk(folder):  # os.walk does not follow symlinks
-        base = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
-            if not is_temporary_name(name) or name == MANIFEST_NAME:
-                return False
-    return True
-
-
-def _newest_mtime(folder: Path) -> float:
-    newest = folder.lstat().st_mtime
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in dirnames + filenames:
-            try:
-                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
-            except FileNotFoundError:
-                pass
-    return newest
 
 
 def _days(delta: timedelta) -> str:
@@ -334,7 +331,7 @@ def _delete_one(cand: Candidate, root: Path) -> bool:
     if problem:
         log.error("retention: refusing to delete %s: %s", path, problem)
         return False
-    if cand.abandoned and _newest_mtime(path) > (cand.newest_mtime or 0.0):
+    if cand.abandoned and newest_mtime(path) > (cand.newest_mtime or 0.0):
         log.warning("retention: %s changed since planning (an upload resumed?); kept", path)
         return False
     # Rename first: readers ignore temporary names, and nothing can be written into the
@@ -368,7 +365,7 @@ def _delete_one(cand: Candidate, root: Path) -> bool:
 def _unsafe_path(path: Path, root: Path, cand: Candidate) -> str | None:
     if cand.kind not in KINDS:
         return f"kind {cand.kind!r} is not one of {', '.join(KINDS)}"
-    if path.name != cand.name or path.name in ("", ".", "..") or is_temporary_name(path.name):
+    if path.name != cand.name or not is_backup_name(cand.kind, path.name):
         return "the path is not a backup folder name"
     try:
         root_real = root.resolve(strict=True)
@@ -393,13 +390,17 @@ def _changed(cand: Candidate, folder: Path) -> str | None:
         return "was replaced by something that is not a folder"
     manifest_path = folder / MANIFEST_NAME
     if cand.abandoned:
-        if manifest_path.exists() or manifest_path.is_symlink() or not _only_temporary_names(folder):
+        if manifest_path.exists() or manifest_path.is_symlink() or not only_temporary_names(folder):
             return "received files or a manifest"
         return None
     try:
+        if manifest_path.is_symlink():
+            return "has a link for a manifest"
         current = manifest_sha256(manifest_path.read_bytes())
     except OSError:
         return "lost its manifest"
     if current != cand.manifest_sha256:
         return "has a different manifest (not the one loaded)"
+    if unlisted_entries(folder, cand.manifest):
+        return f"received files the backup does not list ({FOREIGN_FILES})"
     return None

@@ -15,7 +15,8 @@ import dagster as dg
 from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name, tables_of
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial, sweep_staging
+from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial
+from arb_pipeline.extract.staging import create_run_folder, sweep_staging
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
 
@@ -106,8 +107,15 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
     publishes them), and empty the folder after every run, failed ones too."""
     tw = context.partition_time_window
     staging = Path(settings.staging_dir)
-    sweep_staging(staging)
-    run_dir = staging / context.run.run_id
+    sweep = sweep_staging(staging)
+    for path in sweep.removed:
+        context.log.info(f"removed {path}, left in ARB_STAGING_DIR by a run that died")
+    for path in sweep.foreign:
+        context.log.warning(
+            f"{path} in ARB_STAGING_DIR is not a folder of this pipeline (no marker): left alone, "
+            "reported once; move it out of the staging folder or point ARB_STAGING_DIR elsewhere"
+        )
+    run_dir = create_run_folder(staging, context.run.run_id)
     try:
         built = build(
             partition_key=context.partition_key,

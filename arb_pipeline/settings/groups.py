@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from arb_pipeline.settings import table as t
-from arb_pipeline.settings.setting import FromEnv
+from arb_pipeline.settings.setting import FOLDER_HINT, FromEnv, SettingError, overlap
 
 SMTP_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 
@@ -111,6 +111,29 @@ class SenderSettings(FromEnv):
     partial_delay_minutes: int = t.PARTIAL_DELAY_MINUTES.field()
     complete_at: time = t.COMPLETE_AT.field()
     connectivity_cron: str = t.CONNECTIVITY_CRON.field()
+
+    @classmethod
+    def from_env(cls, environ=None, problems: list | None = None):
+        sender = super().from_env(environ, problems)
+        error = staging_overlap(sender.staging_dir, environ)
+        if error and problems is None:
+            raise error
+        if error:
+            problems.append(error)
+        return sender
+
+
+def staging_overlap(staging: str, environ=None) -> SettingError | None:
+    """ARB_STAGING_DIR may not be, hold or lie inside the inbox or a media folder: the
+    pipeline creates and removes folders there."""
+    for setting in (t.INBOX_DIR, t.SENDER_MEDIA_DIR, t.RECEIVER_MEDIA_DIR):
+        other = setting.raw(environ)
+        how = overlap(staging, other) if other else None
+        if how:
+            name = t.STAGING_DIR.name
+            problem = f"{name}={staging!r} {how} the folder of {setting.name} ({other})"
+            return SettingError(name, problem, FOLDER_HINT)
+    return None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timezone
@@ -246,3 +247,48 @@ def cron(raw: str) -> str:
     if len(raw.split()) != 5:
         raise ValueError("is not a cron expression of five fields")
     return " ".join(raw.split())
+
+
+FOLDER_HINT = (
+    "use a folder of the pipeline's own, e.g. /var/tmp/arb_pipeline (not /, a home folder, the inbox "
+    "or a media folder, nor a folder holding one of those)"
+)
+
+
+def real_path(path: str) -> str:
+    """The absolute path with symlinks resolved (relative paths: from the current folder)."""
+    return os.path.realpath(path)
+
+
+def _home_folders() -> set[str]:
+    homes = {"/root", pwd.getpwuid(os.getuid()).pw_dir, os.environ.get("HOME") or "/"}
+    return {real_path(h) for h in homes}
+
+
+@_hint(FOLDER_HINT)
+def scratch_folder(raw: str) -> str:
+    """A folder the pipeline may empty: not /, a home folder (this user's, /root, /home/*),
+    nor a folder holding one."""
+    real = real_path(raw.strip())
+    if real == "/":
+        raise ValueError("is the root folder")
+    if real == "/home":
+        raise ValueError("holds the users' home folders")
+    for home in _home_folders() | ({real} if os.path.dirname(real) == "/home" else set()):
+        if real == home:
+            raise ValueError(f"is a home folder ({home})")
+        if home.startswith(real.rstrip("/") + "/"):
+            raise ValueError(f"holds the home folder {home}")
+    return raw.strip()
+
+
+def overlap(path: str, other: str) -> str | None:
+    """How ``path`` overlaps the folder ``other`` ("is", "holds", "is inside"), or None."""
+    a, b = real_path(path), real_path(other)
+    if a == b:
+        return "is"
+    if b.startswith(a.rstrip("/") + "/"):
+        return "holds"
+    if a.startswith(b.rstrip("/") + "/"):
+        return "is inside"
+    return None

@@ -13,6 +13,7 @@ from arb_pipeline.settings.setting import (
     number,
     one_of,
     optional,
+    scratch_folder,
     text,
     timezone_name,
     utc_date,
@@ -191,9 +192,10 @@ SENDER_MEDIA_DIR = Setting(
 STAGING_DIR = Setting(
     "ARB_STAGING_DIR",
     "/var/tmp/arb_pipeline",
-    text,
+    scratch_folder,
     "sender",
-    "local scratch, emptied after every run",
+    "local scratch: one folder per run, removed after it; the sweep removes only the pipeline's "
+    "own run folders. Refused: /, a home folder, the inbox or a media folder, or a folder holding one",
     original="`TMP_BKP_FLDR`",
 )
 MAX_COMMIT_DELAY_MINUTES = Setting(

@@ -54,7 +54,8 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
     yield from database_items("ARB_SENDER_DSN", sender.dsn, "sender")
     yield from pg_client_items(sender.dsn, sender.pg_dump)
     yield folder_item("ARB_SENDER_MEDIA_DIR", sender.media_dir, writable=False)
-    yield staging_item("ARB_STAGING_DIR", sender.staging_dir)
+    if "ARB_STAGING_DIR" not in bad:  # refused (/, a home, the inbox ...): its FAIL is above
+        yield staging_item("ARB_STAGING_DIR", sender.staging_dir)
     if "ARB_COMPLETE_AT" not in bad:
         timezone = SharedSettings.from_env(problems=[]).timezone  # a bad one: a FAIL of its own
         yield Item("ARB_COMPLETE_AT", OK, f"daily at {sender.complete_at:%H:%M} {timezone}")
