@@ -19,10 +19,17 @@ def materialize_command(side: str, group: str, partition: str) -> list[str]:
     ]  # fmt: skip
 
 
-def materialize(side: str, group: str, partition: str, env: dict[str, str]) -> None:
-    """Run it to the end in the repository; fails the test with its stderr if it fails."""
-    done = subprocess.run(
+def run_materialize(
+    side: str, group: str, partition: str, env: dict[str, str]
+) -> subprocess.CompletedProcess:
+    """Run it to the end in the repository, whatever its exit code."""
+    return subprocess.run(
         materialize_command(side, group, partition), cwd=REPO, env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
+
+
+def materialize(side: str, group: str, partition: str, env: dict[str, str]) -> None:
+    """Run it; fails the test with its stderr if it fails."""
+    done = run_materialize(side, group, partition, env)
     assert done.returncode == 0, done.stderr[-3000:]
