@@ -49,8 +49,8 @@ def event_rows(dsn: str) -> int:
 
 
 @pytest.fixture
-def inbox_with_bad_backups(pg_cluster, receiver_db, tmp_path):
-    """(receiver, key, good id, misnamed folder, unparsable folder, other partition's folder)."""
+def sender(pg_cluster, receiver_db, tmp_path):
+    """(receiver with an empty inbox, a partition key with traffic, build(unique) -> its partial)."""
     (tmp_path / "sender").mkdir()
     dsn, media, staging = new_sender(pg_cluster, tmp_path / "sender", seed=23)
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
@@ -58,10 +58,17 @@ def inbox_with_bad_backups(pg_cluster, receiver_db, tmp_path):
     rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
     rx.inbox.mkdir()
     rx.media.mkdir()
-    good = partial_for(dsn, staging, media, key, "good")
+    return rx, key, lambda unique: partial_for(dsn, staging, media, key, unique)
+
+
+@pytest.fixture
+def inbox_with_bad_backups(sender):
+    """(receiver, key, good id, misnamed folder, unparsable folder, other partition's folder)."""
+    rx, key, build = sender
+    good = build("good")
     rx.deliver(good)
     # Misnamed: a valid backup of KEY in a folder named as another run's backup of KEY.
-    renamed = rx.deliver(partial_for(dsn, staging, media, key, "second"))
+    renamed = rx.deliver(build("second"))
     misnamed = renamed.rename(renamed.with_name(f"partial-{key}-renamed"))
     unparsable = rx.inbox / "partial" / f"partial-{key}-broken"
     shutil.copytree(rx.folder(good), unparsable)
@@ -124,3 +131,29 @@ def test_the_sensor_sets_them_aside_the_same_way(inbox_with_bad_backups, tmp_pat
         assert not folder.exists() and (q / folder.name / REASON_NAME).is_file()
     assert "folder is partial/" + misnamed.name in (q / misnamed.name / REASON_NAME).read_text()
     assert [res.success for _, res in outcomes].count(True) == 1
+
+
+# Root reads a mode-000 file; without these two capabilities it is held to the modes like any user.
+AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="root needs setpriv here")
+def test_a_manifest_the_receiver_may_not_read_stays_in_the_inbox_and_fails_the_run(sender, tmp_path):
+    """Modes are the upload's or the receiver's doing, not the backup's: it is not quarantined."""
+    rx, key, build = sender
+    good, locked = build("good"), build("locked")
+    rx.deliver(good)
+    manifest = rx.deliver(locked) / MANIFEST_NAME
+    manifest.chmod(0)
+    env = cli_env(rx, tmp_path / "home")
+    wrapper = AS_A_USER if os.geteuid() == 0 else []
+
+    done = run_materialize("receiver", "receiver_partial", key, env, wrapper)
+
+    assert done.returncode != 0
+    assert ledger(rx.dsn) == {good.manifest.backup_id: "loaded"}
+    assert manifest.is_file() and not rx.quarantine.exists()
+    assert f"the receiver can't read {manifest}" in done.stdout + done.stderr
+    manifest.chmod(0o644)  # the fix the message names; the next run takes it
+    assert run_materialize("receiver", "receiver_partial", key, env, wrapper).returncode == 0
+    assert ledger(rx.dsn) == {good.manifest.backup_id: "loaded", locked.manifest.backup_id: "loaded"}

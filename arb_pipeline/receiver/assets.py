@@ -1,9 +1,10 @@
 """The receiver's loaded-table assets, on the sender's partitions.
 
 A run loads one backup (``backup_id`` in the run config, set by the inbox sensor) or,
-from `dagster asset materialize`, every unloaded backup of its partition in the
-inbox. The step holds the ``receiver_db`` pool: one database load at a time, across
-sensor runs and the CLI.
+from `dagster asset materialize`, every unloaded backup of its partition in the inbox;
+misnamed or unparsable backups of the partition are set aside as the sensor's runs do
+(receive.inbox.set_aside), and the run fails after loading the good ones. The step holds
+the ``receiver_db`` pool: one database load at a time, across sensor runs and the CLI.
 """
 
 from collections.abc import Sequence

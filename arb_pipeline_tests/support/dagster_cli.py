@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -20,12 +21,13 @@ def materialize_command(side: str, group: str, partition: str) -> list[str]:
 
 
 def run_materialize(
-    side: str, group: str, partition: str, env: dict[str, str]
+    side: str, group: str, partition: str, env: dict[str, str], wrapper: Sequence[str] = ()
 ) -> subprocess.CompletedProcess:
-    """Run it to the end in the repository, whatever its exit code."""
+    """Run it to the end in the repository, whatever its exit code; ``wrapper`` goes before
+    the command (e.g. setpriv, to run it with fewer rights)."""
     return subprocess.run(
-        materialize_command(side, group, partition), cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300,
+        [*wrapper, *materialize_command(side, group, partition)], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300,
     )  # fmt: skip
 
 
