@@ -133,6 +133,17 @@ def test_the_sensor_sets_them_aside_the_same_way(inbox_with_bad_backups, tmp_pat
     assert [res.success for _, res in outcomes].count(True) == 1
 
 
+def test_a_quarantine_that_fails_leaves_the_bad_backup_in_place(inbox_with_bad_backups, tmp_path):
+    rx, key, good_id, misnamed, unparsable, _ = inbox_with_bad_backups
+    rx.quarantine.write_text("a file where the quarantine folder should be")
+
+    done = run_materialize("receiver", "receiver_partial", key, cli_env(rx, tmp_path / "home"))
+
+    assert done.returncode != 0 and ledger(rx.dsn) == {good_id: "loaded"}
+    assert misnamed.is_dir() and unparsable.is_dir()
+    assert "It could not be quarantined: can't create the quarantine folder" in done.stdout + done.stderr
+
+
 # Root reads a mode-000 file; without these two capabilities it is held to the modes like any user.
 AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 

@@ -25,7 +25,7 @@ from arb_pipeline.package.schema_check import SchemaPlan, check_schema
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.media import InstallResult, install_media
-from arb_pipeline.receive.quarantine import quarantine
+from arb_pipeline.receive.quarantine import QuarantineError, quarantine
 from arb_pipeline.transport.base import is_temporary_name
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,10 @@ def set_aside(bad: Unreadable, quarantine_dir: Path) -> str:
     name = f"{bad.kind}/{bad.backup_id}"
     if not bad.at_fault:
         return f"backup {name} was not loaded and stays in the inbox: {bad.error}"
-    where = quarantine(bad.path, Path(quarantine_dir), bad.error)
+    try:
+        where = quarantine(bad.path, Path(quarantine_dir), bad.error)
+    except QuarantineError as exc:  # e.g. moved meanwhile by another run; it fails, nothing is lost
+        return f"backup {name} was not loaded: {bad.error}. It could not be quarantined: {exc}"
     return (
         f"backup {name} was not loaded: {bad.error}. It was quarantined in {where} "
         f"(`arb requeue {where.name}` once the cause is fixed)"
