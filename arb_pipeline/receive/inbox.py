@@ -25,7 +25,7 @@ from arb_pipeline.package.schema_check import SchemaPlan, check_schema
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.media import InstallResult, install_media
-from arb_pipeline.receive.quarantine import quarantine
+from arb_pipeline.receive.quarantine import QuarantineError, quarantine
 from arb_pipeline.transport.base import is_temporary_name
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,15 @@ class Pending:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """A folder whose manifest can't be parsed: the sensor still requests a run for it,
-    so that the run quarantines it with the reason and alerts."""
+    """A published folder that can't be taken: its manifest doesn't parse, or names another
+    folder (``at_fault``), or the receiver may not read it (not the backup's fault: its
+    own permissions). What happens to it is ``set_aside``, for the sensor and runs alike."""
 
     kind: str
-    backup_id: str
+    backup_id: str  # the folder's name
     path: Path
     error: str
+    at_fault: bool = True
 
 
 @dataclass
@@ -77,7 +79,11 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
             manifest_path = folder / MANIFEST_NAME
             if not manifest_path.is_file():
                 continue  # still uploading: the manifest comes last
-            data = manifest_path.read_bytes()
+            try:
+                data = manifest_path.read_bytes()
+            except OSError as exc:
+                bad.append(Unreadable(kind, folder.name, folder, _unreadable_file(manifest_path, exc), False))
+                continue
             try:
                 manifest = Manifest.from_json(data)
             except ManifestError as exc:
@@ -89,7 +95,8 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
                         kind,
                         folder.name,
                         folder,
-                        f"manifest says {manifest.kind}/{manifest.backup_id}, folder is {kind}/{folder.name}",
+                        f"misnamed folder: manifest says {manifest.kind}/{manifest.backup_id}, "
+                        f"folder is {kind}/{folder.name}",
                     )
                 )
                 continue
@@ -106,6 +113,31 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
             )
     found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))
     return found, bad
+
+
+def _unreadable_file(path: Path, exc: OSError) -> str:
+    return (
+        f"the receiver can't read {path} ({exc.strerror or exc}); give the user running the receiver "
+        "read access to the folder and its files (the sender's upload sets the modes)"
+    )
+
+
+def set_aside(bad: Unreadable, quarantine_dir: Path) -> str:
+    """What the receiver does with a folder ``find_published`` could not take, and the
+    message saying so. A backup at fault is quarantined with its reason (moved, never
+    deleted); one the receiver can't read may be the receiver's doing, so it stays in the
+    inbox until the permissions are fixed."""
+    name = f"{bad.kind}/{bad.backup_id}"
+    if not bad.at_fault:
+        return f"backup {name} was not loaded and stays in the inbox: {bad.error}"
+    try:
+        where = quarantine(bad.path, Path(quarantine_dir), bad.error)
+    except QuarantineError as exc:  # e.g. moved meanwhile by another run; it fails, nothing is lost
+        return f"backup {name} was not loaded: {bad.error}. It could not be quarantined: {exc}"
+    return (
+        f"backup {name} was not loaded: {bad.error}. It was quarantined in {where} "
+        f"(`arb requeue {where.name}` once the cause is fixed)"
+    )
 
 
 def loaded_ids(dsn: str) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """The receiver's loaded-table assets, on the sender's partitions.
 
 A run loads one backup (``backup_id`` in the run config, set by the inbox sensor) or,
-from `dagster asset materialize`, every unloaded backup of its partition in the
-inbox. The step holds the ``receiver_db`` pool: one database load at a time, across
-sensor runs and the CLI.
+from `dagster asset materialize`, every unloaded backup of its partition in the inbox;
+misnamed or unparsable backups of the partition are set aside as the sensor's runs do
+(receive.inbox.set_aside), and the run fails after loading the good ones. The step holds
+the ``receiver_db`` pool: one database load at a time, across sensor runs and the CLI.
 """
 
 from collections.abc import Sequence
@@ -16,14 +17,16 @@ from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
+from arb_pipeline.package.backup_id import parse_backup_id
 from arb_pipeline.receive.inbox import (
+    Pending,
     Received,
     apply_retention_after_load,
     find_published,
     loaded_ids,
     receive,
+    set_aside,
 )
-from arb_pipeline.receive.quarantine import quarantine
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 
@@ -64,31 +67,49 @@ class LoadConfig(dg.Config):
     backup_id: str = ""  # empty: every unloaded backup of the partition found in the inbox
 
 
+def partition_key_from_name(kind: str, backup_id: str) -> str | None:
+    """The partition a backup folder's name claims, if it is one of ours."""
+    parsed = parse_backup_id(backup_id)
+    if parsed is None or parsed.kind != kind:
+        return None
+    partitions = PARTIAL if kind == "partial" else COMPLETE
+    try:
+        partitions.time_window_for_partition_key(parsed.partition_key)
+    except Exception:
+        return None
+    return parsed.partition_key
+
+
 def _backups_for(
     settings: ReceiverSettings, db: ReceiverDatabase, kind: str, partition_key: str, backup_id: str
-):
+) -> tuple[list[Pending], list[str]]:
+    """The backups this run loads, and what it set aside (``set_aside``, as the sensor does):
+    the one requested, or every unloaded one of the partition. A folder that names no
+    partition is set aside by any run, as by the sensor's tick."""
     published, unreadable = find_published(Path(settings.inbox_dir))
     mine = [p for p in published if p.kind == kind and p.partition_key == partition_key]
     if backup_id:
         for bad in unreadable:
             if bad.backup_id == backup_id and bad.kind == kind:
-                where = quarantine(
-                    bad.path, Path(settings.quarantine_dir), f"unreadable manifest: {bad.error}"
-                )
-                raise dg.Failure(
-                    f"backup {kind}/{backup_id} has an unreadable manifest: {bad.error}. "
-                    f"Nothing was loaded; it was quarantined in {where}. Re-run the sender's partition "
-                    f"{partition_key} to publish it again."
-                )
+                message = set_aside(bad, Path(settings.quarantine_dir))
+                if bad.at_fault:
+                    message += f". Re-run the sender's partition {partition_key} to publish it again."
+                raise dg.Failure(message)
         chosen = [p for p in mine if p.backup_id == backup_id]
         if not chosen:
             raise dg.Failure(
                 f"backup {backup_id} is not in the inbox {settings.inbox_dir}/{kind} "
                 "(already loaded and removed by retention, or quarantined: see the quarantine folder)"
             )
-        return chosen
+        return chosen, []
+    bad_here = [
+        b
+        for b in unreadable
+        if b.kind == kind and partition_key_from_name(kind, b.backup_id) in (partition_key, None)
+    ]
+    set_aside_messages = [set_aside(b, Path(settings.quarantine_dir)) for b in bad_here]
     done = loaded_ids(db.checked_dsn())
-    return [p for p in mine if p.backup_id not in done]
+    return [p for p in mine if p.backup_id not in done], set_aside_messages
 
 
 def _lag_seconds(received: Received) -> float:
@@ -165,7 +186,9 @@ def _load(
     db: ReceiverDatabase,
     settings: ReceiverSettings,
 ):
-    backups = _backups_for(settings, db, kind, context.partition_key, config.backup_id)
+    backups, set_aside_messages = _backups_for(settings, db, kind, context.partition_key, config.backup_id)
+    for message in set_aside_messages:
+        context.log.error(message)
     if not backups:
         context.log.info(f"no unloaded {kind} backup of partition {context.partition_key} in the inbox")
     results: list[Received] = []
@@ -245,6 +268,11 @@ def _load(
         },
     )
     yield from _check_results(kind, tables, checks)
+    if set_aside_messages:  # the good backups are in; the run still fails, so the CLI exits non-zero
+        raise dg.Failure(
+            f"{len(set_aside_messages)} {kind} backup(s) of partition {context.partition_key} could not be "
+            "loaded: " + "; ".join(set_aside_messages)
+        )
 
 
 @dg.multi_asset(

@@ -22,11 +22,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.package.backup_id import parse_backup_id
-from arb_pipeline.receive.inbox import find_published, loaded_ids
-from arb_pipeline.receive.quarantine import quarantine
-from arb_pipeline.receiver.assets import load_complete, load_partial
+from arb_pipeline.receive.inbox import find_published, loaded_ids, set_aside
+from arb_pipeline.receiver.assets import load_complete, load_partial, partition_key_from_name
 from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
@@ -53,19 +50,6 @@ ACTIVE = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-
-
-def partition_key_from_name(kind: str, backup_id: str) -> str | None:
-    """The partition a backup folder's name claims, if it is one of ours."""
-    parsed = parse_backup_id(backup_id)
-    if parsed is None or parsed.kind != kind:
-        return None
-    partitions = PARTIAL if kind == "partial" else COMPLETE
-    try:
-        partitions.time_window_for_partition_key(parsed.partition_key)
-    except Exception:
-        return None
-    return parsed.partition_key
 
 
 REFUSED_KEY = "refused"  # in the cursor, next to the attempts; never a backup id
@@ -137,19 +121,13 @@ def inbox_sensor(
                 tags={BACKUP_TAG: pending.backup_id},
             )
         )
-    for bad in unreadable:  # a run quarantines it with the reason, fails and alerts
+    for bad in unreadable:  # a run sets it aside (set_aside), fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
         verdict = fit(bad.kind, key) if key is not None else None
         if verdict is not None and verdict.verdict == WAITS:
             continue  # its run can be requested once the partition exists
-        if verdict is None or verdict.verdict == REFUSED:  # no run can take it: quarantine it here
-            where = quarantine(
-                bad.path, Path(receiver_settings.quarantine_dir), f"unreadable manifest: {bad.error}"
-            )
-            context.log.error(
-                f"backup {bad.kind}/{bad.backup_id}: unreadable manifest ({bad.error}); "
-                f"quarantined in {where}"
-            )
+        if verdict is None or verdict.verdict == REFUSED:  # no run can take it: set aside here
+            context.log.error(set_aside(bad, Path(receiver_settings.quarantine_dir)))
             continue
         if (
             not _runs_for(context.instance, bad.backup_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -19,10 +20,18 @@ def materialize_command(side: str, group: str, partition: str) -> list[str]:
     ]  # fmt: skip
 
 
-def materialize(side: str, group: str, partition: str, env: dict[str, str]) -> None:
-    """Run it to the end in the repository; fails the test with its stderr if it fails."""
-    done = subprocess.run(
-        materialize_command(side, group, partition), cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=300,
+def run_materialize(
+    side: str, group: str, partition: str, env: dict[str, str], wrapper: Sequence[str] = ()
+) -> subprocess.CompletedProcess:
+    """Run it to the end in the repository, whatever its exit code; ``wrapper`` goes before
+    the command (e.g. setpriv, to run it with fewer rights)."""
+    return subprocess.run(
+        [*wrapper, *materialize_command(side, group, partition)], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300,
     )  # fmt: skip
+
+
+def materialize(side: str, group: str, partition: str, env: dict[str, str]) -> None:
+    """Run it; fails the test with its stderr if it fails."""
+    done = run_materialize(side, group, partition, env)
     assert done.returncode == 0, done.stderr[-3000:]
