@@ -6,15 +6,15 @@ The sender writes each table's row count and order-independent digest (computed 
 server in the backup's snapshot, ``rowhash.table_fingerprint``) into the manifest. After
 the load the receiver computes the same over its table and compares.
 
-Rows that partials newer than the complete wrote (``arb_synced_at`` after the
-complete's snapshot) legitimately differ from the snapshot, so they are left out on
-both sides: the receiver side is "rows at the complete's version or older", and the
-snapshot side is the manifest's digest minus the snapshot's rows with those keys (the
-digest is a sum, so rows can be taken out). When no newer row exists and the receiver
-has every column of the file, the check is one aggregate query. Otherwise, and to name
-the first differing keys when the digests differ, the backup's own table file (still
-in the inbox) is staged into a temporary table typed by the receiver and compared with
-the table key by key, in the database.
+Rows that partials newer than the complete wrote (``arb_synced_at`` after the complete's
+snapshot) legitimately differ from the snapshot, so they are left out on both sides (and
+rows no backup wrote, on the receiver's): the receiver side is "rows at the complete's
+version or older", and the snapshot side is the manifest's digest minus the snapshot's
+rows with those keys (the digest is a sum, so rows can be taken out). When no newer row
+exists and the receiver has every column of the file, the check is one aggregate query.
+Otherwise, and to name the first differing keys when the digests differ, the backup's
+own table file (still in the inbox) is staged into a temporary table typed by the
+receiver and compared with the table key by key, in the database.
 
 Partial backups: rows in the manifest = rows applied
 ----------------------------------------------------
@@ -251,7 +251,9 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
     left_out = [c for c in columns if c not in comparable]
     snap = manifest.snapshot_time
     v = quote_ident(VERSION_COLUMN)
-    at_or_before = f"(t.{v} IS NULL OR t.{v} <= %s)"
+    # Rows no backup wrote are not the sender's (the complete claimed every row it holds): the
+    # receiver's own history, kept by the load (apply.py), is left out like newer rows.
+    at_or_before = f"t.{v} <= %s"
     meta: dict[str, Any] = {"rows_in_manifest": fp.rows, "digest_in_manifest": fp.digest}
     with _transaction(conn), canonical_text_settings(conn):
         newer = conn.execute(f"SELECT count(*) FROM {_t(table)} t WHERE t.{v} > %s", (snap,)).fetchone()[0]
