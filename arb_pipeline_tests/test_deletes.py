@@ -119,8 +119,12 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     load(receiver_db, make_complete(dsn, tmp_path / "s", media))
     voted = _insert_history(receiver_db)
     _delete_on_sender(dsn, voted)  # the sender drops an event the receiver's own vote points at
-    assert load(receiver_db, make_complete(dsn, tmp_path / "s", media)).outcome == "loaded"
+    complete = make_complete(dsn, tmp_path / "s", media)
+    result = load(receiver_db, complete)
+    assert result.outcome == "loaded"
     assert voted in _ids(receiver_db, EV, "arb_synced_at IS NOT NULL")  # kept: a kept row needs it
+    checks = check_complete(receiver_db, complete.staged.root, read_manifest(complete.staged.root), result)
+    assert all(c.passed for c in checks.values()), [c.description for c in checks.values() if not c.passed]
 
     dry = _arb("--prune-unshipped", "--dry-run", dsn=receiver_db)
     assert dry.returncode == 0, dry.stderr
