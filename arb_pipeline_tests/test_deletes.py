@@ -142,3 +142,11 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     load(receiver_db, make_complete(dsn, tmp_path / "s", media))  # nothing needs the parent now
     assert voted not in _ids(receiver_db, EV)
     assert compare_tables(dsn, receiver_db).ok
+
+
+def test_a_catalog_entry_with_an_unknown_delete_policy_is_refused():
+    from arb_pipeline.catalog import TableSpec
+    from arb_pipeline.errors import SchemaError
+
+    with pytest.raises(SchemaError, match="delete_policy 'truncate' is not one of shipped-only, mirror"):
+        TableSpec(P + "token", delete_policy="truncate")
