@@ -83,8 +83,13 @@ def test_a_complete_keeps_what_no_backup_wrote_and_deletes_what_one_did(sender, 
     _insert_history(receiver_db)
     gone = max(_ids(dsn, EV))  # no kept row references it (the receiver's vote is on the first)
     _delete_on_sender(dsn, gone)
+    held = min(_ids(dsn, EV))
+    with connect(receiver_db) as conn:  # loaded the old way: the same row, but no version
+        conn.execute(f'UPDATE "{EV}" SET arb_synced_at = NULL WHERE id = %s', (held,))
     complete = make_complete(dsn, tmp_path / "s", media)
     result = load(receiver_db, complete)
+
+    assert held in _ids(receiver_db, EV, "arb_synced_at IS NOT NULL")  # the complete holds it: claimed
 
     assert gone not in _ids(receiver_db, EV)  # a backup wrote it, the newer complete lacks it
     assert {OLD} <= _ids(receiver_db, EV, "arb_synced_at IS NULL")  # history stays...

@@ -43,7 +43,8 @@ def run(args) -> int:
         else:
             kept = f", {t.kept} kept (still referenced by rows a backup wrote)" if t.kept else ""
             print(f"{short_name(t.table)}: {t.deleted} of {t.unshipped} row(s) no backup wrote deleted{kept}")
-    total = sum(t.unshipped for t in tables)
-    verb = "would be considered" if args.dry_run else "deleted"
-    print(f"total: {total if args.dry_run else sum(t.deleted for t in tables)} row(s) {verb}")
+    if args.dry_run:
+        print(f"total: {sum(t.unshipped for t in tables)} row(s) no backup wrote (dry run: nothing deleted)")
+    else:
+        print(f"total: {sum(t.deleted for t in tables)} row(s) deleted")
     return 0

@@ -17,8 +17,8 @@ is ever executed), then merged into the real table by primary key, parents first
   receiver has; ``arb adopt --prune-unshipped`` removes those on request), except in
   tables the catalog marks ``mirror``. A complete claims the rows it holds (sets their
   version), so afterwards a row without one is exactly a row the sender doesn't have.
-  Readers see the old state or the new,
-  never a mix (MVCC), and never an empty table (no TRUNCATE, no swap by rename).
+  Readers see the old state or the new, never a mix (MVCC), and never an empty table
+  (no TRUNCATE, no swap by rename).
 * Only the sender's columns are written. Receiver-only columns survive; where the
   receiver has a ``transformed`` column, a row whose content changed gets
   ``transformed = false``, and where it has ``arb_changed_at`` (the postprocessing
