@@ -2,7 +2,8 @@
 
 One ``TableSpec`` per table says how it travels: by which cursor column it enters
 partial backups (None: complete backups only, unless it rides along as an FK parent),
-which column names a media file, and which columns never leave the sender. Keys,
+which column names a media file, which columns never leave the sender, and what a
+complete does with receiver rows it lacks (``delete_policy``). Keys,
 column types and foreign keys are read from the PostgreSQL catalog, never written here,
 so adding a table is one entry.
 """
@@ -28,12 +29,28 @@ def app_table_sql(short: str) -> str:
     return quote_ident(app_table(short))
 
 
+SHIPPED_ONLY, MIRROR = "shipped-only", "mirror"
+DELETE_POLICIES = (SHIPPED_ONLY, MIRROR)
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     cursor: str | None = None  # partial backups select rows by this timestamp
     media_column: str | None = None  # names a file in the media folder
     excluded: tuple[str, ...] = ()  # personal or secret: never shipped unless configured
+    # What a complete removes of the receiver's rows it does not have (load/apply.py):
+    # "shipped-only": only rows a backup wrote (arb_synced_at set); history the receiver had
+    # before the pipeline, or rows only it has, stay. "mirror": the complete's rows are the
+    # truth, unshipped rows go too; for tables whose rows the sender deletes by design.
+    delete_policy: str = SHIPPED_ONLY
+
+    def __post_init__(self):
+        if self.delete_policy not in DELETE_POLICIES:
+            raise SchemaError(
+                f"catalog entry {self.name}: delete_policy {self.delete_policy!r} is not one of "
+                f"{', '.join(DELETE_POLICIES)}"
+            )
 
     @property
     def in_partials(self) -> bool:
@@ -61,7 +78,7 @@ CATALOG: tuple[TableSpec, ...] = (
     # Trips and telemetry: complete backups only (the largest tables).
     TableSpec(app_table("token")),
     TableSpec(app_table("poseintrajectoryoftoken")),
-    TableSpec(app_table("activetoken")),
+    TableSpec(app_table("activetoken"), delete_policy=MIRROR),  # a trip's row, deleted when it ends
     TableSpec(app_table("devicepositionintime")),
     TableSpec(app_table("nearbybuseslog")),
     # Users and gamification.
@@ -74,6 +91,7 @@ CATALOG: tuple[TableSpec, ...] = (
 PARTIAL_SPECS: tuple[TableSpec, ...] = tuple(s for s in CATALOG if s.in_partials)
 PARTIAL_TABLES: tuple[str, ...] = tuple(s.name for s in PARTIAL_SPECS)
 COMPLETE_TABLES: tuple[str, ...] = tuple(s.name for s in CATALOG)
+MIRRORED_TABLES: frozenset[str] = frozenset(s.name for s in CATALOG if s.delete_policy == MIRROR)
 
 
 def tables_of(kind: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "arb_pipeline.cli.backups",
     "arb_pipeline.cli.restore",
     "arb_pipeline.cli.demo",
+    "arb_pipeline.cli.adopt",
 )
 
 

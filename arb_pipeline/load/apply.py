@@ -11,9 +11,14 @@ is ever executed), then merged into the real table by primary key, parents first
 * A partial whose snapshot is not newer than the newest loaded complete is
   *superseded*: everything it holds is already in that complete. It is recorded, not
   applied, so a late partial can't resurrect a row the complete deleted.
-* A complete also deletes rows absent from its snapshot, but only rows it is newer
-  than: rows written by later partials stay. Readers see the old state or the new,
-  never a mix (MVCC), and never an empty table (no TRUNCATE, no swap by rename).
+* A complete also deletes rows absent from its snapshot, but only rows a backup wrote
+  (``arb_synced_at`` set) and that it is newer than: rows written by later partials
+  stay, and so do rows no backup wrote (history from before the pipeline, rows only the
+  receiver has; ``arb adopt --prune-unshipped`` removes those on request), except in
+  tables the catalog marks ``mirror``. A complete claims the rows it holds (sets their
+  version), so afterwards a row without one is exactly a row the sender doesn't have.
+  Readers see the old state or the new, never a mix (MVCC), and never an empty table
+  (no TRUNCATE, no swap by rename).
 * Only the sender's columns are written. Receiver-only columns survive; where the
   receiver has a ``transformed`` column, a row whose content changed gets
   ``transformed = false``, and where it has ``arb_changed_at`` (the postprocessing
@@ -35,6 +40,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
+from arb_pipeline.load.deletes import VERSION_COLUMN, delete_absent, referrers
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.introspect import TableInfo
@@ -43,7 +49,6 @@ from arb_pipeline.pg.quote import ident_list, quote_ident
 log = logging.getLogger(__name__)
 
 LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
-VERSION_COLUMN = "arb_synced_at"
 REPROCESS_COLUMN = "transformed"
 CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
 
@@ -204,8 +209,8 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
             loads = {t.table: t for t in result.tables}
             for table in reversed(order):  # children first
                 t0 = time.perf_counter()
-                loads[table].rows_deleted = _delete_absent(
-                    conn, infos[table], names[table], manifest, loads[table]
+                loads[table].rows_deleted = delete_absent(
+                    conn, infos[table], referrers(infos, table), names[table], manifest, loads[table]
                 )
                 loads[table].seconds["delete"] = time.perf_counter() - t0
         for table in order:
@@ -315,44 +320,27 @@ def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, r
         update = sql.SQL(
             "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
         ).format(v=sql.Identifier(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+    # A row the receiver had before any backup wrote it (adopted history) and equal to the
+    # complete's: the complete holds it, so it gets a version and is the sender's from now on.
+    claim = sql.SQL("WHEN MATCHED AND t.{v} IS NULL THEN UPDATE SET {v} = %(snap)s ").format(
+        v=sql.Identifier(VERSION_COLUMN)
+    )
     return conn.execute(
         sql.SQL(
-            "MERGE INTO {t} t USING {s} s ON {match} {update}"
+            "MERGE INTO {t} t USING {s} s ON {match} {update}{claim}"
             "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
         ).format(
             t=sql.Identifier(info.name),
             s=stage,
             match=match,
             update=update,
+            claim=claim,
             cols=ident_list(cols),
             v=sql.Identifier(VERSION_COLUMN),
             scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
         ),
         {"snap": manifest.snapshot_time},
     ).rowcount
-
-
-def _delete_absent(conn, info, stage: sql.Identifier, manifest: Manifest, load: TableLoad) -> int:
-    """Rows the complete's snapshot doesn't have, and that no newer backup wrote, are gone on the sender.
-
-    After the merge every staged row exists in the table; when the table holds no more
-    rows than were staged, nothing can be absent and the anti-join is skipped."""
-    if (
-        conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(info.name))).fetchone()[0]
-        <= load.rows_in_backup
-    ):
-        return 0
-    match = sql.SQL(" AND ").join(
-        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
-    cur = conn.execute(
-        sql.SQL(
-            "DELETE FROM {t} t WHERE (t.{v} IS NULL OR t.{v} <= %(snap)s) "
-            "AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match})"
-        ).format(t=sql.Identifier(info.name), v=sql.Identifier(VERSION_COLUMN), s=stage, match=match),
-        {"snap": manifest.snapshot_time},
-    )
-    return cur.rowcount
 
 
 def _advance_sequences(conn, info) -> None:

@@ -6,15 +6,15 @@ The sender writes each table's row count and order-independent digest (computed 
 server in the backup's snapshot, ``rowhash.table_fingerprint``) into the manifest. After
 the load the receiver computes the same over its table and compares.
 
-Rows that partials newer than the complete wrote (``arb_synced_at`` after the
-complete's snapshot) legitimately differ from the snapshot, so they are left out on
-both sides: the receiver side is "rows at the complete's version or older", and the
-snapshot side is the manifest's digest minus the snapshot's rows with those keys (the
-digest is a sum, so rows can be taken out). When no newer row exists and the receiver
-has every column of the file, the check is one aggregate query. Otherwise, and to name
-the first differing keys when the digests differ, the backup's own table file (still
-in the inbox) is staged into a temporary table typed by the receiver and compared with
-the table key by key, in the database.
+Rows that partials newer than the complete wrote (``arb_synced_at`` after the complete's
+snapshot) legitimately differ from the snapshot, so they are left out on both sides (and
+rows no backup wrote, on the receiver's): the receiver side is "rows at the complete's
+version or older", and the snapshot side is the manifest's digest minus the snapshot's
+rows with those keys (the digest is a sum, so rows can be taken out). When no newer row
+exists and the receiver has every column of the file, the check is one aggregate query.
+Otherwise, and to name the first differing keys when the digests differ, the backup's
+own table file (still in the inbox) is staged into a temporary table typed by the
+receiver and compared with the table key by key, in the database.
 
 Partial backups: rows in the manifest = rows applied
 ----------------------------------------------------
@@ -36,6 +36,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.load.apply import VERSION_COLUMN, LoadResult, receiver_only_columns
+from arb_pipeline.load.deletes import referrers, still_referenced_guard
 from arb_pipeline.load.staging import StagingError, stage_table
 from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING
 from arb_pipeline.package.manifest import FileEntry, Manifest
@@ -224,11 +225,13 @@ def check_complete(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadRes
         infos = introspect(conn, [f.table for f in files])
         by_table = {f.table: f for f in files}
         for table in parents_first(infos):
-            out[table] = _complete_table(conn, Path(backup_dir), manifest, by_table[table], infos[table])
+            out[table] = _complete_table(
+                conn, Path(backup_dir), manifest, by_table[table], infos[table], referrers(infos, table)
+            )
     return out
 
 
-def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry, info) -> TableCheck:
+def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry, info, refs) -> TableCheck:
     table, pk, fp = entry.table, entry.primary_key, entry.fingerprint
     if fp is None:
         return TableCheck(
@@ -251,7 +254,9 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
     left_out = [c for c in columns if c not in comparable]
     snap = manifest.snapshot_time
     v = quote_ident(VERSION_COLUMN)
-    at_or_before = f"(t.{v} IS NULL OR t.{v} <= %s)"
+    # Rows no backup wrote are not the sender's (the complete claimed every row it holds): the
+    # receiver's own history, kept by the load (apply.py), is left out like newer rows.
+    at_or_before = f"t.{v} <= %s"
     meta: dict[str, Any] = {"rows_in_manifest": fp.rows, "digest_in_manifest": fp.digest}
     with _transaction(conn), canonical_text_settings(conn):
         newer = conn.execute(f"SELECT count(*) FROM {_t(table)} t WHERE t.{v} > %s", (snap,)).fetchone()[0]
@@ -290,9 +295,16 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
             f"SELECT {', '.join('s.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 's')} AS h "
             f"FROM {STAGE} s WHERE {not_newer}"
         )
+        # A row the snapshot lacks that the load kept because a kept row references it
+        # (load/deletes.py) is not drift: left out like rows no backup wrote.
+        unreferenced = still_referenced_guard(refs).as_string(conn)
+        compared = (
+            f"{at_or_before} AND (EXISTS (SELECT 1 FROM {STAGE} s WHERE {_pk_match(pk, 's', 't')}) "
+            f"OR (true{unreferenced}))"
+        )
         actual = (
             f"SELECT {', '.join('t.' + quote_ident(k) for k in pk)}, {row_hash_sql(comparable, 't')} AS h "
-            f"FROM {_t(table)} t WHERE {at_or_before}"
+            f"FROM {_t(table)} t WHERE {compared}"
         )
         diff = (
             f"SELECT {keys}, CASE WHEN a.h IS NULL THEN 'm' WHEN e.h IS NULL THEN 'x' ELSE 'c' END AS kind "
@@ -320,7 +332,7 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
             0
         ]
         receiver_rows = conn.execute(
-            f"SELECT count(*) FROM {_t(table)} t WHERE {at_or_before}", (snap,)
+            f"SELECT count(*) FROM {_t(table)} t WHERE {compared}", (snap,)
         ).fetchone()[0]
     meta.update(
         rows_expected=expected_rows, rows_on_receiver=receiver_rows, differing_keys=sum(counts.values())

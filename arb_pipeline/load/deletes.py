@@ -1,0 +1,81 @@
+"""What a complete backup deletes on the receiver, and what it never does.
+
+A receiver row is the sender's once a backup wrote it: its ``arb_synced_at`` holds that
+backup's snapshot time. A complete removes only such rows, and only those it is newer
+than and does not hold itself; rows no backup wrote (the receiver's history from before
+the pipeline, rows only it has) stay, except in tables the catalog marks ``mirror``
+(``catalog.TableSpec.delete_policy``). ``load/prune.py`` removes them when the operator asks.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from arb_pipeline.catalog import MIRRORED_TABLES
+from arb_pipeline.pg.introspect import ForeignKey, TableInfo
+
+VERSION_COLUMN = "arb_synced_at"
+
+
+def referrers(infos: dict[str, TableInfo], table: str) -> list[tuple[str, ForeignKey]]:
+    """The foreign keys of replicated tables that point at ``table``."""
+    return [(name, fk) for name, info in infos.items() for fk in info.foreign_keys if fk.ref_table == table]
+
+
+def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) -> int:
+    """Rows the complete's snapshot doesn't have, that a backup wrote, and that no newer backup
+    wrote, are gone on the sender. Rows no backup wrote stay unless the table is ``mirror``.
+
+    A row still referenced by a row of a replicated table stays too: tables are done
+    children first, so a referrer still there is one that stays (unshipped, newer than the
+    snapshot, or in it), and deleting its parent would break the reference (the FKs are
+    NO ACTION: the commit would fail and no complete would ever load). So a parent a backup
+    wrote lives on while a kept row needs it; the next complete after the referrer is gone
+    deletes it. (A self-reference is checked against the table before the delete, so a row
+    pointing at another absent row keeps it until the next complete.) Derived tables
+    (``arb_pp_*``, ON DELETE CASCADE) are not replicated: their rows go with their parent's.
+
+    After the merge every staged row exists in the table with a version; when the table holds
+    no more such rows than were staged, nothing can be absent and the anti-join is skipped."""
+    mirror = info.name in MIRRORED_TABLES
+    v = sql.Identifier(VERSION_COLUMN)
+    counted = sql.SQL("true" if mirror else "{} IS NOT NULL").format(v)
+    if (
+        conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(info.name), counted)
+        ).fetchone()[0]
+        <= load.rows_in_backup
+    ):
+        return 0
+    match = sql.SQL(" AND ").join(
+        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
+    )
+    kept_referrers = still_referenced_guard(referrers)
+    shipped = sql.SQL("(t.{v} IS NULL OR t.{v} <= %(snap)s)" if mirror else "t.{v} <= %(snap)s").format(v=v)
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {t} t WHERE {shipped} AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match}){refs}"
+        ).format(
+            t=sql.Identifier(info.name),
+            shipped=shipped,
+            s=stage,
+            match=match,
+            refs=kept_referrers,
+        ),
+        {"snap": manifest.snapshot_time},
+    )
+    return cur.rowcount
+
+
+def still_referenced_guard(refs: list[tuple[str, ForeignKey]]) -> sql.Composable:
+    """`` AND NOT EXISTS (...)`` per foreign key in ``refs``: the row ``t`` is referenced by no row."""
+    return sql.SQL("").join(
+        sql.SQL(" AND NOT EXISTS (SELECT 1 FROM {r} r WHERE {on})").format(
+            r=sql.Identifier(name),
+            on=sql.SQL(" AND ").join(
+                sql.SQL("r.{} = t.{}").format(sql.Identifier(c), sql.Identifier(rc))
+                for c, rc in zip(fk.columns, fk.ref_columns, strict=True)
+            ),
+        )
+        for name, fk in refs
+    )
