@@ -58,8 +58,13 @@ def tick(instance, resources, cursor=None, *, execute=True):
         instance=instance, cursor=cursor, resources=resources, definitions=receiver_defs
     )
     result = inbox_sensor(context)
+    return result, run_requested(instance, resources, result.run_requests if execute else None)
+
+
+def run_requested(instance, resources, requests) -> list:
+    """Each requested load run, in process as the daemon would launch it: (request, result)."""
     outcomes = []
-    for request in (result.run_requests or []) if execute else []:
+    for request in requests or []:
         assets = load_partial if request.job_name == "load_partial_job" else load_complete
         res = dg.materialize(
             [assets],
@@ -71,7 +76,7 @@ def tick(instance, resources, cursor=None, *, execute=True):
             tags={**request.tags, "dagster/run_key": request.run_key},
         )
         outcomes.append((request, res))
-    return result, outcomes
+    return outcomes
 
 
 def evaluate(instance, resources, cursor=None, *, now=None):
@@ -85,19 +90,7 @@ def evaluate(instance, resources, cursor=None, *, now=None):
             instance=instance, cursor=cursor, resources=resources, definitions=receiver_defs
         )
         data = inbox_sensor.evaluate_tick(context)
-        outcomes = []
-        for request in data.run_requests or []:
-            assets = load_partial if request.job_name == "load_partial_job" else load_complete
-            res = dg.materialize(
-                [assets],
-                partition_key=request.partition_key,
-                run_config=request.run_config,
-                instance=instance,
-                resources=resources,
-                raise_on_error=False,
-                tags={**request.tags, "dagster/run_key": request.run_key},
-            )
-            outcomes.append((request, res))
+        outcomes = run_requested(instance, resources, data.run_requests)
     return data, outcomes
 
 
