@@ -55,8 +55,19 @@ ACTIVE = [
 REFUSED_KEY = "refused"  # in the cursor, next to the attempts; never a backup id
 
 
-def _runs_for(instance, backup_id: str):
-    return instance.get_runs(filters=dg.RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
+def _runs_for(instance, backup_id: str) -> list:
+    """The load runs of one backup, as records (status and times in one query)."""
+    return instance.get_run_records(filters=dg.RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
+
+
+def _load_request(kind: str, backup_id: str, partition_key: str, attempt: int = 1) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=backup_id if attempt == 1 else f"{backup_id}#attempt-{attempt}",
+        job_name=JOBS[kind].name,
+        partition_key=partition_key,
+        run_config={"ops": {OPS[kind]: {"config": {"backup_id": backup_id}}}},
+        tags={BACKUP_TAG: backup_id},
+    )
 
 
 @dg.sensor(
@@ -90,7 +101,7 @@ def inbox_sensor(
         if len(requests) >= receiver_settings.max_runs_per_tick:
             break
         runs = _runs_for(context.instance, pending.backup_id)
-        if any(r.status in ACTIVE for r in runs):
+        if any(r.dagster_run.status in ACTIVE for r in runs):
             continue
         n = len(runs)
         if n:  # it ran and the backup is still unloaded: the run failed
@@ -99,28 +110,11 @@ def inbox_sensor(
                     f"{pending.backup_id} failed {n} times; fix the cause, then re-run it from the UI"
                 )
                 continue
-            last = (
-                max(
-                    r.end_time or r.start_time or 0
-                    for r in context.instance.get_run_records(
-                        filters=dg.RunsFilter(tags={BACKUP_TAG: pending.backup_id}), limit=1
-                    )
-                )
-                if runs
-                else 0
-            )
+            last = max(r.end_time or r.start_time or 0 for r in runs)
             if now - last < receiver_settings.retry_after_seconds:
                 continue
         attempts[pending.backup_id] = n + 1
-        requests.append(
-            dg.RunRequest(
-                run_key=pending.backup_id if n == 0 else f"{pending.backup_id}#attempt-{n + 1}",
-                job_name=JOBS[pending.kind].name,
-                partition_key=pending.partition_key,
-                run_config={"ops": {OPS[pending.kind]: {"config": {"backup_id": pending.backup_id}}}},
-                tags={BACKUP_TAG: pending.backup_id},
-            )
-        )
+        requests.append(_load_request(pending.kind, pending.backup_id, pending.partition_key, n + 1))
     for bad in unreadable:  # a run sets it aside (set_aside), fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
         verdict = fit(bad.kind, key) if key is not None else None
@@ -133,15 +127,7 @@ def inbox_sensor(
             not _runs_for(context.instance, bad.backup_id)
             and len(requests) < receiver_settings.max_runs_per_tick
         ):
-            requests.append(
-                dg.RunRequest(
-                    run_key=bad.backup_id,
-                    job_name=JOBS[bad.kind].name,
-                    partition_key=key,
-                    run_config={"ops": {OPS[bad.kind]: {"config": {"backup_id": bad.backup_id}}}},
-                    tags={BACKUP_TAG: bad.backup_id},
-                )
-            )
+            requests.append(_load_request(bad.kind, bad.backup_id, key))
     attempts = {k: v for k, v in attempts.items() if k not in done}
     if refused:
         attempts[REFUSED_KEY] = sorted(refused)
