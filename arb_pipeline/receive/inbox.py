@@ -134,10 +134,12 @@ def set_aside(bad: Unreadable, quarantine_dir: Path) -> str:
         where = quarantine(bad.path, Path(quarantine_dir), bad.error)
     except QuarantineError as exc:  # e.g. moved meanwhile by another run; it fails, nothing is lost
         return f"backup {name} was not loaded: {bad.error}. It could not be quarantined: {exc}"
-    return (
-        f"backup {name} was not loaded: {bad.error}. It was quarantined in {where} "
-        f"(`arb requeue {where.name}` once the cause is fixed)"
-    )
+    return f"backup {name} was not loaded: {bad.error} ({quarantined_in(where)})"
+
+
+def quarantined_in(where: Path) -> str:
+    """Where a quarantined backup went and how to bring it back, for the error that reports it."""
+    return f"quarantined in {where}; `arb requeue {where.name}` once the cause is fixed"
 
 
 def loaded_ids(dsn: str) -> dict[str, str]:
@@ -165,7 +167,7 @@ def receive(
             raise
         where = quarantine(backup_dir, Path(quarantine_dir), str(exc))
         raise VerifyError(
-            f"{exc} (quarantined in {where}; `arb requeue {where.name}` once the cause is fixed)",
+            f"{exc} ({quarantined_in(where)})",
             backup_id=backup_dir.name,
             file=getattr(exc, "file", None),
         ) from exc
