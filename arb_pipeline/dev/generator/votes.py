@@ -77,10 +77,14 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
             (now, vote.lifespam, confirm, decline, event_row_id),
         )
     else:
+        # Every NOT NULL column, as the app writes it: Django's model defaults are not
+        # database defaults, so a table Django created has none (aditionalInfo's "nothing").
+        extra = {"aditionalInfo": "nothing"} if vote.kind == "busStop" else {}
+        cols = ("timeStamp", "timeCreation", "expireTime", "event_id", "eventConfirm", "eventDecline")
+        cols += ("phoneId", "broken", target_col, *extra)
         cur.execute(
-            f'INSERT INTO {table(events)} ("timeStamp", "timeCreation", "expireTime", event_id, '
-            f'"eventConfirm", "eventDecline", "phoneId", broken, {quote_ident(target_col)}) '
-            f"VALUES (%s, %s, %s, %s, %s, %s, %s, false, %s) RETURNING id",
+            f"INSERT INTO {table(events)} ({', '.join(quote_ident(c) for c in cols)}) "
+            f"VALUES ({', '.join(['%s'] * len(cols))}) RETURNING id",
             (
                 now,
                 now,
@@ -89,7 +93,9 @@ def write_vote(cur: psycopg.Cursor, vote: Vote, now: datetime, *, force_new: boo
                 confirm,
                 decline,
                 vote.phone,
+                False,
                 vote.target,
+                *extra.values(),
             ),
         )
         event_row_id = cur.fetchone()[0]
