@@ -1,0 +1,240 @@
+"""Cutover: the pipeline takes over a TranSapp/TranSappViz pair it did not create (docs/cutover.md).
+
+Both databases are built from Django-style DDL written independently of the project's
+migrations (support/django_ddl/). The sender has years of app rows; the receiver holds what
+the old tool copied, its derived columns filled, rows the sender has purged since, and
+sequences advanced past its own ids. Then, as the runbook says: `arb migrate` on both (the
+sender's tables unchanged), the receiver's role script, the first complete and a partial
+through the inbox sensor's real tick. Shipped rows reach parity; the receiver's history and
+derived values survive; no sequence moves backwards; no reader ever sees an empty table.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from arb_pipeline.catalog import COMPLETE_TABLES
+from arb_pipeline.dagster_common.partitions import PARTIAL
+from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING, compare_tables
+from arb_pipeline.pg.connect import connect
+from arb_pipeline_tests.support.backups import P, complete_for_yesterday, partial_for
+from arb_pipeline_tests.support.existing import (
+    TRANSAPP_DDL,
+    TRANSAPPVIZ_DDL,
+    arb,
+    copy_rows,
+    django_db,
+    schema_dump,
+    sequences,
+)
+from arb_pipeline_tests.support.receiver import Receiver, evaluate
+from arb_pipeline_tests.support.roles import make_receiver_role
+from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
+
+UTC = timezone.utc
+EV, STAT, POSE = P + "eventforbusv2", P + "stadisticdatafromregistrationbus", P + "poseintrajectoryoftoken"
+DERIVED = (P + "eventforbusstop", EV, P + "report")  # the tables with the old receiver's `transformed`
+APP_TABLES = '"AndroidRequests_"*'  # a pg_dump -t pattern: quoted for the mixed case
+NEVER_EMPTY = (EV, STAT, POSE)  # tables the old receiver's history keeps non-empty
+
+
+def _ids(dsn, table, where="true"):
+    with connect(dsn) as conn:
+        return {r[0] for r in conn.execute(f'SELECT id FROM "{table}" WHERE {where}')}
+
+
+def _old_receiver_fill(sender, receiver):
+    """The old tool's copy of every app table, then its postprocessing: `transformed = true`
+    and the events' time periods filled. Django gives `transformed` no database default, so
+    the copy lends it one and takes it back."""
+    with connect(receiver) as conn:
+        conn.execute(
+            f'INSERT INTO "{P}timeperiod" ("dayType", "initialTime", "endTime") '
+            "SELECT d, '00:00', '23:59:59' FROM unnest(ARRAY['Laboral', 'Sábado', 'Domingo']) d"
+        )
+        conn.execute(
+            f'INSERT INTO "{P}halfhourperiod" ("initialTime", "endTime") '
+            "SELECT make_time(h / 2, 30 * (h % 2), 0), make_time(h / 2, 30 * (h % 2) + 29, 59) "
+            "FROM generate_series(0, 47) h"
+        )
+        for t in DERIVED:
+            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed SET DEFAULT true')
+    copy_rows(sender, receiver, list(COMPLETE_TABLES))
+    with connect(receiver) as conn:
+        for t in DERIVED:
+            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed DROP DEFAULT')
+        for t in DERIVED[:2]:
+            conn.execute(
+                f'UPDATE "{t}" SET "timePeriod_id" = (SELECT min(id) FROM "{P}timeperiod"), '
+                f'"halfHourPeriod_id" = (SELECT id FROM "{P}halfhourperiod" ORDER BY id '
+                'OFFSET extract(hour FROM "timeCreation")::int * 2 LIMIT 1)'
+            )
+
+
+def _purge_on_sender(sender, n=3):
+    """The app's own cleanup since the copy: its oldest bus events and their votes go."""
+    with connect(sender) as conn:
+        gone = [r[0] for r in conn.execute(f'SELECT id FROM "{EV}" ORDER BY id LIMIT %s', (n,))]
+        votes = {
+            r[0] for r in conn.execute(f'SELECT id FROM "{STAT}" WHERE "reportOfEvent_id" = ANY(%s)', (gone,))
+        }
+        conn.execute(f'DELETE FROM "{STAT}" WHERE "reportOfEvent_id" = ANY(%s)', (gone,))
+        conn.execute(f'DELETE FROM "{EV}" WHERE id = ANY(%s)', (gone,))
+    return {EV: set(gone), STAT: votes}
+
+
+def _vote_on_sender(sender, at, n=3):
+    """Votes on copied events after the copy: their content changes (the app's UPDATE)."""
+    with connect(sender) as conn:
+        ids = [r[0] for r in conn.execute(f'SELECT id FROM "{EV}" ORDER BY id DESC LIMIT %s', (n,))]
+        conn.execute(
+            f'UPDATE "{EV}" SET "eventConfirm" = "eventConfirm" + 1, "timeStamp" = %s WHERE id = ANY(%s)',
+            (at, ids),
+        )
+    return set(ids)
+
+
+def _advance_sequences(receiver):
+    """The old receiver's sequences stand past every id it holds, some far past."""
+    with connect(receiver) as conn:
+        for table in COMPLETE_TABLES:
+            seq = conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f'"{table}"',)).fetchone()[0]
+            if seq:
+                conn.execute(f'SELECT setval(%s, (SELECT coalesce(max(id), 0) FROM "{table}") + 500)', (seq,))
+
+
+NEVER_EMPTY_SQL = """
+CREATE FUNCTION arb_test_never_empty() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE empty boolean;
+BEGIN
+    EXECUTE format('SELECT NOT EXISTS (SELECT FROM %I.%I)', TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO empty;
+    IF empty THEN RAISE EXCEPTION 'a statement left % empty', TG_TABLE_NAME; END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+def _refuse_empty_tables(receiver):
+    """A statement that leaves one of these tables empty, even inside the load's transaction
+    (where MVCC hides it from other sessions), fails the load: a swap or a truncate-and-refill
+    would trip it. Installed by the owner, after the role script (which only grants tables)."""
+    with connect(receiver) as conn:
+        conn.execute(NEVER_EMPTY_SQL)
+        for t in NEVER_EMPTY:
+            conn.execute(
+                f'CREATE TRIGGER arb_test_never_empty AFTER DELETE OR TRUNCATE ON "{t}" '
+                "FOR EACH STATEMENT EXECUTE FUNCTION arb_test_never_empty()"
+            )
+
+
+class Reader(threading.Thread):
+    """A reader session counting a table's rows over and over, as the visualization does."""
+
+    def __init__(self, dsn, table):
+        super().__init__(daemon=True)
+        self.dsn, self.table, self.stop, self.counts, self.errors = dsn, table, threading.Event(), [], []
+
+    def run(self):
+        with connect(self.dsn, autocommit=True) as conn:
+            while not self.stop.is_set():
+                try:
+                    self.counts.append(conn.execute(f'SELECT count(*) FROM "{self.table}"').fetchone()[0])
+                except Exception as exc:  # a table swapped away or locked out is what this looks for
+                    self.errors.append(repr(exc))
+
+
+@pytest.fixture
+def old_servers(pg_cluster, tmp_path):
+    from arb_pipeline.dev.generator.reference import seed_reference
+
+    sender = django_db(pg_cluster, "transapp", TRANSAPP_DDL)
+    receiver = django_db(pg_cluster, "transappviz", TRANSAPP_DDL, TRANSAPPVIZ_DDL)
+    media = tmp_path / "media"
+    media.mkdir()
+    with connect(sender) as conn:
+        seed_reference(conn, seed=21, scale=0.02)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    traffic_at(sender, media, 21, start, BASELINE_OPS, 200)  # the years before the pipeline
+    _old_receiver_fill(sender, receiver)
+    purged = _purge_on_sender(sender)
+    traffic_at(sender, media, 22, start + timedelta(hours=1), BASELINE_OPS, 150)  # new ids, past the copy
+    changed = _vote_on_sender(sender, start + timedelta(hours=1, minutes=30))
+    _advance_sequences(receiver)
+    return sender, receiver, media, purged, changed
+
+
+def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster, old_servers, tmp_path):
+    sender, receiver, media, purged, changed = old_servers
+    copied = {t: _ids(receiver, t) for t in DERIVED}
+    seq_before = sequences(receiver)
+    app_schema = schema_dump(pg_cluster, sender, APP_TABLES)
+    rx_schema = schema_dump(pg_cluster, receiver, "*")
+
+    # Runbook step: migrate the sender; nothing of the app's changes.
+    done = arb("migrate", "--role", "sender", "--dsn", sender)
+    assert done.returncode == 0, done.stderr
+    assert schema_dump(pg_cluster, sender, APP_TABLES) == app_schema
+
+    # The receiver: a dry run changes nothing, then the migration adds only the pipeline's objects.
+    dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver)
+    assert dry.returncode == 0, dry.stderr + dry.stdout
+    assert schema_dump(pg_cluster, receiver, "*") == rx_schema
+    done = arb("migrate", "--role", "receiver", "--dsn", receiver)
+    assert done.returncode == 0, done.stderr
+    assert {t: _ids(receiver, t) for t in DERIVED} == copied  # rows untouched by the migration
+    _, role_dsn = make_receiver_role(pg_cluster, receiver)
+    _refuse_empty_tables(receiver)
+
+    rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "rx-media", tmp_path / "quarantine")
+    rx.media.mkdir()
+    staging = tmp_path / "staging"
+    complete = complete_for_yesterday(sender, staging, media)
+    rx.deliver(complete)
+    readers = [Reader(receiver, t) for t in NEVER_EMPTY]
+    with dg.instance_for_test() as instance:
+        for r in readers:
+            r.start()
+        try:
+            _, outcomes = evaluate(instance, rx.resources())
+        finally:
+            for r in readers:
+                r.stop.set()
+                r.join(timeout=30)
+        assert [(req.run_key, res.success) for req, res in outcomes] == [(complete.manifest.backup_id, True)]
+        for r in readers:
+            assert r.counts and min(r.counts) > 0 and not r.errors, (r.table, r.errors[:3])
+
+        # Partials after the complete: votes and reports in a closed 5-minute window.
+        key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
+        at = PARTIAL.start_time_for_partition_key(key) + timedelta(minutes=1)
+        traffic_at(sender, media, 23, at, PARTIAL_OPS, 40)
+        partial = partial_for(sender, staging, media, key, "cutover0")
+        rx.deliver(partial)
+        _, outcomes = evaluate(instance, rx.resources())
+        assert [(req.run_key, res.success) for req, res in outcomes] == [(partial.manifest.backup_id, True)]
+
+    # Shipped rows reach parity; what differs is only the receiver's history the sender purged.
+    report = compare_tables(sender, receiver, tables=list(COMPLETE_TABLES), max_diffs=100_000)
+    for table in report.tables:
+        assert table.counts[MISSING] == 0 and table.counts[CHANGED] == 0, table.format()
+        extra = {d.key["id"] for d in table.diffs if d.kind == EXTRA}
+        assert extra == purged.get(table.table, set()), table.format()
+
+    # The history stays with its derived values, unshipped; so do untouched rows' marks.
+    for table, ids in purged.items():
+        assert ids <= _ids(receiver, table, "arb_synced_at IS NULL"), table
+    assert purged[EV] <= _ids(receiver, EV, 'transformed AND "timePeriod_id" IS NOT NULL')
+    unchanged = copied[EV] - changed
+    assert unchanged <= _ids(receiver, EV, "transformed")
+    assert changed <= _ids(receiver, EV, "NOT transformed")  # content changed: the receiver redoes it
+    for t in DERIVED:
+        assert copied[t] - changed <= _ids(receiver, t, "transformed"), t
+    # New rows from the pipeline wait for postprocessing.
+    assert _ids(receiver, EV) - copied[EV] <= _ids(receiver, EV, "NOT transformed")
+
+    after = sequences(receiver)
+    assert {s: after[s] for s in seq_before if after[s] < seq_before[s]} == {}
