@@ -1,36 +1,42 @@
-"""What the pipeline ships, table by table.
+"""What the pipeline ships, table by table: the catalog, a TOML file a team edits
+(docs/catalog.md; ``ARB_CATALOG``, default the packaged ``catalogs/transapp.toml``).
 
 One ``TableSpec`` per table says how it travels: by which cursor column it enters
 partial backups (None: complete backups only, unless it rides along as an FK parent),
 which column names a media file, which columns never leave the sender, and what a
-complete does with receiver rows it lacks (``delete_policy``). Keys,
-column types and foreign keys are read from the PostgreSQL catalog, never written here,
-so adding a table is one entry.
+complete does with receiver rows it lacks (``delete_policy``). Keys, column types and
+foreign keys are read from the PostgreSQL catalog, never written in the file, so adding a
+table is one entry.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from arb_pipeline import catalog_file, settings
+from arb_pipeline.catalog_file import BOOTSTRAP_SCHEMAS, DELETE_POLICIES, MIRROR, POSTPROCESSES, SHIPPED_ONLY
 from arb_pipeline.errors import SchemaError
 from arb_pipeline.pg.introspect import Column, TableInfo, read_tables
-from arb_pipeline.pg.quote import quote_ident
 
-APP_TABLE_PREFIX = "AndroidRequests_"  # Django's app label: every TranSapp table name starts with it
+__all__ = [
+    "BOOTSTRAP_SCHEMAS",
+    "DELETE_POLICIES",
+    "MIRROR",
+    "PACKAGED",
+    "POSTPROCESSES",
+    "SHIPPED_ONLY",
+    "Catalog",
+    "TableSpec",
+    "current_catalog",
+    "introspect",
+    "load_catalog",
+    "parents_first",
+    "shipped_columns",
+]
 
-
-def app_table(short: str) -> str:
-    """The full name of the TranSapp table ``short``: ``busv2`` -> ``AndroidRequests_busv2``."""
-    return APP_TABLE_PREFIX + short
-
-
-def app_table_sql(short: str) -> str:
-    """``app_table(short)`` quoted, for SQL written as text."""
-    return quote_ident(app_table(short))
-
-
-SHIPPED_ONLY, MIRROR = "shipped-only", "mirror"
-DELETE_POLICIES = (SHIPPED_ONLY, MIRROR)
+PACKAGED = Path(__file__).with_name("catalogs") / "transapp.toml"
 
 
 @dataclass(frozen=True)
@@ -57,46 +63,95 @@ class TableSpec:
         return self.cursor is not None
 
 
-CATALOG: tuple[TableSpec, ...] = (
-    # Reference data: changes only with a new GTFS version.
-    TableSpec(app_table("gtfs")),
-    TableSpec(app_table("busstop")),
-    TableSpec(app_table("service")),
-    TableSpec(app_table("servicesbybusstop")),
-    TableSpec(app_table("servicestopdistance")),
-    TableSpec(app_table("route")),
-    TableSpec(app_table("event")),
-    # Buses: ride along with the bus events that reference them.
-    TableSpec(app_table("busv2")),
-    TableSpec(app_table("busassignment")),
-    # User events: what partial backups carry.
-    TableSpec(app_table("eventforbusstop"), cursor="timeStamp"),
-    TableSpec(app_table("eventforbusv2"), cursor="timeStamp"),
-    TableSpec(app_table("stadisticdatafromregistrationbusstop"), cursor="timeStamp"),
-    TableSpec(app_table("stadisticdatafromregistrationbus"), cursor="timeStamp"),
-    TableSpec(app_table("report"), cursor="timeStamp", media_column="imageName"),
-    # Trips and telemetry: complete backups only (the largest tables).
-    TableSpec(app_table("token")),
-    TableSpec(app_table("poseintrajectoryoftoken")),
-    TableSpec(app_table("activetoken"), delete_policy=MIRROR),  # a trip's row, deleted when it ends
-    TableSpec(app_table("devicepositionintime")),
-    TableSpec(app_table("nearbybuseslog")),
-    # Users and gamification.
-    TableSpec(app_table("level")),
-    TableSpec(app_table("transappuser"), excluded=("email", "sessionToken")),
-    TableSpec(app_table("scoreevent")),
-    TableSpec(app_table("scorehistory")),
-)
+@dataclass(frozen=True)
+class Catalog:
+    """One catalog file, read and checked (``load_catalog``)."""
 
-PARTIAL_SPECS: tuple[TableSpec, ...] = tuple(s for s in CATALOG if s.in_partials)
-PARTIAL_TABLES: tuple[str, ...] = tuple(s.name for s in PARTIAL_SPECS)
-COMPLETE_TABLES: tuple[str, ...] = tuple(s.name for s in CATALOG)
-MIRRORED_TABLES: frozenset[str] = frozenset(s.name for s in CATALOG if s.delete_policy == MIRROR)
+    path: Path
+    name: str
+    prefix: str  # every table name starts with it; asset names and messages drop it
+    bootstrap_schema: str | None  # app tables the project creates on an empty database
+    postprocess: str | None  # the receiver's derivations, by name
+    specs: tuple[TableSpec, ...]  # in file order
+
+    @property
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
+
+    @property
+    def partial_specs(self) -> tuple[TableSpec, ...]:
+        return tuple(s for s in self.specs if s.in_partials)
+
+    @property
+    def partial_tables(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.partial_specs)
+
+    @property
+    def complete_tables(self) -> tuple[str, ...]:
+        return self.table_names
+
+    @property
+    def mirrored(self) -> frozenset[str]:
+        return frozenset(s.name for s in self.specs if s.delete_policy == MIRROR)
+
+    def spec(self, name: str) -> TableSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise SchemaError(
+            f"table {name} is not in the catalog {self.path}; add a [[table]] entry for it there "
+            "(the same file on both servers)"
+        )
+
+    def tables_of(self, kind: str) -> tuple[str, ...]:
+        """The tables a ``partial`` or ``complete`` backup carries."""
+        return self.partial_tables if kind == "partial" else self.complete_tables
+
+    def short_name(self, table: str) -> str:
+        """The table's name without the app's prefix, for asset keys and messages."""
+        return table.removeprefix(self.prefix)
 
 
-def tables_of(kind: str) -> tuple[str, ...]:
-    """The tables a ``partial`` or ``complete`` backup carries."""
-    return PARTIAL_TABLES if kind == "partial" else COMPLETE_TABLES
+def load_catalog(path: str | os.PathLike) -> Catalog:
+    """The catalog file at ``path``, checked: a ConfigError names the file, line and fix."""
+    path = Path(path)
+    app, tables = catalog_file.read(path)
+    return Catalog(
+        path=path,
+        name=app["name"],
+        prefix=app["table_prefix"],
+        bootstrap_schema=app.get("bootstrap_schema"),
+        postprocess=app.get("postprocess"),
+        specs=tuple(
+            TableSpec(
+                t["name"],
+                cursor=t.get("cursor"),
+                media_column=t.get("media_column"),
+                excluded=tuple(t.get("excluded", ())),
+                delete_policy=t.get("delete_policy", SHIPPED_ONLY),
+            )
+            for t in tables
+        ),
+    )
+
+
+_CACHE: dict[tuple[str, int], Catalog] = {}
+
+
+def current_catalog() -> Catalog:
+    """The catalog of ``ARB_CATALOG`` (default: the packaged TranSapp one), read again
+    only when the file's path or modification time changes."""
+    path = Path(settings.CATALOG.read() or PACKAGED).resolve()
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise settings.SettingError(
+            settings.CATALOG.name, f"ARB_CATALOG={str(path)!r}: {exc.strerror}", settings.CATALOG.hint()
+        ) from None
+    if key not in _CACHE:
+        _CACHE.clear()  # one catalog in use at a time; an edited file replaces the old entry
+        _CACHE[key] = load_catalog(path)
+    return _CACHE[key]
 
 
 def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo]:
@@ -155,6 +210,24 @@ def shipped_columns(spec: TableSpec, info: TableInfo, include_personal: bool = F
     return tuple(c for c in info.columns if c.name not in excluded)
 
 
-def short_name(table: str) -> str:
-    """The table's name without Django's app prefix, for asset keys and messages."""
-    return table.removeprefix(APP_TABLE_PREFIX)
+def __getattr__(name: str):
+    # Transitional: the module constants of before the catalog file, from current_catalog(),
+    # until every caller asks the catalog itself (removed once none is left).
+    from arb_pipeline.pg.quote import quote_ident
+
+    c = current_catalog()
+    legacy = {
+        "CATALOG": c.specs,
+        "APP_TABLE_PREFIX": c.prefix,
+        "PARTIAL_SPECS": c.partial_specs,
+        "PARTIAL_TABLES": c.partial_tables,
+        "COMPLETE_TABLES": c.complete_tables,
+        "MIRRORED_TABLES": c.mirrored,
+        "tables_of": c.tables_of,
+        "short_name": c.short_name,
+        "app_table": lambda short: c.prefix + short,
+        "app_table_sql": lambda short: quote_ident(c.prefix + short),
+    }
+    if name not in legacy:
+        raise AttributeError(name)
+    return legacy[name]

@@ -249,6 +249,16 @@ def cron(raw: str) -> str:
     return " ".join(raw.split())
 
 
+@_hint(
+    "point it at a catalog TOML file (docs/catalog.md), or leave it unset for the packaged TranSapp catalog"
+)
+def catalog_file(raw: str) -> str:
+    """Empty: the packaged catalog; else a file that exists (its content: catalog.load_catalog)."""
+    if raw.strip() and not os.path.isfile(raw.strip()):
+        raise ValueError("is not a file")
+    return raw.strip()
+
+
 FOLDER_HINT = (
     "use a folder of the pipeline's own, e.g. /var/tmp/arb_pipeline (not /, a home folder, the inbox "
     "or a media folder, nor a folder holding one of those)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from arb_pipeline.settings.setting import (
     Setting,
     addresses,
+    catalog_file,
     clock,
     cron,
     divisor_of_60,
@@ -59,6 +60,14 @@ INBOX_DIR = Setting(
     "the receiver's inbox, where backups arrive (also the local transport's folder, and the "
     "default of `arb requeue` and `arb restore`)",
     original="`REMOTE_BKP_FLDR`",
+)
+CATALOG = Setting(
+    "ARB_CATALOG",
+    "",
+    catalog_file,
+    "both",
+    "the catalog file: which tables travel and how (docs/catalog.md); the same file on both servers",
+    default_text="the packaged TranSapp catalog, arb_pipeline/catalogs/transapp.toml",
 )
 ADMINS = Setting(
     "ARB_ADMINS",
