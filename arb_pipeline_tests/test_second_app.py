@@ -44,12 +44,13 @@ def _write(dsn, media: Path, at: datetime, n: int, first: int) -> None:
                 "INSERT INTO library_author (name, born) VALUES (%s, %s) RETURNING id",
                 (f"Author {i}", None if i % 3 else datetime(1950 + i, 1, 1).date()),
             ).fetchone()[0]
-            cover = f"cover_{i}.{'png' if i % 2 else 'JPG'}"
-            (media / cover).write_bytes(f"image {i}".encode() * 50)
+            cover = f"cover_{i}.{'png' if i % 2 else 'JPG'}" if i % 4 else None  # some books have none
+            if cover:
+                (media / cover).write_bytes(f"image {i}".encode() * 50)
             book = conn.execute(
                 'INSERT INTO library_book (title, isbn, cover, "updatedAt", author_id) '
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (f"Book {i}", f"978{i:010d}", cover if i % 4 else None, at, author),
+                (f"Book {i}", f"978{i:010d}", cover, at, author),
             ).fetchone()[0]
             conn.execute(
                 'INSERT INTO library_loan (reader, "readerEmail", "borrowedAt", "updatedAt", book_id) '
