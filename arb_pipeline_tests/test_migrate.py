@@ -1,6 +1,7 @@
 import psycopg
 import pytest
 
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.errors import SchemaError
 from arb_pipeline.schema.migrate import apply_migrations, migrations_for
 
@@ -71,10 +72,30 @@ def test_receiver_adds_its_own_tables_and_columns_and_drops_personal_ones(receiv
 
 
 def test_applying_twice_is_a_noop(receiver_db):
-    assert apply_migrations(receiver_db, "receiver") == []
+    again = apply_migrations(receiver_db, "receiver")
+    assert (again.applied, again.adopted, again.synced) == ([], [], [])
     with psycopg.connect(receiver_db) as conn:
-        versions = [r[0] for r in conn.execute("SELECT version FROM arb_schema_migration ORDER BY version")]
-    assert versions == [m.version for m in migrations_for("receiver")]
+        rows = conn.execute("SELECT version, how FROM arb_schema_migration ORDER BY version").fetchall()
+    assert rows == [(m.version, "applied") for m in migrations_for("receiver")]
+
+
+def test_every_replicated_table_gets_its_version_column_marked_as_the_receivers(receiver_db):
+    with psycopg.connect(receiver_db) as conn:
+        marked = dict(
+            conn.execute(
+                "SELECT c.relname, col_description(c.oid, a.attnum) FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid WHERE a.attname = 'arb_synced_at'"
+            ).fetchall()
+        )
+        role_tables = dict(conn.execute("SELECT name, access FROM arb_role_table").fetchall())
+    catalog = current_catalog()
+    assert set(marked) == set(catalog.table_names)
+    assert all(comment.startswith("arb:receiver-only") for comment in marked.values())
+    assert {t for t, access in role_tables.items() if access == "write"} >= set(catalog.table_names) | {
+        "arb_loaded_backup",
+        "arb_pp_report_info",
+    }
+    assert role_tables["AndroidRequests_timeperiod"] == "read"
 
 
 def test_an_edited_applied_migration_is_refused(sender_db):
@@ -87,3 +108,17 @@ def test_an_edited_applied_migration_is_refused(sender_db):
 def test_unknown_role_is_a_clear_error():
     with pytest.raises(SchemaError, match="unknown role 'viz'"):
         migrations_for("viz")
+
+
+# Applied by every receiver and sender migrated before the layers split: their bytes may
+# never change, or those databases would be refused as "changed after it was applied".
+APPLIED_BEFORE_THE_SPLIT = {
+    "0001": "1277b4f9bf9080d73f4ee56bfa5549f488cb2dd9c07ae893608f7212101f8535",
+    "0002": "3c01f59cefd4d9a480a911e7a923ec135347899828e3816775686ca6254512e5",
+    "0003": "6fffa9da9cd69c3ecd04fdf0b520ddff7e4fe34a2a2cbb1c73a8a68c447da273",
+}
+
+
+def test_migrations_older_databases_applied_are_unchanged():
+    shas = {m.version: m.sha256 for m in migrations_for("receiver")}
+    assert {v: shas[v] for v in APPLIED_BEFORE_THE_SPLIT} == APPLIED_BEFORE_THE_SPLIT

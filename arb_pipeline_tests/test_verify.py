@@ -368,7 +368,7 @@ def test_a_receiver_column_the_backup_lacks_is_a_schema_mismatch(backup, receive
     assert isinstance(exc.value, VerifyError) and exc.value.backup_at_fault is False
     assert str(exc.value) == (
         f"receiver table {REPORT} requires column x that backup {folder.name} does not "
-        "carry: run `arb migrate --role receiver` or make x nullable"
+        "carry: make x nullable or give it a default (`arb migrate --dry-run` lists what each table lacks)"
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.package.manifest import ColumnSpec, Manifest
 from arb_pipeline.package.verify import VerifyError, altered_backup_error
-from arb_pipeline.pg.introspect import read_tables
+from arb_pipeline.pg.introspect import TableInfo, read_tables
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,37 @@ class SchemaPlan:
                     f"backup but {c.receiver_type} on the receiver; the load casts it"
                 )
         return out
+
+
+@dataclass(frozen=True)
+class TableFit:
+    """How the columns a sender ships fit one receiver table (``arb migrate --dry-run`` and
+    every load ask the same question)."""
+
+    load: tuple[ColumnSpec, ...]  # shipped columns the receiver has, in shipped order
+    ignored: tuple[str, ...]  # shipped columns the receiver lacks (or computes itself)
+    changes: tuple[TypeChange, ...]  # shipped columns whose type differs: the load casts
+    required_missing: tuple[str, ...]  # receiver columns a new row can't do without, not shipped
+
+
+def fit_table(columns: tuple[ColumnSpec, ...] | list[ColumnSpec], info: TableInfo) -> TableFit:
+    shipped = {c.name for c in columns}
+    by_name = {c.name: c for c in info.columns}
+    required = tuple(
+        c.name
+        for c in info.columns
+        if c.not_null and not c.has_default and not c.generated and c.name not in shipped
+    )
+    load, ignored, changes = [], [], []
+    for col in columns:
+        mine = by_name.get(col.name)
+        if mine is None or mine.generated:
+            ignored.append(col.name)
+            continue
+        load.append(col)
+        if mine.type != col.type:
+            changes.append(TypeChange(col.name, col.type, mine.type))
+    return TableFit(tuple(load), tuple(ignored), tuple(changes), required)
 
 
 def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
@@ -131,33 +162,25 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
                 backup_id=bid,
                 file=entry.name,
             )
-        by_name = {c.name: c for c in info.columns}
-        for col in info.columns:
-            if col.not_null and not col.has_default and not col.generated and col.name not in names:
-                raise SchemaMismatch(
-                    f"receiver table {table} requires column {col.name} that backup {bid} does not "
-                    f"carry: run `arb migrate --role receiver` or make {col.name} nullable",
-                    backup_id=bid,
-                    file=entry.name,
-                )
-        load, ignored, changes = [], [], []
-        for col in entry.columns:
-            mine = by_name.get(col.name)
-            if mine is None or mine.generated:
-                ignored.append(col.name)
-                continue
-            load.append(col)
-            if mine.type != col.type:
-                changes.append(TypeChange(col.name, col.type, mine.type))
-        plan.columns[table] = tuple(load)
+        fit = fit_table(entry.columns, info)
+        if fit.required_missing:
+            col = fit.required_missing[0]
+            raise SchemaMismatch(
+                f"receiver table {table} requires column {col} that backup {bid} does not "
+                f"carry: make {col} nullable or give it a default (`arb migrate --dry-run` lists "
+                "what each table lacks)",
+                backup_id=bid,
+                file=entry.name,
+            )
+        plan.columns[table] = fit.load
         plan.primary_key[table] = receiver_pk
-        if ignored:
-            plan.ignored[table] = tuple(ignored)
-        if changes:
-            plan.type_changes[table] = tuple(changes)
+        if fit.ignored:
+            plan.ignored[table] = fit.ignored
+        if fit.changes:
+            plan.type_changes[table] = fit.changes
     for message in plan.warnings():
         log.warning(message)
     return plan
 
 
-__all__ = ["SchemaMismatch", "SchemaPlan", "TypeChange", "check_schema"]
+__all__ = ["SchemaMismatch", "SchemaPlan", "TableFit", "TypeChange", "check_schema", "fit_table"]

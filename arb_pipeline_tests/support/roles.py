@@ -1,4 +1,4 @@
-"""The receiver's least-privilege role, made with the production script (deploy/sql/receiver-role.sql)."""
+"""The pipeline's least-privilege roles, made with the production scripts (deploy/sql/<side>-role.sql)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ from psycopg import sql
 
 from arb_pipeline.pg.connect import connect
 
-ROLE_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "sql" / "receiver-role.sql"
+ROLE_SCRIPTS = Path(__file__).resolve().parents[2] / "deploy" / "sql"
 _roles = itertools.count()
 
 
-def run_role_script(pg, admin_dsn: str, role: str | None) -> subprocess.CompletedProcess:
+def run_role_script(
+    pg, admin_dsn: str, role: str | None, side: str = "receiver"
+) -> subprocess.CompletedProcess:
     args = [pg.tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"] + (["-v", f"role={role}"] if role else [])
-    return subprocess.run(
-        args + ["-f", str(ROLE_SCRIPT), admin_dsn], capture_output=True, text=True, timeout=120
-    )
+    script = ROLE_SCRIPTS / f"{side}-role.sql"
+    return subprocess.run(args + ["-f", str(script), admin_dsn], capture_output=True, text=True, timeout=120)
 
 
 def dsn_as(dsn: str, user: str, password: str | None = None) -> str:
@@ -29,10 +30,12 @@ def dsn_as(dsn: str, user: str, password: str | None = None) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-def make_receiver_role(pg, admin_dsn: str, password: str | None = None) -> tuple[str, str]:
-    """Create a loader role with the script, as the admin; return (role, its DSN)."""
-    role = f"arb_rx_{os.getpid()}_{next(_roles)}"
-    done = run_role_script(pg, admin_dsn, role)
+def make_receiver_role(
+    pg, admin_dsn: str, password: str | None = None, side: str = "receiver"
+) -> tuple[str, str]:
+    """Create the ``side``'s role with its script, as the admin; return (role, its DSN)."""
+    role = f"arb_{side[0]}x_{os.getpid()}_{next(_roles)}"
+    done = run_role_script(pg, admin_dsn, role, side)
     assert done.returncode == 0, done.stderr
     if password:
         with connect(admin_dsn, autocommit=True) as conn:
@@ -40,3 +43,8 @@ def make_receiver_role(pg, admin_dsn: str, password: str | None = None) -> tuple
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
             )
     return role, dsn_as(admin_dsn, role, password)
+
+
+def make_sender_role(pg, admin_dsn: str, password: str | None = None) -> tuple[str, str]:
+    """The sender's read-only role (deploy/sql/sender-role.sql): (role, its DSN)."""
+    return make_receiver_role(pg, admin_dsn, password, side="sender")

@@ -4,8 +4,8 @@
 -- database's owner (the admin); loads, checks and postprocessing use this role.
 --
 -- Run as the database's owner (or a superuser), after `arb migrate --role receiver`,
--- and again after every migration that adds a table (it is idempotent and resets the
--- role's table privileges to exactly this list):
+-- and again after every `arb migrate` that adds a table, or a catalog change (it is
+-- idempotent and resets the role's table privileges to exactly arb_role_table's list):
 --
 --   psql -X -v ON_ERROR_STOP=1 -v role=arb_receiver -d transappviz -f deploy/sql/receiver-role.sql
 --   psql -X -d transappviz -c '\password arb_receiver'     # the password never on a command line
@@ -21,50 +21,18 @@
 SELECT current_database() AS dbname \gset
 BEGIN;
 
--- What the role may write: the replicated tables (arb_pipeline/catalog.py CATALOG), the
--- ledger and the postprocessing tables; and what it may only read.
-CREATE TEMP TABLE arb_role_tables (name text PRIMARY KEY, access text NOT NULL) ON COMMIT DROP;
-INSERT INTO arb_role_tables VALUES
-    ('AndroidRequests_gtfs', 'write'),
-    ('AndroidRequests_busstop', 'write'),
-    ('AndroidRequests_service', 'write'),
-    ('AndroidRequests_servicesbybusstop', 'write'),
-    ('AndroidRequests_servicestopdistance', 'write'),
-    ('AndroidRequests_route', 'write'),
-    ('AndroidRequests_event', 'write'),
-    ('AndroidRequests_busv2', 'write'),
-    ('AndroidRequests_busassignment', 'write'),
-    ('AndroidRequests_eventforbusstop', 'write'),
-    ('AndroidRequests_eventforbusv2', 'write'),
-    ('AndroidRequests_stadisticdatafromregistrationbusstop', 'write'),
-    ('AndroidRequests_stadisticdatafromregistrationbus', 'write'),
-    ('AndroidRequests_report', 'write'),
-    ('AndroidRequests_token', 'write'),
-    ('AndroidRequests_poseintrajectoryoftoken', 'write'),
-    ('AndroidRequests_activetoken', 'write'),
-    ('AndroidRequests_devicepositionintime', 'write'),
-    ('AndroidRequests_nearbybuseslog', 'write'),
-    ('AndroidRequests_level', 'write'),
-    ('AndroidRequests_transappuser', 'write'),
-    ('AndroidRequests_scoreevent', 'write'),
-    ('AndroidRequests_scorehistory', 'write'),
-    ('arb_loaded_backup', 'write'),
-    ('arb_postprocess_state', 'write'),
-    ('arb_pp_eventforbusstop_period', 'write'),
-    ('arb_pp_eventforbusv2_period', 'write'),
-    ('arb_pp_busv2_plate', 'write'),
-    ('arb_pp_report_info', 'write'),
-    ('arb_pp_eventforbusstop_zone', 'write'),
-    ('arb_pp_eventforbusv2_zone', 'write'),
-    ('arb_pp_report_zone', 'write'),
-    ('arb_pp_eventforbusv2_direction', 'write'),
-    ('arb_pp_eventforbusv2_nearest_stops', 'write'),
-    -- Reference data postprocessing reads (written by the admin: migrations, `arb generate zones`).
-    ('AndroidRequests_timeperiod', 'read'),
-    ('AndroidRequests_halfhourperiod', 'read'),
-    ('AndroidRequests_zonification', 'read'),
-    -- `arb check` compares the applied migrations with the code's.
-    ('arb_schema_migration', 'read');
+-- What the role may write and what it may only read: the list `arb migrate` keeps in
+-- arb_role_table from the catalog (the replicated tables, the ledger, the postprocessing
+-- tables; the reference tables postprocessing reads; the migration ledgers).
+SELECT to_regclass('public.arb_role_table') IS NULL AS no_list \gset
+\if :no_list
+  DO $$ BEGIN RAISE EXCEPTION 'the receiver database has no arb_role_table: run `arb migrate --role receiver` first'; END $$;
+\endif
+CREATE TEMP TABLE arb_role_tables ON COMMIT DROP AS SELECT name, access FROM arb_role_table;
+SELECT NOT EXISTS (SELECT FROM arb_role_tables WHERE access = 'write') AS empty_list \gset
+\if :empty_list
+  DO $$ BEGIN RAISE EXCEPTION 'arb_role_table lists no table to load into: run `arb migrate --role receiver` first'; END $$;
+\endif
 
 SELECT string_agg(name, ', ' ORDER BY name) AS missing_tables FROM arb_role_tables
 WHERE to_regclass(format('public.%I', name)) IS NULL \gset

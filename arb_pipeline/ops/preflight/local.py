@@ -15,7 +15,8 @@ from arb_pipeline.ops.preflight.item import FAIL, OK, Item, mb
 def database_items(name: str, dsn: str, role: str) -> Iterator[Item]:
     from arb_pipeline.errors import ArbError
     from arb_pipeline.pg.connect import connect, describe_dsn
-    from arb_pipeline.schema.migrate import migrations_for
+    from arb_pipeline.schema import compat
+    from arb_pipeline.schema.migrate import plan_migrations
 
     if not dsn:
         yield Item(
@@ -29,21 +30,32 @@ def database_items(name: str, dsn: str, role: str) -> Iterator[Item]:
     try:
         with connect(dsn) as conn:
             version = conn.info.server_version
+            detail = f"{describe_dsn(dsn)}: PostgreSQL {version // 10000}.{version % 10000}"
             try:
-                done = {r[0] for r in conn.execute("SELECT version FROM arb_schema_migration")}
-            except Exception:
-                done = set()
+                plan = plan_migrations(conn, role)
+            except ArbError as exc:  # tables missing, an edited migration: the message says what to do
+                yield Item(name, FAIL, f"{detail}; {exc}", "see the message", {"server_version": version})
+                return
+            unfit = [f for f in compat.findings(conn, role, plan.catalog) if f.level == compat.FAIL]
     except ArbError as exc:
         yield Item(name, FAIL, str(exc), "start PostgreSQL or fix the DSN")
         return
-    missing = [m.name for m in migrations_for(role) if m.version not in done]
-    detail = f"{describe_dsn(dsn)}: PostgreSQL {version // 10000}.{version % 10000}"
-    if missing:
+    if not plan.up_to_date:
+        todo = plan.lines()
         yield Item(
             name,
             FAIL,
-            f"{detail}; {len(missing)} migration(s) not applied ({missing[0]} ...)",
-            f"arb migrate --role {role}",
+            f"{detail}; {len(todo)} schema change(s) pending ({todo[0]} ...)",
+            f"arb migrate --role {role} --dry-run, then arb migrate --role {role}",
+            {"server_version": version},
+        )
+    elif unfit:
+        yield Item(
+            name,
+            FAIL,
+            f"{detail}; {unfit[0].table}: {unfit[0].detail}"
+            + (f" (and {len(unfit) - 1} more)" if len(unfit) > 1 else ""),
+            f"{unfit[0].fix}; `arb migrate --role {role} --dry-run` lists every table's",
             {"server_version": version},
         )
     else:

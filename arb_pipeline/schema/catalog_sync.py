@@ -1,0 +1,118 @@
+"""The pipeline's per-table objects, derived from the catalog on every ``arb migrate``.
+
+Which tables travel is the catalog file's to say, so what the pipeline adds to each of
+them is not a numbered migration but this sync, which compares the database with the
+catalog and adds only what is missing:
+
+- on the receiver, each replicated table's version column (``arb_synced_at``: the sender
+  snapshot time of the backup that last wrote the row; a load writes a row only when its
+  backup is not older, and a complete deletes only rows some backup wrote), marked as the
+  receiver's own so no backup writes it;
+- on both sides, ``arb_role_table``: the tables the pipeline's database role may use
+  (deploy/sql/*-role.sql grant exactly that list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from arb_pipeline.catalog import Catalog
+from arb_pipeline.errors import SchemaError
+from arb_pipeline.load.apply import RECEIVER_ONLY_MARK
+from arb_pipeline.load.deletes import VERSION_COLUMN
+
+VERSION_COMMENT = f"{RECEIVER_ONLY_MARK}: sender snapshot time of the last write"
+# Read by postprocessing, written by the admin (migrations, `arb generate zones`).
+POSTPROCESS_REFERENCE_TABLES = {
+    "transapp": (
+        "AndroidRequests_timeperiod",
+        "AndroidRequests_halfhourperiod",
+        "AndroidRequests_zonification",
+    )
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    table: str
+    what: str
+    statements: tuple[sql.Composable, ...]
+
+    def describe(self) -> str:
+        return f"{self.table}: {self.what}"
+
+
+def role_tables(conn, role: str, catalog: Catalog) -> dict[str, str]:
+    """Table name -> 'read' or 'write' for the pipeline's role on ``role``'s database."""
+    if role == "sender":
+        tables = {name: "read" for name in catalog.table_names}
+    else:
+        tables = {name: "write" for name in catalog.table_names}
+        tables["arb_loaded_backup"] = "write"
+        if catalog.postprocess:
+            own = conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r' "
+                "AND (relname LIKE 'arb\\_pp\\_%' OR relname = 'arb_postprocess_state')"
+            )
+            tables.update({r[0]: "write" for r in own})
+            tables.update({t: "read" for t in POSTPROCESS_REFERENCE_TABLES.get(catalog.postprocess, ())})
+    # `arb check` compares the applied migrations with the code's.
+    tables.update({"arb_schema_migration": "read", "arb_role_table": "read"})
+    return tables
+
+
+def changes(conn, role: str, catalog: Catalog) -> list[Change]:
+    """What the database lacks of the catalog's per-table objects (nothing is changed)."""
+    out: list[Change] = []
+    if role == "receiver":
+        rows = conn.execute(
+            "SELECT c.relname, a.attname IS NOT NULL, col_description(c.oid, a.attnum) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+            "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND NOT a.attisdropped "
+            "WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(%s)",
+            (VERSION_COLUMN, list(catalog.table_names)),
+        ).fetchall()
+        found = {name: (has, comment) for name, has, comment in rows}
+        missing = [t for t in catalog.table_names if t not in found]
+        if missing:
+            raise SchemaError(
+                f"the receiver database lacks the catalog's table(s) {', '.join(missing)}: create them "
+                f"with the app's own migrations, or remove them from the catalog ({catalog.path})"
+            )
+        for table in catalog.table_names:
+            has, comment = found[table]
+            ident = sql.Identifier(table)
+            mark = sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                ident, sql.Identifier(VERSION_COLUMN), sql.Literal(VERSION_COMMENT)
+            )
+            if not has:
+                add = sql.SQL("ALTER TABLE {} ADD COLUMN {} timestamptz").format(
+                    ident, sql.Identifier(VERSION_COLUMN)
+                )
+                out.append(Change(table, f"add column {VERSION_COLUMN}", (add, mark)))
+            elif not (comment or "").startswith(RECEIVER_ONLY_MARK):
+                out.append(Change(table, f"mark column {VERSION_COLUMN} as the receiver's own", (mark,)))
+    if conn.execute("SELECT to_regclass('public.arb_role_table') IS NOT NULL").fetchone()[0]:
+        wanted = role_tables(conn, role, catalog)
+        current = dict(conn.execute("SELECT name, access FROM arb_role_table").fetchall())
+        if current != wanted:
+            rewrite = [sql.SQL("DELETE FROM arb_role_table")] + [
+                sql.SQL("INSERT INTO arb_role_table (name, access) VALUES ({}, {})").format(
+                    sql.Literal(name), sql.Literal(access)
+                )
+                for name, access in sorted(wanted.items())
+            ]
+            out.append(Change("arb_role_table", f"list {len(wanted)} table(s) for the role", tuple(rewrite)))
+    return out
+
+
+def apply(conn, role: str, catalog: Catalog) -> list[Change]:
+    """Make the changes :func:`changes` finds, in the caller's transaction; return them."""
+    todo = changes(conn, role, catalog)
+    for change in todo:
+        for statement in change.statements:
+            conn.execute(statement)
+    return todo
