@@ -3,9 +3,10 @@
 Both databases are built from Django-style DDL written independently of the project's
 migrations (support/django_ddl/). The sender has years of app rows; the receiver holds what
 the old tool copied, its derived columns filled, rows the sender has purged since, and
-sequences advanced past its own ids. Then, as the runbook says: `arb migrate` on both (the
-sender's tables unchanged), the receiver's role script, the first complete and a partial
-through the inbox sensor's real tick. Shipped rows reach parity; the receiver's history and
+sequences advanced past its own ids. Then, as the runbook says: `arb migrate` on the sender
+(its tables unchanged) and its read-only role; on the receiver the dry run's compatibility
+report, the fixes it names, `arb migrate` and the role script; the first complete and a
+partial through the inbox sensor's real tick. Shipped rows reach parity; the receiver's history and
 derived values survive; no sequence moves backwards; no reader ever sees an empty table.
 """
 
@@ -15,6 +16,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import psycopg
 import pytest
 
 from arb_pipeline.catalog import current_catalog
@@ -32,7 +34,7 @@ from arb_pipeline_tests.support.existing import (
     sequences,
 )
 from arb_pipeline_tests.support.receiver import Receiver, evaluate
-from arb_pipeline_tests.support.roles import make_receiver_role
+from arb_pipeline_tests.support.roles import make_receiver_role, make_sender_role
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
 
 UTC = timezone.utc
@@ -199,11 +201,31 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
     done = arb("migrate", "--role", "sender", "--dsn", sender)
     assert done.returncode == 0, done.stderr
     assert schema_dump(pg_cluster, sender, APP_TABLES) == app_schema
+    _, reader_dsn = make_sender_role(pg_cluster, sender)  # backups read as the read-only role
 
-    # The receiver: a dry run changes nothing, then the migration adds only the pipeline's objects.
-    dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver)
-    assert dry.returncode == 0, dry.stderr + dry.stdout
+    # The receiver: the dry run changes nothing and names what Django's NOT NULL columns the
+    # sender never ships would refuse; the operator fixes those (docs/cutover.md), then it fits.
+    dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
+    assert dry.returncode == 1, dry.stderr + dry.stdout
     assert schema_dump(pg_cluster, receiver, "*") == rx_schema
+    misfits = {
+        (line.split()[1], col)
+        for line in dry.stdout.splitlines()
+        if line.lstrip().startswith("FAIL")
+        for col in ("transformed", "email", "sessionToken")
+        if f"column {col} is NOT NULL without a default" in line
+    }
+    assert misfits == {(t, "transformed") for t in DERIVED} | {
+        (P + "transappuser", "email"),
+        (P + "transappuser", "sessionToken"),
+    }, dry.stdout
+    with connect(receiver) as conn:
+        for t in DERIVED:  # the viz's own processing picks rows up by transformed = false
+            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed SET DEFAULT false')
+        conn.execute(f'ALTER TABLE "{P}transappuser" ALTER COLUMN email DROP NOT NULL')
+        conn.execute(f'ALTER TABLE "{P}transappuser" ALTER COLUMN "sessionToken" DROP NOT NULL')
+    dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
+    assert dry.returncode == 0, dry.stderr + dry.stdout
     done = arb("migrate", "--role", "receiver", "--dsn", receiver)
     assert done.returncode == 0, done.stderr
     assert {t: _ids(receiver, t) for t in DERIVED} == copied  # rows untouched by the migration
@@ -213,7 +235,7 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
     rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "rx-media", tmp_path / "quarantine")
     rx.media.mkdir()
     staging = tmp_path / "staging"
-    complete = complete_for_yesterday(sender, staging, media)
+    complete = complete_for_yesterday(reader_dsn, staging, media)
     rx.deliver(complete)
     readers = [Reader(receiver, t) for t in NEVER_EMPTY]
     with dg.instance_for_test() as instance:
@@ -228,12 +250,14 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         assert [(req.run_key, res.success) for req, res in outcomes] == [(complete.manifest.backup_id, True)]
         for r in readers:
             assert r.counts and min(r.counts) > 0 and not r.errors, (r.table, r.errors[:3])
+        with pytest.raises(psycopg.errors.RaiseException, match="left .* empty"), connect(receiver) as conn:
+            conn.execute(f'DELETE FROM "{EV}"')  # the guard was armed: emptying a table fails
 
         # Partials after the complete: votes and reports in a closed 5-minute window.
         key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
         at = PARTIAL.start_time_for_partition_key(key) + timedelta(minutes=1)
         traffic_at(sender, media, 23, at, PARTIAL_OPS, 40)
-        partial = partial_for(sender, staging, media, key, "cutover0")
+        partial = partial_for(reader_dsn, staging, media, key, "cutover0")
         rx.deliver(partial)
         _, outcomes = evaluate(instance, rx.resources())
         assert [(req.run_key, res.success) for req, res in outcomes] == [(partial.manifest.backup_id, True)]
