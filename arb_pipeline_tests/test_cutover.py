@@ -30,6 +30,7 @@ from arb_pipeline_tests.support.existing import (
     arb,
     copy_rows,
     django_db,
+    rollback,
     schema_dump,
     sequences,
 )
@@ -195,19 +196,20 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
     copied = {t: _ids(receiver, t) for t in DERIVED}
     seq_before = sequences(receiver)
     app_schema = schema_dump(pg_cluster, sender, APP_TABLES)
-    rx_schema = schema_dump(pg_cluster, receiver, "*")
+    sender_schema = schema_dump(pg_cluster, sender)
+    rx_schema = schema_dump(pg_cluster, receiver)
 
     # Runbook step: migrate the sender; nothing of the app's changes.
     done = arb("migrate", "--role", "sender", "--dsn", sender)
     assert done.returncode == 0, done.stderr
     assert schema_dump(pg_cluster, sender, APP_TABLES) == app_schema
-    _, reader_dsn = make_sender_role(pg_cluster, sender)  # backups read as the read-only role
+    sender_role, reader_dsn = make_sender_role(pg_cluster, sender)  # backups read as the read-only role
 
     # The receiver: the dry run changes nothing and names what Django's NOT NULL columns the
     # sender never ships would refuse; the operator fixes those (docs/cutover.md), then it fits.
     dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
     assert dry.returncode == 1, dry.stderr + dry.stdout
-    assert schema_dump(pg_cluster, receiver, "*") == rx_schema
+    assert schema_dump(pg_cluster, receiver) == rx_schema
     misfits = {
         (line.split()[1], col)
         for line in dry.stdout.splitlines()
@@ -226,10 +228,11 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         conn.execute(f'ALTER TABLE "{P}transappuser" ALTER COLUMN "sessionToken" DROP NOT NULL')
     dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
     assert dry.returncode == 0, dry.stderr + dry.stdout
+    rx_fixed = schema_dump(pg_cluster, receiver)
     done = arb("migrate", "--role", "receiver", "--dsn", receiver)
     assert done.returncode == 0, done.stderr
     assert {t: _ids(receiver, t) for t in DERIVED} == copied  # rows untouched by the migration
-    _, role_dsn = make_receiver_role(pg_cluster, receiver)
+    rx_role, role_dsn = make_receiver_role(pg_cluster, receiver)
     _refuse_empty_tables(receiver)
 
     rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "rx-media", tmp_path / "quarantine")
@@ -287,3 +290,14 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
 
     after = sequences(receiver)
     assert {s: after[s] for s in seq_before if after[s] < seq_before[s]} == {}
+
+    # Rolling back removes exactly what the pipeline added, on both servers (docs/cutover.md).
+    with connect(receiver) as conn:
+        for t in NEVER_EMPTY:
+            conn.execute(f'DROP TRIGGER arb_test_never_empty ON "{t}"')
+        conn.execute("DROP FUNCTION arb_test_never_empty()")
+    for dsn, role, before in ((receiver, rx_role, rx_fixed), (sender, sender_role, sender_schema)):
+        assert schema_dump(pg_cluster, dsn) != before  # the pipeline's objects are there
+        done = rollback(pg_cluster, dsn, role)
+        assert done.returncode == 0, done.stderr
+        assert schema_dump(pg_cluster, dsn) == before

@@ -15,6 +15,7 @@ from arb_pipeline.pg.quote import quote_ident
 HERE = Path(__file__).resolve().parent
 TRANSAPP_DDL = HERE / "django_ddl" / "transapp.sql"
 TRANSAPPVIZ_DDL = HERE / "django_ddl" / "transappviz_extra.sql"
+ROLLBACK_SQL = HERE.parents[1] / "deploy" / "sql" / "rollback.sql"
 _dbs = itertools.count()
 
 
@@ -43,11 +44,13 @@ def arb(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.C
     )
 
 
-def schema_dump(pg, dsn: str, table_pattern: str) -> str:
-    """``pg_dump --schema-only`` of the tables matching the pattern: their columns, types,
-    defaults, constraints, indexes and triggers, as text to compare before and after."""
+def schema_dump(pg, dsn: str, table_pattern: str | None = None) -> str:
+    """``pg_dump --schema-only`` of the tables matching the pattern (default: the whole database):
+    schemas, columns, types, defaults, constraints, indexes, comments and triggers, as text to
+    compare before and after."""
+    pattern = ["-t", table_pattern] if table_pattern else []
     done = subprocess.run(
-        [pg.tool("pg_dump"), "--schema-only", "--no-owner", "--no-privileges", "-t", table_pattern, dsn],
+        [pg.tool("pg_dump"), "--schema-only", "--no-owner", "--no-privileges", *pattern, dsn],
         capture_output=True,
         text=True,
         timeout=120,
@@ -91,3 +94,24 @@ def sequences(dsn: str) -> dict[str, int]:
             last, called = conn.execute(f"SELECT last_value, is_called FROM {quote_ident(name)}").fetchone()
             out[name] = last + 1 if called else last
         return out
+
+
+def rollback(pg, dsn: str, role: str) -> subprocess.CompletedProcess:
+    """deploy/sql/rollback.sql as the runbook runs it, as the database's owner."""
+    return subprocess.run(
+        [
+            pg.tool("psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            f"role={role}",
+            "-f",
+            str(ROLLBACK_SQL),
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
