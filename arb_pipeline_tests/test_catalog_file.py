@@ -239,3 +239,7 @@ def test_arb_catalog_shows_the_file_of_the_setting_and_refuses_a_bad_one(tmp_pat
 
     done = _run([ARB, "catalog"], tmp_path / "missing.toml")
     assert done.returncode == 2 and "ARB_CATALOG=" in done.stderr and "is not a file" in done.stderr
+    # arb check reports the setting among the others (both servers read it).
+    done = _run([ARB, "check"], tmp_path / "missing.toml")
+    assert done.returncode == 1
+    assert "FAIL  ARB_CATALOG" in done.stdout and "is not a file" in done.stdout, done.stdout
