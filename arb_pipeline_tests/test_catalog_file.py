@@ -121,8 +121,13 @@ def test_current_catalog_follows_the_setting_and_edits_of_the_file(tmp_path, mon
 MISTAKES = [
     ("toml syntax", '[app]\nname = "shop\n', 2, "not valid TOML"),
     ("typo in a key", SHOP.replace('cursor = "created"', 'cursr = "created"'), 11, "did you mean 'cursor'?"),
-    ("a string for a list", SHOP.replace('["email"]', '"email"'), 7, "excluded in [[table]] #1 is 'email'"),
-    ("a number for a string", SHOP.replace('"created"', "5"), 11, "cursor in [[table]] #2 is 5"),
+    (
+        "a string for a list",
+        SHOP.replace('["email"]', '"email"'),
+        7,
+        "excluded in [[table]] #1 (shop_customer) is 'email'",
+    ),
+    ("a number for a string", SHOP.replace('"created"', "5"), 11, "cursor in [[table]] #2 (shop_order) is 5"),
     (
         "a table listed twice",
         SHOP + '\n[[table]]\nname = "shop_order"\n',
@@ -157,6 +162,7 @@ MISTAKES = [
     ),
     ("a table without a name", SHOP.replace('name = "shop_order"\n', ""), 9, "[[table]] #2 has no name"),
     ("no [app]", '[[table]]\nname = "t"\n', 1, "no [app] section"),
+    ("an empty cursor", SHOP.replace('"taken"', '""'), 15, "cursor in [[table]] #3 (shop_photo) is empty"),
 ]
 
 
@@ -235,7 +241,10 @@ def test_arb_catalog_shows_the_file_of_the_setting_and_refuses_a_bad_one(tmp_pat
     for args, catalog in (([ARB, "catalog"], bad), ([ARB, "catalog", "--file", str(bad)], None)):
         done = _run(args, catalog)
         assert done.returncode == 2
-        assert f"{bad}:15: unknown key 'cursr' in [[table]] #3; did you mean 'cursor'?" in done.stderr
+        assert (
+            f"{bad}:15: unknown key 'cursr' in [[table]] #3 (shop_photo); did you mean 'cursor'?"
+            in done.stderr
+        )
 
     # A bad file stops a code location at load, with the same message.
     done = _run([sys.executable, "-c", _DEFINITIONS], bad)
