@@ -34,6 +34,9 @@ TABLE_KEYS = {
     "excluded": (list, False, "a list of column names that never leave the sender"),
     "delete_policy": (str, False, "one of " + ", ".join(map(repr, DELETE_POLICIES))),
 }
+# Asset keys are <side>/<kind>/<name without table_prefix>, beside .../media and .../backup.
+_ASSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RESERVED = ("media", "backup")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]\s]+)\s*\]\]?")
 _TYPE_WORD = {str: "a string in quotes", list: 'a list of strings, e.g. ["email"]'}
 
@@ -173,6 +176,15 @@ def read(path: Path) -> tuple[dict, list[dict]]:
                 line,
                 f"table {name} does not start with the table_prefix {app['table_prefix']!r}",
                 "fix the name, or the [app] table_prefix",
+            )
+        short = name.removeprefix(app["table_prefix"])
+        if not _ASSET_NAME.fullmatch(short) or short in RESERVED:
+            reader.fail(
+                line,
+                f"table {name} gives the asset name {short!r}, which "
+                + ("the media bundle or the package already has" if short in RESERVED else "Dagster refuses"),
+                "a table's name after table_prefix must be letters, digits and _ (not media or backup); "
+                "rename the table, or shorten table_prefix",
             )
         reader.one_of(table, "delete_policy", DELETE_POLICIES, where, block)
     return app, tables

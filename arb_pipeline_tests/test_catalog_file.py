@@ -162,6 +162,18 @@ MISTAKES = [
     ),
     ("a table without a name", SHOP.replace('name = "shop_order"\n', ""), 9, "[[table]] #2 has no name"),
     ("no [app]", '[[table]]\nname = "t"\n', 1, "no [app] section"),
+    (
+        "a table named like the media asset",
+        SHOP.replace('"shop_order"', '"shop_media"'),
+        10,
+        "'media', which the media bundle",
+    ),
+    (
+        "a name Dagster refuses",
+        SHOP.replace('"shop_order"', '"shop_order-2"'),
+        10,
+        "'order-2', which Dagster refuses",
+    ),
     ("an empty cursor", SHOP.replace('"taken"', '""'), 15, "cursor in [[table]] #3 (shop_photo) is empty"),
 ]
 
