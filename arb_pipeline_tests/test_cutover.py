@@ -5,9 +5,11 @@ migrations (support/django_ddl/). The sender has years of app rows; the receiver
 the old tool copied, its derived columns filled, rows the sender has purged since, and
 sequences advanced past its own ids. Then, as the runbook says: `arb migrate` on the sender
 (its tables unchanged) and its read-only role; on the receiver the dry run's compatibility
-report, the fixes it names, `arb migrate` and the role script; the first complete and a
-partial through the inbox sensor's real tick. Shipped rows reach parity; the receiver's history and
-derived values survive; no sequence moves backwards; no reader ever sees an empty table.
+report, the fixes it names, `arb migrate` and the role script; the first complete, then
+partials through the inbox sensor's real tick (one waiting while the receiver's clock is 3
+minutes behind). Shipped rows reach parity; the receiver's history and derived values
+survive; no sequence moves backwards; no reader ever sees an empty table; and
+deploy/sql/rollback.sql leaves both schemas as they were before `arb migrate`.
 """
 
 from __future__ import annotations
@@ -256,14 +258,37 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         with pytest.raises(psycopg.errors.RaiseException, match="left .* empty"), connect(receiver) as conn:
             conn.execute(f'DELETE FROM "{EV}"')  # the guard was armed: emptying a table fails
 
-        # Partials after the complete: votes and reports in a closed 5-minute window.
-        key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
-        at = PARTIAL.start_time_for_partition_key(key) + timedelta(minutes=1)
-        traffic_at(sender, media, 23, at, PARTIAL_OPS, 40)
-        partial = partial_for(reader_dsn, staging, media, key, "cutover0")
-        rx.deliver(partial)
-        _, outcomes = evaluate(instance, rx.resources())
-        assert [(req.run_key, res.success) for req, res in outcomes] == [(partial.manifest.backup_id, True)]
+        # Partials after the complete: votes and reports in two closed 5-minute windows, and a
+        # receiver clock 3 minutes behind the sender's: the newer partial waits, then loads.
+        now = datetime.now(UTC)
+        keys = [
+            PARTIAL.get_partition_key_for_timestamp((now - timedelta(minutes=m)).timestamp())
+            for m in (30, 15)
+        ]
+        partials = []
+        for i, key in enumerate(keys):
+            traffic_at(
+                sender,
+                media,
+                23 + i,
+                PARTIAL.start_time_for_partition_key(key) + timedelta(minutes=1),
+                PARTIAL_OPS,
+                40,
+            )
+            partials.append(partial_for(reader_dsn, staging, media, key, f"cutover{i}"))
+            rx.deliver(partials[-1])
+        behind = (
+            PARTIAL.time_window_for_partition_key(keys[1]).end + timedelta(minutes=1) - timedelta(minutes=3)
+        )
+        data, outcomes = evaluate(instance, rx.resources(), now=behind)
+        assert [(req.run_key, res.success) for req, res in outcomes] == [
+            (partials[0].manifest.backup_id, True)
+        ]
+        assert rx.folder(partials[1]).is_dir() and not rx.quarantine.exists()  # it waits in the inbox
+        _, outcomes = evaluate(instance, rx.resources(), data.cursor)
+        assert [(req.run_key, res.success) for req, res in outcomes] == [
+            (partials[1].manifest.backup_id, True)
+        ]
 
     # Shipped rows reach parity; what differs is only the receiver's history the sender purged,
     # and on columns the catalog keeps on the sender (the old tool copied them; see docs/cutover.md).
@@ -275,6 +300,12 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         assert all(set(d.columns or ("?",)) <= kept for d in table.diffs if d.kind == CHANGED), table.format()
         extra = {d.key["id"] for d in table.diffs if d.kind == EXTRA}
         assert extra == purged.get(table.table, set()), table.format()
+
+    # What `arb adopt --prune-unshipped --dry-run` counts is exactly that history (runbook step 9).
+    dry = arb("adopt", "--prune-unshipped", "--dry-run", "--dsn", role_dsn)
+    assert dry.returncode == 0, dry.stderr
+    for table, ids in purged.items():
+        assert f"{table.removeprefix(P)}: {len(ids)} row(s) no backup wrote" in dry.stdout, dry.stdout
 
     # The history stays with its derived values, unshipped; so do untouched rows' marks.
     for table, ids in purged.items():
