@@ -11,7 +11,8 @@ Where each command runs for real:
 - `dagster asset materialize` of the sender: test_sender_assets.py; of the receiver's loads
   and postprocessing: faults/ (scenarios 6, 7, 8); on the PostgreSQL instance: test_production_instance.py
 - `psql ... -f restore.sql`: test_extract.py, test_drill.py; `deploy/sql/receiver-role.sql`:
-  test_receiver_hardening.py (support/roles.py)
+  test_receiver_hardening.py (support/roles.py); `deploy/sql/rollback.sql` and the cutover
+  runbook's steps: test_cutover.py
 - `python -m bench.run`, `python -m bench.postprocess`: here, on tiny sizes
 """
 

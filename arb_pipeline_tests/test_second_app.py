@@ -12,6 +12,7 @@ after the complete carries what partials cannot (an edit that moves no cursor, a
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def library(pg_cluster, tmp_path):
 
 def test_a_second_app_replicates_by_its_catalog_file_alone(pg_cluster, library):
     sender, receiver, paths, common, sender_env = library
+    dry = arb(
+        "migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender, env=common
+    )
+    fits = {m.group(1) for m in re.finditer(r"^\s*OK\s+(\S+)", dry.stdout, flags=re.M)}  # every table fits
+    assert dry.returncode == 0 and fits == set(TABLES), dry.stdout + dry.stderr
     for role, dsn in (("sender", sender), ("receiver", receiver)):
         done = arb("migrate", "--role", role, "--dsn", dsn, env=common)
         assert done.returncode == 0, done.stderr
