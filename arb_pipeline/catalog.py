@@ -154,6 +154,14 @@ def current_catalog() -> Catalog:
     return _CACHE[key]
 
 
+def _path_of_current() -> str:
+    """The current catalog's file, for an error message (never raising itself)."""
+    try:
+        return str(current_catalog().path)
+    except Exception:  # noqa: BLE001 - a broken file is reported where it is loaded
+        return f"(ARB_CATALOG, default {PACKAGED})"
+
+
 def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo]:
     """Columns, primary key and foreign keys of the catalog's ``tables`` (``pg.introspect``).
 
@@ -165,7 +173,7 @@ def introspect(conn, tables: list[str] | tuple[str, ...]) -> dict[str, TableInfo
     if missing:
         raise SchemaError(
             f"table(s) {', '.join(missing)} not found in the database's public schema; "
-            "apply the migrations (`arb migrate`) or remove the entry from the catalog"
+            f"apply the migrations (`arb migrate`) or remove the entry from the catalog {_path_of_current()}"
         )
     no_pk = [t for t in tables if not infos[t].primary_key]
     if no_pk:
@@ -205,29 +213,6 @@ def shipped_columns(spec: TableSpec, info: TableInfo, include_personal: bool = F
     if unknown:
         raise SchemaError(
             f"catalog excludes column(s) {', '.join(unknown)} of {spec.name}, "
-            "which the database does not have; fix the catalog entry"
+            f"which the database does not have; fix its [[table]] entry in the catalog {_path_of_current()}"
         )
     return tuple(c for c in info.columns if c.name not in excluded)
-
-
-def __getattr__(name: str):
-    # Transitional: the module constants of before the catalog file, from current_catalog(),
-    # until every caller asks the catalog itself (removed once none is left).
-    from arb_pipeline.pg.quote import quote_ident
-
-    c = current_catalog()
-    legacy = {
-        "CATALOG": c.specs,
-        "APP_TABLE_PREFIX": c.prefix,
-        "PARTIAL_SPECS": c.partial_specs,
-        "PARTIAL_TABLES": c.partial_tables,
-        "COMPLETE_TABLES": c.complete_tables,
-        "MIRRORED_TABLES": c.mirrored,
-        "tables_of": c.tables_of,
-        "short_name": c.short_name,
-        "app_table": lambda short: c.prefix + short,
-        "app_table_sql": lambda short: quote_ident(c.prefix + short),
-    }
-    if name not in legacy:
-        raise AttributeError(name)
-    return legacy[name]

@@ -34,6 +34,9 @@ TABLE_KEYS = {
     "excluded": (list, False, "a list of column names that never leave the sender"),
     "delete_policy": (str, False, "one of " + ", ".join(map(repr, DELETE_POLICIES))),
 }
+# Asset keys are <side>/<kind>/<name without table_prefix>, beside .../media and .../backup.
+_ASSET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RESERVED = ("media", "backup")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]\s]+)\s*\]\]?")
 _TYPE_WORD = {str: "a string in quotes", list: 'a list of strings, e.g. ["email"]'}
 
@@ -80,7 +83,7 @@ class _Reader:
         """``data``'s keys against ``keys``: no unknown key, required ones present, types right."""
         if not isinstance(data, dict):
             self.fail(
-                block[0], f"{where} is not a table", f"write it as a [{where}] section with key = value lines"
+                block[0], f"{where} is not a table", f"write it as {where} followed by key = value lines"
             )
         for key, value in data.items():
             if key not in keys:
@@ -98,6 +101,8 @@ class _Reader:
                     f"{key} in {where} is {value!r}, not {_TYPE_WORD[kind]}",
                     f"write {key} as {_TYPE_WORD[kind]}: {meaning}",
                 )
+            if kind is str and not value.strip() and key != "table_prefix":
+                self.fail(self.text.key_line(key, block), f"{key} in {where} is empty", f"write {meaning}")
         for key, (_, required, meaning) in keys.items():
             if required and key not in data:
                 self.fail(block[0], f"{where} has no {key}", f"add {key} = ...: {meaning}")
@@ -157,7 +162,8 @@ def read(path: Path) -> tuple[dict, list[dict]]:
     seen: dict[str, int] = {}
     for i, table in enumerate(tables):
         block = reader.text.block("table", i)
-        where = f"[[table]] #{i + 1}"
+        named = isinstance(table, dict) and isinstance(table.get("name"), str)
+        where = f"[[table]] #{i + 1}" + (f" ({table['name']})" if named else "")
         reader.checked(table, TABLE_KEYS, where, block)
         name, line = table["name"], reader.text.key_line("name", block)
         if name in seen:
@@ -171,5 +177,14 @@ def read(path: Path) -> tuple[dict, list[dict]]:
                 f"table {name} does not start with the table_prefix {app['table_prefix']!r}",
                 "fix the name, or the [app] table_prefix",
             )
-        reader.one_of(table, "delete_policy", DELETE_POLICIES, f"{where} ({name})", block)
+        short = name.removeprefix(app["table_prefix"])
+        if not _ASSET_NAME.fullmatch(short) or short in RESERVED:
+            reader.fail(
+                line,
+                f"table {name} gives the asset name {short!r}, which "
+                + ("the media bundle or the package already has" if short in RESERVED else "Dagster refuses"),
+                "a table's name after table_prefix must be letters, digits and _ (not media or backup); "
+                "rename the table, or shorten table_prefix",
+            )
+        reader.one_of(table, "delete_policy", DELETE_POLICIES, where, block)
     return app, tables

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from arb_pipeline.catalog import COMPLETE_TABLES
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.load.checks import check_complete
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.reader import read_manifest
@@ -101,7 +101,7 @@ def test_a_complete_keeps_what_no_backup_wrote_and_deletes_what_one_did(sender, 
     folder = complete.staged.root
     checks = check_complete(receiver_db, folder, read_manifest(folder), result)
     assert all(c.passed for c in checks.values()), [c.description for c in checks.values() if not c.passed]
-    untouched = [t for t in COMPLETE_TABLES if t not in (EV, STAT, TOKEN)]
+    untouched = [t for t in current_catalog().complete_tables if t not in (EV, STAT, TOKEN)]
     assert compare_tables(dsn, receiver_db, tables=untouched).ok
 
 
@@ -140,7 +140,7 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     pruned = _arb("--prune-unshipped", dsn=receiver_db)
     assert pruned.returncode == 0, pruned.stderr
     assert "eventforbusv2: 1 of 1 row(s) no backup wrote deleted" in pruned.stdout
-    for table in COMPLETE_TABLES:
+    for table in current_catalog().complete_tables:
         assert not _ids(receiver_db, table, "arb_synced_at IS NULL"), table
     assert OLD not in _ids(receiver_db, "arb_pp_eventforbusv2_period")  # derived rows went along
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from arb_pipeline.catalog import PARTIAL_SPECS
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dev.demo_parity import loaded_parity
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.pg.connect import connect
@@ -45,7 +45,7 @@ def test_loaded_parity_is_clean_after_a_load_and_names_what_differs(sender_db, r
     assert clean.ok, clean.format()
     assert clean.through == through and clean.partials == 1 and clean.completes == 1
     assert sum(t.rows for t in clean.tables) > 0
-    assert [t.table for t in clean.tables] == [spec.name for spec in PARTIAL_SPECS]
+    assert [t.table for t in clean.tables] == [spec.name for spec in current_catalog().partial_specs]
 
     table = "AndroidRequests_eventforbusv2"
     with connect(sender_db, autocommit=True) as conn:
@@ -105,7 +105,7 @@ def test_demo_receiver_has_the_sender_rows_up_to_the_newest_loaded_window(demo):
         connect(demo.dsn("sender"), autocommit=True) as sender,
         connect(demo.dsn("receiver"), autocommit=True) as receiver,
     ):
-        for table, cursor in ((spec.name, spec.cursor) for spec in PARTIAL_SPECS):
+        for table, cursor in ((spec.name, spec.cursor) for spec in current_catalog().partial_specs):
             sql = f'SELECT id, "{cursor}" FROM "{table}" WHERE "{cursor}" < %s'
             on_sender = set(sender.execute(sql, (through,)).fetchall())
             on_receiver = set(receiver.execute(f'SELECT id, "{cursor}" FROM "{table}"').fetchall())

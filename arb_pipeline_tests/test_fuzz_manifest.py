@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import Manifest, ManifestError
 from arb_pipeline.package.verify import VerifyError, verify_files
@@ -125,7 +125,7 @@ def _receiver_state(dsn: str) -> dict:
     """Row count and content digest of every table a load writes, and the staging schema."""
     state = {}
     with connect(dsn) as conn:
-        for table in [s.name for s in CATALOG] + ["arb_loaded_backup"]:
+        for table in list(current_catalog().table_names) + ["arb_loaded_backup"]:
             state[table] = conn.execute(
                 sql.SQL(
                     "SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {} x"

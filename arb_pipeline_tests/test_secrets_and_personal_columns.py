@@ -21,7 +21,7 @@ import zstandard
 from dagster._serdes import serialize_value
 from psycopg import sql
 
-from arb_pipeline.catalog import CATALOG, introspect
+from arb_pipeline.catalog import current_catalog, introspect
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.postgres import find_bin_dir
@@ -223,7 +223,7 @@ def _set_canaries(dsn: str) -> list[str]:
     """A distinctive value in every excluded column of every row; returns the values."""
     values = []
     with connect(dsn) as conn:
-        for spec in (s for s in CATALOG if s.excluded):
+        for spec in (s for s in current_catalog().specs if s.excluded):
             info = introspect(conn, [spec.name])[spec.name]
             for col in spec.excluded:
                 value = sql.SQL(

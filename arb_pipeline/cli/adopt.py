@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from arb_pipeline.catalog import short_name
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.errors import ConfigError
 from arb_pipeline.settings import RECEIVER_DSN
 
@@ -37,6 +37,7 @@ def run(args) -> int:
     if not dsn:
         raise ConfigError("no receiver database given: pass --dsn or set ARB_RECEIVER_DSN")
     tables = prune_unshipped(dsn, dry_run=args.dry_run)
+    short_name = current_catalog().short_name
     for t in tables:
         if args.dry_run:
             print(f"{short_name(t.table)}: {t.unshipped} row(s) no backup wrote")

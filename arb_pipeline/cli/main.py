@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "arb_pipeline.cli.restore",
     "arb_pipeline.cli.demo",
     "arb_pipeline.cli.adopt",
+    "arb_pipeline.cli.catalog",
 )
 
 

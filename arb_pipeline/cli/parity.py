@@ -37,8 +37,9 @@ def register(subparsers) -> None:
         action="append",
         dest="tables",
         metavar="T",
-        help="compare only this table (repeatable; 'busstop' means AndroidRequests_busstop); "
-        "default: every AndroidRequests_* table on both sides",
+        help="compare only this table (repeatable; a name without the catalog's table_prefix gets it: "
+        "'busstop' means AndroidRequests_busstop); "
+        "default: every table with the catalog's table_prefix on both sides",
     )
     p.add_argument("--sender-media", metavar="DIR", help="sender media folder")
     p.add_argument("--receiver-media", metavar="DIR", help="receiver media folder")

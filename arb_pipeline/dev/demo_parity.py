@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from arb_pipeline.catalog import PARTIAL_SPECS, short_name
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.ops.parity import shared_columns
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import quote_ident
@@ -56,6 +56,7 @@ class LoadedParity:
         if self.ok:
             rows = sum(t.rows for t in self.tables)
             return f"{head}; {when}: OK ({rows} rows in {len(self.tables)} tables match)"
+        short_name = current_catalog().short_name
         drift = ", ".join(
             f"{short_name(t.table)} {t.behind} of {t.rows} rows behind"
             + (f" and {t.extra} extra" if t.extra else "")
@@ -112,6 +113,6 @@ def loaded_parity(sender_dsn: str, receiver_dsn: str) -> LoadedParity:
     ):
         tables = tuple(
             table_in_step(sender_conn, receiver_conn, spec.name, spec.cursor, through)
-            for spec in PARTIAL_SPECS
+            for spec in current_catalog().partial_specs
         )
     return LoadedParity(partials, completes, through, tables)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from arb_pipeline import __version__
-from arb_pipeline.catalog import CATALOG, TableSpec, introspect, shipped_columns
+from arb_pipeline.catalog import Catalog, current_catalog, introspect, shipped_columns
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.extract.media import bundle_all_media, bundle_media
 from arb_pipeline.extract.tables import DEFAULT_OVERLAP, Extracted, Window, extract_complete, extract_partial
@@ -82,7 +82,7 @@ def build_partial(
     media_dir: Path,
     sender_id: str,
     overlap: timedelta = DEFAULT_OVERLAP,
-    catalog: tuple[TableSpec, ...] = CATALOG,
+    catalog: Catalog | None = None,
     include_personal: bool = False,
 ) -> BuiltBackup:
     """Extract the window's rows and the media they reference into a staging folder."""
@@ -119,19 +119,20 @@ def build_complete(
     media_dir: Path,
     sender_id: str,
     pg_dump: str = "pg_dump",
-    catalog: tuple[TableSpec, ...] = CATALOG,
+    catalog: Catalog | None = None,
     include_personal: bool = False,
     zstd_level: int = 1,
     fingerprints: bool = True,
 ) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
+    catalog = catalog or current_catalog()
     bid = build_backup_id("complete", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
 
     def dump_schema(snapshot_id: str) -> None:
         with staged.binary_file("schema.sql") as out:
-            out.write(_pg_dump_schema(dsn, pg_dump, snapshot_id, [s.name for s in catalog]))
+            out.write(_pg_dump_schema(dsn, pg_dump, snapshot_id, list(catalog.table_names)))
         size, digest = staged.last_file
         staged.add_entry(FileEntry(name="schema.sql", kind="schema", bytes=size, sha256=digest))
 
@@ -188,7 +189,7 @@ def _pg_dump_schema(dsn: str, pg_dump: str, snapshot_id: str, tables: list[str])
 
 def _restore_script(conn, ex: Extracted, catalog, include_personal) -> str:
     """psql script restoring this backup into an empty database (run from the backup folder)."""
-    specs = {s.name: s for s in catalog}
+    specs = {s.name: s for s in catalog.specs}
     infos = introspect(conn, ex.tables_order)
     lines = [
         "-- Restore this complete backup into an EMPTY database, from this folder:",

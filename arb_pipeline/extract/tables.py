@@ -26,7 +26,14 @@ from typing import Iterator
 
 from psycopg import sql
 
-from arb_pipeline.catalog import CATALOG, TableSpec, introspect, parents_first, shipped_columns
+from arb_pipeline.catalog import (
+    Catalog,
+    TableSpec,
+    current_catalog,
+    introspect,
+    parents_first,
+    shipped_columns,
+)
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
@@ -162,8 +169,8 @@ def _file_entry(
     )
 
 
-def _catalog_specs(catalog) -> dict[str, TableSpec]:
-    return {s.name: s for s in catalog}
+def _catalog_specs(catalog: Catalog | None) -> dict[str, TableSpec]:
+    return {s.name: s for s in (catalog or current_catalog()).specs}
 
 
 def extract_partial(
@@ -172,7 +179,7 @@ def extract_partial(
     window: Window,
     *,
     overlap: timedelta = DEFAULT_OVERLAP,
-    catalog: tuple[TableSpec, ...] = CATALOG,
+    catalog: Catalog | None = None,
     include_personal: bool = False,
 ) -> Extracted:
     """Write the window's rows, one JSON Lines file per table, from one snapshot."""
@@ -305,7 +312,7 @@ def extract_complete(
     conn,
     staged: StagedBackup,
     *,
-    catalog: tuple[TableSpec, ...] = CATALOG,
+    catalog: Catalog | None = None,
     include_personal: bool = False,
     level: int = 1,
     threads: int = 0,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from arb_pipeline.catalog import MIRRORED_TABLES
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.pg.introspect import ForeignKey, TableInfo
 
 VERSION_COLUMN = "arb_synced_at"
@@ -37,7 +37,7 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
 
     After the merge every staged row exists in the table with a version; when the table holds
     no more such rows than were staged, nothing can be absent and the anti-join is skipped."""
-    mirror = info.name in MIRRORED_TABLES
+    mirror = info.name in current_catalog().mirrored
     v = sql.Identifier(VERSION_COLUMN)
     counted = sql.SQL("true" if mirror else "{} IS NOT NULL").format(v)
     if (

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from arb_pipeline.catalog import COMPLETE_TABLES, introspect, parents_first
+from arb_pipeline.catalog import current_catalog, introspect, parents_first
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.deletes import VERSION_COLUMN, referrers, still_referenced_guard
 from arb_pipeline.pg.connect import connect
@@ -52,7 +52,7 @@ def prune_unshipped(dsn: str, *, dry_run: bool) -> list[PrunedTable]:
                 "sender still has lacks arb_synced_at too and would be removed. Load a complete first "
                 "(it arrives daily, or `dagster asset materialize` the receiver's complete partition)"
             )
-        infos = introspect(conn, COMPLETE_TABLES)
+        infos = introspect(conn, current_catalog().complete_tables)
         order = parents_first(infos)
         out = {
             t: PrunedTable(

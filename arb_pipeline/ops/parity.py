@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from arb_pipeline.catalog import APP_TABLE_PREFIX, app_table
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.errors import ConfigError, SchemaError
 from arb_pipeline.pg.connect import connect, describe_dsn
 from arb_pipeline.pg.introspect import list_tables, read_tables
@@ -119,27 +119,27 @@ def replicated_tables(
     receiver_conn: psycopg.Connection,
     tables: Iterable[str] | None = None,
 ) -> list[str]:
-    """The ``AndroidRequests_*`` tables on both sides (receiver-only tables are not replicated).
+    """The tables named with the catalog's prefix (``AndroidRequests_*`` for TranSapp) on
+    both sides (receiver-only tables are not replicated).
 
     With an explicit ``tables`` list, each must exist on both sides; a short name such
     as ``busstop`` is accepted for ``AndroidRequests_busstop``.
     """
+    prefix = current_catalog().prefix
     if tables is None:
-        receiver_set = set(list_tables(receiver_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA))
-        return [
-            t for t in list_tables(sender_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA) if t in receiver_set
-        ]
+        receiver_set = set(list_tables(receiver_conn, prefix=prefix, schema=SCHEMA))
+        return [t for t in list_tables(sender_conn, prefix=prefix, schema=SCHEMA) if t in receiver_set]
     on_sender = set(list_tables(sender_conn, schema=SCHEMA))
     on_receiver = set(list_tables(receiver_conn, schema=SCHEMA))
     chosen: list[str] = []
     for name in tables:
-        if name not in on_sender and name not in on_receiver and app_table(name) in on_sender:
-            name = app_table(name)
+        if name not in on_sender and name not in on_receiver and prefix + name in on_sender:
+            name = prefix + name
         for side, present in (("sender", on_sender), ("receiver", on_receiver)):
             if name not in present:
                 raise SchemaError(
-                    f"table {name} is not on the {side}: check the --table name "
-                    f"(tables look like {app_table('busstop')}) or run `arb migrate --role {side}`"
+                    f"table {name} is not on the {side}: check the --table name (tables look like "
+                    f"{current_catalog().table_names[0]}) or run `arb migrate --role {side}`"
                 )
         if name not in chosen:
             chosen.append(name)
@@ -419,7 +419,7 @@ def compare_tables(
             receiver_set = set(names)
             report.sender_only_tables = tuple(
                 t
-                for t in list_tables(s_conn, prefix=APP_TABLE_PREFIX, schema=SCHEMA)
+                for t in list_tables(s_conn, prefix=current_catalog().prefix, schema=SCHEMA)
                 if t not in receiver_set
             )
         for table in progress.track(names, "parity") if progress is not None else names:

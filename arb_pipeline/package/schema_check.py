@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.package.manifest import ColumnSpec, Manifest
 from arb_pipeline.package.verify import VerifyError, altered_backup_error
 from arb_pipeline.pg.introspect import TableInfo, read_tables
@@ -105,7 +105,8 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     VerifyError for a backup that can't be loaded by design (unknown table, a different
     primary key) and SchemaMismatch (not ``backup_at_fault``) when the receiver must change.
     """
-    allowed = set(replicated_tables) if replicated_tables is not None else {s.name for s in CATALOG}
+    catalog = current_catalog()
+    allowed = set(replicated_tables) if replicated_tables is not None else set(catalog.table_names)
     bid = manifest.backup_id
     entries = manifest.table_files()
     tables = [e.table for e in entries]
@@ -118,11 +119,11 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
             why = (
                 "the receiver has no such table"
                 if info is None
-                else "the receiver does not replicate it (not in arb_pipeline/catalog.py)"
+                else f"the receiver does not replicate it (not in the catalog {catalog.path})"
             )
             raise VerifyError(
                 f"backup {bid}: unknown table {table}: {why}; add a receiver migration or remove it "
-                f"from the sender's catalog; then re-queue it "
+                f"from the sender's catalog (both servers need the same catalog file); then re-queue it "
                 f"(`arb requeue {bid}`) once that is done",
                 backup_id=bid,
                 file=entry.name,

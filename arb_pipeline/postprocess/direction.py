@@ -20,8 +20,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 from arb_pipeline.settings import DIRECTION_MAX_GAP_MINUTES
 
 US_PER_MINUTE = 60_000_000

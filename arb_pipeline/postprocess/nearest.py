@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 from arb_pipeline.postprocess.zones import event_source
 
 EARTH_RADIUS_M = 6_371_008.8

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 from arb_pipeline.settings import LOCAL_TIMEZONE
 
 DAY_TYPES = ("Laboral", "Sábado", "Domingo")

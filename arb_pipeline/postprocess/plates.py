@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess.engine import Derivation, Source, nones, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 
 UNKNOWN = "No Info."
 DUMMY = "DUMMYLPT"

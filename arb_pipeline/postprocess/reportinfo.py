@@ -18,9 +18,9 @@ import uuid
 
 import pandas as pd
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.postprocess import plates
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 
 STOP_KEYS = ("bus_stop", "busStop")
 FIELDS = (

@@ -22,10 +22,10 @@ import pandas as pd
 import shapely
 from shapely import STRtree
 
-from arb_pipeline.catalog import app_table, app_table_sql
 from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.postprocess import reportinfo
 from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.tables import app_table, app_table_sql
 
 log = logging.getLogger(__name__)
 PREDICATE = "covered_by"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
@@ -29,9 +29,12 @@ from arb_pipeline.receive.inbox import (
 )
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
+# Read when the code location loads: one asset per catalog table (ARB_CATALOG).
+CATALOG = current_catalog()
+
 
 def loaded_key(kind: str, table: str) -> dg.AssetKey:
-    return dg.AssetKey(["receiver", kind, short_name(table)])
+    return dg.AssetKey(["receiver", kind, CATALOG.short_name(table)])
 
 
 def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpec]:
@@ -42,7 +45,7 @@ def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpe
             loaded_key(kind, t),
             group_name=group,
             partitions_def=partitions_def,
-            deps=[dg.AssetKey(["sender", kind, short_name(t)])],
+            deps=[dg.AssetKey(["sender", kind, CATALOG.short_name(t)])],
             kinds={"postgres"},
             freshness_policy=fresh,
             description=f"{t} on the receiver, with the {kind} backups of each window applied",
@@ -277,9 +280,9 @@ def _load(
 
 @dg.multi_asset(
     name="load_partial",
-    specs=_specs("partial", PARTIAL_TABLES, PARTIAL),
+    specs=_specs("partial", CATALOG.partial_tables, PARTIAL),
     partitions_def=PARTIAL,
-    check_specs=_check_specs("partial", PARTIAL_TABLES),
+    check_specs=_check_specs("partial", CATALOG.partial_tables),
     pool="receiver_db",
     can_subset=False,
 )
@@ -290,14 +293,14 @@ def load_partial(
     receiver_settings: ReceiverSettings,
 ):
     """Verify a partial backup and apply it in one transaction; quarantine it if it is bad."""
-    yield from _load(context, "partial", PARTIAL_TABLES, config, receiver_db, receiver_settings)
+    yield from _load(context, "partial", CATALOG.partial_tables, config, receiver_db, receiver_settings)
 
 
 @dg.multi_asset(
     name="load_complete",
-    specs=_specs("complete", COMPLETE_TABLES, COMPLETE),
+    specs=_specs("complete", CATALOG.complete_tables, COMPLETE),
     partitions_def=COMPLETE,
-    check_specs=_check_specs("complete", COMPLETE_TABLES),
+    check_specs=_check_specs("complete", CATALOG.complete_tables),
     pool="receiver_db",
     can_subset=False,
 )
@@ -308,4 +311,4 @@ def load_complete(
     receiver_settings: ReceiverSettings,
 ):
     """Verify a complete backup and apply it: upserts, then deletions, in one transaction."""
-    yield from _load(context, "complete", COMPLETE_TABLES, config, receiver_db, receiver_settings)
+    yield from _load(context, "complete", CATALOG.complete_tables, config, receiver_db, receiver_settings)

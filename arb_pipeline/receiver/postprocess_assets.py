@@ -40,7 +40,6 @@ import dagster as dg
 from pydantic import Field
 
 from arb_pipeline import settings
-from arb_pipeline.catalog import app_table
 from arb_pipeline.dagster_common.partitions import PARTIAL, SHARED
 from arb_pipeline.postprocess import (
     BusEventDirection,
@@ -53,6 +52,7 @@ from arb_pipeline.postprocess import (
     run_derivation,
 )
 from arb_pipeline.postprocess.engine import BATCH_ROWS, RunResult
+from arb_pipeline.postprocess.tables import app_table
 from arb_pipeline.receiver.assets import loaded_key
 from arb_pipeline.receiver.resources import ReceiverDatabase
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.catalog import COMPLETE_TABLES, PARTIAL_TABLES, short_name, tables_of
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial
@@ -20,9 +20,12 @@ from arb_pipeline.extract.staging import create_run_folder, sweep_staging
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
 
+# Read when the code location loads; runs use this same catalog for what they extract.
+CATALOG = current_catalog()
+
 
 def table_key(kind: str, table: str) -> dg.AssetKey:
-    return dg.AssetKey(["sender", kind, short_name(table)])
+    return dg.AssetKey(["sender", kind, CATALOG.short_name(table)])
 
 
 def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpec]:
@@ -125,16 +128,17 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
             sender_id=settings.resolved_sender_id(),
             include_personal=settings.include_personal_columns,
             staging_root=run_dir,
+            catalog=CATALOG,
             **kwargs,
         )
-        yield from _results(context, kind, built, set(tables_of(kind)))
+        yield from _results(context, kind, built, set(CATALOG.tables_of(kind)))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @dg.multi_asset(
     name="partial_backup",
-    specs=_specs("partial", PARTIAL_TABLES, PARTIAL),
+    specs=_specs("partial", CATALOG.partial_tables, PARTIAL),
     partitions_def=PARTIAL,
     pool="sender_partial",
     can_subset=False,
@@ -156,7 +160,7 @@ def partial_backup(
 
 @dg.multi_asset(
     name="complete_backup",
-    specs=_specs("complete", COMPLETE_TABLES, COMPLETE),
+    specs=_specs("complete", CATALOG.complete_tables, COMPLETE),
     partitions_def=COMPLETE,
     pool="sender_complete",
     can_subset=False,

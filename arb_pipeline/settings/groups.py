@@ -16,9 +16,10 @@ SMTP_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 
 @dataclass(frozen=True)
 class SharedSettings(FromEnv):
-    """What both servers must agree on (the partitions) and share (schedules' time zone,
-    freshness and dead-run limits)."""
+    """What both servers must agree on (the partitions, the catalog file) and share
+    (schedules' time zone, freshness and dead-run limits)."""
 
+    catalog: str = t.CATALOG.field()  # the file's content: catalog.current_catalog()
     go_live: datetime = t.GO_LIVE.field()
     partial_minutes: int = t.PARTIAL_MINUTES.field()
     timezone: str = t.TIMEZONE.field()

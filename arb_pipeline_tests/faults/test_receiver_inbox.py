@@ -37,7 +37,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from arb_pipeline.catalog import CATALOG
+from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.dev.generator.reference import seed_reference
 from arb_pipeline.dev.generator.scale import build_event_window
@@ -58,8 +58,8 @@ from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffi
 
 UTC = timezone.utc
 P = "AndroidRequests_"
-PARTIAL_TABLES = [s.name for s in CATALOG if s.in_partials]
-ALL_TABLES = [s.name for s in CATALOG]
+PARTIAL_TABLES = list(current_catalog().partial_tables)
+ALL_TABLES = list(current_catalog().table_names)
 EVENT_TABLES = [
     P + t
     for t in (

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from arb_pipeline.catalog import app_table_sql
 from arb_pipeline.errors import ArbError
 from arb_pipeline.pg.quote import quote_ident
+from arb_pipeline.postprocess.tables import app_table_sql
 
 # The app's TIME_ZONE ('Chile/Continental' is an alias of this zone); used only where the
 # app formats local wall-clock time, e.g. image file names.

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from arb_pipeline.catalog import app_table
 from arb_pipeline.dev.generator.common import (
     GeneratorError,
     copy_rows,
@@ -34,6 +33,7 @@ from arb_pipeline.dev.generator.vocab import (
     MAIL_DOMAINS,
     STREETS,
 )
+from arb_pipeline.postprocess.tables import app_table
 
 # Reference timestamps are drawn after this instant, never from the wall clock, so that
 # two runs with the same seed write the same rows.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import psycopg
 
-from arb_pipeline.catalog import app_table_sql
 from arb_pipeline.dev.generator.common import LAT_MAX, LAT_MIN, LON_MAX, LON_MIN, GeneratorError
 from arb_pipeline.dev.generator.vocab import COMUNAS
+from arb_pipeline.postprocess.tables import app_table_sql
 
 TABLE = app_table_sql("zonification")
 
