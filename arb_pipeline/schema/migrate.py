@@ -193,8 +193,8 @@ def apply_migrations(dsn: str, role: str, catalog: Catalog | None = None) -> Mig
     with connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('arb_schema_migration'))")
         try:
+            plan = plan_migrations(conn, role, catalog)  # refuses before anything is created
             conn.execute(LEDGER_DDL)
-            plan = plan_migrations(conn, role, catalog)
             app_steps = [(how, m) for how, m in plan.steps if m.layer == APP]
             if app_steps:  # one transaction: a crash leaves the database empty, not half an app
                 with conn.transaction():
