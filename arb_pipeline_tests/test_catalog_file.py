@@ -15,10 +15,6 @@ import pytest
 
 from arb_pipeline.catalog import PACKAGED, current_catalog, load_catalog
 from arb_pipeline.errors import ConfigError, SchemaError
-from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest
-from arb_pipeline.package.reader import iter_table_lines
-from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.support.dagster_cli import materialize
 
 REPO = Path(__file__).resolve().parents[1]
 ARB = str(Path(sys.executable).with_name("arb"))
@@ -268,79 +264,3 @@ def test_arb_catalog_shows_the_file_of_the_setting_and_refuses_a_bad_one(tmp_pat
     done = _run([ARB, "check"], tmp_path / "missing.toml")
     assert done.returncode == 1
     assert "FAIL  ARB_CATALOG" in done.stdout and "is not a file" in done.stdout, done.stdout
-
-
-SHOP_DDL = """
-CREATE TABLE shop_customer (id serial PRIMARY KEY, name text NOT NULL, email text);
-CREATE TABLE shop_order (
-    id serial PRIMARY KEY, customer_id int NOT NULL REFERENCES shop_customer, created timestamptz NOT NULL,
-    total numeric(10, 2));
-CREATE TABLE shop_photo (
-    order_id int REFERENCES shop_order, n int, taken timestamptz NOT NULL, file text,
-    PRIMARY KEY (order_id, n));
-"""
-
-
-def test_a_second_app_is_backed_up_by_its_catalog_file_alone(pg_cluster, tmp_path):
-    """Django did not make these tables and no code names them: the sender's assets, run by
-    `dagster asset materialize`, ship them as the shop catalog says."""
-    dsn = pg_cluster.create_database("shop_sender", drop_existing=True)
-    media = tmp_path / "media"
-    media.mkdir()
-    (media / "a.jpg").write_bytes(b"photo a")
-    (media / "old.jpg").write_bytes(b"an older photo")
-    with connect(dsn) as conn:
-        conn.execute(SHOP_DDL)
-        conn.execute("INSERT INTO shop_customer (name, email) VALUES ('Ana', 'ana@x'), ('Ben', 'ben@x')")
-        conn.execute(
-            "INSERT INTO shop_order (customer_id, created, total) VALUES "
-            "(1, '2026-11-30 23:00Z', 5), (2, '2026-12-01 10:02Z', 12.5)"
-        )
-        conn.execute(
-            "INSERT INTO shop_photo VALUES (1, 1, '2026-11-30 23:01Z', 'old.jpg'), "
-            "(2, 1, '2026-12-01 10:03Z', 'a.jpg'), (2, 2, '2026-12-01 10:04Z', NULL)"
-        )
-    inbox, home = tmp_path / "inbox", tmp_path / "home"
-    home.mkdir()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ARB_")},
-        "ARB_CATALOG": str(_write(tmp_path, SHOP)),
-        "ARB_SENDER_DSN": dsn,
-        "ARB_TRANSPORT": "local",
-        "ARB_INBOX_DIR": str(inbox),
-        "ARB_SENDER_MEDIA_DIR": str(media),
-        "ARB_STAGING_DIR": str(tmp_path / "staging"),
-        "DAGSTER_HOME": str(home),
-    }
-    materialize("sender", "sender_partial", "2026-12-01-10-00", env)
-    materialize("sender", "sender_complete", "2026-12-01", env)
-
-    def published(kind: str) -> tuple[Path, Manifest]:
-        [folder] = (inbox / kind).iterdir()
-        return folder, Manifest.from_json((folder / MANIFEST_NAME).read_bytes())
-
-    def rows(folder: Path, manifest: Manifest, table: str) -> list:
-        [entry] = [f for f in manifest.table_files() if f.table == table]
-        return list(iter_table_lines(folder / entry.name))
-
-    folder, partial = published("partial")
-    # The window's order and photos, and the customer they reference; never the email.
-    assert sorted(f.table for f in partial.table_files()) == ["shop_customer", "shop_order", "shop_photo"]
-    customer = next(f for f in partial.table_files() if f.table == "shop_customer")
-    assert [c.name for c in customer.columns] == ["id", "name"]
-    assert [json.loads(r)["name"] for r in rows(folder, partial, "shop_customer")] == ["Ben"]
-    photo = next(f for f in partial.table_files() if f.table == "shop_photo")
-    assert photo.primary_key == ("order_id", "n") and photo.cursor == "taken" and photo.rows == 2
-    assert [m.name for m in partial.media] == ["a.jpg"]
-
-    folder, complete = published("complete")
-    assert {f.table: f.rows for f in complete.table_files()} == {
-        "shop_customer": 2,
-        "shop_order": 2,
-        "shop_photo": 3,
-    }
-    assert {m.name for m in complete.media} == {"a.jpg", "old.jpg"}
-    assert sorted(line.split(b"\t") for line in rows(folder, complete, "shop_customer")) == [
-        [b"1", b"Ana"],
-        [b"2", b"Ben"],
-    ]

@@ -76,7 +76,9 @@ def shared_columns(
     """Columns present on both sides in the sender's order, and the primary key both agree on.
 
     The receiver drops personal columns and adds its own, so only the intersection can
-    be compared. The key must be the same on both sides, or rows can't be paired.
+    be compared; the catalog's excluded columns never travel, so a receiver that kept
+    them (adopted from the old tool) is not compared on them either. The key must be the
+    same on both sides, or rows can't be paired.
     """
     infos = {}
     for side, conn in (("sender", sender_conn), ("receiver", receiver_conn)):
@@ -89,7 +91,9 @@ def shared_columns(
         infos[side] = found[table]
     sender_cols = infos["sender"].column_names
     receiver_cols = infos["receiver"].column_names
-    receiver_set = set(receiver_cols) - set(LOCAL_COLUMNS)
+    catalog = current_catalog()
+    never_shipped = set(catalog.spec(table).excluded) if table in catalog.table_names else set()
+    receiver_set = set(receiver_cols) - set(LOCAL_COLUMNS) - never_shipped
     shared = tuple(c for c in sender_cols if c in receiver_set)
     sender_key = infos["sender"].primary_key
     receiver_key = infos["receiver"].primary_key

@@ -16,7 +16,7 @@ from pathlib import Path
 from arb_pipeline.catalog import Catalog, shipped_columns
 from arb_pipeline.package.manifest import ColumnSpec
 from arb_pipeline.package.schema_check import fit_table
-from arb_pipeline.pg.introspect import TableInfo, read_tables
+from arb_pipeline.pg.introspect import Column, TableInfo, read_tables
 from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.schema.catalog_sync import POSTPROCESS_REFERENCE_TABLES
 
@@ -134,10 +134,11 @@ def receiver_findings(conn, catalog: Catalog, shipped: dict[str, Shipped] | None
     return out
 
 
-def _drop_not_null(table: str, column: str) -> str:
-    return (
-        f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(column)} DROP NOT NULL (or SET DEFAULT)"
-    )
+def _drop_not_null(table: str, column: Column) -> str:
+    alter = f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(column.name)}"
+    if column.type == "boolean":  # Django's flags (TranSappViz's `transformed`): new rows start false
+        return f"{alter} SET DEFAULT false"
+    return f"{alter} DROP NOT NULL (or SET DEFAULT ...)"
 
 
 def _against_shipped(name: str, info: TableInfo, shipped: Shipped) -> list[Finding]:
@@ -160,7 +161,7 @@ def _against_shipped(name: str, info: TableInfo, shipped: Shipped) -> list[Findi
                 FAIL,
                 f"column {col} is NOT NULL without a default and the sender does not ship it: "
                 "new rows can't be inserted",
-                _drop_not_null(name, col),
+                _drop_not_null(name, info.column(col)),
             )
         )
     if fit.ignored:
@@ -195,7 +196,7 @@ def _unshipped_columns(name: str, info: TableInfo, excluded: tuple[str, ...]) ->
                     FAIL,
                     f"column {col.name} is NOT NULL without a default and the sender never ships it "
                     "(catalog: excluded): new rows can't be inserted",
-                    _drop_not_null(name, col.name),
+                    _drop_not_null(name, col),
                 )
             )
         else:
