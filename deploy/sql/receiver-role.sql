@@ -81,15 +81,7 @@ JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
 WHERE t.access = 'write' ORDER BY 1 \gexec
 
 -- Check the outcome, including what PUBLIC or a role membership would give.
-SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls AS too_powerful,
-       EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid) AS is_member
-FROM pg_roles r WHERE rolname = :'role' \gset
-\if :too_powerful
-  DO $$ BEGIN RAISE EXCEPTION 'the role still has SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS: run this script as a superuser'; END $$;
-\endif
-\if :is_member
-  DO $$ BEGIN RAISE EXCEPTION 'the role is a member of other roles and could use their rights: REVOKE those memberships'; END $$;
-\endif
+\ir role-powers.sql
 SELECT has_schema_privilege(:'role', 'public', 'CREATE') AS public_create \gset
 \if :public_create
   DO $$ BEGIN RAISE EXCEPTION 'the role can create objects in schema public (PUBLIC has CREATE there, the default before PostgreSQL 15): REVOKE CREATE ON SCHEMA public FROM PUBLIC and grant it to the roles that need it'; END $$;

@@ -50,15 +50,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"role";
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM :"role";
 SELECT format('GRANT SELECT ON TABLE public.%I TO %I', name, :'role') FROM arb_role_table ORDER BY name \gexec
 
-SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls AS too_powerful,
-       EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid) AS is_member
-FROM pg_roles r WHERE rolname = :'role' \gset
-\if :too_powerful
-  DO $$ BEGIN RAISE EXCEPTION 'the role still has SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS: run this script as a superuser'; END $$;
-\endif
-\if :is_member
-  DO $$ BEGIN RAISE EXCEPTION 'the role is a member of other roles and could use their rights: REVOKE those memberships'; END $$;
-\endif
+\ir role-powers.sql
 SELECT string_agg(c.relname, ', ' ORDER BY c.relname) AS writable
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
