@@ -24,12 +24,13 @@ from arb_pipeline.load.apply import RECEIVER_ONLY_MARK
 from arb_pipeline.load.deletes import VERSION_COLUMN
 
 VERSION_COMMENT = f"{RECEIVER_ONLY_MARK}: sender snapshot time of the last write"
-# Read by postprocessing, written by the admin (migrations, `arb generate zones`).
+# TranSappViz's reference tables: read by postprocessing, written by the admin
+# (migration 0200, `arb zones import`).
 POSTPROCESS_REFERENCE_TABLES = {
     "transapp": (
         "AndroidRequests_timeperiod",
         "AndroidRequests_halfhourperiod",
-        "AndroidRequests_zonification",
+        "AndroidRequests_zonificationtransantiago",
     )
 }
 
