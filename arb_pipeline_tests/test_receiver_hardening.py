@@ -129,7 +129,7 @@ REFUSED = {
     "delete from it": "DELETE FROM arb_admin_canary",
     "read it": "SELECT * FROM arb_admin_canary",
     "rewrite the migration ledger": "DELETE FROM arb_schema_migration",
-    "change reference data": 'UPDATE "AndroidRequests_zonification" SET comuna = comuna',
+    "change reference data": 'UPDATE "AndroidRequests_zonificationtransantiago" SET comuna = comuna',
     "create a database": "CREATE DATABASE arb_intruder",
     "create a role": "CREATE ROLE arb_intruder",
     "read pg_authid": "SELECT rolpassword FROM pg_authid",
