@@ -63,7 +63,7 @@ def test_receiver_adds_its_own_tables_and_columns_and_drops_personal_ones(receiv
     assert {
         "AndroidRequests_timeperiod",
         "AndroidRequests_halfhourperiod",
-        "AndroidRequests_zonification",
+        "AndroidRequests_zonificationtransantiago",
         "AndroidRequests_reportinfo",
         "AndroidRequests_eventforbusv2",
     } <= tables
@@ -112,10 +112,10 @@ def test_unknown_role_is_a_clear_error():
 
 # Applied by every receiver and sender migrated before the layers split: their bytes may
 # never change, or those databases would be refused as "changed after it was applied".
+# (0003, the invented receiver layout, went with issue 15: it was applied nowhere real.)
 APPLIED_BEFORE_THE_SPLIT = {
     "0001": "1277b4f9bf9080d73f4ee56bfa5549f488cb2dd9c07ae893608f7212101f8535",
     "0002": "3c01f59cefd4d9a480a911e7a923ec135347899828e3816775686ca6254512e5",
-    "0003": "6fffa9da9cd69c3ecd04fdf0b520ddff7e4fe34a2a2cbb1c73a8a68c447da273",
 }
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arb_pipeline.dev.generator.zones import grid_cells, seed_zones
 from arb_pipeline.errors import ConfigError
+from arb_pipeline.ops.zoning import ZONES, bundled_zoning, import_zoning
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.postprocess import Scope, all_derivations, run_all, run_derivation
 from arb_pipeline.postprocess.direction import BusEventDirection, latest_trip
@@ -305,16 +305,6 @@ def test_zones_on_boundaries_and_outside():
     assert [p for i, p in enumerate(problems) if i not in (5, 6)] == [None] * 6
 
 
-def test_the_generated_grid_covers_the_city_and_cells_share_edges():
-    index = ZoneIndex.from_wkt([(zona, wkt) for _, zona, wkt in grid_cells(8, 7)])
-    rng = np.random.default_rng(1)
-    lon, lat = rng.uniform(-70.85, -70.45, 1000), rng.uniform(-33.65, -33.30, 1000)
-    zone, problems = index.locate(lon, lat)
-    assert (zone > 0).all() and not any(problems)
-    corner, _ = index.locate([-70.80], [-33.40])  # the corner of cells 33, 34, 41 and 42
-    assert corner.tolist() == [33]
-
-
 # -- nearest stops -----------------------------------------------------------------------------
 
 
@@ -456,7 +446,7 @@ def _seed_receiver(conn):
         "(1, %s, 'm', %s, %s), (2, %s, 'm', '{broken', %s)",
         (T0, json.dumps(info), PHONE, T0, PHONE),
     )
-    seed_zones(conn)
+    import_zoning(conn.info.dsn, bundled_zoning())  # the real zoning (EOD 2012)
 
 
 def _rows(dsn, table, columns="*"):
@@ -551,7 +541,7 @@ def test_runs_compute_what_changed_and_record_bad_rows(receiver_db):
 
     # New zones are reference data: every zone is recomputed; a deleted event takes its rows along.
     with connect(receiver_db) as conn:
-        seed_zones(conn, 4, 4, replace=True)
+        conn.execute(f'DELETE FROM "{ZONES}" WHERE id > 400')  # another zoning
         conn.execute(f'DELETE FROM "{P}stadisticdatafromregistrationbus" WHERE "reportOfEvent_id" = 2')
         conn.execute(f'DELETE FROM "{P}eventforbusv2" WHERE id = 2')
     zones = run_derivation(receiver_db, Zones())
