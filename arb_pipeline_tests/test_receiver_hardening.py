@@ -19,7 +19,6 @@ from psycopg import sql
 
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
 from arb_pipeline.extract.build import BuiltBackup, build_complete
@@ -32,7 +31,7 @@ from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
-from arb_pipeline_tests.support.postprocess import assert_every_row_derived
+from arb_pipeline_tests.support.postprocess import assert_every_row_derived, seed_grid_zones
 from arb_pipeline_tests.support.receiver import Receiver, failure_text, tick
 from arb_pipeline_tests.support.roles import make_receiver_role, run_role_script
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, traffic_at
@@ -74,7 +73,7 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
 
 def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, pg_cluster, tmp_path):
     with connect(receiver_db) as conn:  # reference data is the admin's
-        seed_zones(conn)
+        seed_grid_zones(conn)
     role, role_dsn = make_receiver_role(pg_cluster, receiver_db)
     rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
     rx.inbox.mkdir()
@@ -108,7 +107,7 @@ def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, 
     assert post.success, failure_text(post)
     assert_every_row_derived(receiver_db)
     with connect(receiver_db) as conn:
-        assert conn.execute("SELECT count(*) FROM arb_pp_report_info").fetchone()[0] > 0
+        assert conn.execute('SELECT count(*) FROM "AndroidRequests_reportinfo"').fetchone()[0] > 0
         # The role owns nothing, not even a leftover staging table.
         owned = conn.execute(
             "SELECT count(*) FROM pg_class WHERE relowner = to_regrole(%s)", (role,)
@@ -126,12 +125,13 @@ REFUSED = {
     "disable its triggers (FK checks)": 'ALTER TABLE "AndroidRequests_report" DISABLE TRIGGER ALL',
     "rewrite a receiver-only mark": "COMMENT ON COLUMN \"AndroidRequests_report\".transformed IS 'x'",
     "truncate a replicated table": 'TRUNCATE "AndroidRequests_report"',
-    "drop a derived table": "DROP TABLE arb_pp_report_info",
+    "drop a derived table": 'DROP TABLE "AndroidRequests_reportinfo"',
+    "drop the problems table": "DROP TABLE arb_pp_problem",
     "write a table outside its list": "INSERT INTO arb_admin_canary VALUES (2, 'intruder')",
     "delete from it": "DELETE FROM arb_admin_canary",
     "read it": "SELECT * FROM arb_admin_canary",
     "rewrite the migration ledger": "DELETE FROM arb_schema_migration",
-    "change reference data": 'UPDATE "AndroidRequests_zonification" SET comuna = comuna',
+    "change reference data": 'UPDATE "AndroidRequests_zonificationtransantiago" SET comuna = comuna',
     "create a database": "CREATE DATABASE arb_intruder",
     "create a role": "CREATE ROLE arb_intruder",
     "read pg_authid": "SELECT rolpassword FROM pg_authid",
@@ -179,7 +179,11 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
     assert attributes == (False,) * 5
     # Exactly the replicated tables (the catalog file) and the receiver's own: a table added by a
     # migration and not to the script fails here.
-    assert writable == REPLICATED | derived | {"arb_loaded_backup", "arb_postprocess_state"}
+    assert writable == REPLICATED | derived | {
+        "arb_loaded_backup",
+        "arb_postprocess_state",
+        "AndroidRequests_reportinfo",
+    }
     with connect(receiver_db) as admin:
         assert admin.execute("SELECT * FROM arb_admin_canary").fetchall() == [(1, "untouched")]
         assert (
