@@ -36,7 +36,6 @@ from arb_pipeline_tests.support.postprocess import (
     DERIVED_COLUMNS,
     assert_every_row_derived,
     derived_values,
-    seed_grid_zones,
 )
 from arb_pipeline_tests.support.receiver import Receiver, tick
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
@@ -82,12 +81,10 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
 
 
 @pytest.fixture
-def rx(receiver_db, tmp_path) -> Receiver:
-    r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
+def rx(zoned_receiver_db, tmp_path) -> Receiver:
+    r = Receiver(zoned_receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
     r.inbox.mkdir()
     r.media.mkdir()
-    with connect(receiver_db) as conn:
-        seed_grid_zones(conn)
     return r
 
 

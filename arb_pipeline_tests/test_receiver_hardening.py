@@ -31,7 +31,7 @@ from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receiver.postprocess_assets import POSTPROCESS_ASSETS, PostprocessSettings
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
-from arb_pipeline_tests.support.postprocess import assert_every_row_derived, seed_grid_zones
+from arb_pipeline_tests.support.postprocess import assert_every_row_derived
 from arb_pipeline_tests.support.receiver import Receiver, failure_text, tick
 from arb_pipeline_tests.support.roles import make_receiver_role, run_role_script
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, traffic_at
@@ -71,9 +71,8 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     return Sender(dsn, media, key, partial, complete)
 
 
-def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, pg_cluster, tmp_path):
-    with connect(receiver_db) as conn:  # reference data is the admin's
-        seed_grid_zones(conn)
+def test_loads_and_postprocessing_run_as_the_receiver_role(sender, zoned_receiver_db, pg_cluster, tmp_path):
+    receiver_db = zoned_receiver_db  # reference data is the admin's
     role, role_dsn = make_receiver_role(pg_cluster, receiver_db)
     rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
     rx.inbox.mkdir()
