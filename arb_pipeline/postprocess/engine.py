@@ -215,6 +215,8 @@ def run_derivation(
 
         covering = covering_derivations()
     with connect(dsn, autocommit=True, application_name=f"arb_postprocess_{derivation.name}") as conn:
+        # Batches are many short index lookups: compiling them (JIT) costs more than it saves.
+        conn.execute("SET jit = off")
         # One run of a derivation at a time, whoever starts it.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_lock_key(derivation.name),))
         try:
