@@ -42,12 +42,17 @@ from psycopg import sql
 
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import ident_list
+from arb_pipeline.postprocess.transformed import (
+    CHANGED,
+    TRANSFORMED,
+    has_column,
+    mark_transformed,
+    others_done,
+)
 
 log = logging.getLogger(__name__)
 
 LOAD_LOCK = "arb_pipeline.load.apply"  # held by load.load_backup for a whole load
-CHANGED = "arb_changed_at"
-TRANSFORMED = "transformed"  # TranSappViz's "derived already" marker
 TODO = "arb_pp_todo"
 OUT = "arb_pp_out"
 PROBLEMS = "arb_pp_problem"
@@ -263,7 +268,7 @@ def run_derivation(
             )
             result.done_through = hi
             for table in dict.fromkeys(s.table for s in derivation.sources):
-                mark_transformed(conn, table, covering.get(table, (derivation.name,)))
+                mark_transformed(conn, table, covering.get(table, (derivation.name,)), CLOCK_MARGIN)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(derivation.name),))
     result.seconds = time.perf_counter() - t0
@@ -277,49 +282,6 @@ def run_derivation(
         result.seconds,
     )
     return result
-
-
-def _has_column(conn, table: str, column: str) -> bool:
-    return conn.execute(
-        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = format('public.%%I', %s::text)::regclass "
-        "AND attname = %s AND NOT attisdropped)",
-        (table, column),
-    ).fetchone()[0]
-
-
-def mark_transformed(conn, table: str, derivations: Sequence[str]) -> int:
-    """Set ``transformed`` on the rows of ``table`` that every derivation writing it has
-    computed since their last change (arb_changed_at at or before the least done_through);
-    only rows changed since the last time this was done are looked at. Returns how many."""
-    if not _has_column(conn, table, TRANSFORMED):
-        return 0
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_lock_key(f"transformed.{table}"),))
-        upto = conn.execute(
-            "SELECT min(done_through) FROM arb_postprocess_state WHERE derivation = ANY(%s) "
-            "HAVING count(done_through) = %s",
-            (list(derivations), len(set(derivations))),
-        ).fetchone()
-        if upto is None or upto[0] is None:
-            return 0  # a derivation of the table has not run yet
-        row = conn.execute(
-            "SELECT done_through FROM arb_pp_transformed WHERE source_table = %s", (table,)
-        ).fetchone()
-        t, c, tr = sql.Identifier(table), sql.Identifier(CHANGED), sql.Identifier(TRANSFORMED)
-        if row is None:  # the first time: rows no load changed (adopted history) too
-            where = sql.SQL("({c} IS NULL OR {c} <= %(upto)s)").format(c=c)
-        else:
-            where = sql.SQL("{c} > %(low)s AND {c} <= %(upto)s").format(c=c)
-        n = conn.execute(
-            sql.SQL("UPDATE {t} SET {tr} = true WHERE {tr} IS NOT TRUE AND {w}").format(t=t, tr=tr, w=where),
-            {"upto": upto[0], "low": row[0] - CLOCK_MARGIN if row else None},
-        ).rowcount
-        conn.execute(
-            "INSERT INTO arb_pp_transformed (source_table, done_through) VALUES (%s, %s) "
-            "ON CONFLICT (source_table) DO UPDATE SET done_through = EXCLUDED.done_through",
-            (table, upto[0]),
-        )
-    return n
 
 
 def _bound(value: datetime | None, default: str) -> str:
@@ -339,7 +301,7 @@ def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
         # Rows changed in the margin before done_through were computed by the last run
         # unless the clock stepped back: those are not transformed yet (a load resets it).
         margin = sql.SQL("")
-        if _has_column(conn, source.table, TRANSFORMED):
+        if has_column(conn, source.table, TRANSFORMED):
             margin = sql.SQL(" AND ({c} > %(done)s OR {t} IS NOT TRUE)").format(
                 c=sql.Identifier(CHANGED), t=sql.Identifier(TRANSFORMED)
             )
@@ -402,27 +364,11 @@ def _record_problems(conn, derivation: Derivation, source: Source, result: Sourc
         result.sample_problems += [f"{source.table} id {i}: {p}" for i, p in sample]
 
 
-def _others_done(conn, derivation: Derivation, table: str, covering) -> str | None:
-    """The least done_through of the table's other derivations ('infinity': none), or None
-    when one has not run yet or the table has no ``transformed``."""
-    if not _has_column(conn, table, TRANSFORMED):
-        return None
-    others = [n for n in covering.get(table, ()) if n != derivation.name]
-    if not others:
-        return "infinity"
-    row = conn.execute(
-        "SELECT min(done_through)::text FROM arb_postprocess_state WHERE derivation = ANY(%s) "
-        "HAVING count(done_through) = %s",
-        (others, len(set(others))),
-    ).fetchone()
-    return row[0] if row else None
-
-
 def _run_source(
     conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, batch_rows: int, covering
 ) -> SourceResult:
     result = SourceResult(source.table, source.writes)
-    others_done = _others_done(conn, derivation, source.table, covering)
+    done = others_done(conn, derivation.name, source.table, covering)
     if _collect(conn, source, scope, since):
         todo = sql.Identifier(TODO)
         # A batch is an id range (after, upto] of the todo table, so joins can be set-based
@@ -439,11 +385,27 @@ def _run_source(
                 upto, last = (row[0], False) if row else (2**31 - 1, True)
                 _create_out(conn, source)
                 derivation.fill(conn, ctx, source, {"after": after, "upto": upto})
-                derivation.write(conn, source, others_done)
+                derivation.write(conn, source, done)
                 _record_problems(conn, derivation, source, result)
                 after = upto
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))
-    # Problems of rows deleted since (a complete load's deletions) go too.
+    _sweep_problems(conn, derivation, source)
+    return result
+
+
+def _sweep_problems(conn, derivation: Derivation, source: Source) -> None:
+    """Drop the problems of source rows deleted since (a complete load's deletions). The
+    anti-join costs a lookup per problem, so it runs only when the table's count of deleted
+    rows (the server's statistics) moved since the last sweep."""
+    deleted = conn.execute(
+        "SELECT coalesce(pg_stat_get_tuples_deleted(%s::regclass), 0)", (f'public."{source.table}"',)
+    ).fetchone()[0]
+    seen = conn.execute(
+        "SELECT deletes_seen ->> %s FROM arb_postprocess_state WHERE derivation = %s",
+        (source.table, derivation.name),
+    ).fetchone()
+    if seen and seen[0] is not None and int(seen[0]) == deleted:
+        return
     conn.execute(
         sql.SQL(
             f"DELETE FROM {PROBLEMS} p WHERE p.derivation = %s AND p.source_table = %s "
@@ -451,7 +413,13 @@ def _run_source(
         ).format(src=sql.Identifier(source.table)),
         (derivation.name, source.table),
     )
-    return result
+    conn.execute(
+        "INSERT INTO arb_postprocess_state (derivation, deletes_seen) "
+        "VALUES (%(d)s, jsonb_build_object(%(t)s::text, %(n)s::bigint)) "
+        "ON CONFLICT (derivation) DO UPDATE SET deletes_seen = "
+        "coalesce(arb_postprocess_state.deletes_seen, '{}') || EXCLUDED.deletes_seen",
+        {"d": derivation.name, "t": source.table, "n": deleted},
+    )
 
 
 def nones(index) -> pd.Series:

@@ -16,7 +16,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['AndroidRequests_eventforbusstop', 'AndroidRequests_eventforbusv2',
         'AndroidRequests_stadisticdatafromregistrationbusstop', 'AndroidRequests_stadisticdatafromregistrationbus',
         'AndroidRequests_report', 'AndroidRequests_busv2', 'AndroidRequests_token',
-        'AndroidRequests_poseintrajectoryoftoken', 'AndroidRequests_busstop']
+        'AndroidRequests_poseintrajectoryoftoken']
     LOOP
         -- Added without a default first: a volatile default would rewrite the table and
         -- stamp every existing row; they keep NULL.
@@ -37,7 +37,6 @@ BEGIN
             ('AndroidRequests_busv2', ARRAY['arb_changed_at']),
             ('AndroidRequests_token', ARRAY['arb_changed_at']),
             ('AndroidRequests_poseintrajectoryoftoken', ARRAY['arb_changed_at']),
-            ('AndroidRequests_busstop', ARRAY['arb_changed_at']),
             ('AndroidRequests_token', ARRAY['phoneId']),
             ('AndroidRequests_eventforbusv2', ARRAY['phoneId', 'timeCreation']),
             ('AndroidRequests_poseintrajectoryoftoken', ARRAY['token_id', 'timeStamp'])
@@ -80,7 +79,8 @@ CREATE TABLE IF NOT EXISTS arb_postprocess_state (
     done_through timestamptz,
     reference_digest text,
     last_run_at timestamptz,
-    last_full_at timestamptz
+    last_full_at timestamptz,
+    deletes_seen jsonb  -- per source table, its deleted-row count when problems were last swept
 );
 
 -- 4. Per source table, the change time up to which `transformed` was set: rows changed
