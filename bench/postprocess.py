@@ -5,7 +5,8 @@
 Starts its own PostgreSQL under a temporary folder and fills a receiver database
 set-based (the generator's bulk SQL, as if loaded): one GTFS version's stops, buses,
 ``--events`` bus and bus-stop events with one vote each spread over 30 days, trips
-(poses) of the same phones, reports (a few malformed) and a grid of zones. Then:
+(poses) of the same phones, reports (a few malformed) and the real zoning (EOD 2012,
+866 zones). Then:
 
 * **full backfill**: the first run of every derivation computes every row, writing
   TranSappViz's columns and reportinfo rows (zones and nearest stops in PostGIS); the
