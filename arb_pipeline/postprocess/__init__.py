@@ -39,7 +39,8 @@ def covering_derivations() -> dict[str, tuple[str, ...]]:
     """Source table -> the derivations that write its rows: a row is ``transformed`` when
     all of them have computed it."""
     out: dict[str, tuple[str, ...]] = {}
-    for d in all_derivations():
+    # Names and tables only: fixed settings, so a bad environment can't fail a run here.
+    for d in all_derivations(timezone="UTC", direction_max_gap_minutes=60):
         for s in d.sources:
             out[s.table] = (*out.get(s.table, ()), d.name)
     return out
