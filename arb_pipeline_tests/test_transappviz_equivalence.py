@@ -246,6 +246,26 @@ def test_P5_a_time_of_day_is_taken_to_the_second(city):
     assert _periods(city, "eventforbusv2") == {1: ("Laboral", "Punta mañana", "08:00 - 08:29")}
 
 
+# -- L: licence plates ------------------------------------------------------------------------
+
+
+def test_L1_bus_plates_stay_as_shipped_and_are_checked(city):
+    """The original rewrote the replicated ``busv2."registrationPlate"`` in place (ABCD12 ->
+    AB CD 12, DUMMYLPT -> No Info.). Here it stays as the sender has it (parity; the next
+    load would ship it back), the bus is marked ``transformed`` and a plate in no known
+    format is a problem; the formatted plate is served in ``reportinfo`` (R3)."""
+    _derive(city)
+    rows = _query(city, f'SELECT id, "registrationPlate", transformed FROM "{P}busv2" ORDER BY id')
+    assert rows == [
+        (1, "DUMMYLPT", True),
+        (2, "ABCD12", True),
+        (3, "bb1234", True),
+        (4, "XYZ", True),
+        (5, "dummylpt", True),
+    ]
+    assert set(_problems(city, "busv2", "bus_plates")) == {4}
+
+
 # -- R: reportInfo to ReportInfo rows --------------------------------------------------------
 
 
@@ -256,8 +276,13 @@ def _bus_info(plate: str, *, machine: str | None = None, service: str = "506", u
     return {"locationUser": {"latitude": user[1], "longitude": user[0]}, "bus": bus}
 
 
-def _problems(dsn: str, table: str) -> dict[int, str]:
-    rows = _query(dsn, "SELECT source_id, problem FROM arb_pp_problem WHERE source_table = %s", (P + table,))
+def _problems(dsn: str, table: str, derivation: str) -> dict[int, str]:
+    """source id -> problem that ``derivation`` recorded for rows of ``table``."""
+    rows = _query(
+        dsn,
+        "SELECT source_id, problem FROM arb_pp_problem WHERE source_table = %s AND derivation = %s",
+        (P + table, derivation),
+    )
     return dict(rows)
 
 
@@ -339,7 +364,7 @@ def test_R4_bad_reportinfo_is_a_problem_and_the_other_reports_still_get_their_ro
         _report(conn, 3, _bus_info("ABCD12", machine=str(BUS_UUID)))
     _derive(city)
     assert set(_report_info(city)) == {3}
-    problems = _problems(city, "report")
+    problems = _problems(city, "report", "report_info")
     assert set(problems) == {1, 2} and "JSON" in problems[1]
 
 
@@ -391,8 +416,8 @@ def test_Z1_zone_of_the_newest_vote_point_in_polygon(city):
     _derive(city)
     assert _zones(city, "eventforbusv2") == {1: "Las Condes", 2: "Providencia", 3: None, 4: "Providencia"}
     assert _zones(city, "eventforbusstop") == {1: "Las Condes", 2: None}
-    assert set(_problems(city, "eventforbusv2")) == {3}
-    assert set(_problems(city, "eventforbusstop")) == {2}
+    assert set(_problems(city, "eventforbusv2", "zones")) == {3}
+    assert set(_problems(city, "eventforbusstop", "zones")) == {2}
 
 
 def test_Z2_a_later_vote_moves_the_event_to_its_new_zone(city):
