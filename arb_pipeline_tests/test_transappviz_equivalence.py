@@ -379,14 +379,27 @@ def test_R5_user_coordinates_as_numbers(city):
 
 
 def test_R6_a_service_longer_than_five_characters(city):
-    """The original wrote '-' for a service longer than 5 characters (open question R6);
-    TranSappViz's column holds 11, as the app's busassignment.service."""
+    """The original wrote '-' for a service longer than 5 characters; we keep the service
+    as sent, which TranSappViz's varchar(11) holds (open question R6: this pins ours)."""
     with connect(city) as conn:
         _report(conn, 1, _bus_info("ABCD12", machine=str(BUS_UUID), service="506e"))
         _report(conn, 2, _bus_info("ABCD12", machine=str(BUS_UUID), service="I09-LONG"))
     _derive(city)
     got = {k: v["service"] for k, v in _report_info(city).items()}
-    assert got == {1: "506e", 2: "-"}
+    assert got == {1: "506e", 2: "I09-LONG"}
+
+
+def test_R7_the_plate_of_a_report_whose_bus_is_known(city):
+    """When the bus is found, the original showed the bus's (formatted) plate whatever the
+    report said; we show the report's formatted plate and the bus's only when the report
+    has none in a known format (open question R7: this pins ours)."""
+    with connect(city) as conn:
+        _report(conn, 1, _bus_info("DUMMYLPT", machine=str(BUS_UUID)))
+        _report(conn, 2, _bus_info("zz9999", machine=str(BUS_UUID)))
+        _report(conn, 3, _bus_info("XYZ", machine=str(BUS_UUID)))
+    _derive(city)
+    got = {k: (v["registrationPlate"], v["busUUID"]) for k, v in _report_info(city).items()}
+    assert got == {1: ("No Info.", BUS_UUID), 2: ("ZZ 99 99", BUS_UUID), 3: ("AB CD 12", BUS_UUID)}
 
 
 # -- Z: zones ------------------------------------------------------------------------------
@@ -543,3 +556,13 @@ def test_T1_rows_are_marked_transformed(city):
     for table in ("eventforbusv2", "eventforbusstop", "report"):
         assert _query(city, f'SELECT bool_and(transformed) FROM "{P}{table}"') == [(True,)], table
     assert _query(city, f'SELECT bool_and(transformed) FROM "{P}reportinfo"') == [(True,)]
+
+
+def test_T2_every_row_a_load_brings_is_derived_whatever_its_time_stamp(city):
+    """The original looked only at rows whose ``timeStamp`` fell in the minutes before the
+    backup's file name; a row a load brings with an old ``timeStamp`` is derived here."""
+    with connect(city) as conn:
+        _bus_event(conn, 1, at("2025-11-26T12:00:00+00:00"))  # a year old: Wednesday 09:00 -03
+    _derive(city)
+    assert _periods(city, "eventforbusv2") == {1: ("Laboral", "Transicion punta mañana", "09:00 - 09:29")}
+    assert _query(city, f'SELECT transformed FROM "{P}eventforbusv2"') == [(True,)]
