@@ -246,6 +246,22 @@ def test_P5_a_time_of_day_is_taken_to_the_second(city):
     assert _periods(city, "eventforbusv2") == {1: ("Laboral", "Punta mañana", "08:00 - 08:29")}
 
 
+def test_H1_half_hour_periods_in_local_time(city):
+    """The original already took the half-hour in local time (``timezone.localtime``), to
+    the second: the same, for both event tables, up to the day's last second."""
+    with connect(city) as conn:
+        _bus_event(conn, 1, at("2026-11-26T02:59:59.900000+00:00"))  # Wednesday 23:59:59.9 -03
+        _bus_event(conn, 2, at("2026-07-01T04:00:00+00:00"))  # Wednesday 00:00 -04 (winter)
+        _stop_event(conn, 1, at("2026-11-25T03:30:00+00:00"))  # Wednesday 00:30 -03
+    _derive(city)
+    half = {k: v[2] for k, v in _periods(city, "eventforbusv2").items()}
+    assert half == {1: "23:30 - 23:59", 2: "00:00 - 00:29"}
+    assert _periods(city, "eventforbusstop")[1][2] == "00:30 - 00:59"
+    assert _query(city, f'SELECT count(*), min(name), max(name) FROM "{P}halfhourperiod"') == [
+        (48, "00:00 - 00:29", "23:30 - 23:59")
+    ]
+
+
 # -- L: licence plates ------------------------------------------------------------------------
 
 
@@ -560,7 +576,9 @@ def test_T1_rows_are_marked_transformed(city):
 
 def test_T2_every_row_a_load_brings_is_derived_whatever_its_time_stamp(city):
     """The original looked only at rows whose ``timeStamp`` fell in the minutes before the
-    backup's file name; a row a load brings with an old ``timeStamp`` is derived here."""
+    backup's file name; a row a later load brings with an old ``timeStamp`` is derived here
+    (an incremental run: the first one has run already)."""
+    _derive(city)
     with connect(city) as conn:
         _bus_event(conn, 1, at("2025-11-26T12:00:00+00:00"))  # a year old: Wednesday 09:00 -03
     _derive(city)
