@@ -16,7 +16,6 @@ import dagster as dg
 import pytest
 
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.extract.build import BuiltBackup, build_complete
 from arb_pipeline.extract.tables import Window
@@ -76,12 +75,10 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
 
 
 @pytest.fixture
-def rx(receiver_db, tmp_path) -> Receiver:
-    r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
+def rx(zoned_receiver_db, tmp_path) -> Receiver:
+    r = Receiver(zoned_receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
     r.inbox.mkdir()
     r.media.mkdir()
-    with connect(receiver_db) as conn:
-        seed_zones(conn)
     return r
 
 

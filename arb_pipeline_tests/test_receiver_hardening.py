@@ -19,7 +19,6 @@ from psycopg import sql
 
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
-from arb_pipeline.dev.generator.zones import seed_zones
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.errors import ArbError
 from arb_pipeline.extract.build import BuiltBackup, build_complete
@@ -72,9 +71,8 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
     return Sender(dsn, media, key, partial, complete)
 
 
-def test_loads_and_postprocessing_run_as_the_receiver_role(sender, receiver_db, pg_cluster, tmp_path):
-    with connect(receiver_db) as conn:  # reference data is the admin's
-        seed_zones(conn)
+def test_loads_and_postprocessing_run_as_the_receiver_role(sender, zoned_receiver_db, pg_cluster, tmp_path):
+    receiver_db = zoned_receiver_db  # reference data is the admin's
     role, role_dsn = make_receiver_role(pg_cluster, receiver_db)
     rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
     rx.inbox.mkdir()

@@ -206,8 +206,8 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from arb_pipeline.dev.generator.zones import seed_zones
     from arb_pipeline.dev.postgres import LocalPostgres
+    from arb_pipeline.ops.zoning import bundled_zoning, import_zoning
     from arb_pipeline.pg.connect import connect
     from arb_pipeline.postprocess import Scope, run_all
     from arb_pipeline.schema.migrate import apply_migrations
@@ -217,10 +217,10 @@ def main(argv=None) -> int:
     try:
         dsn = pg.create_database("receiver")
         apply_migrations(dsn, "receiver")
+        import_zoning(dsn, bundled_zoning())  # the real zoning (EOD 2012, 866 zones)
         end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
         with connect(dsn) as conn:
             _seed_reference(conn)
-            seed_zones(conn)
             counts = _fill(conn, args.events, args.poses or 2 * args.events, end, days=30)
         with connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with the locked dependency set. Needs only Python 3.11+; installs
-# Debian packages it needs (python3-venv) when run as root and they are missing.
+# Debian packages it needs (python3-venv; PostgreSQL with PostGIS for the receiver's
+# database, the demo and the tests) when run as root and they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,19 @@ apt_install() {  # apt_install PACKAGE... : only when root and apt is there
         echo "setup: please install: $* (needs root)" >&2; return 1
     fi
 }
+
+# The receiver's database needs PostGIS (TranSappViz's geometry), and `arb zones import`
+# its shp2pgsql: the extension is built for one PostgreSQL major, the system's.
+pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+pg_major=${pg_major:-15}
+postgis=(postgresql-"$pg_major"-postgis-3 postgis)
+if [ ! -f /usr/share/postgresql/"$pg_major"/extension/postgis.control ] || ! command -v shp2pgsql >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt_install "${postgis[@]}"
+    else
+        echo "setup: PostGIS is missing: as root, apt-get install ${postgis[*]} (the receiver's database needs it)" >&2
+    fi
+fi
 
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv && rm -rf .venv && "$PY" -m venv .venv; }

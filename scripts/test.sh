@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite against real services: PostgreSQL (system or
-# the bundled pgserver build), OpenSSH sshd with internal-sftp, an SMTP server.
+# the bundled pgserver build) with PostGIS (setup.sh installs both when root),
+# OpenSSH sshd with internal-sftp, an SMTP server.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k parity`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from arb_pipeline.errors import ConfigError
-from arb_pipeline.settings import RECEIVER_DSN, SENDER_DSN
+from arb_pipeline.settings import SENDER_DSN
 
 
 def register(subparsers) -> None:
@@ -70,18 +70,6 @@ def register(subparsers) -> None:
     w.add_argument("--rows", type=int, default=100_000)
     w.add_argument("--minutes", type=float, default=5)
     w.set_defaults(func=run_window)
-
-    z = sub.add_parser(
-        "zones", help="write a grid of zones over the city into the RECEIVER database (idempotent)"
-    )
-    z.add_argument(
-        "--dsn",
-        help="receiver libpq connection string (default: $ARB_RECEIVER_DSN)",
-    )
-    z.add_argument("--columns", type=int, default=8)
-    z.add_argument("--rows", type=int, default=7)
-    z.add_argument("--replace", action="store_true", help="also remove zones that are not part of the grid")
-    z.set_defaults(func=run_zones)
 
 
 def _dsn(args) -> str:
@@ -147,17 +135,4 @@ def run_window(args) -> int:
         f"window {start.isoformat()} +{args.minutes} min: "
         + ", ".join(f"{t} {n}" for t, n in written.items())
     )
-    return 0
-
-
-def run_zones(args) -> int:
-    from arb_pipeline.dev.generator.zones import seed_zones
-    from arb_pipeline.pg.connect import connect
-
-    dsn = args.dsn or RECEIVER_DSN.read()
-    if not dsn:
-        raise ConfigError("no receiver database given: pass --dsn or set ARB_RECEIVER_DSN")
-    with connect(dsn) as conn:
-        n = seed_zones(conn, args.columns, args.rows, replace=args.replace)
-    print(f"zones: a {args.columns} x {args.rows} grid, {n} cells")
     return 0

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "arb_pipeline.cli.demo",
     "arb_pipeline.cli.adopt",
     "arb_pipeline.cli.catalog",
+    "arb_pipeline.cli.zones",
 )
 
 

@@ -152,12 +152,11 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         for role in ("sender", "receiver"):
             apply_migrations(pg.create_database(role), role)
         from arb_pipeline.dev.generator.reference import seed_reference
-        from arb_pipeline.dev.generator.zones import seed_zones
+        from arb_pipeline.ops.zoning import bundled_zoning, import_zoning
 
-        with connect(
-            pg.dsn("receiver")
-        ) as conn:  # the receiver's own reference data: zones for postprocessing
-            seed_zones(conn)
+        # The receiver's own reference data: the real zoning, as an admin loads it.
+        zoning = import_zoning(pg.dsn("receiver"), bundled_zoning())
+        _log(f"receiver zoning: {zoning.zones} zones of EOD 2012 (arb zones import)")
 
         with connect(pg.dsn("sender")) as conn:
             seed_reference(conn, seed=1, scale=0.1)

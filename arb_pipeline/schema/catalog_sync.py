@@ -24,15 +24,39 @@ from arb_pipeline.load.apply import RECEIVER_ONLY_MARK
 from arb_pipeline.load.deletes import VERSION_COLUMN
 
 VERSION_COMMENT = f"{RECEIVER_ONLY_MARK}: sender snapshot time of the last write"
-# TranSappViz's reference tables: read by postprocessing, written by the admin
-# (migration 0200, `arb zones import`).
-POSTPROCESS_REFERENCE_TABLES = {
-    "transapp": (
-        "AndroidRequests_timeperiod",
-        "AndroidRequests_halfhourperiod",
-        "AndroidRequests_zonificationtransantiago",
-    )
+# TranSappViz's reference tables, read by postprocessing and written by the admin (migration
+# 0200, `arb zones import`), with each column's format_type() as its models declare it:
+# `arb migrate --dry-run` (compat.py) names a table that differs.
+REFERENCE_COLUMNS = {
+    "transapp": {
+        "AndroidRequests_timeperiod": {
+            "id": "integer",
+            "day_type": "character varying(8)",
+            "name": "character varying(30)",
+            "initial_time": "time without time zone",
+            "end_time": "time without time zone",
+        },
+        "AndroidRequests_halfhourperiod": {
+            "id": "integer",
+            "name": "character varying(30)",
+            "initial_time": "time without time zone",
+            "end_time": "time without time zone",
+        },
+        "AndroidRequests_zonificationtransantiago": {
+            "id": "integer",
+            "area": "double precision",
+            "zona": "double precision",
+            "com": "character varying(80)",
+            "comuna": "character varying(80)",
+            "cartodb_id": "integer",
+            "created_at": "date",
+            "updated_at": "date",
+            "comunidad_field": "double precision",
+            "geom": "geometry(MultiPolygon,4326)",
+        },
+    }
 }
+POSTPROCESS_REFERENCE_TABLES = {name: tuple(tables) for name, tables in REFERENCE_COLUMNS.items()}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from arb_pipeline.package.manifest import ColumnSpec
 from arb_pipeline.package.schema_check import fit_table
 from arb_pipeline.pg.introspect import TableInfo, read_tables
 from arb_pipeline.pg.quote import quote_ident
-from arb_pipeline.schema.catalog_sync import POSTPROCESS_REFERENCE_TABLES
+from arb_pipeline.schema.catalog_sync import POSTPROCESS_REFERENCE_TABLES, REFERENCE_COLUMNS
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -131,7 +131,32 @@ def receiver_findings(conn, catalog: Catalog, shipped: dict[str, Shipped] | None
                     "create it with TranSappViz's migrations, or drop `postprocess` from the catalog",
                 )
             )
+        else:
+            out += _reference_columns(name, present[name], REFERENCE_COLUMNS.get(catalog.postprocess, {}))
     return out
+
+
+def _reference_columns(name: str, info: TableInfo, expected: dict[str, str]) -> list[Finding]:
+    want = expected.get(name)
+    if want is None:
+        return []
+    have = {c.name: c.type for c in info.columns if c.name in want}
+    differ = [
+        f"{col} {have[col]} (TranSappViz: {typ})" if col in have else f"{col} missing (TranSappViz: {typ})"
+        for col, typ in want.items()
+        if have.get(col) != typ
+    ]
+    if not differ:
+        return [Finding(name, OK, "reference table with TranSappViz's columns")]
+    return [
+        Finding(
+            name,
+            FAIL,
+            f"postprocessing reads this reference table, whose columns differ from TranSappViz's: "
+            f"{'; '.join(differ)}",
+            "bring it to TranSappViz's models (its own migrations), or drop `postprocess` from the catalog",
+        )
+    ]
 
 
 def _drop_not_null(table: str, column: str) -> str:

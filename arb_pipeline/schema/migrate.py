@@ -20,6 +20,7 @@ the role's table list).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -54,6 +55,16 @@ class Migration:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def extensions(self) -> list[str]:
+        """The extensions it creates, which plan_migrations checks for before anything runs."""
+        return _CREATE_EXTENSION.findall(self.sql)
+
+
+_CREATE_EXTENSION = re.compile(r"^CREATE EXTENSION IF NOT EXISTS (\w+)", re.MULTILINE)
+# The Debian package that installs an extension on the PostgreSQL server ({major}: its version).
+EXTENSION_PACKAGES = {"postgis": "postgresql-{major}-postgis-3"}
 
 
 def _folders(role: str, catalog: Catalog) -> list[tuple[str, str]]:
@@ -173,10 +184,41 @@ def plan_migrations(conn, role: str, catalog: Catalog | None = None) -> Migratio
             )
         plan.steps += [(ADOPT, m) for m in app_pending]
     plan.steps += [(APPLY, m) for m in pending if m.layer == PIPELINE]
+    for mig in (m for _, m in plan.steps if m.layer == PIPELINE):
+        for extension in mig.extensions:
+            _check_extension(conn, extension, mig)
     # Per-table objects can only be planned against tables that exist; on an empty
     # database the sync after the app migrations finds them.
     plan.sync = catalog_sync.changes(conn, role, catalog) if not missing else []
     return plan
+
+
+def _check_extension(conn, extension: str, mig: Migration) -> None:
+    """Refuse, before anything is changed, a migration whose extension can't be created."""
+    installed, available, superuser, major = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = %(e)s), "
+        "EXISTS (SELECT FROM pg_available_extensions WHERE name = %(e)s), "
+        "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+        "current_setting('server_version_num')::int / 10000",
+        {"e": extension},
+    ).fetchone()
+    if installed:
+        return
+    create = f"then, as a PostgreSQL superuser in this database: CREATE EXTENSION {extension};"
+    if not available:
+        package = EXTENSION_PACKAGES.get(extension, extension).format(major=major)
+        raise SchemaError(
+            f"migration {mig.name} needs the {extension} extension, which is not installed on this "
+            f"PostgreSQL {major} server: install the Debian package {package} "
+            f"(apt-get install {package}) on the database server, {create} "
+            "and run arb migrate again; nothing was changed"
+        )
+    if not superuser:
+        raise SchemaError(
+            f"migration {mig.name} needs the {extension} extension in this database, and role "
+            f"{conn.info.user} may not create it: as a PostgreSQL superuser in this database run "
+            f"CREATE EXTENSION {extension}; and run arb migrate again; nothing was changed"
+        )
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,7 @@ RECEIVER_DSN = Setting(
     text,
     "receiver",
     "the TranSappViz database's libpq DSN (secret); also the default of "
-    "`arb migrate --role receiver`, `arb parity`, `arb generate zones`",
+    "`arb migrate --role receiver`, `arb parity`, `arb zones import`",
     original="— (via `sudo -u postgres`)",
     secret=True,
     default_text="required",

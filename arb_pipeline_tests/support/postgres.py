@@ -63,3 +63,12 @@ def sender_db(pg_cluster) -> str:
 def receiver_db(pg_cluster) -> str:
     """DSN of a new, migrated, empty receiver database."""
     return fresh_db(pg_cluster, "receiver")
+
+
+@pytest.fixture
+def zoned_receiver_db(receiver_db) -> str:
+    """A receiver database holding the real zoning (EOD 2012, 866 zones), as `arb zones import` loads it."""
+    from arb_pipeline.ops.zoning import bundled_zoning, import_zoning
+
+    import_zoning(receiver_db, bundled_zoning())
+    return receiver_db
