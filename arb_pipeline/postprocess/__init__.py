@@ -1,13 +1,13 @@
-"""The receiver's postprocessing: derivations from the replicated tables into tables the
-receiver owns (plain Python and SQL; the Dagster assets in receiver/postprocess_assets.py
-wrap them). Each derivation is incremental (engine.py) and writes one row per source row.
+"""The receiver's postprocessing: derivations from the replicated tables into the columns
+and tables TranSappViz reads (plain Python, SQL and PostGIS; the Dagster assets in
+receiver/postprocess_assets.py wrap them). Each derivation is incremental (engine.py).
 
-    periods.EventPeriods        time period and half-hour period of each event
-    plates.BusPlates            normalised licence plates
-    reportinfo.ReportInfo       each report's reportInfo parsed into a row
-    zones.Zones                 zone of each event and report (point in polygon)
+    periods.EventPeriods        "timePeriod_id", "halfHourPeriod_id" of each event
+    plates.BusPlates            plates checked (busv2 stays as shipped)
+    reportinfo.ReportInfo       one reportinfo row per report, with its zone and direction
+    zones.Zones                 zonification_id of each event (point in polygon)
     direction.BusEventDirection direction of each bus event from the phone's latest trip
-    nearest.NearestStops        the two stops nearest to each bus event
+    nearest.NearestStops        "busStop1", "busStop2" of each bus event (KNN)
 """
 
 from __future__ import annotations
@@ -28,11 +28,21 @@ def all_derivations(
     return [
         EventPeriods(timezone),
         BusPlates(),
-        ReportInfo(),
+        ReportInfo(direction_max_gap_minutes),
         Zones(),
         BusEventDirection(direction_max_gap_minutes),
         NearestStops(),
     ]
+
+
+def covering_derivations() -> dict[str, tuple[str, ...]]:
+    """Source table -> the derivations that write its rows: a row is ``transformed`` when
+    all of them have computed it."""
+    out: dict[str, tuple[str, ...]] = {}
+    for d in all_derivations():
+        for s in d.sources:
+            out[s.table] = (*out.get(s.table, ()), d.name)
+    return out
 
 
 def run_all(dsn: str, scope: Scope = Scope(), **settings) -> list[RunResult]:
@@ -50,6 +60,7 @@ __all__ = [
     "Scope",
     "Zones",
     "all_derivations",
+    "covering_derivations",
     "run_all",
     "run_derivation",
 ]

@@ -76,41 +76,51 @@ WHERE p."timeStamp" >= %(lo)s AND p."timeStamp" <= %(hi)s
   AND tk."phoneId" = ANY(%(phones)s::uuid[])
 """
 
-# Events of the phones whose trips a load changed (poses, or a token's direction)
-# after the event's direction was computed, from the first changed pose on.
-_TRIPS_CHANGED = f"""
+
+def trips_changed(table: str, gap_minutes: int, time_column: str = "timeCreation") -> str:
+    """SQL for the rows of ``table`` (bus events, reports) of the phones whose trips a load
+    changed (poses, or a token's direction) since the last run, from the first changed
+    pose on: trips arrive with complete backups, after the events."""
+    return f"""
 SELECT e.id FROM (
-    SELECT tk."phoneId", min(c.at) AS lo, max(c.at) AS hi, max(c.changed) AS changed
-    FROM (SELECT p.token_id, p."timeStamp" AS at, p.arb_changed_at AS changed
-          FROM {_POSE} p WHERE p.arb_changed_at > %(since)s
+    SELECT tk."phoneId", min(c.at) AS lo, max(c.at) AS hi
+    FROM (SELECT p.token_id, p."timeStamp" AS at FROM {_POSE} p WHERE p.arb_changed_at > %(since)s
           UNION ALL
-          SELECT p.token_id, p."timeStamp", t.arb_changed_at
-          FROM {_TOKEN} t JOIN {_POSE} p ON p.token_id = t.id
+          SELECT p.token_id, p."timeStamp" FROM {_TOKEN} t JOIN {_POSE} p ON p.token_id = t.id
           WHERE t.arb_changed_at > %(since)s) c
     JOIN {_TOKEN} tk ON tk.id = c.token_id
     GROUP BY tk."phoneId") c
-JOIN {app_table_sql("eventforbusv2")} e ON e."phoneId" = c."phoneId" AND e."timeCreation" >= c.lo
- AND e."timeCreation" <= c.hi + make_interval(mins => {{gap}})
-LEFT JOIN arb_pp_eventforbusv2_direction d ON d.id = e.id
-WHERE d.id IS NULL OR c.changed >= d.processed_at
+JOIN {app_table_sql(table)} e ON e."phoneId" = c."phoneId" AND e."{time_column}" >= c.lo
+ AND e."{time_column}" <= c.hi + make_interval(mins => {int(gap_minutes)})
 """
 
 
+def latest_direction(phone: str, at: str, gap_minutes: int) -> str:
+    """SQL for the direction of the phone's latest pose at or before ``at``, at most
+    ``gap_minutes`` older (ties on a pose time: the larger token id), as for events."""
+    return (
+        f"(SELECT nullif(btrim(tk.direction), '') FROM {_POSE} p JOIN {_TOKEN} tk ON tk.id = p.token_id "
+        f'WHERE tk."phoneId" = {phone} AND p."timeStamp" <= {at} '
+        f'AND p."timeStamp" >= {at} - make_interval(mins => {int(gap_minutes)}) '
+        'ORDER BY p."timeStamp" DESC, p.token_id DESC LIMIT 1)'
+    )
+
+
 class BusEventDirection(Derivation):
-    """Direction of every bus event (``arb_pp_eventforbusv2_direction``)."""
+    """Direction of every bus event (``eventforbusv2.direction``)."""
 
     name = "bus_event_direction"
+    version = "2"  # TranSappViz's column
 
     def __init__(self, max_gap: int | None = None):
         self.max_gap = max_gap_minutes(max_gap)
         self.sources = (
             Source(
                 app_table("eventforbusv2"),
-                "arb_pp_eventforbusv2_direction",
-                ("direction", "token_id", "pose_time"),
-                's.id, s.arb_changed_at::text AS version, s."phoneId"::text AS phone, '
+                ("direction",),
+                's.id, s."phoneId"::text AS phone, '
                 '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us',
-                extra=(_TRIPS_CHANGED.format(gap=self.max_gap),),
+                extra=(trips_changed("eventforbusv2", self.max_gap),),
             ),
         )
 
@@ -130,9 +140,7 @@ class BusEventDirection(Derivation):
         )
         poses = pd.DataFrame(cur.fetchall(), columns=["phone", "pose_us", "token_id", "direction"])
         found = latest_trip(rows, poses, gap_us)
-        out = rows[["id", "version"]].copy()
+        out = rows[["id"]].copy()
         out["direction"] = found["direction"]
-        out["token_id"] = found["token_id"]
-        out["pose_time"] = pd.to_datetime(found["pose_us"], unit="us", utc=True)
-        out["problem"] = None
+        out["problem"] = None  # no trip is no problem: the user wasn't on one
         return out

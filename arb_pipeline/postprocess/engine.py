@@ -1,15 +1,15 @@
-"""Running one derivation incrementally: which rows, in batches, written back by key.
+"""Running one derivation incrementally: which rows, in batches, written where TranSappViz reads.
 
-A derivation reads replicated tables and writes tables the receiver owns, one row per
-source row (same primary key). Which rows a run computes:
+A derivation reads replicated tables and writes TranSappViz's receiver-only columns of
+the same rows (``"timePeriod_id"``, ``zonification_id``, ...) or its own tables
+(``AndroidRequests_reportinfo``). Which rows a run computes:
 
 * **pending**: rows a load inserted or changed since the derivation last ran. Loads set
   ``arb_changed_at = clock_timestamp()`` on those rows (and the column's default on
-  inserts); each derived row keeps the ``arb_changed_at`` it was computed from, so a
-  row is pending when its derived row is missing or older. The search starts from
-  ``done_through`` (an index range on ``arb_changed_at``), so a 5-minute window costs
-  what its rows cost. ``done_through`` is read under the loader's advisory lock: every
-  row changed before it is committed, every row changed after it is found next time.
+  inserts). The search starts from ``done_through`` (an index range on
+  ``arb_changed_at``), so a 5-minute window costs what its rows cost. ``done_through``
+  is read under the loader's advisory lock: every row changed before it is committed,
+  every row changed after it is found next time.
 * **extra**: rows whose inputs in *other* tables changed (a new vote moves an event's
   location; a new trip pose can give it a direction; a new bus resolves a report's).
 * **window**: every row whose cursor (``timeStamp``) lies in a window, changed or not,
@@ -17,9 +17,14 @@ source row (same primary key). Which rows a run computes:
 * **everything**: the first run, or when the derivation's reference digest (zones,
   periods, stops, settings, code version) differs from the one of its last run.
 
-Bad data in a row never fails a run: the derivation writes the row with a ``problem``.
-Each batch is its own transaction; a run that dies part-way leaves its batches done,
-and the next run redoes only what is still pending.
+A batch computes its rows into a temporary table ``arb_pp_out`` (id, the written
+columns, ``problem``), in SQL or from pandas through COPY, then writes them set-based;
+a row whose values are unchanged is not rewritten. Bad data in a row never fails a
+run: the row gets what could be derived and its problem goes to ``arb_pp_problem``.
+Each batch is its own transaction, taken under the loader's lock so it never
+interleaves with a load; a run that dies part-way leaves its batches done, and the next
+run redoes only what is still pending. When every derivation of a table has passed a
+row's change, the row gets ``transformed = true`` (TranSappViz's own marker).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +47,10 @@ log = logging.getLogger(__name__)
 
 LOAD_LOCK = "arb_pipeline.load.apply"  # held by load.load_backup for a whole load
 CHANGED = "arb_changed_at"
+TRANSFORMED = "transformed"  # TranSappViz's "derived already" marker
 TODO = "arb_pp_todo"
+OUT = "arb_pp_out"
+PROBLEMS = "arb_pp_problem"
 # Candidates start this long before done_through, for a small step back of the database
 # server's clock (a larger one needs a full reprocess: Scope(full=True)).
 CLOCK_MARGIN = timedelta(seconds=1)
@@ -51,26 +60,34 @@ SAMPLE_PROBLEMS = 5
 
 @dataclass(frozen=True)
 class Source:
-    """A replicated table and the derived table whose rows hang off it (same ``id``)."""
+    """A replicated table whose rows a derivation computes, and what it writes for them."""
 
     table: str  # e.g. AndroidRequests_eventforbusv2
-    derived: str  # e.g. arb_pp_eventforbusv2_zone
-    columns: tuple[str, ...]  # derived columns besides id, source_changed_at, problem
-    # SELECT list over "arb_pp_todo t JOIN <table> s ON s.id = t.id <joins>"; returns
-    # id and version (s.arb_changed_at::text, the version the row is computed from) first.
-    fetch: str
+    # The columns written, typed as in ``out_like`` (default: ``table`` itself, where the
+    # default write puts them, by id).
+    columns: tuple[str, ...]
+    # For pandas derivations: a SELECT list over "arb_pp_todo t JOIN <table> s ON s.id = t.id
+    # <joins>", id first. None: the derivation fills arb_pp_out in SQL (Derivation.fill).
+    fetch: str | None = None
     # Rows to recompute although unchanged, as "SELECT <id> ..." with %(since)s: rows
-    # whose inputs elsewhere changed at or after their derived row's processed_at.
+    # whose inputs elsewhere changed since the last run.
     extra: tuple[str, ...] = ()
     # Rows of a window, "SELECT <id> ..." with %(start)s and %(end)s (timestamptz text).
     window: str | None = None
     joins: str = ""  # more joins for the fetch, e.g. LATERAL lookups
+    out_like: str | None = None  # the table whose column types arb_pp_out copies
 
     def window_sql(self) -> str:
         return self.window or (
             f'SELECT id FROM "{self.table}" '
             f'WHERE "timeStamp" >= %(start)s::timestamptz AND "timeStamp" < %(end)s::timestamptz'
         )
+
+    @property
+    def writes(self) -> str:
+        """What the source's rows are written to, for logs and metadata."""
+        table = self.out_like or self.table
+        return f"{table} ({', '.join(self.columns)})" if self.columns else table
 
 
 class Derivation:
@@ -85,13 +102,50 @@ class Derivation:
         return f"v{self.version}"
 
     def prepare(self, conn) -> Any:
-        """Reference data loaded once per run (zones, stops, periods)."""
+        """Reference data loaded (or brought up to date) once per run."""
         return None
 
     def compute(self, conn, ctx: Any, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
-        """Derived rows for ``rows`` (id, version, inputs...): a frame with id, version,
-        the source's columns and problem. Must not raise on bad data."""
+        """For pandas derivations: a frame with id, the source's columns and problem for
+        ``rows`` (what ``source.fetch`` selects). Must not raise on bad data."""
         raise NotImplementedError
+
+    def fill(self, conn, ctx: Any, source: Source, bounds: dict) -> None:
+        """Fill arb_pp_out with the batch's rows: todo ids in (bounds["after"], bounds["upto"]].
+        By default from ``source.fetch`` through :meth:`compute`; SQL derivations override."""
+        cur = conn.execute(
+            sql.SQL(
+                "SELECT {fetch} FROM {todo} t JOIN {src} s ON s.id = t.id {joins} "
+                "WHERE t.id > %(after)s AND t.id <= %(upto)s ORDER BY t.id"
+            ).format(
+                fetch=sql.SQL(source.fetch),
+                todo=sql.Identifier(TODO),
+                src=sql.Identifier(source.table),
+                joins=sql.SQL(source.joins),
+            ),
+            bounds,
+        )
+        rows = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
+        if not rows.empty:
+            copy_out(conn, source, self.compute(conn, ctx, source, rows))
+
+    def write(self, conn, source: Source) -> None:
+        """Write arb_pp_out where TranSappViz reads. By default: the columns of the source's
+        own rows, by id; a row already holding those values is not rewritten."""
+        if not source.columns:
+            return
+        cols = [sql.Identifier(c) for c in source.columns]
+        conn.execute(
+            sql.SQL(
+                "UPDATE {t} t SET {sets} FROM {out} o WHERE t.id = o.id AND ({tc}) IS DISTINCT FROM ({oc})"
+            ).format(
+                t=sql.Identifier(source.table),
+                sets=sql.SQL(", ").join(sql.SQL("{c} = o.{c}").format(c=c) for c in cols),
+                out=sql.Identifier(OUT),
+                tc=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in cols),
+                oc=sql.SQL(", ").join(sql.SQL("o.{}").format(c) for c in cols),
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +161,7 @@ class Scope:
 @dataclass
 class SourceResult:
     table: str
-    derived: str
+    writes: str
     computed: int = 0
     problems: int = 0
     sample_problems: list[str] = field(default_factory=list)
@@ -145,10 +199,21 @@ def _snapshot_time(conn) -> datetime:
 
 
 def run_derivation(
-    dsn: str, derivation: Derivation, scope: Scope = Scope(), *, batch_rows: int = BATCH_ROWS
+    dsn: str,
+    derivation: Derivation,
+    scope: Scope = Scope(),
+    *,
+    batch_rows: int = BATCH_ROWS,
+    covering: Mapping[str, Sequence[str]] | None = None,
 ) -> RunResult:
-    """Compute what is pending (and what ``scope`` asks) for one derivation."""
+    """Compute what is pending (and what ``scope`` asks) for one derivation. ``covering``:
+    source table -> every derivation that writes its rows (default: all of them), for
+    ``transformed``."""
     t0 = time.perf_counter()
+    if covering is None:
+        from arb_pipeline.postprocess import covering_derivations  # the registry imports this module
+
+        covering = covering_derivations()
     with connect(dsn, autocommit=True, application_name=f"arb_postprocess_{derivation.name}") as conn:
         # One run of a derivation at a time, whoever starts it.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_lock_key(derivation.name),))
@@ -167,13 +232,11 @@ def run_derivation(
                 mode, reason = "full", "reference data or settings changed since the last run"
             else:
                 mode, reason = "incremental", f"rows changed since {state[0].isoformat()}"
-            since = None if mode == "full" else state[0] - CLOCK_MARGIN
+            since = None if mode == "full" else state[0]
             result = RunResult(derivation.name, mode, reason)
             ctx = derivation.prepare(conn)
             for source in derivation.sources:
-                result.sources.append(
-                    _run_source(conn, derivation, ctx, source, scope, since, hi, batch_rows)
-                )
+                result.sources.append(_run_source(conn, derivation, ctx, source, scope, since, batch_rows))
             conn.execute(
                 "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, "
                 "last_run_at, last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
@@ -184,6 +247,8 @@ def run_derivation(
                 {"n": derivation.name, "hi": hi, "d": digest, "full": mode == "full"},
             )
             result.done_through = hi
+            for table in dict.fromkeys(s.table for s in derivation.sources):
+                mark_transformed(conn, table, covering.get(table, (derivation.name,)))
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(derivation.name),))
     result.seconds = time.perf_counter() - t0
@@ -199,13 +264,56 @@ def run_derivation(
     return result
 
 
+def _has_column(conn, table: str, column: str) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = format('public.%%I', %s::text)::regclass "
+        "AND attname = %s AND NOT attisdropped)",
+        (table, column),
+    ).fetchone()[0]
+
+
+def mark_transformed(conn, table: str, derivations: Sequence[str]) -> int:
+    """Set ``transformed`` on the rows of ``table`` that every derivation writing it has
+    computed since their last change (arb_changed_at at or before the least done_through);
+    only rows changed since the last time this was done are looked at. Returns how many."""
+    if not _has_column(conn, table, TRANSFORMED):
+        return 0
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_lock_key(f"transformed.{table}"),))
+        upto = conn.execute(
+            "SELECT min(done_through) FROM arb_postprocess_state WHERE derivation = ANY(%s) "
+            "HAVING count(done_through) = %s",
+            (list(derivations), len(set(derivations))),
+        ).fetchone()
+        if upto is None or upto[0] is None:
+            return 0  # a derivation of the table has not run yet
+        row = conn.execute(
+            "SELECT done_through FROM arb_pp_transformed WHERE source_table = %s", (table,)
+        ).fetchone()
+        t, c, tr = sql.Identifier(table), sql.Identifier(CHANGED), sql.Identifier(TRANSFORMED)
+        if row is None:  # the first time: rows no load changed (adopted history) too
+            where = sql.SQL("({c} IS NULL OR {c} <= %(upto)s)").format(c=c)
+        else:
+            where = sql.SQL("{c} > %(low)s AND {c} <= %(upto)s").format(c=c)
+        n = conn.execute(
+            sql.SQL("UPDATE {t} SET {tr} = true WHERE {tr} IS NOT TRUE AND {w}").format(t=t, tr=tr, w=where),
+            {"upto": upto[0], "low": row[0] - CLOCK_MARGIN if row else None},
+        ).rowcount
+        conn.execute(
+            "INSERT INTO arb_pp_transformed (source_table, done_through) VALUES (%s, %s) "
+            "ON CONFLICT (source_table) DO UPDATE SET done_through = EXCLUDED.done_through",
+            (table, upto[0]),
+        )
+    return n
+
+
 def _bound(value: datetime | None, default: str) -> str:
     return value.isoformat() if value is not None else default
 
 
 def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
     """Fill the todo table with the ids this run computes; return how many."""
-    src, derived = sql.Identifier(source.table), sql.Identifier(source.derived)
+    src = sql.Identifier(source.table)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(TODO)))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (id integer PRIMARY KEY)").format(sql.Identifier(TODO)))
     insert = sql.SQL("INSERT INTO {} (id) ").format(sql.Identifier(TODO))
@@ -213,15 +321,20 @@ def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
     if since is None:
         conn.execute(insert + sql.SQL("SELECT id FROM {}").format(src))
     else:
+        # Rows changed in the margin before done_through were computed by the last run
+        # unless the clock stepped back: those are not transformed yet (a load resets it).
+        margin = sql.SQL("")
+        if _has_column(conn, source.table, TRANSFORMED):
+            margin = sql.SQL(" AND ({c} > %(done)s OR {t} IS NOT TRUE)").format(
+                c=sql.Identifier(CHANGED), t=sql.Identifier(TRANSFORMED)
+            )
         conn.execute(
             insert
-            + sql.SQL(
-                "SELECT s.id FROM {src} s LEFT JOIN {d} d ON d.id = s.id "
-                "WHERE s.{c} > %(since)s AND (d.id IS NULL OR d.source_changed_at IS DISTINCT FROM s.{c})"
-            ).format(src=src, d=derived, c=sql.Identifier(CHANGED)),
-            {"since": since},
+            + sql.SQL("SELECT id FROM {src} WHERE {c} > %(since)s").format(src=src, c=sql.Identifier(CHANGED))
+            + margin,
+            {"since": since - CLOCK_MARGIN, "done": since},
         )
-        for extra in source.extra:
+        for extra in source.extra:  # inputs changed since the last run's snapshot
             conn.execute(insert + sql.SQL(extra) + conflict, {"since": since})
     if scope.recompute_window:
         conn.execute(
@@ -232,44 +345,80 @@ def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TODO))).fetchone()[0]
 
 
-def _run_source(
-    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, as_of: datetime, batch_rows: int
-) -> SourceResult:
-    result = SourceResult(source.table, source.derived)
-    if not _collect(conn, source, scope, since):
-        return result
-    todo = sql.Identifier(TODO)
-    # A batch is an id range (after, upto] of the todo table, so joins can be set-based
-    # (a source's joins may use %(after)s and %(upto)s, e.g. "id IN (SELECT id FROM arb_pp_todo ...)").
-    bound = sql.SQL("SELECT id FROM {} WHERE id > %(after)s ORDER BY id OFFSET %(skip)s LIMIT 1").format(todo)
-    fetch = sql.SQL(
-        "SELECT {fetch} FROM {todo} t JOIN {src} s ON s.id = t.id {joins} "
-        "WHERE t.id > %(after)s AND t.id <= %(upto)s ORDER BY t.id"
-    ).format(
-        fetch=sql.SQL(source.fetch), todo=todo, src=sql.Identifier(source.table), joins=sql.SQL(source.joins)
+def _create_out(conn, source: Source) -> None:
+    """arb_pp_out for one batch: id, the source's columns typed as their table's, problem."""
+    cols = ident_list(source.columns) if source.columns else sql.SQL("")
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {o} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA").format(
+            o=sql.Identifier(OUT), cols=cols, t=sql.Identifier(source.out_like or source.table)
+        )
     )
-    after, last = -1, False
-    while not last:
-        with conn.transaction():
-            row = conn.execute(bound, {"after": after, "skip": batch_rows - 1}).fetchone()
-            upto, last = (row[0], False) if row else (2**31 - 1, True)
-            cur = conn.execute(fetch, {"after": after, "upto": upto})
-            rows = pd.DataFrame(cur.fetchall(), columns=[d.name for d in cur.description])
-            if rows.empty:
-                break
-            after = upto
-            out = derivation.compute(conn, ctx, source, rows)
-            _write(conn, source, out, as_of)
-        result.computed += len(out)
-        bad = out["problem"].notna()
-        result.problems += int(bad.sum())
-        room = SAMPLE_PROBLEMS - len(result.sample_problems)
-        if room > 0 and bad.any():
-            sample = out.loc[bad, ["id", "problem"]].head(room)
-            result.sample_problems += [
-                f"{source.table} id {i}: {p}" for i, p in sample.itertuples(index=False)
-            ]
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN id integer PRIMARY KEY, ADD COLUMN problem text").format(
+            sql.Identifier(OUT)
+        )
+    )
+
+
+def _record_problems(conn, derivation: Derivation, source: Source, result: SourceResult) -> None:
+    """Replace the batch rows' problems by the ones of this computation; count them."""
+    key = {"d": derivation.name, "t": source.table}
+    conn.execute(
+        f"DELETE FROM {PROBLEMS} p USING {OUT} o WHERE p.derivation = %(d)s AND p.source_table = %(t)s "
+        "AND p.source_id = o.id",
+        key,
+    )
+    conn.execute(
+        sql.SQL(
+            f"INSERT INTO {PROBLEMS} (derivation, source_table, source_id, problem, source_changed_at) "
+            f"SELECT %(d)s, %(t)s, o.id, o.problem, s.{CHANGED} FROM {OUT} o "
+            "JOIN {src} s ON s.id = o.id WHERE o.problem IS NOT NULL"
+        ).format(src=sql.Identifier(source.table)),
+        key,
+    )
+    computed, problems = conn.execute(f"SELECT count(*), count(problem) FROM {OUT}").fetchone()
+    result.computed += computed
+    result.problems += problems
+    room = SAMPLE_PROBLEMS - len(result.sample_problems)
+    if room > 0 and problems:
+        sample = conn.execute(
+            f"SELECT id, problem FROM {OUT} WHERE problem IS NOT NULL ORDER BY id LIMIT %s", (room,)
+        ).fetchall()
+        result.sample_problems += [f"{source.table} id {i}: {p}" for i, p in sample]
+
+
+def _run_source(
+    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, batch_rows: int
+) -> SourceResult:
+    result = SourceResult(source.table, source.writes)
+    if _collect(conn, source, scope, since):
+        todo = sql.Identifier(TODO)
+        # A batch is an id range (after, upto] of the todo table, so joins can be set-based
+        # (SQL may use %(after)s and %(upto)s, e.g. "id IN (SELECT id FROM arb_pp_todo ...)").
+        bound = sql.SQL("SELECT id FROM {} WHERE id > %(after)s ORDER BY id OFFSET %(skip)s LIMIT 1").format(
+            todo
+        )
+        after, last = -1, False
+        while not last:
+            with conn.transaction():
+                # Never beside a load: both write the same rows (a load waits for one batch).
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOAD_LOCK,))
+                row = conn.execute(bound, {"after": after, "skip": batch_rows - 1}).fetchone()
+                upto, last = (row[0], False) if row else (2**31 - 1, True)
+                _create_out(conn, source)
+                derivation.fill(conn, ctx, source, {"after": after, "upto": upto})
+                derivation.write(conn, source)
+                _record_problems(conn, derivation, source, result)
+                after = upto
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))
+    # Problems of rows deleted since (a complete load's deletions) go too.
+    conn.execute(
+        sql.SQL(
+            f"DELETE FROM {PROBLEMS} p WHERE p.derivation = %s AND p.source_table = %s "
+            "AND NOT EXISTS (SELECT FROM {src} s WHERE s.id = p.source_id)"
+        ).format(src=sql.Identifier(source.table)),
+        (derivation.name, source.table),
+    )
     return result
 
 
@@ -288,49 +437,23 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _csv(frame: pd.DataFrame, columns: list[str]) -> str:
     """The rows as CSV for COPY: written by pandas in C, a missing value as an unquoted
-    empty field (NULL). Derived text is never the empty string, so nothing is lost."""
+    empty field (NULL). An empty string would read as NULL too: writers that need one
+    say so (reportinfo's registrationPlate)."""
     buf = io.StringIO()
     frame[columns].to_csv(buf, index=False, header=False, na_rep="")
     return buf.getvalue()
 
 
-def _write(conn, source: Source, out: pd.DataFrame, as_of: datetime) -> None:
-    """Upsert the derived rows of one batch, through COPY; rows whose source row has
-    gone since it was read are dropped (their derived row would go with it anyway).
-    ``processed_at`` is the run's snapshot time: the row reflects every load committed
-    before it, so an input changed at or after it makes the row pending again."""
-    out = out.rename(columns={"version": "source_changed_at"})
-    cols = ["id", "source_changed_at", *source.columns, "problem"]
+def copy_out(conn, source: Source, out: pd.DataFrame) -> None:
+    """COPY a computed frame (id, the source's columns, problem) into arb_pp_out."""
+    cols = ["id", *source.columns, "problem"]
     missing = [c for c in cols if c not in out.columns]
     if missing:
-        raise ValueError(f"derivation for {source.derived} returned no column(s) {missing}")
-    stage = sql.Identifier("arb_pp_out")
-    names = ident_list(cols)
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE {s} ON COMMIT DROP AS SELECT {cols} FROM {d} WITH NO DATA").format(
-            s=stage, cols=names, d=sql.Identifier(source.derived)
-        )
-    )
+        raise ValueError(f"derivation for {source.writes} returned no column(s) {missing}")
     text = _csv(out, cols)
     with conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(stage, names)) as copy:
+        with cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(OUT), ident_list(cols))
+        ) as copy:
             for i in range(0, len(text), 1 << 20):
                 copy.write(text[i : i + (1 << 20)])
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {d} AS d ({ids}, processed_at) SELECT {o}, %(as_of)s FROM {s} o "
-            "JOIN {src} x ON x.id = o.id ON CONFLICT (id) DO UPDATE SET {sets}, processed_at = "
-            "EXCLUDED.processed_at"
-        ).format(
-            d=sql.Identifier(source.derived),
-            ids=names,
-            s=stage,
-            src=sql.Identifier(source.table),
-            o=sql.SQL(", ").join(sql.SQL("o.{}").format(sql.Identifier(c)) for c in cols),
-            sets=sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols[1:]
-            ),
-        ),
-        {"as_of": as_of},
-    )
-    conn.execute(sql.SQL("DROP TABLE {}").format(stage))

@@ -5,8 +5,11 @@ Local time is the event's ``timeCreation`` instant converted to ``ARB_LOCAL_TIME
 daylight-saving change (the original compared UTC times of day with local ranges).
 The day type is the local weekday: Monday to Friday ``Laboral``, Saturday ``Sábado``,
 Sunday ``Domingo`` (public holidays are not known here and count as their weekday).
-Periods are closed ranges of local time of day to the microsecond
-(``AndroidRequests_timeperiod``, ``AndroidRequests_halfhourperiod``, receiver migration 0007).
+Periods are TranSappViz's rows (``AndroidRequests_timeperiod`` with ``day_type``,
+``AndroidRequests_halfhourperiod``; receiver migration 0200): closed ranges of local time
+of day to the second, so the local time is taken to the second (as TranSappViz's
+transform does) before it is looked up. The result goes to TranSappViz's columns
+``"timePeriod_id"`` and ``"halfHourPeriod_id"`` of both event tables.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from arb_pipeline.postprocess.tables import app_table, app_table_sql
 from arb_pipeline.settings import LOCAL_TIMEZONE
 
 DAY_TYPES = ("Laboral", "Sábado", "Domingo")
+US_PER_SECOND = 1_000_000
 US_PER_HALF_HOUR = 1_800_000_000
 
 
@@ -45,8 +49,8 @@ class Periods:
 
     @classmethod
     def from_rows(cls, time_periods, half_hours) -> "Periods":
-        """``time_periods``: (id, dayType, initialTime, endTime);
-        ``half_hours``: (id, initialTime, endTime)."""
+        """``time_periods``: (id, day_type, initial_time, end_time);
+        ``half_hours``: (id, initial_time, end_time)."""
         by = {}
         for day_type in DAY_TYPES:
             rows = sorted((_us(s), _us(e), i) for i, d, s, e in time_periods if d == day_type)
@@ -64,10 +68,10 @@ class Periods:
     def load(cls, conn) -> "Periods":
         return cls.from_rows(
             conn.execute(
-                f'SELECT id, "dayType", "initialTime", "endTime" FROM {app_table_sql("timeperiod")}'
+                f"SELECT id, day_type, initial_time, end_time FROM {app_table_sql('timeperiod')}"
             ).fetchall(),
             conn.execute(
-                f'SELECT id, "initialTime", "endTime" FROM {app_table_sql("halfhourperiod")}'
+                f"SELECT id, initial_time, end_time FROM {app_table_sql('halfhourperiod')}"
             ).fetchall(),
         )
 
@@ -81,11 +85,12 @@ def day_types(weekday: pd.Series) -> pd.Series:
 
 def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFrame:
     """For instants in µs since the epoch (UTC): local wall-clock time, day type, period
-    ids and a problem where no period holds the time. Vectorised over the whole batch."""
+    ids and a problem where no period holds the time (taken to the second). Vectorised."""
     missing = created_us.isna()
     instants = pd.to_datetime(created_us.fillna(0).astype(np.int64), unit="us", utc=True)
     local = instants.dt.tz_convert(tz).dt.tz_localize(None)  # wall clock, unambiguous from UTC
     of_day = ((local - local.dt.floor("D")) // pd.Timedelta(microseconds=1)).astype(np.int64).to_numpy()
+    of_day = of_day - of_day % US_PER_SECOND  # to the second: periods end at hh:mm:59
     kind = day_types(local.dt.day_of_week)
     period = np.full(len(local), -1, dtype=np.int64)
     for day_type, (ids, starts, ends) in periods.by_day_type.items():
@@ -100,7 +105,7 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     no_period = period < 0
     if no_period.any():
         problem[no_period] = [
-            f"no {k} time period holds local time {t:%H:%M:%S.%f}"
+            f"no {k} time period holds local time {t:%H:%M:%S}"
             for k, t in zip(kind[no_period], local[no_period], strict=True)
         ]
     no_half = (half < 0) & ~no_period
@@ -126,20 +131,18 @@ def assign(created_us: pd.Series, periods: Periods, tz: ZoneInfo) -> pd.DataFram
     )
 
 
-_FETCH = (
-    "s.id, s.arb_changed_at::text AS version, "
-    '(extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us'
-)
-_COLUMNS = ("local_time_creation", "day_type", "time_period_id", "half_hour_period_id")
+_FETCH = 's.id, (extract(epoch FROM s."timeCreation") * 1000000)::int8 AS created_us'
+_COLUMNS = ("timePeriod_id", "halfHourPeriod_id")
 
 
 class EventPeriods(Derivation):
     """Time period and half-hour period of every bus-stop and bus event."""
 
     name = "event_periods"
+    version = "2"  # TranSappViz's columns, periods to the second
     sources = (
-        Source(app_table("eventforbusstop"), "arb_pp_eventforbusstop_period", _COLUMNS, _FETCH),
-        Source(app_table("eventforbusv2"), "arb_pp_eventforbusv2_period", _COLUMNS, _FETCH),
+        Source(app_table("eventforbusstop"), _COLUMNS, _FETCH),
+        Source(app_table("eventforbusv2"), _COLUMNS, _FETCH),
     )
 
     def __init__(self, timezone: str | None = None):
@@ -162,4 +165,7 @@ class EventPeriods(Derivation):
 
     def compute(self, conn, ctx: Periods, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
         out = assign(rows["created_us"], ctx, self.tz)
-        return pd.concat([rows[["id", "version"]], out], axis=1)
+        out = out.rename(
+            columns={"time_period_id": "timePeriod_id", "half_hour_period_id": "halfHourPeriod_id"}
+        )
+        return pd.concat([rows[["id"]], out], axis=1)

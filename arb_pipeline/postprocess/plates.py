@@ -4,6 +4,13 @@
 the new ``BB1234`` become ``AA AA 11`` and ``BB 12 34``. Before matching, a plate is
 upper-cased and stripped of spaces, dots and hyphens (clients typed ``bb-12-34``). A
 plate in no known format keeps no normalised value and records the problem.
+
+TranSappViz's transform rewrote ``busv2."registrationPlate"`` in place; here the replicated
+column stays as shipped (a receiver-side rewrite would break parity with the sender, and
+the next load that changes the bus would ship the raw plate back). The formatted plate
+is served where a view shows a report's plate: ``AndroidRequests_reportinfo``'s own
+``"registrationPlate"`` (reportinfo.py). ``bus_plates`` records the buses whose plate
+matches no known format and marks the buses ``transformed``.
 """
 
 from __future__ import annotations
@@ -42,15 +49,15 @@ def normalize(raw: pd.Series) -> pd.DataFrame:
 
 
 class BusPlates(Derivation):
-    """The normalised plate of every bus (``AndroidRequests_busv2``)."""
+    """Every bus's plate checked (``AndroidRequests_busv2``); nothing is written to the bus."""
 
     name = "bus_plates"
+    version = "2"
     sources = (
         Source(
             app_table("busv2"),
-            "arb_pp_busv2_plate",
-            ("plate_format", "normalized_plate"),
-            's.id, s.arb_changed_at::text AS version, s."registrationPlate" AS plate',
+            (),
+            's.id, s."registrationPlate" AS plate',
             # A bus has no timestamp: a window's buses are those its bus events name.
             window=f"SELECT DISTINCT ba.uuid_id FROM {app_table_sql('eventforbusv2')} e "
             f"JOIN {app_table_sql('busassignment')} ba ON ba.id = e.busassignment_id "
@@ -59,4 +66,4 @@ class BusPlates(Derivation):
     )
 
     def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([rows[["id", "version"]], normalize(rows["plate"])], axis=1)
+        return pd.concat([rows[["id"]], normalize(rows["plate"])[["problem"]]], axis=1)

@@ -8,6 +8,18 @@ or a ``bus_stop`` / ``busStop`` object (``id``, ``latitude``, ``longitude``) ins
 that, by its normalised plate when exactly one bus has it. Whatever is wrong with a
 report (not JSON, neither bus nor stop, coordinates that aren't numbers, an unknown
 bus) is recorded in ``problem``; the fields that could be read are kept.
+
+Each report gets one TranSappViz ``AndroidRequests_reportinfo`` row (``report_id``), its
+columns filled as TranSappViz's transform fills them, plus the zone of the user's
+location (PostGIS, zones.py) and, for a bus report, the direction of the phone's trip
+(direction.py), so the row is complete (``transformed``) when written. A report gives
+no row when its reportInfo names no bus or stop, or lacks the bus's or stop's
+coordinates (``reportType``, ``longitude``, ``latitude`` are NOT NULL there): its
+problem says why. ``registrationPlate`` (NOT NULL varchar(8)) holds the formatted plate
+(``AB CD 12``; ``No Info.`` for ``DUMMYLPT``) of the report, else of its resolved bus;
+``''`` when there is none (stop reports, a plate in no known format), which the views
+show as "No Info." as they do for TranSappViz's own stop reports. A service or stop
+code longer than its column is left out, with a problem.
 """
 
 from __future__ import annotations
@@ -17,10 +29,13 @@ import math
 import uuid
 
 import pandas as pd
+from psycopg import sql
 
 from arb_pipeline.postprocess import plates
-from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.direction import latest_direction, max_gap_minutes, trips_changed
+from arb_pipeline.postprocess.engine import OUT, Derivation, Source, tidy
 from arb_pipeline.postprocess.tables import app_table, app_table_sql
+from arb_pipeline.postprocess.zones import zone_of, zones_digest
 
 STOP_KEYS = ("bus_stop", "busStop")
 FIELDS = (
@@ -171,25 +186,96 @@ def parse_reports(texts: pd.Series, buses: pd.DataFrame) -> pd.DataFrame:
     return tidy(resolve_buses(frame, buses))
 
 
+_INFO = app_table_sql("reportinfo")
+# reportinfo's columns, in arb_pp_out as in the table (longer text would not fit).
+COLUMNS = (
+    "reportType",
+    "busUUID",
+    "service",
+    "registrationPlate",
+    "stopCode",
+    "longitude",
+    "latitude",
+    "userLatitude",
+    "userLongitude",
+    "zonification_id",
+    "direction",
+)
+WIDTHS = {"service": 11, "stopCode": 6, "registrationPlate": 8}
+# Unresolved bus reports whose bus arrived since: its uuid is the report's machine id, or
+# its plate (as plates.py normalises it) the report's.
+_BUS_ARRIVED = (
+    f"SELECT r.report_id FROM {_INFO} r JOIN {app_table_sql('report')} s ON s.id = r.report_id "
+    f"JOIN {app_table_sql('busv2')} b ON b.arb_changed_at > %(since)s "
+    """WHERE r."reportType" = 'bus' AND r."busUUID" IS NULL """
+    """AND (position(b.uuid::text in s."reportInfo") > 0 OR (r."registrationPlate" <> '' """
+    """AND replace(r."registrationPlate", ' ', '') = """
+    r"""upper(regexp_replace(b."registrationPlate", '[\s.\-]', '', 'g'))))"""
+)
+
+
+def _join(old, note):
+    return note if old is None or old != old else f"{old}; {note}"
+
+
+def info_rows(texts: pd.Series, buses: pd.DataFrame) -> pd.DataFrame:
+    """reportInfo texts to reportinfo's columns (zone and direction left to SQL) + problem;
+    ``reportType`` is None where the report gives no row."""
+    parsed = parse_reports(texts, buses)
+    bus_plate = dict(
+        zip(
+            buses["uuid"].astype(str),
+            plates.normalize(buses["registrationPlate"])["normalized_plate"],
+            strict=True,
+        )
+    )
+    out = pd.DataFrame(index=parsed.index)
+    out["reportType"] = parsed["report_type"].where(parsed["latitude"].notna() & parsed["longitude"].notna())
+    out["busUUID"] = parsed["bus_uuid"]
+    plate = parsed["plate"].where(parsed["plate"].notna(), parsed["bus_uuid"].map(bus_plate))
+    out["registrationPlate"] = plate.where(plate.notna(), "")
+    out["service"], out["stopCode"] = parsed["service"], parsed["stop_code"]
+    out["longitude"], out["latitude"] = parsed["longitude"], parsed["latitude"]
+    out["userLatitude"], out["userLongitude"] = parsed["user_latitude"], parsed["user_longitude"]
+    out["zonification_id"], out["direction"] = None, None
+    out["problem"] = parsed["problem"]
+    for column, width in WIDTHS.items():
+        long = out[column].map(lambda v, w=width: isinstance(v, str) and len(v) > w)
+        if long.any():
+            out.loc[long, "problem"] = [
+                _join(old, f"{column} {v!r} is longer than {width} characters")
+                for old, v in zip(out.loc[long, "problem"], out.loc[long, column], strict=True)
+            ]
+            out.loc[long, column] = "" if column == "registrationPlate" else None
+    text = ["reportType", "busUUID", "service", "registrationPlate", "stopCode", "direction", "problem"]
+    out[text] = out[text].astype(object).where(out[text].notna(), None)
+    return out
+
+
 class ReportInfo(Derivation):
-    """reportInfo of every report, parsed (``arb_pp_report_info``)."""
+    """One ``AndroidRequests_reportinfo`` row per report, from its reportInfo."""
 
     name = "report_info"
-    sources = (
-        Source(
-            app_table("report"),
-            "arb_pp_report_info",
-            FIELDS,
-            's.id, s.arb_changed_at::text AS version, s."reportInfo" AS info',
-            # A bus that arrives after its report resolves the report's bus uuid.
-            extra=(
-                "SELECT ri.id FROM arb_pp_report_info ri "
-                "WHERE ri.report_type = 'bus' AND ri.bus_uuid IS NULL "
-                f"AND EXISTS (SELECT 1 FROM {app_table_sql('busv2')} b WHERE b.arb_changed_at > %(since)s "
-                "AND b.arb_changed_at >= ri.processed_at)",
+    version = "2"  # TranSappViz's reportinfo rows, with zone and direction
+
+    def __init__(self, direction_max_gap_minutes: int | None = None):
+        self.max_gap = max_gap_minutes(direction_max_gap_minutes)
+        self.sources = (
+            Source(
+                app_table("report"),
+                COLUMNS,
+                's.id, s."reportInfo" AS info',
+                extra=(
+                    _BUS_ARRIVED,
+                    # A trip that arrives later gives a bus report its direction.
+                    trips_changed("report", self.max_gap, "timeStamp"),
+                ),
+                out_like=app_table("reportinfo"),
             ),
-        ),
-    )
+        )
+
+    def reference_digest(self, conn) -> str:
+        return f"v{self.version}:max_gap={self.max_gap}:zones={zones_digest(conn)}"
 
     def prepare(self, conn) -> pd.DataFrame:
         return pd.DataFrame(
@@ -198,4 +284,58 @@ class ReportInfo(Derivation):
         )
 
     def compute(self, conn, ctx: pd.DataFrame, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
-        return pd.concat([rows[["id", "version"]], parse_reports(rows["info"], ctx)], axis=1)
+        return pd.concat([rows[["id"]], info_rows(rows["info"], ctx)], axis=1)
+
+    def fill(self, conn, ctx, source: Source, bounds: dict) -> None:
+        super().fill(conn, ctx, source, bounds)
+        report = app_table_sql("report")
+        conn.execute(
+            f"""UPDATE {OUT} o SET "registrationPlate" = coalesce(o."registrationPlate", ''),
+                zonification_id = {zone_of('o."userLongitude"', 'o."userLatitude"')},
+                direction = CASE WHEN o."reportType" = 'bus' THEN
+                    {latest_direction('r."phoneId"', 'r."timeStamp"', self.max_gap)} END
+            FROM {report} r WHERE r.id = o.id"""
+        )
+        conn.execute(
+            f"""UPDATE {OUT} SET problem = concat_ws('; ', problem,
+                format('the user''s location (%s, %s) lies in no zone', "userLongitude", "userLatitude"))
+            WHERE zonification_id IS NULL AND "userLongitude" IS NOT NULL AND "userLatitude" IS NOT NULL"""
+        )
+
+    def write(self, conn, source: Source) -> None:
+        """One row per report: reports that give none lose theirs, a report's extra rows
+        (a receiver TranSappViz filled twice) go, the first is updated, missing ones added."""
+        cols = [sql.Identifier(c) for c in COLUMNS]
+        info, out = sql.SQL(_INFO), sql.Identifier(OUT)
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {i} r USING {o} o WHERE r.report_id = o.id AND (o.{t} IS NULL "
+                "OR r.id > (SELECT min(f.id) FROM {i} f WHERE f.report_id = o.id))"
+            ).format(i=info, o=out, t=sql.Identifier("reportType"))
+        )
+        conn.execute(
+            sql.SQL(
+                "UPDATE {i} r SET {sets}, transformed = true FROM {o} o WHERE r.report_id = o.id "
+                "AND o.{t} IS NOT NULL AND ({rc}, r.transformed) IS DISTINCT FROM ({oc}, true)"
+            ).format(
+                i=info,
+                o=out,
+                t=sql.Identifier("reportType"),
+                sets=sql.SQL(", ").join(sql.SQL("{c} = o.{c}").format(c=c) for c in cols),
+                rc=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in cols),
+                oc=sql.SQL(", ").join(sql.SQL("o.{}").format(c) for c in cols),
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {i} (report_id, {cols}, transformed) SELECT o.id, {oc}, true FROM {o} o "
+                "WHERE o.{t} IS NOT NULL AND NOT EXISTS (SELECT FROM {i} r WHERE r.report_id = o.id) "
+                "ORDER BY o.id"
+            ).format(
+                i=info,
+                o=out,
+                t=sql.Identifier("reportType"),
+                cols=sql.SQL(", ").join(cols),
+                oc=sql.SQL(", ").join(sql.SQL("o.{}").format(c) for c in cols),
+            )
+        )

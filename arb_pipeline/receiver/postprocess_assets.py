@@ -92,30 +92,36 @@ DERIVATIONS = {
     "event_periods": (
         lambda s: EventPeriods(s.local_timezone),
         _EVENTS,
-        "time period (day type Laboral/Sábado/Domingo) and half-hour period of each event, "
-        "from its local time of creation",
+        'TranSappViz\'s "timePeriod_id" (day type Laboral/Sábado/Domingo) and "halfHourPeriod_id" '
+        "of each event, from its local time of creation",
     ),
-    "bus_plates": (lambda s: BusPlates(), [app_table("busv2")], "normalised licence plate of each bus"),
+    "bus_plates": (
+        lambda s: BusPlates(),
+        [app_table("busv2")],
+        "each bus's plate checked against the known formats (busv2 stays as shipped)",
+    ),
     "report_info": (
-        lambda s: ReportInfo(),
+        lambda s: ReportInfo(s.direction_max_gap_minutes),
         [app_table("report"), app_table("busv2")],
-        "each report's reportInfo parsed: type, plate, service, bus uuid, stop, coordinates",
+        "one TranSappViz reportinfo row per report: type, plate, service, bus uuid, stop, "
+        "coordinates, the user's zone and the trip's direction",
     ),
     "zones": (
         lambda s: Zones(),
-        [*_EVENTS, *_STATS, app_table("report")],
-        "zone of each event (its newest vote) and report (the user's location), point in polygon",
+        [*_EVENTS, *_STATS],
+        "TranSappViz's zonification_id of each event (its newest vote), point in polygon in PostGIS",
     ),
     "bus_event_direction": (
         lambda s: BusEventDirection(s.direction_max_gap_minutes),
         [app_table("eventforbusv2")],
-        "direction of each bus event from the same phone's latest trip token before it "
-        "(trips arrive with complete backups)",
+        "TranSappViz's direction of each bus event from the same phone's latest trip token "
+        "before it (trips arrive with complete backups)",
     ),
     "bus_event_nearest_stops": (
         lambda s: NearestStops(),
         [app_table("eventforbusv2"), _STATS[1]],
-        "the two bus stops nearest to each bus event",
+        'TranSappViz\'s "busStop1", "busStop2" of each bus event: the two nearest stops, a KNN '
+        "search in PostGIS",
     ),
 }
 
@@ -141,7 +147,7 @@ def _metadata(result: RunResult, scope: Scope) -> dict:
         "rows_with_problems": dg.MetadataValue.int(result.problems),
         "seconds": dg.MetadataValue.float(round(result.seconds, 3)),
         "per_table": dg.MetadataValue.json(
-            {s.derived: {"computed": s.computed, "problems": s.problems} for s in result.sources}
+            {s.writes: {"computed": s.computed, "problems": s.problems} for s in result.sources}
         ),
     }
     if scope.recompute_window:
@@ -188,8 +194,8 @@ def _postprocess_asset(name: str) -> dg.AssetsDefinition:
         if result.problems:  # bad rows are recorded, never a failed run
             samples = "; ".join(p for s in result.sources for p in s.sample_problems)
             context.log.warning(
-                f"{name}: {result.problems} row(s) with a problem (column `problem` of "
-                f"{', '.join(s.derived for s in result.sources if s.problems)}), e.g. {samples}"
+                f"{name}: {result.problems} row(s) with a problem (table arb_pp_problem, "
+                f"derivation '{name}'), e.g. {samples}"
             )
         return dg.MaterializeResult(metadata=_metadata(result, scope))
 

@@ -57,6 +57,8 @@ REFERENCE_COLUMNS = {
     }
 }
 POSTPROCESS_REFERENCE_TABLES = {name: tuple(tables) for name, tables in REFERENCE_COLUMNS.items()}
+# TranSappViz's tables the derivations write (besides receiver-only columns of replicated tables).
+POSTPROCESS_OUTPUT_TABLES = {"transapp": ("AndroidRequests_reportinfo",)}
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def role_tables(conn, role: str, catalog: Catalog) -> dict[str, str]:
                 "AND (relname LIKE 'arb\\_pp\\_%' OR relname = 'arb_postprocess_state')"
             )
             tables.update({r[0]: "write" for r in own})
+            tables.update({t: "write" for t in POSTPROCESS_OUTPUT_TABLES.get(catalog.postprocess, ())})
             tables.update({t: "read" for t in POSTPROCESS_REFERENCE_TABLES.get(catalog.postprocess, ())})
     # `arb check` compares the applied migrations with the code's.
     tables.update({"arb_schema_migration": "read", "arb_role_table": "read"})

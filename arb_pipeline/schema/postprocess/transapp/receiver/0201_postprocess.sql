@@ -1,6 +1,6 @@
--- Postprocessing (TranSapp): the receiver's derivations live in tables the pipeline owns,
--- keyed by the source row's primary key, so a complete reload never wipes them; they go
--- with their source row (ON DELETE CASCADE). Applied when the catalog names
+-- Postprocessing (TranSapp): the derivations write TranSappViz's own columns and tables
+-- (migration 0200, receiver-only, so loads never write them); this file adds what the
+-- pipeline needs to run them incrementally. Applied when the catalog names
 -- `postprocess = "transapp"`, on a receiver the project created or one TranSappViz did:
 -- only the pipeline's own columns, indexes and tables, each created if missing.
 
@@ -16,7 +16,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['AndroidRequests_eventforbusstop', 'AndroidRequests_eventforbusv2',
         'AndroidRequests_stadisticdatafromregistrationbusstop', 'AndroidRequests_stadisticdatafromregistrationbus',
         'AndroidRequests_report', 'AndroidRequests_busv2', 'AndroidRequests_token',
-        'AndroidRequests_poseintrajectoryoftoken']
+        'AndroidRequests_poseintrajectoryoftoken', 'AndroidRequests_busstop']
     LOOP
         -- Added without a default first: a volatile default would rewrite the table and
         -- stamp every existing row; they keep NULL.
@@ -25,7 +25,8 @@ BEGIN
         EXECUTE format('COMMENT ON COLUMN %I.arb_changed_at IS %L', t,
                        'arb:receiver-only: when a load last changed the row');
     END LOOP;
-    -- Direction also looks up a phone's trips, and the bus events of a phone around a time.
+    -- Direction also looks up a phone's trips, and the bus events of a phone around a time;
+    -- a report's direction, the trips of its phone.
     FOR ix IN
         SELECT v.t, v.cols FROM (VALUES
             ('AndroidRequests_eventforbusstop', ARRAY['arb_changed_at']),
@@ -36,8 +37,10 @@ BEGIN
             ('AndroidRequests_busv2', ARRAY['arb_changed_at']),
             ('AndroidRequests_token', ARRAY['arb_changed_at']),
             ('AndroidRequests_poseintrajectoryoftoken', ARRAY['arb_changed_at']),
+            ('AndroidRequests_busstop', ARRAY['arb_changed_at']),
             ('AndroidRequests_token', ARRAY['phoneId']),
-            ('AndroidRequests_eventforbusv2', ARRAY['phoneId', 'timeCreation'])
+            ('AndroidRequests_eventforbusv2', ARRAY['phoneId', 'timeCreation']),
+            ('AndroidRequests_poseintrajectoryoftoken', ARRAY['token_id', 'timeStamp'])
         ) AS v(t, cols)
     LOOP
         -- An index led by these columns may exist already, under Django's or an older name.
@@ -55,107 +58,19 @@ BEGIN
     END LOOP;
 END $$;
 
--- 2. The derived tables: one per derivation and source table. `source_changed_at` is
--- the source row's arb_changed_at the row was computed from; `processed_at` the snapshot
--- time of the run that computed it (it reflects every load committed before then);
--- `problem` says what was wrong with the row's data (the row is still written, so it
--- is not retried forever). Ids of reference rows (periods, zones) carry no foreign
--- key: a change of reference data recomputes every row anyway (a digest, see
--- postprocess/engine.py), and the checks would cost a third of the write.
-CREATE TABLE IF NOT EXISTS arb_pp_eventforbusstop_period (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_eventforbusstop"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    local_time_creation timestamp,
-    day_type varchar(8),
-    time_period_id integer,        -- AndroidRequests_timeperiod.id
-    half_hour_period_id integer,   -- AndroidRequests_halfhourperiod.id
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-DO $$ BEGIN
-IF to_regclass('public.arb_pp_eventforbusv2_period') IS NULL THEN
-    CREATE TABLE arb_pp_eventforbusv2_period (LIKE arb_pp_eventforbusstop_period INCLUDING DEFAULTS);
-    ALTER TABLE arb_pp_eventforbusv2_period ADD PRIMARY KEY (id),
-        ADD FOREIGN KEY (id) REFERENCES "AndroidRequests_eventforbusv2"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED;
-END IF;
-END $$;
-
-CREATE TABLE IF NOT EXISTS arb_pp_busv2_plate (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_busv2"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    plate_format text,             -- DUMMYLPT | AAAA11 | BB1234
-    normalized_plate text,         -- "No Info.", "AA AA 11", "BB 12 34"
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-
--- What the client sent is text of any length: nothing here can fail a batch.
-CREATE TABLE IF NOT EXISTS arb_pp_report_info (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_report"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    report_type text,              -- bus | busStop
-    plate_raw text,
-    plate text,                    -- normalised like arb_pp_busv2_plate
-    service text,
-    machine_id text,
-    bus_uuid uuid,
-    stop_code text,
-    latitude double precision,     -- the bus's or the stop's
-    longitude double precision,
-    user_latitude double precision,
-    user_longitude double precision,
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX IF NOT EXISTS arb_pp_report_info_bus_uuid_idx ON arb_pp_report_info (bus_uuid) WHERE report_type = 'bus' AND bus_uuid IS NULL;
-
-CREATE TABLE IF NOT EXISTS arb_pp_eventforbusstop_zone (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_eventforbusstop"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    longitude double precision,    -- of the event's newest vote
-    latitude double precision,
-    zone_id integer,               -- AndroidRequests_zonification.id
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-DO $$ BEGIN
-IF to_regclass('public.arb_pp_eventforbusv2_zone') IS NULL THEN
-    CREATE TABLE arb_pp_eventforbusv2_zone (LIKE arb_pp_eventforbusstop_zone INCLUDING DEFAULTS);
-    ALTER TABLE arb_pp_eventforbusv2_zone ADD PRIMARY KEY (id),
-        ADD FOREIGN KEY (id) REFERENCES "AndroidRequests_eventforbusv2"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED;
-END IF;
-END $$;
-DO $$ BEGIN
-IF to_regclass('public.arb_pp_report_zone') IS NULL THEN
-    CREATE TABLE arb_pp_report_zone (LIKE arb_pp_eventforbusstop_zone INCLUDING DEFAULTS);
-    ALTER TABLE arb_pp_report_zone ADD PRIMARY KEY (id),
-        ADD FOREIGN KEY (id) REFERENCES "AndroidRequests_report"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED;
-END IF;
-END $$;
-COMMENT ON COLUMN arb_pp_report_zone.longitude IS 'the user''s location from reportInfo';
-
-CREATE TABLE IF NOT EXISTS arb_pp_eventforbusv2_direction (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_eventforbusv2"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    direction char(1),             -- I | R, from the trip token; NULL: no trip or no direction
-    token_id integer,
-    pose_time timestamptz,         -- the token's latest pose at or before the event's creation
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-
-CREATE TABLE IF NOT EXISTS arb_pp_eventforbusv2_nearest_stops (
-    id integer PRIMARY KEY REFERENCES "AndroidRequests_eventforbusv2"(id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
-    source_changed_at timestamptz,
-    longitude double precision,    -- of the event's newest vote
-    latitude double precision,
-    gtfs_id integer,               -- the GTFS version in force when the event was created
-    stop1_code varchar(6),
-    stop1_distance_m double precision,
-    stop2_code varchar(6),
-    stop2_distance_m double precision,
-    problem text,
-    processed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+-- 2. Rows a derivation could not derive (a malformed reportInfo, a point in no zone, no
+-- stops for a GTFS version, a plate in no known format): one row per derivation and
+-- source row, replaced each time the row is computed, gone when it derives cleanly.
+-- Keyed by the source's table and id, without a foreign key (sources are several
+-- tables): a run drops the problems of source rows deleted since.
+CREATE TABLE IF NOT EXISTS arb_pp_problem (
+    derivation text NOT NULL,
+    source_table text NOT NULL,
+    source_id integer NOT NULL,
+    problem text NOT NULL,
+    source_changed_at timestamptz,  -- the source row's arb_changed_at it was computed from
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (derivation, source_table, source_id)
 );
 
 -- 3. Where each derivation got to: rows changed after done_through are pending; a new
@@ -166,4 +81,11 @@ CREATE TABLE IF NOT EXISTS arb_postprocess_state (
     reference_digest text,
     last_run_at timestamptz,
     last_full_at timestamptz
+);
+
+-- 4. Per source table, the change time up to which `transformed` was set: rows changed
+-- after it are looked at when every derivation of the table has passed them.
+CREATE TABLE IF NOT EXISTS arb_pp_transformed (
+    source_table text PRIMARY KEY,
+    done_through timestamptz NOT NULL
 );
