@@ -263,14 +263,37 @@ def test_R4_bad_reportinfo_is_a_problem_and_the_other_reports_still_get_their_ro
     assert set(found) == {1, 2} and "JSON" in found[1]
 
 
-def test_R5_user_coordinates_as_numbers(city):
-    """The original read ``float(value[2:])``: a number (what the clients' reportInfo
-    holds, docs/transappviz-equivalence.md, open question R5) gave NULL there; we keep it."""
+def test_R5_the_user_s_coordinates_in_every_shape_clients_sent(city):
+    r"""The user's position is text behind a prefix: TranSappViz's own test
+    (tests/testTransform.py, test_reportWithLocationUser) stores the JSON text
+    ``"\/-70.6264852"`` (two characters before the number once parsed), which transform.py
+    strips with ``value[2:]``; its migration 0918 read ``"\/-33.75654"`` (one character),
+    where ``[2:]`` drops the sign. We drop any leading backslashes and slashes, then read
+    the number, and read plain numbers too (NULL in the original). Text that is no number
+    is NULL in both."""
+    stop = {"id": "PH217", "longitude": -70.61356902, "latitude": -33.50856476}
+
+    def info(lat, lon):
+        return {"locationUser": {"latitude": lat, "longitude": lon}, "bus_stop": stop}
+
     with connect(city) as conn:
-        report(conn, 1, bus_info("ABCD12", machine=str(BUS_UUID), user=IN_1))
+        report(conn, 1, info("\\/-33.4929384", "\\/-70.6264852"))  # TranSappViz's test input
+        report(
+            conn,
+            2,
+            '{"locationUser": {"latitude": "\\/-33.43", "longitude": "\\/-70.61"}, '
+            '"bus_stop": {"id": "PH217", "latitude": -33.5, "longitude": -70.6}}',
+        )
+        report(conn, 3, info(IN_1[1], IN_1[0]))
+        report(conn, 4, info("test", "test"))
     derive(city)
-    row = report_info(city)[1]
-    assert (row["userLatitude"], row["userLongitude"], row["comuna"]) == (IN_1[1], IN_1[0], "Providencia")
+    got = {k: (v["userLatitude"], v["userLongitude"], v["comuna"]) for k, v in report_info(city).items()}
+    assert got == {
+        1: (-33.4929384, -70.6264852, None),
+        2: (-33.43, -70.61, "Providencia"),
+        3: (IN_1[1], IN_1[0], "Providencia"),
+        4: (None, None, None),
+    }
 
 
 def test_R6_a_service_longer_than_five_characters(city):
