@@ -366,6 +366,26 @@ def test_Z2_a_later_vote_moves_the_event_to_its_new_zone(city):
     assert query(city, f'SELECT transformed FROM "{P}eventforbusv2"') == [(True,)]
 
 
+def test_Z3_transappviz_s_own_test_point_in_the_real_zoning(zoned_receiver_db):
+    """TranSappViz's own test (AddCountyTestCase) expects a zone at Beauchef 851
+    (-70.664253, -33.457372) in the EOD 2012 zoning: the same for events and reports here,
+    in comuna Santiago."""
+    beauchef = (-70.664253, -33.457372)
+    t = at("2017-04-29T05:00:00+00:00")
+    with connect(zoned_receiver_db) as conn:
+        seed_city(conn, zones=False)
+        bus_event(conn, 1, t, votes=[beauchef])
+        stop_event(conn, 1, t, vote=beauchef)
+        stop = {"id": "PH217", "longitude": beauchef[0], "latitude": beauchef[1]}
+        report(
+            conn, 1, {"locationUser": {"latitude": beauchef[1], "longitude": beauchef[0]}, "bus_stop": stop}
+        )
+    derive(zoned_receiver_db)
+    assert zones_of(zoned_receiver_db, "eventforbusv2") == {1: "Santiago"}
+    assert zones_of(zoned_receiver_db, "eventforbusstop") == {1: "Santiago"}
+    assert report_info(zoned_receiver_db)[1]["comuna"] == "Santiago"
+
+
 # -- N: nearest stops ----------------------------------------------------------------------
 
 

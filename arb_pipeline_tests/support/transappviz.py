@@ -32,7 +32,8 @@ ZONES = [
 IN_1, IN_2, NOWHERE = (-70.61, -33.43), (-70.59, -33.43), (-71.50, -34.00)
 
 
-def seed_city(conn) -> None:
+def seed_city(conn, *, zones: bool = True) -> None:
+    """Events, buses and a bus assignment; the two zones unless the real zoning is there."""
     conn.execute(
         f'INSERT INTO "{P}event" (id, name, category, origin, "eventType") VALUES '
         "('evn00000', 'x', 'c', 'i', 'bus'), ('evn00001', 'y', 'c', 'i', 'busStop')"
@@ -44,7 +45,7 @@ def seed_city(conn) -> None:
         f"(5, 'dummylpt', '{uuid.UUID(int=5)}')"
     )
     conn.execute(f"INSERT INTO \"{P}busassignment\" (id, service, uuid_id) VALUES (1, '506', 2)")
-    for zid, zona, comuna, ring in ZONES:
+    for zid, zona, comuna, ring in ZONES if zones else ():
         conn.execute(
             f'INSERT INTO "{P}zonificationtransantiago" (id, area, zona, com, comuna, cartodb_id, '
             "created_at, updated_at, geom) VALUES (%s, 1, %s, %s, %s, %s, '2017-01-01', '2017-01-01', "
