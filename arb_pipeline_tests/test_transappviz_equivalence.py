@@ -297,14 +297,17 @@ def test_R5_the_user_s_coordinates_in_every_shape_clients_sent(city):
 
 
 def test_R6_a_service_longer_than_five_characters(city):
-    """The original wrote '-' for a service longer than 5 characters; we keep the service
-    as sent, which TranSappViz's varchar(11) holds (open question R6: this pins ours)."""
+    """The original wrote '-' for a service longer than 5 characters (its own test sends
+    'this is a wrong service name'); we keep a service TranSappViz's varchar(11) holds and
+    leave a longer one out, with a problem (open question R6: this pins ours)."""
     with connect(city) as conn:
         report(conn, 1, bus_info("ABCD12", machine=str(BUS_UUID), service="506e"))
         report(conn, 2, bus_info("ABCD12", machine=str(BUS_UUID), service="I09-LONG"))
+        report(conn, 3, bus_info("DUMMYLPT", machine=str(BUS_UUID), service="this is a wrong service name"))
     derive(city)
     got = {k: v["service"] for k, v in report_info(city).items()}
-    assert got == {1: "506e", 2: "I09-LONG"}
+    assert got == {1: "506e", 2: "I09-LONG", 3: None}
+    assert "service" in problems(city, "report", "report_info")[3]
 
 
 def test_R7_the_plate_of_a_report_whose_bus_is_known(city):
