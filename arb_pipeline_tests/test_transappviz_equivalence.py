@@ -8,8 +8,10 @@ what the original does on the same input and whether we do the same or differ on
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -176,6 +178,19 @@ def test_L1_bus_plates_stay_as_shipped_and_are_checked(city):
         (5, "dummylpt", True),
     ]
     assert set(problems(city, "busv2", "bus_plates")) == {4}
+
+
+def test_L2_a_report_s_plate_in_both_formats_and_dummylpt(city):
+    """A bus report's plate, upper-cased and spaced XX XX NN, in either format; spaced
+    already stays; DUMMYLPT in any case is 'No Info.'; separators clients typed are dropped
+    (the original spaced 'bb-12-34' as 'BB -1 2-34'). No bus has these plates."""
+    plates = ["qrst12", "QR 12 34", "qr1234", "dummylpt", "qr-12-35"]
+    with connect(city) as conn:
+        for rid, plate in enumerate(plates, 1):
+            report(conn, rid, bus_info(plate))
+    derive(city)
+    got = {k: v["registrationPlate"] for k, v in report_info(city).items()}
+    assert got == {1: "QR ST 12", 2: "QR 12 34", 3: "QR 12 34", 4: "No Info.", 5: "QR 12 35"}
 
 
 # -- R: reportInfo to ReportInfo rows --------------------------------------------------------
@@ -476,3 +491,12 @@ def test_T2_every_row_a_load_brings_is_derived_whatever_its_time_stamp(city):
     derive(city)
     assert periods(city, "eventforbusv2") == {1: ("Laboral", "Transicion punta mañana", "09:00 - 09:29")}
     assert query(city, f'SELECT transformed FROM "{P}eventforbusv2"') == [(True,)]
+
+
+def test_every_row_of_the_table_has_its_test_and_every_test_its_row():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "transappviz-equivalence.md"
+    rows = set(re.findall(r"^\| ([A-Z][0-9]) \|", doc.read_text(), flags=re.M))
+    tests = {name.split("_")[1] for name in globals() if re.match(r"test_[A-Z][0-9]_", name)}
+    assert rows == tests, (
+        f"rows without a test: {sorted(rows - tests)}; tests without a row: {sorted(tests - rows)}"
+    )
