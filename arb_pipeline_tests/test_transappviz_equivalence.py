@@ -267,15 +267,17 @@ def test_R3_report_plates_in_both_formats_and_dummylpt(city):
 
 def test_R4_bad_reportinfo_is_a_problem_and_the_other_reports_still_get_their_row(city):
     """The original's json.loads raised out of the whole run; a report with neither bus
-    nor stop got no row. Here neither gets a row, both get a problem, the rest is derived."""
+    nor stop got no row ('{}' in its own test_reportWithBadReportInfo). Here none of them
+    gets a row, each gets a problem, and the other reports are derived."""
     with connect(city) as conn:
         report(conn, 1, "{broken")
         report(conn, 2, {"locationUser": {"latitude": IN_1[1], "longitude": IN_1[0]}})
         report(conn, 3, bus_info("ABCD12", machine=str(BUS_UUID)))
+        report(conn, 4, "{}")
     derive(city)
     assert set(report_info(city)) == {3}
     found = problems(city, "report", "report_info")
-    assert set(found) == {1, 2} and "JSON" in found[1]
+    assert set(found) == {1, 2, 4} and "JSON" in found[1]
 
 
 def test_R5_the_user_s_coordinates_in_every_shape_clients_sent(city):
