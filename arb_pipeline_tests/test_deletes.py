@@ -49,7 +49,7 @@ def _insert_history(receiver):
             "VALUES (%s, now() - interval '3 years', now() - interval '3 years', %s, gen_random_uuid(), %s)",
             (OLD, ev[1], ev[2]),
         )
-        conn.execute("INSERT INTO arb_pp_eventforbusv2_period (id, day_type) VALUES (%s, 'old')", (OLD,))
+        conn.execute(f'UPDATE "{EV}" SET "timePeriod_id" = 1, transformed = true WHERE id = %s', (OLD,))
         for i, parent in enumerate((OLD, ev[0])):  # a vote on the old event, one on a shipped event
             conn.execute(
                 f'INSERT INTO "{STAT}" (id, longitude, latitude, "timeStamp", "confirmDecline", "phoneId", '
@@ -93,7 +93,7 @@ def test_a_complete_keeps_what_no_backup_wrote_and_deletes_what_one_did(sender, 
 
     assert gone not in _ids(receiver_db, EV)  # a backup wrote it, the newer complete lacks it
     assert {OLD} <= _ids(receiver_db, EV, "arb_synced_at IS NULL")  # history stays...
-    assert _ids(receiver_db, "arb_pp_eventforbusv2_period") >= {OLD}  # ...with its derived row
+    assert _ids(receiver_db, EV, '"timePeriod_id" = 1') >= {OLD}  # ...with its derived values
     assert {OLD, OLD + 1} <= _ids(receiver_db, STAT, "arb_synced_at IS NULL")
     assert OLD in _ids(receiver_db, TOKEN, "arb_synced_at IS NULL")
     assert OLD not in _ids(receiver_db, ACTIVE)  # activetoken is "mirror" in the catalog
@@ -142,7 +142,6 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     assert "eventforbusv2: 1 of 1 row(s) no backup wrote deleted" in pruned.stdout
     for table in current_catalog().complete_tables:
         assert not _ids(receiver_db, table, "arb_synced_at IS NULL"), table
-    assert OLD not in _ids(receiver_db, "arb_pp_eventforbusv2_period")  # derived rows went along
 
     load(receiver_db, make_complete(dsn, tmp_path / "s", media))  # nothing needs the parent now
     assert voted not in _ids(receiver_db, EV)

@@ -93,7 +93,8 @@ def test_every_replicated_table_gets_its_version_column_marked_as_the_receivers(
     assert all(comment.startswith("arb:receiver-only") for comment in marked.values())
     assert {t for t, access in role_tables.items() if access == "write"} >= set(catalog.table_names) | {
         "arb_loaded_backup",
-        "arb_pp_report_info",
+        "arb_pp_problem",
+        "AndroidRequests_reportinfo",
     }
     assert role_tables["AndroidRequests_timeperiod"] == "read"
 

@@ -133,6 +133,17 @@ def rows(dsn, short: str) -> list[tuple]:
         return conn.execute(f'SELECT * FROM "{_t(short)}" ORDER BY id').fetchall()
 
 
+def arb_migrate(dsn: str, *args: str) -> subprocess.CompletedProcess:
+    """`arb migrate --role receiver` on ``dsn``, the real command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "arb_pipeline.cli.main", "migrate", "--role", "receiver", *args],
+        env={**os.environ, "ARB_RECEIVER_DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_an_empty_receiver_gets_exactly_transappvizs_columns_and_tables(receiver_db):
     have = columns(receiver_db)
     for (table, column), (typ, nullable) in TRANSAPPVIZ_COLUMNS.items():
@@ -260,20 +271,19 @@ def test_without_postgis_rights_migrate_names_the_fix_and_changes_nothing(pg_clu
         conn.execute("CREATE ROLE arb_owner_nosuper LOGIN")
         conn.execute(f'CREATE DATABASE "{name}" OWNER arb_owner_nosuper TEMPLATE template0')
     dsn = pg_cluster.dsn(name).replace(f"user={pg_cluster.user}", "user=arb_owner_nosuper")
-    env = {**os.environ, "ARB_RECEIVER_DSN": dsn}
-    done = subprocess.run(
-        [sys.executable, "-m", "arb_pipeline.cli.main", "migrate", "--role", "receiver"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = arb_migrate(dsn)
     assert done.returncode == 2, done.stderr
     assert "role arb_owner_nosuper may not create it" in done.stderr
     assert "CREATE EXTENSION postgis;" in done.stderr and "nothing was changed" in done.stderr
     with psycopg.connect(dsn) as conn:
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
     assert tables == 0
+    # The fix it names: a superuser creates the extension, then the owner migrates.
+    with psycopg.connect(pg_cluster.dsn(name), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION postgis")
+    done = arb_migrate(dsn)
+    assert done.returncode == 0, done.stderr
+    assert (_t("zonificationtransantiago"), "geom") in columns(dsn)
 
 
 def test_an_extension_the_server_lacks_names_the_debian_package(receiver_db):
@@ -290,13 +300,7 @@ def test_dry_run_names_a_reference_table_whose_columns_differ(receiver_db):
     with psycopg.connect(receiver_db, autocommit=True) as conn:
         conn.execute('ALTER TABLE "AndroidRequests_timeperiod" RENAME COLUMN day_type TO "dayType"')
         conn.execute('ALTER TABLE "AndroidRequests_halfhourperiod" ALTER COLUMN name TYPE text')
-    done = subprocess.run(
-        [sys.executable, "-m", "arb_pipeline.cli.main", "migrate", "--role", "receiver", "--dry-run"],
-        env={**os.environ, "ARB_RECEIVER_DSN": receiver_db},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = arb_migrate(receiver_db, "--dry-run")
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     [timeperiod] = [line for line in lines if "FAIL" in line and "AndroidRequests_timeperiod" in line]

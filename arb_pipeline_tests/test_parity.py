@@ -332,9 +332,9 @@ def test_receiver_only_columns_and_tables_are_not_drift(dbs):
     _run(
         receiver,
         f"UPDATE \"{EVENTBUS}\" SET transformed = true, direction = 'I', \"busStop1\" = 'PA433'",
-        f'UPDATE "{BUSV2}" SET transformed = true, "normalizedPlate" = \'AB-1234\'',
-        'INSERT INTO "AndroidRequests_halfhourperiod" (name, "initialTime", "endTime") '
-        "VALUES ('00:00-00:30', '00:00', '00:30')",
+        f'UPDATE "{BUSV2}" SET transformed = true',
+        'INSERT INTO "AndroidRequests_halfhourperiod" (name, initial_time, end_time) '
+        "VALUES ('00:00 - 00:29', '00:00', '00:29:59')",
     )
     report = compare_tables(sender, receiver)
     assert report.ok, report.format()

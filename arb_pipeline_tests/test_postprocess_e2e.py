@@ -3,7 +3,9 @@
 Backups come from a real sender (W1 traffic -> P1, W2 votes updating W1's events -> P2,
 then a complete C) and reach the inbox through the local-folder transport. The inbox
 sensor requests the loads; the postprocess sensor sees them and requests a run, which
-computes what the loads changed. Derived rows survive the complete's reload.
+computes what the loads changed, into TranSappViz's own columns and reportinfo rows.
+Loads never write those (receiver-only): derived values survive partial and complete
+loads, and a row a load changes is recomputed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ from arb_pipeline.receiver.postprocess_assets import (
 )
 from arb_pipeline.receiver.resources import ReceiverDatabase
 from arb_pipeline_tests.support.backups import new_sender, partial_for, window_of
-from arb_pipeline_tests.support.postprocess import DERIVED_SOURCES, assert_every_row_derived
+from arb_pipeline_tests.support.postprocess import (
+    DERIVED_COLUMNS,
+    assert_every_row_derived,
+    derived_values,
+)
 from arb_pipeline_tests.support.receiver import Receiver, tick
 from arb_pipeline_tests.support.traffic import BASELINE_OPS, PARTIAL_OPS, traffic_at
 
@@ -115,10 +121,18 @@ def computed(run) -> dict[str, int]:
     }
 
 
-def derived_state(dsn) -> dict[str, dict[int, datetime]]:
+def not_transformed(dsn) -> dict[str, set[int]]:
     with connect(dsn) as conn:
         return {
-            t: dict(conn.execute(f"SELECT id, processed_at FROM {t}").fetchall()) for t in DERIVED_SOURCES
+            t: {r[0] for r in conn.execute(f'SELECT id FROM "{t}" WHERE transformed IS NOT TRUE')}
+            for t in DERIVED_COLUMNS
+        }
+
+
+def marks(dsn) -> dict[str, dict[int, datetime]]:
+    with connect(dsn) as conn:
+        return {
+            t: dict(conn.execute(f'SELECT id, arb_changed_at FROM "{t}"').fetchall()) for t in DERIVED_COLUMNS
         }
 
 
@@ -137,49 +151,56 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
     first = computed(runs[0][1])
     assert first["event_periods"] > 0 and first["report_info"] > 0 and first["zones"] > 0
     assert_every_row_derived(rx.dsn)
-    with connect(rx.dsn) as conn:  # partials carry no stops: nearest stops wait for the complete
+    with connect(rx.dsn) as conn:
+        # TranSappViz's views join these: a period, a half-hour and a zone's comuna per event.
+        joined = conn.execute(
+            f'SELECT count(*), count(tp.id), count(hh.id), count(z.comuna) FROM "{P}eventforbusv2" e '
+            f'LEFT JOIN "{P}timeperiod" tp ON tp.id = e."timePeriod_id" '
+            f'LEFT JOIN "{P}halfhourperiod" hh ON hh.id = e."halfHourPeriod_id" '
+            f'LEFT JOIN "{P}zonificationtransantiago" z ON z.id = e.zonification_id'
+        ).fetchone()
+        assert joined[0] > 0 and joined[1] == joined[2] == joined[0] and joined[3] > 0
+        # partials carry no stops: nearest stops wait for the complete
         assert (
             conn.execute(
-                "SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE problem LIKE "
-                "'no GTFS version%'"
+                "SELECT count(*) FROM arb_pp_problem WHERE derivation = 'bus_event_nearest_stops' "
+                "AND problem LIKE 'no GTFS version%'"
             ).fetchone()[0]
             > 0
         )
     quiet, runs = pp_tick(instance, rx, result.cursor)
     assert runs == [] and quiet.skip_reason
 
-    # P2: votes changed some of W1's events; only those (and P2's new rows) are computed.
+    # P2: votes changed some of W1's events. The load leaves every derived value alone
+    # (receiver-only) and marks exactly the rows it changed as not transformed; the run
+    # computes only those (and P2's new rows).
     rx.deliver(sender.p2)
-    with connect(rx.dsn) as conn:
-        marks = dict(conn.execute(f'SELECT id, arb_changed_at FROM "{P}eventforbusv2"').fetchall())
-    before = derived_state(rx.dsn)
+    old_marks, before = marks(rx.dsn), derived_values(rx.dsn)
     _, loads = tick(instance, res)
     assert [o.success for _, o in loads] == [True]
+    new_marks = marks(rx.dsn)
+    changed = {t: {i for i, m in new_marks[t].items() if old_marks[t].get(i) != m} for t in DERIVED_COLUMNS}
+    assert changed[P + "eventforbusv2"] and len(changed[P + "eventforbusv2"]) < len(
+        new_marks[P + "eventforbusv2"]
+    )
+    assert not_transformed(rx.dsn) == changed
+    loaded = derived_values(rx.dsn)
+    for t in DERIVED_COLUMNS:
+        assert {i: v for i, v in loaded[t].items() if i in before[t]} == before[t]
     result, runs = pp_tick(instance, rx, quiet.cursor)
     assert len(runs) == 1 and runs[0][1].success
-    with connect(rx.dsn) as conn:
-        now_marks = dict(conn.execute(f'SELECT id, arb_changed_at FROM "{P}eventforbusv2"').fetchall())
-    changed = {i for i, m in now_marks.items() if marks.get(i) != m}
-    assert changed and len(changed) < len(now_marks)
-    assert computed(runs[0][1])["event_periods"] < len(now_marks)
-    after = derived_state(rx.dsn)
-    recomputed = {
-        i
-        for i, t in after["arb_pp_eventforbusv2_period"].items()
-        if before["arb_pp_eventforbusv2_period"].get(i) != t
-    }
-    assert recomputed == changed
+    assert computed(runs[0][1])["event_periods"] == sum(len(c) for c in changed.values())
     assert_every_row_derived(rx.dsn)
 
-    # The complete reloads every table: derived rows of unchanged rows are neither wiped nor redone.
+    # The complete reloads every table: derived values are neither wiped nor redone.
     rx.deliver(sender.complete)
-    before = derived_state(rx.dsn)
+    before = derived_values(rx.dsn)
     with connect(rx.dsn) as conn:
         buses = conn.execute(f'SELECT count(*) FROM "{P}busv2"').fetchone()[0]
     _, loads = tick(instance, res)
     assert [o.success for _, o in loads] == [True]
-    survived = derived_state(rx.dsn)
-    assert survived == before
+    assert derived_values(rx.dsn) == before
+    assert not any(not_transformed(rx.dsn).values())
     result, runs = pp_tick(instance, rx, result.cursor)
     assert len(runs) == 1 and runs[0][1].success
     assert runs[0][0].tags[AFTER_TAG] == sender.complete.manifest.backup_id
@@ -188,18 +209,22 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
         added = conn.execute(f'SELECT count(*) FROM "{P}busv2"').fetchone()[0] - buses
     assert added > 0 and done["bus_plates"] == added  # the buses no partial carried, and no other
     assert done["event_periods"] == 0  # the complete changed no event
-    assert done["bus_event_nearest_stops"] == len(now_marks)  # but brought the stops: all redone
+    n_bus_events = len(new_marks[P + "eventforbusv2"])
+    assert done["bus_event_nearest_stops"] == n_bus_events  # but brought the stops: all redone
     assert_every_row_derived(rx.dsn)
     with connect(rx.dsn) as conn:
         assert (
             conn.execute(
-                "SELECT count(*) FROM arb_pp_eventforbusv2_nearest_stops WHERE stop2_code IS NULL"
+                f'SELECT count(*) FROM "{P}eventforbusv2" e WHERE e."busStop2" IS NULL AND EXISTS '
+                f'(SELECT FROM "{P}stadisticdatafromregistrationbus" v WHERE v."reportOfEvent_id" = e.id)'
             ).fetchone()[0]
             == 0
         )
 
-    # By hand, a past partition: its window is recomputed, changed or not.
-    before = derived_state(rx.dsn)
+    # By hand, a past partition: its window is recomputed, changed or not (here: values
+    # someone cleared come back in that window only).
+    with connect(rx.dsn) as conn:
+        conn.execute(f'UPDATE "{P}eventforbusstop" SET "timePeriod_id" = NULL')
     by_hand = dg.materialize(
         POSTPROCESS_ASSETS,
         partition_key=sender.k1,
@@ -219,11 +244,8 @@ def test_postprocessing_follows_loads_and_survives_a_complete_reload(sender, rx)
                 (tw.start, tw.end),
             )
         }
-    assert in_window
-    after = derived_state(rx.dsn)
-    redone = {
-        i
-        for i, t in after["arb_pp_eventforbusstop_period"].items()
-        if before["arb_pp_eventforbusstop_period"][i] != t
-    }
-    assert redone == in_window
+        redone = {
+            r[0]
+            for r in conn.execute(f'SELECT id FROM "{P}eventforbusstop" WHERE "timePeriod_id" IS NOT NULL')
+        }
+    assert in_window and redone == in_window

@@ -293,7 +293,7 @@ def test_the_repository_refers_to_nothing_outside_it():
         (
             "bench.postprocess",
             ["--events", "1000", "--window-events", "20", "--window-updates", "10"],
-            ["full backfill of 1,000 events", "the pure-SQL floor", "typical 5-minute window"],
+            ["full backfill of 1,000 events", "previous engine", "typical 5-minute window"],
         ),
     ],
 )

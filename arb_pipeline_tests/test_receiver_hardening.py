@@ -106,7 +106,7 @@ def test_loads_and_postprocessing_run_as_the_receiver_role(sender, zoned_receive
     assert post.success, failure_text(post)
     assert_every_row_derived(receiver_db)
     with connect(receiver_db) as conn:
-        assert conn.execute("SELECT count(*) FROM arb_pp_report_info").fetchone()[0] > 0
+        assert conn.execute('SELECT count(*) FROM "AndroidRequests_reportinfo"').fetchone()[0] > 0
         # The role owns nothing, not even a leftover staging table.
         owned = conn.execute(
             "SELECT count(*) FROM pg_class WHERE relowner = to_regrole(%s)", (role,)
@@ -124,12 +124,13 @@ REFUSED = {
     "disable its triggers (FK checks)": 'ALTER TABLE "AndroidRequests_report" DISABLE TRIGGER ALL',
     "rewrite a receiver-only mark": "COMMENT ON COLUMN \"AndroidRequests_report\".transformed IS 'x'",
     "truncate a replicated table": 'TRUNCATE "AndroidRequests_report"',
-    "drop a derived table": "DROP TABLE arb_pp_report_info",
+    "drop a derived table": 'DROP TABLE "AndroidRequests_reportinfo"',
+    "drop the problems table": "DROP TABLE arb_pp_problem",
     "write a table outside its list": "INSERT INTO arb_admin_canary VALUES (2, 'intruder')",
     "delete from it": "DELETE FROM arb_admin_canary",
     "read it": "SELECT * FROM arb_admin_canary",
     "rewrite the migration ledger": "DELETE FROM arb_schema_migration",
-    "change reference data": 'UPDATE "AndroidRequests_zonification" SET comuna = comuna',
+    "change reference data": 'UPDATE "AndroidRequests_zonificationtransantiago" SET comuna = comuna',
     "create a database": "CREATE DATABASE arb_intruder",
     "create a role": "CREATE ROLE arb_intruder",
     "read pg_authid": "SELECT rolpassword FROM pg_authid",
@@ -177,7 +178,11 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
     assert attributes == (False,) * 5
     # Exactly the replicated tables (the catalog file) and the receiver's own: a table added by a
     # migration and not to the script fails here.
-    assert writable == REPLICATED | derived | {"arb_loaded_backup", "arb_postprocess_state"}
+    assert writable == REPLICATED | derived | {
+        "arb_loaded_backup",
+        "arb_postprocess_state",
+        "AndroidRequests_reportinfo",
+    }
     with connect(receiver_db) as admin:
         assert admin.execute("SELECT * FROM arb_admin_canary").fetchall() == [(1, "untouched")]
         assert (

@@ -149,7 +149,7 @@ def test_another_zoning_replaces_the_zones_and_clears_references_to_gone_ones(zo
         assert zoning_digest(conn) != before, "postprocessing sees a new zoning"
 
 
-@pytest.mark.parametrize("case", ["missing", "not a shapefile", "garbage"])
+@pytest.mark.parametrize("case", ["missing", "not a shapefile", "garbage", "other attributes"])
 def test_a_file_that_is_not_a_zoning_is_refused_and_changes_nothing(zoned_receiver_db, tmp_path, case):
     before = zones(zoned_receiver_db)
     if case == "missing":
@@ -158,6 +158,9 @@ def test_a_file_that_is_not_a_zoning_is_refused_and_changes_nothing(zoned_receiv
         path = tmp_path / "zones.csv"
         path.write_text("id,comuna\n1,Santiago\n")
         says = "not a shapefile (no zones.shp, zones.shx, zones.dbf)"
+    elif case == "other attributes":  # a zoning, but without TranSappViz's attributes
+        path = _export(zoned_receiver_db, tmp_path, f"SELECT id, comuna AS nombre, geom FROM {Z}")
+        says = "the shapefile lacks attribute(s) area, cartodb_id, com, comuna, comunidad_, created_at"
     else:
         for suffix in (".shp", ".shx", ".dbf"):
             (tmp_path / f"bad{suffix}").write_bytes(b"this is not a shapefile\n" * 10)

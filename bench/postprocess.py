@@ -7,10 +7,10 @@ set-based (the generator's bulk SQL, as if loaded): one GTFS version's stops, bu
 ``--events`` bus and bus-stop events with one vote each spread over 30 days, trips
 (poses) of the same phones, reports (a few malformed) and a grid of zones. Then:
 
-* **full backfill**: the first run of every derivation computes every row; the baseline
-  is the pure-SQL floor of that write (``INSERT ... SELECT`` of each source's ids and
-  versions into a copy of each derived table, same key and foreign key), measured in
-  the same run;
+* **full backfill**: the first run of every derivation computes every row, writing
+  TranSappViz's columns and reportinfo rows (zones and nearest stops in PostGIS); the
+  baseline is the previous engine's figures (``arb_pp_*`` tables, shapely and scipy in
+  Python): 94 s for 1M events, 0.61 s a window, on this 2-core machine;
 * **typical window**: a 5-minute window's worth of new events and votes plus votes
   that update older events (as a partial load marks them), then one incremental run;
 * **idle**: an incremental run with nothing pending (what every run costs at least).
@@ -115,40 +115,9 @@ def _fill(conn, events: int, poses: int, end: datetime, days: float) -> dict:
     return counts
 
 
-DERIVED = {
-    "arb_pp_eventforbusstop_period": "eventforbusstop",
-    "arb_pp_eventforbusv2_period": "eventforbusv2",
-    "arb_pp_busv2_plate": "busv2",
-    "arb_pp_report_info": "report",
-    "arb_pp_eventforbusstop_zone": "eventforbusstop",
-    "arb_pp_eventforbusv2_zone": "eventforbusv2",
-    "arb_pp_report_zone": "report",
-    "arb_pp_eventforbusv2_direction": "eventforbusv2",
-    "arb_pp_eventforbusv2_nearest_stops": "eventforbusv2",
-}
-
-
-def _baseline_floor(conn) -> float:
-    """The pure-SQL floor of a backfill: one row per source row written into a copy of
-    every derived table (same key, same foreign key), id and version only, nothing
-    computed and nothing crossing the wire."""
-    seconds = 0.0
-    for derived, source in DERIVED.items():
-        with conn.transaction():
-            conn.execute(f"CREATE TABLE bench_floor (LIKE {derived} INCLUDING DEFAULTS INCLUDING INDEXES)")
-            conn.execute(
-                f'ALTER TABLE bench_floor ADD FOREIGN KEY (id) REFERENCES "{P}{source}"(id) '
-                "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED"
-            )
-        t0 = time.perf_counter()
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO bench_floor (id, source_changed_at) "
-                f'SELECT id, arb_changed_at FROM "{P}{source}"'
-            )
-        seconds += time.perf_counter() - t0
-        conn.execute("DROP TABLE bench_floor")
-    return seconds
+# The previous engine (arb_pp_* tables; shapely STRtree zones, scipy cKDTree stops), same
+# bench, same machine, 1M events: docs/benchmarks.md.
+PREVIOUS = {"events": 1_000_000, "full_s": 94.0, "window_s": 0.61}
 
 
 def _window(conn, events: int, updates: int, at: datetime) -> None:
@@ -170,7 +139,7 @@ def _window(conn, events: int, updates: int, at: datetime) -> None:
             ]
             conn.execute(
                 f'UPDATE "{P}{kind}" SET "timeStamp" = %s, "eventConfirm" = "eventConfirm" + 1, '
-                f"arb_changed_at = clock_timestamp() WHERE id = ANY(%s)",
+                f"arb_changed_at = clock_timestamp(), transformed = false WHERE id = ANY(%s)",
                 (at, ids),
             )
             conn.execute(
@@ -224,11 +193,7 @@ def main(argv=None) -> int:
             counts = _fill(conn, args.events, args.poses or 2 * args.events, end, days=30)
         with connect(dsn, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")
-            t_copy = _baseline_floor(conn)
         n_events = counts["eventforbusv2"] + counts["eventforbusstop"]
-        print(
-            f"baseline: writing every derived row's key and version in pure SQL: {t_copy:.1f} s", flush=True
-        )
 
         t_full = _report(f"full backfill ({n_events:,} events, {counts['report']:,} reports)", run_all(dsn))
         t_idle = _report("idle incremental run (nothing pending)", run_all(dsn))
@@ -246,10 +211,13 @@ def main(argv=None) -> int:
         )
 
         print("\n== postprocessing benchmark ==")
+        before = PREVIOUS["full_s"] / PREVIOUS["events"] * n_events  # the previous rate, at this size
         figures = {
             f"full backfill of {n_events:,} events": f"{t_full:.1f} s, {n_events / t_full:,.0f} events/s; "
-            f"{t_full / t_copy:.1f}x the pure-SQL floor ({t_copy:.1f} s)",
-            "typical 5-minute window": f"{t_window:.2f} s ({t_window / t_full * 100:.2f} % of the backfill)",
+            f"previous engine {PREVIOUS['events'] / PREVIOUS['full_s']:,.0f} events/s "
+            f"({before:.1f} s at this size): {before / t_full:.2f}x as fast",
+            "typical 5-minute window": f"{t_window:.2f} s (previous engine {PREVIOUS['window_s']:.2f} s: "
+            f"{PREVIOUS['window_s'] / t_window:.2f}x as fast)",
             "idle run, nothing pending": f"{t_idle:.2f} s",
             "a past window by hand": f"{t_redo:.2f} s",
         }
@@ -259,7 +227,6 @@ def main(argv=None) -> int:
             json.dumps(
                 {
                     "full_s": t_full,
-                    "copy_s": t_copy,
                     "window_s": t_window,
                     "idle_s": t_idle,
                     "events": n_events,

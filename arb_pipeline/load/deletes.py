@@ -32,8 +32,8 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
     NO ACTION: the commit would fail and no complete would ever load). So a parent a backup
     wrote lives on while a kept row needs it; the next complete after the referrer is gone
     deletes it. (A self-reference is checked against the table before the delete, so a row
-    pointing at another absent row keeps it until the next complete.) Derived tables
-    (``arb_pp_*``, ON DELETE CASCADE) are not replicated: their rows go with their parent's.
+    pointing at another absent row keeps it until the next complete.) Derived data
+    (TranSappViz's columns; reportinfo, ON DELETE CASCADE) goes with its row.
 
     After the merge every staged row exists in the table with a version; when the table holds
     no more such rows than were staged, nothing can be absent and the anti-join is skipped."""

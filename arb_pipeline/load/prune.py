@@ -5,7 +5,7 @@ that version on every row it holds. So once a complete is loaded, a replicated r
 a version is one the sender's snapshot did not have: history the sender purged before the
 pipeline, or a row only the receiver has. An operator who wants the receiver to be the
 sender's copy and nothing more removes them here, in one transaction, children first.
-Derived rows (``arb_pp_*``, ON DELETE CASCADE) go with them.
+Derived values (TranSappViz's columns) go with them, and reportinfo rows (ON DELETE CASCADE).
 
 A row still referenced by a row that stays (one a backup wrote) is kept and counted as
 such, as in a complete's deletes: removing it would break that reference.

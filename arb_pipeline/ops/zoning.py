@@ -103,6 +103,8 @@ def import_zoning(dsn: str, path: Path, srid: int = SRID) -> ZoningImport:
     with connect(dsn, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass(%s)", (f'public."{ZONES}"',)).fetchone()[0] is None:
             raise ConfigError(f"the receiver has no {ZONES}: run `arb migrate --role receiver` first")
+        # One import at a time: they share the staging table. Released when the session ends.
+        conn.execute("SELECT pg_advisory_lock(hashtext('arb_zones_import'))")
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(STAGE))
         try:
             conn.execute(script)  # shp2pgsql's own BEGIN ... COMMIT

@@ -129,22 +129,33 @@ class Derivation:
         if not rows.empty:
             copy_out(conn, source, self.compute(conn, ctx, source, rows))
 
-    def write(self, conn, source: Source) -> None:
+    def write(self, conn, source: Source, others_done: str | None = None) -> None:
         """Write arb_pp_out where TranSappViz reads. By default: the columns of the source's
-        own rows, by id; a row already holding those values is not rewritten."""
+        own rows, by id; a row already holding those values is not rewritten. A written row
+        the table's other derivations have passed (changed at or before ``others_done``)
+        is fully derived: ``transformed`` goes in the same write, not a second one."""
         if not source.columns:
             return
         cols = [sql.Identifier(c) for c in source.columns]
+        sets = [sql.SQL("{c} = o.{c}").format(c=c) for c in cols]
+        if others_done is not None:
+            sets.append(
+                sql.SQL(
+                    "{t} = CASE WHEN t.{c} IS NULL OR t.{c} <= %(others)s::timestamptz "
+                    "THEN true ELSE t.{t} END"
+                ).format(t=sql.Identifier(TRANSFORMED), c=sql.Identifier(CHANGED))
+            )
         conn.execute(
             sql.SQL(
                 "UPDATE {t} t SET {sets} FROM {out} o WHERE t.id = o.id AND ({tc}) IS DISTINCT FROM ({oc})"
             ).format(
                 t=sql.Identifier(source.table),
-                sets=sql.SQL(", ").join(sql.SQL("{c} = o.{c}").format(c=c) for c in cols),
+                sets=sql.SQL(", ").join(sets),
                 out=sql.Identifier(OUT),
                 tc=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in cols),
                 oc=sql.SQL(", ").join(sql.SQL("o.{}").format(c) for c in cols),
-            )
+            ),
+            {"others": others_done},
         )
 
 
@@ -215,6 +226,8 @@ def run_derivation(
 
         covering = covering_derivations()
     with connect(dsn, autocommit=True, application_name=f"arb_postprocess_{derivation.name}") as conn:
+        # Batches are many short index lookups: compiling them (JIT) costs more than it saves.
+        conn.execute("SET jit = off")
         # One run of a derivation at a time, whoever starts it.
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_lock_key(derivation.name),))
         try:
@@ -236,7 +249,9 @@ def run_derivation(
             result = RunResult(derivation.name, mode, reason)
             ctx = derivation.prepare(conn)
             for source in derivation.sources:
-                result.sources.append(_run_source(conn, derivation, ctx, source, scope, since, batch_rows))
+                result.sources.append(
+                    _run_source(conn, derivation, ctx, source, scope, since, batch_rows, covering)
+                )
             conn.execute(
                 "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, "
                 "last_run_at, last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
@@ -387,10 +402,27 @@ def _record_problems(conn, derivation: Derivation, source: Source, result: Sourc
         result.sample_problems += [f"{source.table} id {i}: {p}" for i, p in sample]
 
 
+def _others_done(conn, derivation: Derivation, table: str, covering) -> str | None:
+    """The least done_through of the table's other derivations ('infinity': none), or None
+    when one has not run yet or the table has no ``transformed``."""
+    if not _has_column(conn, table, TRANSFORMED):
+        return None
+    others = [n for n in covering.get(table, ()) if n != derivation.name]
+    if not others:
+        return "infinity"
+    row = conn.execute(
+        "SELECT min(done_through)::text FROM arb_postprocess_state WHERE derivation = ANY(%s) "
+        "HAVING count(done_through) = %s",
+        (others, len(set(others))),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def _run_source(
-    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, batch_rows: int
+    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, batch_rows: int, covering
 ) -> SourceResult:
     result = SourceResult(source.table, source.writes)
+    others_done = _others_done(conn, derivation, source.table, covering)
     if _collect(conn, source, scope, since):
         todo = sql.Identifier(TODO)
         # A batch is an id range (after, upto] of the todo table, so joins can be set-based
@@ -407,7 +439,7 @@ def _run_source(
                 upto, last = (row[0], False) if row else (2**31 - 1, True)
                 _create_out(conn, source)
                 derivation.fill(conn, ctx, source, {"after": after, "upto": upto})
-                derivation.write(conn, source)
+                derivation.write(conn, source, others_done)
                 _record_problems(conn, derivation, source, result)
                 after = upto
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))

@@ -35,28 +35,33 @@ UPDATE {_STOPS} SET point = ST_SetSRID(ST_MakePoint(longitude, latitude), {STOP_
 WHERE point IS NULL OR transformed IS NOT TRUE OR ST_X(point) <> longitude OR ST_Y(point) <> latitude
 """
 
+# The batch's events: location (newest vote), the GTFS version in force and the point.
+_POINTS = f"""
+CREATE TEMP TABLE arb_pp_points ON COMMIT DROP AS
+SELECT s.id, v.longitude, v.latitude,
+       coalesce(g.id, (SELECT id FROM {_GTFS} ORDER BY "timeCreation", id LIMIT 1)) AS gtfs_id,
+       ST_SetSRID(ST_MakePoint(v.longitude, v.latitude), {STOP_SRID}) AS pt
+FROM {TODO} t JOIN {{src}} s ON s.id = t.id {{joins}}
+LEFT JOIN (SELECT id, "timeCreation" AS lo,
+                  lead("timeCreation") OVER (ORDER BY "timeCreation", id) AS hi FROM {_GTFS}) g
+  ON s."timeCreation" >= g.lo AND (g.hi IS NULL OR s."timeCreation" < g.hi)
+WHERE t.id > %(after)s AND t.id <= %(upto)s
+"""
+
 _FILL = f"""
 INSERT INTO {OUT} (id, "busStop1", "busStop2", problem)
-SELECT s.id, n.codes[1], n.codes[2],
-       CASE WHEN v.longitude IS NULL OR v.latitude IS NULL THEN %(no_vote)s
-            WHEN g.id IS NULL THEN 'no GTFS version: no bus stops to compare with'
+SELECT p.id, n.codes[1], n.codes[2],
+       CASE WHEN p.longitude IS NULL OR p.latitude IS NULL THEN %(no_vote)s
+            WHEN p.gtfs_id IS NULL THEN 'no GTFS version: no bus stops to compare with'
             WHEN coalesce(cardinality(n.codes), 0) < 2
-            THEN format('GTFS version %%s has fewer than two bus stops', g.id) END
-FROM {TODO} t JOIN {{src}} s ON s.id = t.id {{joins}}
-LEFT JOIN LATERAL (
-    SELECT coalesce(
-        (SELECT id FROM {_GTFS} WHERE "timeCreation" <= s."timeCreation" ORDER BY "timeCreation" DESC, id DESC
-         LIMIT 1),
-        (SELECT id FROM {_GTFS} ORDER BY "timeCreation", id LIMIT 1)) AS id) g ON true
-LEFT JOIN LATERAL (SELECT ST_SetSRID(ST_MakePoint(v.longitude, v.latitude), {STOP_SRID}) AS pt) q ON true
+            THEN format('GTFS version %%s has fewer than two bus stops', p.gtfs_id) END
+FROM arb_pp_points p
 LEFT JOIN LATERAL (
     SELECT array_agg(c.code ORDER BY c.d, c.code) AS codes FROM (
-        SELECT k.code, ST_DistanceSphere(ST_SetSRID(k.point, 4326), ST_SetSRID(q.pt, 4326)) AS d
-        FROM (SELECT b.code, b.point FROM {_STOPS} b WHERE b.gtfs_id = g.id AND b.point IS NOT NULL
-              ORDER BY b.point <-> q.pt LIMIT {CANDIDATES}) k
-        ORDER BY d, k.code LIMIT 2) c
-    WHERE v.longitude IS NOT NULL AND v.latitude IS NOT NULL) n ON true
-WHERE t.id > %(after)s AND t.id <= %(upto)s
+        SELECT k.code, ST_DistanceSphere(ST_SetSRID(k.point, 4326), ST_SetSRID(p.pt, 4326)) AS d
+        FROM (SELECT b.code, b.point FROM {_STOPS} b WHERE b.gtfs_id = p.gtfs_id
+              ORDER BY b.point <-> p.pt LIMIT {CANDIDATES}) k
+        ORDER BY d, k.code LIMIT 2) c) n ON p.pt IS NOT NULL
 """
 
 
@@ -90,6 +95,7 @@ class NearestStops(Derivation):
 
     def fill(self, conn, ctx, source: Source, bounds: dict) -> None:
         conn.execute(
-            sql.SQL(_FILL).format(src=sql.Identifier(source.table), joins=sql.SQL(source.joins)),
-            {**bounds, "no_vote": NO_VOTE},
+            sql.SQL(_POINTS).format(src=sql.Identifier(source.table), joins=sql.SQL(source.joins)), bounds
         )
+        conn.execute(_FILL, {"no_vote": NO_VOTE})
+        conn.execute("DROP TABLE arb_pp_points")

@@ -304,7 +304,7 @@ class ReportInfo(Derivation):
             WHERE zonification_id IS NULL AND "userLongitude" IS NOT NULL AND "userLatitude" IS NOT NULL"""
         )
 
-    def write(self, conn, source: Source) -> None:
+    def write(self, conn, source: Source, others_done: str | None = None) -> None:
         """One row per report: reports that give none lose theirs, a report's extra rows
         (a receiver TranSappViz filled twice) go, the first is updated, missing ones added."""
         cols = [sql.Identifier(c) for c in COLUMNS]

@@ -6,13 +6,17 @@
   already, they are recorded as *adopted* and never run. A database with some of the
   tables and not others is refused, naming them.
 - **pipeline** (``schema/pipeline/`` and ``schema/postprocess/<catalog's postprocess>/``):
-  the pipeline's own objects (ledger, staging schema, postprocessing tables), written to
-  run on either kind of database: they add, and never change what the app created.
+  the pipeline's own objects (ledger, staging schema, postprocessing tables) and, where
+  missing, the receiver app's own part (TranSappViz's columns and reference tables), written
+  to run on either kind of database: they add, and never change what the app created.
 
 Files live in ``<layer folder>/common`` (both servers) and ``<layer folder>/<role>``; they
 are applied in order of their numeric prefix and recorded with their sha256 in
 ``arb_schema_migration``. Applying twice is a no-op; an applied file whose content changed
-is refused rather than silently skipped. After them, schema/catalog_sync.py brings the
+is refused rather than silently skipped. A pending migration that creates an extension
+(``CREATE EXTENSION IF NOT EXISTS``: PostGIS for TranSappViz's part of the receiver, 0200)
+is checked before anything runs: the server must have it and, unless the database has it
+already, the migrating role must be a superuser. After them, schema/catalog_sync.py brings the
 per-table objects in line with the catalog (``arb_synced_at`` on each replicated table,
 the role's table list).
 """

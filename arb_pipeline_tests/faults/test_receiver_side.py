@@ -92,7 +92,7 @@ def test_8_postprocess_killed(pipeline):
     p.traffic(k1, 80)
     p.send(k1)
     p.receive_ok()
-    _kill_while_locked(p, "arb_pp_report_info", p.receive_cli(k1, "postprocess"), p.receiver_dsn)
+    _kill_while_locked(p, P + "reportinfo", p.receive_cli(k1, "postprocess"), p.receiver_dsn)
     assert len(p.reap("receiver")) == 1
     # The next load's materialization wakes postprocess_sensor; its run computes all that is pending.
     p.traffic(k2, 30)
