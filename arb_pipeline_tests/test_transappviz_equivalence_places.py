@@ -127,7 +127,7 @@ def test_N1_the_two_nearest_stops_in_metres_of_the_gtfs_version_in_force(city):
 
 def test_N2_busstop_point_as_transappviz_writes_it(city):
     """TranSappViz's transform writes ``point`` as Point(longitude, latitude) with the
-    field's SRID 32140 (no reprojection): the same values here."""
+    field's SRID 32140 (no reprojection) and marks the stop ``transformed``: the same here."""
     with connect(city) as conn:
         seed_stops(conn)
         stop_event(conn, 1, at("2026-11-25T15:00:00+00:00"))
@@ -135,13 +135,13 @@ def test_N2_busstop_point_as_transappviz_writes_it(city):
     derive(city)
     rows = query(
         city,
-        f'SELECT code, ST_X(point), ST_Y(point), ST_SRID(point) FROM "{P}busstop" '
+        f'SELECT code, ST_X(point), ST_Y(point), ST_SRID(point), transformed FROM "{P}busstop" '
         "WHERE point IS NOT NULL ORDER BY id",
     )
     assert "PA1" in [r[0] for r in rows], "the stop of a bus-stop event has its point"
-    for code, x, y, srid in rows:
+    for code, x, y, srid, transformed in rows:
         lon, lat = {"OLD1": IN_1, "PA1": EAST_100M, "PA2": NORTH_110M, "PA3": IN_2}[code]
-        assert (x, y, srid) == pytest.approx((lon, lat, 32140)), code
+        assert (x, y, srid, transformed) == (pytest.approx(lon), pytest.approx(lat), 32140, True), code
 
 
 # -- D: direction --------------------------------------------------------------------------
