@@ -54,11 +54,13 @@ FIELDS = (
 
 
 def _number(value, low: float, high: float) -> float | None:
-    """A coordinate from a number or a numeric string; None if it isn't one in range."""
+    """A coordinate from a number or a numeric string; None if it isn't one in range.
+    Clients sent the user's position as text behind ``\\/`` (TranSappViz's transform.py
+    and its migration 0918 strip it): leading backslashes and slashes are dropped."""
     if isinstance(value, bool) or value is None:
         return None
     try:
-        x = float(value.strip() if isinstance(value, str) else value)
+        x = float(value.strip().lstrip("\\/") if isinstance(value, str) else value)
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) and low <= x <= high else None
