@@ -1,7 +1,9 @@
 -- Roll back a cutover (docs/cutover.md): remove everything `arb migrate` and the role
 -- scripts added to a database whose app tables Django created, on either server. The
 -- pipeline's objects are additive, so the app's tables, their rows and the old tool's
--- columns stay as they are; rows the pipeline loaded stay too (they are the sender's).
+-- columns stay as they are; rows the pipeline loaded stay too (they are the sender's), and
+-- so do TranSappViz's own columns and tables that `arb migrate` added where they were
+-- missing (schema/postprocess/transapp/receiver/0200_transappviz.sql): they are the app's.
 --
 -- Stop the pipeline's services first. Run as the database's owner (or a superuser):
 --
@@ -14,13 +16,15 @@
 \set ON_ERROR_STOP on
 BEGIN;
 
--- The pipeline's tables: migrations ledger, role table list, backup ledger,
--- postprocessing's derived tables and state. None of the app's tables references them.
-DROP TABLE IF EXISTS
-    arb_schema_migration, arb_role_table, arb_loaded_backup, arb_postprocess_state,
-    arb_pp_eventforbusstop_period, arb_pp_eventforbusv2_period, arb_pp_busv2_plate,
-    arb_pp_report_info, arb_pp_eventforbusstop_zone, arb_pp_eventforbusv2_zone,
-    arb_pp_report_zone, arb_pp_eventforbusv2_direction, arb_pp_eventforbusv2_nearest_stops;
+-- The pipeline's tables, all named arb_*: migrations ledger, role table list, backup
+-- ledger, postprocessing's state and problems. None of the app's tables references them.
+SELECT format('DROP TABLE IF EXISTS public.%I CASCADE', c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname LIKE 'arb\_%'
+ORDER BY c.relname \gexec
+
+-- Postprocessing's trigger on reports (deleting a report's reportinfo rows) goes with its function.
+DROP FUNCTION IF EXISTS arb_delete_reportinfo() CASCADE;
 
 -- Complete loads' scratch tables.
 DROP SCHEMA IF EXISTS arb_stage CASCADE;
@@ -33,8 +37,11 @@ FROM information_schema.columns
 WHERE table_schema = 'public' AND column_name IN ('arb_synced_at', 'arb_changed_at')
 ORDER BY table_name, column_name \gexec
 
--- Postprocessing's lookup indexes, created only where no index led by those columns existed.
-DROP INDEX IF EXISTS "AndroidRequests_token_phoneId_idx", "AndroidRequests_eventforbusv2_phoneId_timeCreation_idx";
+-- Postprocessing's lookup indexes on the app's tables, all named arb_idx_*.
+SELECT format('DROP INDEX IF EXISTS public.%I', c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'i' AND c.relname LIKE 'arb\_idx\_%'
+ORDER BY c.relname \gexec
 
 \if :{?role}
   DROP OWNED BY :"role";

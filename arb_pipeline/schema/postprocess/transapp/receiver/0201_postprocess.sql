@@ -51,8 +51,9 @@ BEGIN
                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                    WHERE k.ord <= cardinality(ix.cols)) = ix.cols
         ) THEN
-            EXECUTE format('CREATE INDEX ON %I (%s)', ix.t,
-                           (SELECT string_agg(format('%I', c), ', ') FROM unnest(ix.cols) AS c));
+            -- Named arb_idx_* so deploy/sql/rollback.sql finds exactly the pipeline's own.
+            EXECUTE format('CREATE INDEX %I ON %I (%s)', 'arb_idx_' || left(md5(ix.t || array_to_string(ix.cols, ',')), 12),
+                           ix.t, (SELECT string_agg(format('%I', c), ', ') FROM unnest(ix.cols) AS c));
         END IF;
     END LOOP;
 END $$;
@@ -89,3 +90,16 @@ CREATE TABLE IF NOT EXISTS arb_pp_transformed (
     source_table text PRIMARY KEY,
     done_through timestamptz NOT NULL
 );
+
+-- 5. TranSappViz's reportinfo rows are derived from their report. On a receiver
+-- TranSappViz created, their foreign key does not cascade (Django cascades in Python,
+-- not in the database), so a complete deleting a report would fail at commit. The
+-- pipeline's own trigger does Django's part; where the key cascades it changes nothing.
+CREATE OR REPLACE FUNCTION arb_delete_reportinfo() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    DELETE FROM "AndroidRequests_reportinfo" WHERE report_id = OLD.id;
+    RETURN OLD;
+END
+$f$;
+CREATE OR REPLACE TRIGGER arb_delete_reportinfo BEFORE DELETE ON "AndroidRequests_report"
+    FOR EACH ROW EXECUTE FUNCTION arb_delete_reportinfo();
