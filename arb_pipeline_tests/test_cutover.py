@@ -24,6 +24,7 @@ import pytest
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING, compare_tables
+from arb_pipeline.ops.zoning import bundled_zoning, import_zoning
 from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.support.backups import P, complete_for_yesterday, partial_for
 from arb_pipeline_tests.support.existing import (
@@ -45,6 +46,14 @@ EV, STAT, POSE = P + "eventforbusv2", P + "stadisticdatafromregistrationbus", P 
 DERIVED = (P + "eventforbusstop", EV, P + "report")  # the tables with the old receiver's `transformed`
 APP_TABLES = '"AndroidRequests_"*'  # a pg_dump -t pattern: quoted for the mixed case
 NEVER_EMPTY = (EV, STAT, POSE)  # tables the old receiver's history keeps non-empty
+INFO, REPORT = P + "reportinfo", P + "report"
+TRANSFORM_SQL = TRANSAPPVIZ_DDL.with_name("transappviz_transform.sql")
+_PERIODS = ('"timePeriod_id"', '"halfHourPeriod_id"', "zonification_id")
+DERIVED_COLUMNS = {  # TranSappViz's own columns on replicated tables, besides `transformed`
+    EV: (*_PERIODS, '"busStop1"', '"busStop2"', "direction"),
+    P + "eventforbusstop": _PERIODS,
+    P + "busstop": ("point",),
+}
 
 
 def _ids(dsn, table, where="true"):
@@ -61,31 +70,28 @@ def _contents(dsn, tables):
 
 
 def _old_receiver_fill(sender, receiver):
-    """The old tool's copy of every app table, then its postprocessing: `transformed = true`
-    and the events' time periods filled. Django gives `transformed` no database default, so
-    the copy lends it one and takes it back."""
-    with connect(receiver) as conn:
-        conn.execute(
-            f'INSERT INTO "{P}timeperiod" ("dayType", "initialTime", "endTime") '
-            "SELECT d, '00:00', '23:59:59' FROM unnest(ARRAY['Laboral', 'Sábado', 'Domingo']) d"
-        )
-        conn.execute(
-            f'INSERT INTO "{P}halfhourperiod" ("initialTime", "endTime") '
-            "SELECT make_time(h / 2, 30 * (h % 2), 0), make_time(h / 2, 30 * (h % 2) + 29, 59) "
-            "FROM generate_series(0, 47) h"
-        )
-        for t in DERIVED:
-            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed SET DEFAULT true')
+    """The old receiver: the zoning TranSappViz loaded from the EOD 2012 shapefile, the old
+    tool's copy of every app table, then what TranSappViz's transform.py derived from it
+    (support/django_ddl/transappviz_transform.sql)."""
+    with connect(receiver, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA arb_stage")  # the import's scratch, gone before any dump
+        import_zoning(receiver, bundled_zoning())
+        conn.execute("DROP SCHEMA arb_stage")
     copy_rows(sender, receiver, list(current_catalog().complete_tables))
-    with connect(receiver) as conn:
-        for t in DERIVED:
-            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed DROP DEFAULT')
-        for t in DERIVED[:2]:
-            conn.execute(
-                f'UPDATE "{t}" SET "timePeriod_id" = (SELECT min(id) FROM "{P}timeperiod"), '
-                f'"halfHourPeriod_id" = (SELECT id FROM "{P}halfhourperiod" ORDER BY id '
-                'OFFSET extract(hour FROM "timeCreation")::int * 2 LIMIT 1)'
-            )
+    with connect(receiver, autocommit=True) as conn:
+        conn.execute(TRANSFORM_SQL.read_text())
+
+
+def _derived(dsn):
+    """TranSappViz's derived values: per table, each row's receiver-only columns by id, and
+    the reportinfo rows by report."""
+    with connect(dsn) as conn:
+        out = {
+            t: dict(conn.execute(f'SELECT id, ({", ".join(cols)})::text FROM "{t}"').fetchall())
+            for t, cols in DERIVED_COLUMNS.items()
+        }
+        out[INFO] = dict(conn.execute(f'SELECT report_id, (i.*)::text FROM "{INFO}" i').fetchall())
+        return out
 
 
 def _purge_on_sender(sender, n=3):
@@ -196,6 +202,15 @@ def old_servers(pg_cluster, tmp_path):
 def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster, old_servers, tmp_path):
     sender, receiver, media, purged, voted, at_copy = old_servers
     copied = {t: _ids(receiver, t) for t in DERIVED}
+    derived = _derived(receiver)
+    # What the old transform left: every event in a period and a half hour, events with votes
+    # in a zone of the real zoning, a reportinfo row per report.
+    for t in DERIVED[:2]:
+        assert copied[t] == _ids(
+            receiver, t, '"timePeriod_id" IS NOT NULL AND "halfHourPeriod_id" IS NOT NULL'
+        )
+        assert _ids(receiver, t, "zonification_id IS NOT NULL"), t
+    assert set(derived[INFO]) == copied[REPORT]
     seq_before = sequences(receiver)
     app_schema = schema_dump(pg_cluster, sender, APP_TABLES)
     sender_schema = schema_dump(pg_cluster, sender)
@@ -207,25 +222,19 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
     assert schema_dump(pg_cluster, sender, APP_TABLES) == app_schema
     sender_role, reader_dsn = make_sender_role(pg_cluster, sender)  # backups read as the read-only role
 
-    # The receiver: the dry run changes nothing and names what Django's NOT NULL columns the
-    # sender never ships would refuse; the operator fixes those (docs/cutover.md), then it fits.
+    # The receiver: the dry run changes nothing and names the NOT NULL columns the sender never
+    # ships (Django's `transformed` is nullable: it reads NULL as not transformed yet); the
+    # operator fixes those (docs/cutover.md), then it fits.
     dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
     assert dry.returncode == 1, dry.stderr + dry.stdout
     assert schema_dump(pg_cluster, receiver) == rx_schema
-    misfits = {
-        (line.split()[1], col)
-        for line in dry.stdout.splitlines()
-        if line.lstrip().startswith("FAIL")
-        for col in ("transformed", "email", "sessionToken")
-        if f"column {col} is NOT NULL without a default" in line
-    }
-    assert misfits == {(t, "transformed") for t in DERIVED} | {
-        (P + "transappuser", "email"),
-        (P + "transappuser", "sessionToken"),
-    }, dry.stdout
+    fails = [line.split(None, 2)[1:] for line in dry.stdout.splitlines() if line.lstrip().startswith("FAIL")]
+    refused = "is NOT NULL without a default and the sender does not ship it: new rows can't be inserted"
+    assert fails == [
+        [P + "transappuser", f"column email {refused}"],
+        [P + "transappuser", f"column sessionToken {refused}"],
+    ], dry.stdout
     with connect(receiver) as conn:
-        for t in DERIVED:  # the viz's own processing picks rows up by transformed = false
-            conn.execute(f'ALTER TABLE "{t}" ALTER COLUMN transformed SET DEFAULT false')
         conn.execute(f'ALTER TABLE "{P}transappuser" ALTER COLUMN email DROP NOT NULL')
         conn.execute(f'ALTER TABLE "{P}transappuser" ALTER COLUMN "sessionToken" DROP NOT NULL')
     dry = arb("migrate", "--role", "receiver", "--dry-run", "--dsn", receiver, "--sender-dsn", sender)
@@ -234,6 +243,7 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
     done = arb("migrate", "--role", "receiver", "--dsn", receiver)
     assert done.returncode == 0, done.stderr
     assert {t: _ids(receiver, t) for t in DERIVED} == copied  # rows untouched by the migration
+    assert _derived(receiver) == derived  # and TranSappViz's values, its reference rows adopted
     rx_role, role_dsn = make_receiver_role(pg_cluster, receiver)
     _refuse_empty_tables(receiver)
 
@@ -285,10 +295,26 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
             (partials[0].manifest.backup_id, True)
         ]
         assert rx.folder(partials[1]).is_dir() and not rx.quarantine.exists()  # it waits in the inbox
-        _, outcomes = evaluate(instance, rx.resources(), data.cursor)
+        data, outcomes = evaluate(instance, rx.resources(), data.cursor)
         assert [(req.run_key, res.success) for req, res in outcomes] == [
             (partials[1].manifest.backup_id, True)
         ]
+
+        # The sender deletes a report TranSappViz derived a reportinfo row for. Django's key from
+        # reportinfo to report is NO ACTION: without the pipeline's trigger deleting the row
+        # first (arb_delete_reportinfo), the next complete would fail at commit.
+        with connect(receiver) as conn:
+            gone = conn.execute(f'SELECT min(report_id) FROM "{INFO}"').fetchone()[0]
+        with connect(sender) as conn:
+            conn.execute(f'DELETE FROM "{REPORT}" WHERE id = %s', (gone,))
+        infos = _derived(receiver)[INFO]
+        second = complete_for_yesterday(reader_dsn, staging, media)
+        rx.deliver(second)
+        _, outcomes = evaluate(instance, rx.resources(), data.cursor)
+        assert [(req.run_key, res.success) for req, res in outcomes] == [(second.manifest.backup_id, True)]
+        assert gone not in _ids(receiver, REPORT)
+        assert _derived(receiver)[INFO] == {r: row for r, row in infos.items() if r != gone}
+        copied[REPORT].discard(gone)
 
     # Shipped rows reach parity; what differs is only the receiver's history the sender purged
     # (the columns the catalog keeps on the sender, which the old tool copied, are not compared).
@@ -314,8 +340,16 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         changed = {i for i, row in at_copy[t].items() if i in now[t] and now[t][i] != row}
         assert copied[t] - changed <= _ids(receiver, t, "transformed"), t
         assert changed <= _ids(receiver, t, "NOT transformed"), t  # content changed: redone
-        assert _ids(receiver, t) - copied[t] <= _ids(receiver, t, "NOT transformed"), t  # new rows wait
-    assert voted <= _ids(receiver, EV, "NOT transformed")
+        assert _ids(receiver, t) - copied[t] <= _ids(receiver, t, "transformed IS NOT TRUE"), (
+            t
+        )  # new rows wait
+    assert voted <= _ids(receiver, EV, "transformed IS NOT TRUE")
+    # TranSappViz's derived values stay on every row the receiver keeps (loads never write them).
+    after_loads = _derived(receiver)
+    for t, rows in derived.items():
+        kept = {i: rows[i] for i in after_loads[t] if i in rows}
+        assert kept == {i: after_loads[t][i] for i in kept}, t
+    assert set(after_loads[INFO]) == copied[REPORT]
 
     after = sequences(receiver)
     assert {s: after[s] for s in seq_before if after[s] < seq_before[s]} == {}

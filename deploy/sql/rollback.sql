@@ -37,6 +37,14 @@ FROM information_schema.columns
 WHERE table_schema = 'public' AND column_name IN ('arb_synced_at', 'arb_changed_at')
 ORDER BY table_name, column_name \gexec
 
+-- The mark the receiver's migrations put on TranSappViz's own columns so loads never write
+-- them (a comment starting 'arb:receiver-only'): the columns stay, the mark goes.
+SELECT format('COMMENT ON COLUMN public.%I.%I IS NULL', c.relname, a.attname)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND a.attnum > 0 AND NOT a.attisdropped
+  AND col_description(c.oid, a.attnum) LIKE 'arb:receiver-only%'
+ORDER BY c.relname, a.attname \gexec
+
 -- Postprocessing's lookup indexes on the app's tables, all named arb_idx_*.
 SELECT format('DROP INDEX IF EXISTS public.%I', c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
