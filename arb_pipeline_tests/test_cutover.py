@@ -1,15 +1,19 @@
 """Cutover: the pipeline takes over a TranSapp/TranSappViz pair it did not create (docs/cutover.md).
 
 Both databases are built from Django-style DDL written independently of the project's
-migrations (support/django_ddl/). The sender has years of app rows; the receiver holds what
-the old tool copied, its derived columns filled, rows the sender has purged since, and
-sequences advanced past its own ids. Then, as the runbook says: `arb migrate` on the sender
-(its tables unchanged) and its read-only role; on the receiver the dry run's compatibility
-report, the fixes it names, `arb migrate` and the role script; the first complete, then
-partials through the inbox sensor's real tick (one waiting while the receiver's clock is 3
-minutes behind). Shipped rows reach parity; the receiver's history and derived values
-survive; no sequence moves backwards; no reader ever sees an empty table; and
-deploy/sql/rollback.sql leaves both schemas as they were before `arb migrate`.
+migrations (support/django_ddl/); the receiver has TranSappViz's own objects as its Django +
+GeoDjango migrate makes them (PostGIS, the real zoning). The sender has years of app rows;
+the receiver holds what the old tool copied, what TranSappViz's transform derived from it
+(periods, zones, nearest stops, reportinfo rows, plates reformatted in place), rows the
+sender has purged since, and sequences advanced past its own ids. Then, as the runbook says:
+`arb migrate` on the sender (its tables unchanged) and its read-only role; on the receiver
+the dry run's compatibility report, the fixes it names, `arb migrate` and the role script;
+the first complete, then partials through the inbox sensor's real tick (one waiting while
+the receiver's clock is 3 minutes behind), and a complete deleting a report that has a
+reportinfo row behind a NO ACTION key. Shipped rows reach parity (the plates too); the
+receiver's history and derived values survive; no sequence moves backwards; no reader ever
+sees an empty table; and deploy/sql/rollback.sql leaves both schemas as they were before
+`arb migrate`.
 """
 
 from __future__ import annotations
@@ -211,6 +215,7 @@ def test_cutover_keeps_history_and_derived_values_and_reaches_parity(pg_cluster,
         )
         assert _ids(receiver, t, "zonification_id IS NOT NULL"), t
     assert set(derived[INFO]) == copied[REPORT]
+    assert _ids(receiver, P + "busv2", "\"registrationPlate\" LIKE '__ __ %'")  # parity restores them
     seq_before = sequences(receiver)
     app_schema = schema_dump(pg_cluster, sender, APP_TABLES)
     sender_schema = schema_dump(pg_cluster, sender)
