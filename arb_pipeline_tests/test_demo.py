@@ -118,19 +118,38 @@ def test_demo_receiver_has_the_sender_rows_up_to_the_newest_loaded_window(demo):
 @pytest.mark.demo
 @pytest.mark.timeout(900)
 def test_demo_postprocesses_what_partials_loaded(demo):
-    """The postprocess sensor follows the loads: derived rows appear for loaded events."""
+    """The postprocess sensor follows the loads: TranSappViz's views find a period, a half-hour
+    and a comuna of the real zoning for loaded events, and a reportinfo row for each report
+    (or the problem that kept it from one)."""
     deadline = time.monotonic() + 300
     while True:
         with connect(demo.dsn("receiver"), autocommit=True) as conn:
-            derived, with_partials = conn.execute(
-                'SELECT count(*), count(*) FILTER (WHERE e."timeStamp" >= '
-                "  (SELECT min(window_start) FROM arb_loaded_backup WHERE kind = 'partial')) "
-                'FROM "AndroidRequests_eventforbusv2" e WHERE e."timePeriod_id" IS NOT NULL'
+            with_partials, comunas = conn.execute(
+                'SELECT count(*) FILTER (WHERE e."timeStamp" >= '
+                "  (SELECT min(window_start) FROM arb_loaded_backup WHERE kind = 'partial')), "
+                "  array_agg(DISTINCT z.comuna) "
+                'FROM "AndroidRequests_eventforbusv2" e '
+                'JOIN "AndroidRequests_timeperiod" tp ON tp.id = e."timePeriod_id" '
+                'JOIN "AndroidRequests_halfhourperiod" hh ON hh.id = e."halfHourPeriod_id" '
+                'JOIN "AndroidRequests_zonificationtransantiago" z ON z.id = e.zonification_id'
             ).fetchone()
-        if with_partials > 0 or time.monotonic() > deadline:
+            reports, described = conn.execute(
+                'SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT FROM "AndroidRequests_reportinfo" ri '
+                "  WHERE ri.report_id = r.id) OR EXISTS (SELECT FROM arb_pp_problem p WHERE "
+                "  p.derivation = 'report_info' AND p.source_id = r.id)) "
+                'FROM "AndroidRequests_report" r'
+            ).fetchone()
+        if (with_partials > 0 and reports == described) or time.monotonic() > deadline:
             break
         time.sleep(5)
-    assert with_partials > 0, f"no postprocessed rows from partial loads ({derived} derived in all)"
+    assert with_partials > 0, "no loaded event got a period, a half-hour and a zone"
+    # Comunas of the EOD 2012 zoning the demo imported (866 zones), not a synthetic grid.
+    with connect(demo.dsn("receiver"), autocommit=True) as conn:
+        zones = conn.execute('SELECT count(*) FROM "AndroidRequests_zonificationtransantiago"').fetchone()[0]
+    assert zones == 866 and comunas and all(isinstance(c, str) and c for c in comunas), comunas
+    assert reports > 0 and described == reports, (
+        f"{reports - described} of {reports} reports without reportinfo"
+    )
 
 
 @pytest.mark.demo
