@@ -11,4 +11,5 @@ pytest_plugins = [
     "arb_pipeline_tests.support.postgres",
     "arb_pipeline_tests.support.services",
     "arb_pipeline_tests.support.demo",
+    "arb_pipeline_tests.support.transappviz",
 ]

@@ -32,17 +32,8 @@ from arb_pipeline_tests.support.transappviz import (
     query,
     report,
     report_info,
-    seed_city,
     stop_event,
 )
-
-
-@pytest.fixture
-def city(receiver_db) -> str:
-    with connect(receiver_db) as conn:
-        seed_city(conn)
-    return receiver_db
-
 
 # -- P: periods and day types ------------------------------------------------------------------
 

@@ -37,14 +37,6 @@ from arb_pipeline_tests.support.transappviz import (
     zones_of,
 )
 
-
-@pytest.fixture
-def city(receiver_db) -> str:
-    with connect(receiver_db) as conn:
-        seed_city(conn)
-    return receiver_db
-
-
 # -- Z: zones ------------------------------------------------------------------------------
 
 

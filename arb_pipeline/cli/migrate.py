@@ -72,6 +72,7 @@ def run(args) -> int:
 
 def dry_run(args, dsn: str) -> int:
     from arb_pipeline.catalog import current_catalog
+    from arb_pipeline.errors import ArbError
     from arb_pipeline.pg.connect import connect, describe_dsn
     from arb_pipeline.schema import compat
     from arb_pipeline.schema.migrate import plan_migrations
@@ -89,11 +90,7 @@ def dry_run(args, dsn: str) -> int:
         try:
             for line in plan_migrations(conn, args.role, catalog).lines():
                 print(f"  {line}")
-        except Exception as exc:  # the report below still says which tables are at fault
-            from arb_pipeline.errors import ArbError
-
-            if not isinstance(exc, ArbError):
-                raise
+        except ArbError as exc:  # the report below still says which tables are at fault
             print(f"  cannot migrate: {exc}")
             failed = True
         found = compat.findings(conn, args.role, catalog, shipped)

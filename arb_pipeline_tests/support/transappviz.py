@@ -9,6 +9,8 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.postprocess import run_all
 
@@ -189,3 +191,11 @@ def seed_stops(conn) -> None:
             "VALUES (%s, %s, %s, %s, %s, %s)",
             (sid, lon, lat, code, code, gtfs),
         )
+
+
+@pytest.fixture
+def city(receiver_db) -> str:
+    """A receiver database with the small city of seed_city in it."""
+    with connect(receiver_db) as conn:
+        seed_city(conn)
+    return receiver_db
