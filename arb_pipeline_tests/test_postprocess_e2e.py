@@ -25,7 +25,7 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline.receiver.definitions import defs as receiver_defs
 from arb_pipeline.receiver.postprocess_assets import (
     AFTER_TAG,
-    OPS,
+    OP,
     POSTPROCESS_ASSETS,
     PostprocessSettings,
     postprocess_sensor,
@@ -116,8 +116,7 @@ def pp_tick(instance, rx: Receiver, cursor):
 
 def computed(run) -> dict[str, int]:
     return {
-        op.split("__")[-1]: run.asset_materializations_for_node(op)[0].metadata["rows_computed"].value
-        for op in OPS
+        m.asset_key.path[-1]: m.metadata["rows_computed"].value for m in run.asset_materializations_for_node(OP)
     }
 
 

@@ -1,6 +1,7 @@
 """The receiver's postprocessing: derivations from the replicated tables into the columns
 and tables TranSappViz reads (plain Python, SQL and PostGIS; the Dagster assets in
-receiver/postprocess_assets.py wrap them). Each derivation is incremental (engine.py).
+receiver/postprocess_assets.py wrap them). Each derivation is incremental, and a table's derivations
+write its rows in one UPDATE per batch (run.py).
 
     periods.EventPeriods        "timePeriod_id", "halfHourPeriod_id" of each event
     plates.BusPlates            plates checked (busv2 stays as shipped)
@@ -13,11 +14,12 @@ receiver/postprocess_assets.py wrap them). Each derivation is incremental (engin
 from __future__ import annotations
 
 from arb_pipeline.postprocess.direction import BusEventDirection
-from arb_pipeline.postprocess.engine import Derivation, RunResult, Scope, run_derivation
+from arb_pipeline.postprocess.engine import Derivation, RunResult, Scope
 from arb_pipeline.postprocess.nearest import NearestStops
 from arb_pipeline.postprocess.periods import EventPeriods
 from arb_pipeline.postprocess.plates import BusPlates
 from arb_pipeline.postprocess.reportinfo import ReportInfo
+from arb_pipeline.postprocess.run import run_derivation, run_derivations
 from arb_pipeline.postprocess.zones import Zones
 
 
@@ -47,7 +49,7 @@ def covering_derivations() -> dict[str, tuple[str, ...]]:
 
 
 def run_all(dsn: str, scope: Scope = Scope(), **settings) -> list[RunResult]:
-    return [run_derivation(dsn, d, scope) for d in all_derivations(**settings)]
+    return run_derivations(dsn, all_derivations(**settings), scope)
 
 
 __all__ = [
@@ -64,4 +66,5 @@ __all__ = [
     "covering_derivations",
     "run_all",
     "run_derivation",
+    "run_derivations",
 ]

@@ -1,38 +1,18 @@
-"""Running one derivation incrementally: which rows, in batches, written where TranSappViz reads.
+"""What a derivation is: the replicated rows it reads, what it writes, how it computes.
 
 A derivation reads replicated tables and writes TranSappViz's receiver-only columns of
 the same rows (``"timePeriod_id"``, ``zonification_id``, ...) or its own tables
-(``AndroidRequests_reportinfo``). Which rows a run computes:
-
-* **pending**: rows a load inserted or changed since the derivation last ran. Loads set
-  ``arb_changed_at = clock_timestamp()`` on those rows (and the column's default on
-  inserts). The search starts from ``done_through`` (an index range on
-  ``arb_changed_at``), so a 5-minute window costs what its rows cost. ``done_through``
-  is read under the loader's advisory lock: every row changed before it is committed,
-  every row changed after it is found next time.
-* **extra**: rows whose inputs in *other* tables changed (a new vote moves an event's
-  location; a new trip pose can give it a direction; a new bus resolves a report's).
-* **window**: every row whose cursor (``timeStamp``) lies in a window, changed or not,
-  when asked (a run by hand for a past partition, a backfill).
-* **everything**: the first run, or when the derivation's reference digest (zones,
-  periods, stops, settings, code version) differs from the one of its last run.
-
-A batch computes its rows into a temporary table ``arb_pp_out`` (id, the written
-columns, ``problem``), in SQL or from pandas through COPY, then writes them set-based;
-a row whose values are unchanged is not rewritten. Bad data in a row never fails a
-run: the row gets what could be derived and its problem goes to ``arb_pp_problem``.
-Each batch is its own transaction, taken under the loader's lock so it never
-interleaves with a load; a run that dies part-way leaves its batches done, and the next
-run redoes only what is still pending. When every derivation of a table has passed a
-row's change, the row gets ``transformed = true`` (TranSappViz's own marker).
+(``AndroidRequests_reportinfo``). A batch computes its rows into a temporary table
+``arb_pp_out`` (id, the written columns, ``problem``), in SQL or from pandas through
+COPY; bad data in a row never fails a run: the row gets what could be derived and its
+problem goes to ``arb_pp_problem``. Which rows a run computes, in what batches and
+transactions, is run.py's.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,17 +20,8 @@ from typing import Any
 import pandas as pd
 from psycopg import sql
 
-from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import ident_list
-from arb_pipeline.postprocess.transformed import (
-    CHANGED,
-    TRANSFORMED,
-    has_column,
-    mark_transformed,
-    others_done,
-)
-
-log = logging.getLogger(__name__)
+from arb_pipeline.postprocess.transformed import CHANGED, TRANSFORMED
 
 LOAD_LOCK = "arb_pipeline.load.apply"  # held by load.load_backup for a whole load
 TODO = "arb_pp_todo"
@@ -135,33 +106,87 @@ class Derivation:
             copy_out(conn, source, self.compute(conn, ctx, source, rows))
 
     def write(self, conn, source: Source, others_done: str | None = None) -> None:
-        """Write arb_pp_out where TranSappViz reads. By default: the columns of the source's
-        own rows, by id; a row already holding those values is not rewritten. A written row
-        the table's other derivations have passed (changed at or before ``others_done``)
-        is fully derived: ``transformed`` goes in the same write, not a second one."""
-        if not source.columns:
-            return
-        cols = [sql.Identifier(c) for c in source.columns]
-        sets = [sql.SQL("{c} = o.{c}").format(c=c) for c in cols]
-        if others_done is not None:
-            sets.append(
-                sql.SQL(
-                    "{t} = CASE WHEN t.{c} IS NULL OR t.{c} <= %(others)s::timestamptz "
-                    "THEN true ELSE t.{t} END"
-                ).format(t=sql.Identifier(TRANSFORMED), c=sql.Identifier(CHANGED))
-            )
-        conn.execute(
-            sql.SQL(
-                "UPDATE {t} t SET {sets} FROM {out} o WHERE t.id = o.id AND ({tc}) IS DISTINCT FROM ({oc})"
-            ).format(
-                t=sql.Identifier(source.table),
-                sets=sql.SQL(", ").join(sets),
-                out=sql.Identifier(OUT),
-                tc=sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in cols),
-                oc=sql.SQL(", ").join(sql.SQL("o.{}").format(c) for c in cols),
-            ),
-            {"others": others_done},
+        """Write arb_pp_out where TranSappViz reads. By default the columns of the source's
+        own rows, by id (:func:`update_from`); derivations writing elsewhere override this."""
+        if source.columns:
+            update_from(conn, source.table, [(OUT, source.columns)], others_done)
+
+    @property
+    def writes_own_rows(self) -> bool:
+        """Does the derivation write columns of its sources' own rows, by id (the default
+        write)? Those of one table share one UPDATE per batch (run.py)."""
+        return type(self).write is Derivation.write
+
+
+def update_from(
+    conn,
+    table: str,
+    outs: Sequence[tuple[str, Sequence[str]]],
+    others_done: str | None = None,
+    batch: tuple[str, dict] | None = None,
+) -> None:
+    """One UPDATE of ``table`` from computed tables ``outs`` (name, columns) by id: a row
+    already holding those values is not rewritten. With ``batch`` (a table of ids and the
+    bounds (after, upto] of the batch's), each out may hold only some of the batch's rows:
+    a row gets the columns of the outs that computed it. A row every other derivation of
+    the table has passed (changed at or before ``others_done``) is fully derived:
+    ``transformed`` goes in the same write. One UPDATE for all of a table's derivations
+    writes each row once: one row version, its index entries and foreign key checks,
+    instead of one of each per derivation."""
+    if batch is None:
+        ((base, columns),) = outs  # every row of the one out
+        froms = sql.SQL("{} o0").format(sql.Identifier(base))
+        where = sql.SQL("")
+    else:
+        base, bounds = batch
+        froms = sql.SQL(" ").join(
+            [
+                sql.SQL("{} b").format(sql.Identifier(base)),
+                *(
+                    sql.SQL("LEFT JOIN {n} {a} ON {a}.id = b.id").format(
+                        n=sql.Identifier(name), a=sql.Identifier(f"o{k}")
+                    )
+                    for k, (name, _) in enumerate(outs)
+                ),
+            ]
         )
+        where = sql.SQL(" AND b.id > {} AND b.id <= {}").format(
+            sql.Literal(bounds["after"]), sql.Literal(bounds["upto"])
+        )
+    key = sql.SQL("o0.id" if batch is None else "b.id")
+    sets, targets, values = [], [], []
+    for k, (_, columns) in enumerate(outs):
+        alias = sql.Identifier(f"o{k}")
+        for c in map(sql.Identifier, columns):
+            value = (
+                sql.SQL("{a}.{c}")
+                if batch is None
+                else sql.SQL("CASE WHEN {a}.id IS NULL THEN t.{c} ELSE {a}.{c} END")
+            ).format(a=alias, c=c)
+            sets.append(sql.SQL("{} = ").format(c) + value)
+            targets.append(sql.SQL("t.{}").format(c))
+            values.append(value)
+    if others_done is not None:
+        sets.append(
+            sql.SQL(
+                "{t} = CASE WHEN t.{c} IS NULL OR t.{c} <= %(others)s::timestamptz THEN true ELSE t.{t} END"
+            ).format(t=sql.Identifier(TRANSFORMED), c=sql.Identifier(CHANGED))
+        )
+    conn.execute(
+        sql.SQL(
+            "UPDATE {t} t SET {sets} FROM {froms} "
+            "WHERE t.id = {key}{where} AND ({tc}) IS DISTINCT FROM ({oc})"
+        ).format(
+            t=sql.Identifier(table),
+            sets=sql.SQL(", ").join(sets),
+            froms=froms,
+            key=key,
+            where=where,
+            tc=sql.SQL(", ").join(targets),
+            oc=sql.SQL(", ").join(values),
+        ),
+        {"others": others_done},
+    )
 
 
 @dataclass(frozen=True)
@@ -199,227 +224,6 @@ class RunResult:
     @property
     def problems(self) -> int:
         return sum(s.problems for s in self.sources)
-
-
-def _lock_key(name: str) -> str:
-    return f"arb_pipeline.postprocess.{name}"
-
-
-def _snapshot_time(conn) -> datetime:
-    """A time before which every load has committed: taken while no load runs."""
-    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (LOAD_LOCK,))
-    try:
-        return conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (LOAD_LOCK,))
-
-
-def run_derivation(
-    dsn: str,
-    derivation: Derivation,
-    scope: Scope = Scope(),
-    *,
-    batch_rows: int = BATCH_ROWS,
-    covering: Mapping[str, Sequence[str]] | None = None,
-) -> RunResult:
-    """Compute what is pending (and what ``scope`` asks) for one derivation. ``covering``:
-    source table -> every derivation that writes its rows (default: all of them), for
-    ``transformed``."""
-    t0 = time.perf_counter()
-    if covering is None:
-        from arb_pipeline.postprocess import covering_derivations  # the registry imports this module
-
-        covering = covering_derivations()
-    with connect(dsn, autocommit=True, application_name=f"arb_postprocess_{derivation.name}") as conn:
-        # Batches are many short index lookups: compiling them (JIT) costs more than it saves.
-        conn.execute("SET jit = off")
-        # One run of a derivation at a time, whoever starts it.
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_lock_key(derivation.name),))
-        try:
-            hi = _snapshot_time(conn)
-            state = conn.execute(
-                "SELECT done_through, reference_digest FROM arb_postprocess_state WHERE derivation = %s",
-                (derivation.name,),
-            ).fetchone()
-            digest = derivation.reference_digest(conn)
-            if scope.full:
-                mode, reason = "full", "a full reprocess was asked for"
-            elif state is None or state[0] is None:
-                mode, reason = "full", "first run"
-            elif state[1] != digest:
-                mode, reason = "full", "reference data or settings changed since the last run"
-            else:
-                mode, reason = "incremental", f"rows changed since {state[0].isoformat()}"
-            since = None if mode == "full" else state[0]
-            result = RunResult(derivation.name, mode, reason)
-            ctx = derivation.prepare(conn)
-            for source in derivation.sources:
-                result.sources.append(
-                    _run_source(conn, derivation, ctx, source, scope, since, batch_rows, covering)
-                )
-            conn.execute(
-                "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, "
-                "last_run_at, last_full_at) VALUES (%(n)s, %(hi)s, %(d)s, clock_timestamp(), "
-                "CASE WHEN %(full)s THEN clock_timestamp() END) "
-                "ON CONFLICT (derivation) DO UPDATE SET done_through = EXCLUDED.done_through, "
-                "reference_digest = EXCLUDED.reference_digest, last_run_at = EXCLUDED.last_run_at, "
-                "last_full_at = COALESCE(EXCLUDED.last_full_at, s.last_full_at)",
-                {"n": derivation.name, "hi": hi, "d": digest, "full": mode == "full"},
-            )
-            result.done_through = hi
-            for table in dict.fromkeys(s.table for s in derivation.sources):
-                mark_transformed(conn, table, covering.get(table, (derivation.name,)), CLOCK_MARGIN)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_lock_key(derivation.name),))
-    result.seconds = time.perf_counter() - t0
-    log.info(
-        "%s: %s run (%s): %d rows computed, %d with a problem, %.1f s",
-        derivation.name,
-        result.mode,
-        result.reason,
-        result.computed,
-        result.problems,
-        result.seconds,
-    )
-    return result
-
-
-def _bound(value: datetime | None, default: str) -> str:
-    return value.isoformat() if value is not None else default
-
-
-def _collect(conn, source: Source, scope: Scope, since: datetime | None) -> int:
-    """Fill the todo table with the ids this run computes; return how many."""
-    src = sql.Identifier(source.table)
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(TODO)))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (id integer PRIMARY KEY)").format(sql.Identifier(TODO)))
-    insert = sql.SQL("INSERT INTO {} (id) ").format(sql.Identifier(TODO))
-    conflict = sql.SQL(" ON CONFLICT (id) DO NOTHING")
-    if since is None:
-        conn.execute(insert + sql.SQL("SELECT id FROM {}").format(src))
-    else:
-        # Rows changed in the margin before done_through were computed by the last run
-        # unless the clock stepped back: those are not transformed yet (a load resets it).
-        margin = sql.SQL("")
-        if has_column(conn, source.table, TRANSFORMED):
-            margin = sql.SQL(" AND ({c} > %(done)s OR {t} IS NOT TRUE)").format(
-                c=sql.Identifier(CHANGED), t=sql.Identifier(TRANSFORMED)
-            )
-        conn.execute(
-            insert
-            + sql.SQL("SELECT id FROM {src} WHERE {c} > %(since)s").format(src=src, c=sql.Identifier(CHANGED))
-            + margin,
-            {"since": since - CLOCK_MARGIN, "done": since},
-        )
-        for extra in source.extra:  # inputs changed since the last run's snapshot
-            conn.execute(insert + sql.SQL(extra) + conflict, {"since": since})
-    if scope.recompute_window:
-        conn.execute(
-            insert + sql.SQL(source.window_sql()) + conflict,
-            {"start": _bound(scope.window_start, "-infinity"), "end": _bound(scope.window_end, "infinity")},
-        )
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(TODO)))
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TODO))).fetchone()[0]
-
-
-def _create_out(conn, source: Source) -> None:
-    """arb_pp_out for one batch: id, the source's columns typed as their table's, problem."""
-    cols = ident_list(source.columns) if source.columns else sql.SQL("")
-    conn.execute(
-        sql.SQL("CREATE TEMP TABLE {o} ON COMMIT DROP AS SELECT {cols} FROM {t} WITH NO DATA").format(
-            o=sql.Identifier(OUT), cols=cols, t=sql.Identifier(source.out_like or source.table)
-        )
-    )
-    conn.execute(
-        sql.SQL("ALTER TABLE {} ADD COLUMN id integer PRIMARY KEY, ADD COLUMN problem text").format(
-            sql.Identifier(OUT)
-        )
-    )
-
-
-def _record_problems(conn, derivation: Derivation, source: Source, result: SourceResult) -> None:
-    """Replace the batch rows' problems by the ones of this computation; count them."""
-    key = {"d": derivation.name, "t": source.table}
-    conn.execute(
-        f"DELETE FROM {PROBLEMS} p USING {OUT} o WHERE p.derivation = %(d)s AND p.source_table = %(t)s "
-        "AND p.source_id = o.id",
-        key,
-    )
-    conn.execute(
-        sql.SQL(
-            f"INSERT INTO {PROBLEMS} (derivation, source_table, source_id, problem, source_changed_at) "
-            f"SELECT %(d)s, %(t)s, o.id, o.problem, s.{CHANGED} FROM {OUT} o "
-            "JOIN {src} s ON s.id = o.id WHERE o.problem IS NOT NULL"
-        ).format(src=sql.Identifier(source.table)),
-        key,
-    )
-    computed, problems = conn.execute(f"SELECT count(*), count(problem) FROM {OUT}").fetchone()
-    result.computed += computed
-    result.problems += problems
-    room = SAMPLE_PROBLEMS - len(result.sample_problems)
-    if room > 0 and problems:
-        sample = conn.execute(
-            f"SELECT id, problem FROM {OUT} WHERE problem IS NOT NULL ORDER BY id LIMIT %s", (room,)
-        ).fetchall()
-        result.sample_problems += [f"{source.table} id {i}: {p}" for i, p in sample]
-
-
-def _run_source(
-    conn, derivation: Derivation, ctx, source: Source, scope: Scope, since, batch_rows: int, covering
-) -> SourceResult:
-    result = SourceResult(source.table, source.writes)
-    done = others_done(conn, derivation.name, source.table, covering)
-    if _collect(conn, source, scope, since):
-        todo = sql.Identifier(TODO)
-        # A batch is an id range (after, upto] of the todo table, so joins can be set-based
-        # (SQL may use %(after)s and %(upto)s, e.g. "id IN (SELECT id FROM arb_pp_todo ...)").
-        bound = sql.SQL("SELECT id FROM {} WHERE id > %(after)s ORDER BY id OFFSET %(skip)s LIMIT 1").format(
-            todo
-        )
-        after, last = -1, False
-        while not last:
-            with conn.transaction():
-                # Never beside a load: both write the same rows (a load waits for one batch).
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOAD_LOCK,))
-                row = conn.execute(bound, {"after": after, "skip": batch_rows - 1}).fetchone()
-                upto, last = (row[0], False) if row else (2**31 - 1, True)
-                _create_out(conn, source)
-                derivation.fill(conn, ctx, source, {"after": after, "upto": upto})
-                derivation.write(conn, source, done)
-                _record_problems(conn, derivation, source, result)
-                after = upto
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(todo))
-    _sweep_problems(conn, derivation, source)
-    return result
-
-
-def _sweep_problems(conn, derivation: Derivation, source: Source) -> None:
-    """Drop the problems of source rows deleted since (a complete load's deletions). The
-    anti-join costs a lookup per problem, so it runs only when the table's count of deleted
-    rows (the server's statistics) moved since the last sweep."""
-    deleted = conn.execute(
-        "SELECT coalesce(pg_stat_get_tuples_deleted(%s::regclass), 0)", (f'public."{source.table}"',)
-    ).fetchone()[0]
-    seen = conn.execute(
-        "SELECT deletes_seen ->> %s FROM arb_postprocess_state WHERE derivation = %s",
-        (source.table, derivation.name),
-    ).fetchone()
-    if seen and seen[0] is not None and int(seen[0]) == deleted:
-        return
-    conn.execute(
-        sql.SQL(
-            f"DELETE FROM {PROBLEMS} p WHERE p.derivation = %s AND p.source_table = %s "
-            "AND NOT EXISTS (SELECT FROM {src} s WHERE s.id = p.source_id)"
-        ).format(src=sql.Identifier(source.table)),
-        (derivation.name, source.table),
-    )
-    conn.execute(
-        "INSERT INTO arb_postprocess_state (derivation, deletes_seen) "
-        "VALUES (%(d)s, jsonb_build_object(%(t)s::text, %(n)s::bigint)) "
-        "ON CONFLICT (derivation) DO UPDATE SET deletes_seen = "
-        "coalesce(arb_postprocess_state.deletes_seen, '{}') || EXCLUDED.deletes_seen",
-        {"d": derivation.name, "t": source.table, "n": deleted},
-    )
 
 
 def nones(index) -> pd.Series:

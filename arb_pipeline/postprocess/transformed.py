@@ -1,14 +1,14 @@
 """TranSappViz's ``transformed`` marker: a row is transformed once every derivation that
 writes it has computed it since it last changed (a load that changes a row resets it).
 
-The last derivation to pass a row sets it in its own write (``others_done``); rows whose
+The last derivations to pass a row set it in their write (``others_done``); rows whose
 values did not change are marked afterwards, per table, from the least ``done_through`` of
 its derivations (``mark_transformed``), looking only at rows changed since the last time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 
 from psycopg import sql
@@ -26,12 +26,14 @@ def has_column(conn, table: str, column: str) -> bool:
     ).fetchone()[0]
 
 
-def others_done(conn, name: str, table: str, covering: Mapping[str, Sequence[str]]) -> str | None:
-    """The least done_through of the table's other derivations ('infinity': none), or None
-    when one has not run yet or the table has no ``transformed``."""
+def others_done(
+    conn, names: Collection[str], table: str, covering: Mapping[str, Sequence[str]]
+) -> str | None:
+    """The least done_through of the table's derivations other than ``names`` ('infinity':
+    none), or None when one has not run yet or the table has no ``transformed``."""
     if not has_column(conn, table, TRANSFORMED):
         return None
-    others = [n for n in covering.get(table, ()) if n != name]
+    others = [n for n in covering.get(table, ()) if n not in names]
     if not others:
         return "infinity"
     row = conn.execute(

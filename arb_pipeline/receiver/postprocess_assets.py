@@ -1,4 +1,5 @@
-"""Postprocessing on the receiver: one asset per derivation, downstream of the loads.
+"""Postprocessing on the receiver: one asset per derivation, downstream of the loads, all
+computed by one step (a multi-asset) so that a table's derivations share their writes.
 
 The work itself is in ``arb_pipeline/postprocess`` (plain Python and SQL); these assets
 decide *what* a run covers and report it.
@@ -49,7 +50,7 @@ from arb_pipeline.postprocess import (
     ReportInfo,
     Scope,
     Zones,
-    run_derivation,
+    run_derivations,
 )
 from arb_pipeline.postprocess.engine import BATCH_ROWS, RunResult
 from arb_pipeline.postprocess.tables import app_table
@@ -160,52 +161,67 @@ def _metadata(result: RunResult, scope: Scope) -> dict:
     return meta
 
 
-def _postprocess_asset(name: str) -> dg.AssetsDefinition:
-    factory, tables, description = DERIVATIONS[name]
+OP = "postprocess"
 
-    @dg.asset(
-        name=name,
-        key_prefix=["receiver", "postprocess"],
+
+def _spec(name: str) -> dg.AssetSpec:
+    _factory, tables, description = DERIVATIONS[name]
+    return dg.AssetSpec(
+        key=dg.AssetKey(["receiver", "postprocess", name]),
         group_name=GROUP,
         partitions_def=PARTIAL,
         deps=[loaded_key("partial", t) for t in tables],
-        pool="receiver_db",
         kinds={"postgres"},
-        backfill_policy=dg.BackfillPolicy.single_run(),
         description=description,
     )
-    def _asset(
-        context: dg.AssetExecutionContext,
-        config: PostprocessConfig,
-        receiver_db: ReceiverDatabase,
-        postprocess_settings: PostprocessSettings,
-    ) -> dg.MaterializeResult:
-        scope = _scope(context, config)
-        result = run_derivation(
-            receiver_db.checked_dsn(),
-            factory(postprocess_settings),
-            scope,
-            batch_rows=postprocess_settings.batch_rows,
-        )
-        context.log.info(
-            f"{name}: {result.mode} run ({result.reason}): {result.computed} rows computed, "
-            f"{result.problems} with a problem, {result.seconds:.1f} s"
-        )
-        if result.problems:  # bad rows are recorded, never a failed run
-            samples = "; ".join(p for s in result.sources for p in s.sample_problems)
-            context.log.warning(
-                f"{name}: {result.problems} row(s) with a problem (table arb_pp_problem, "
-                f"derivation '{name}'), e.g. {samples}"
-            )
-        return dg.MaterializeResult(metadata=_metadata(result, scope))
 
-    return _asset
+
+SPECS = {_spec(name).key: name for name in DERIVATIONS}
 
 
 with warnings.catch_warnings():  # single-run backfills are "beta" in Dagster 1.13; we rely on them knowingly
     warnings.simplefilter("ignore", dg.BetaWarning)
-    POSTPROCESS_ASSETS = [_postprocess_asset(name) for name in DERIVATIONS]
-OPS = [a.op.name for a in POSTPROCESS_ASSETS]
+
+    # One asset per derivation, computed by one step: the derivations of a table write its
+    # rows in one UPDATE per batch (postprocess/run.py), and a run pays one step's start.
+    # A subset (one asset picked in the UI) runs just those derivations.
+    @dg.multi_asset(
+        name=OP,
+        specs=[_spec(name) for name in DERIVATIONS],
+        can_subset=True,
+        pool="receiver_db",
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def postprocess(
+        context: dg.AssetExecutionContext,
+        config: PostprocessConfig,
+        receiver_db: ReceiverDatabase,
+        postprocess_settings: PostprocessSettings,
+    ):
+        scope = _scope(context, config)
+        keys = [k for k in SPECS if k in context.selected_asset_keys]
+        results = run_derivations(
+            receiver_db.checked_dsn(),
+            [DERIVATIONS[SPECS[k]][0](postprocess_settings) for k in keys],
+            scope,
+            batch_rows=postprocess_settings.batch_rows,
+        )
+        for key, result in zip(keys, results, strict=True):
+            name = SPECS[key]
+            context.log.info(
+                f"{name}: {result.mode} run ({result.reason}): {result.computed} rows computed, "
+                f"{result.problems} with a problem, {result.seconds:.1f} s"
+            )
+            if result.problems:  # bad rows are recorded, never a failed run
+                samples = "; ".join(p for s in result.sources for p in s.sample_problems)
+                context.log.warning(
+                    f"{name}: {result.problems} row(s) with a problem (table arb_pp_problem, "
+                    f"derivation '{name}'), e.g. {samples}"
+                )
+            yield dg.MaterializeResult(asset_key=key, metadata=_metadata(result, scope))
+
+
+POSTPROCESS_ASSETS = [postprocess]
 
 postprocess_job = dg.define_asset_job(
     "postprocess_job",
@@ -228,7 +244,7 @@ def last_closed_partition(when: datetime) -> str | None:
 
 
 def pending_run_config() -> dict:
-    return {"ops": {op: {"config": {"recompute_window": False}} for op in OPS}}
+    return {"ops": {OP: {"config": {"recompute_window": False}}}}
 
 
 def _applied(record) -> list[str]:
