@@ -216,8 +216,13 @@ def _bound(value: datetime | None, default: str) -> str:
 ALL = f"{TODO}_all"  # the ids any of a table's derivations computes
 
 
-def _todo(k: int) -> str:
-    return f"{TODO}_{k}"
+def _todo(k: int, members: Sequence[_Member]) -> str:
+    """The todo table of member ``k``: the union when it computes every row (a full run)."""
+    return ALL if members[k].plan.since is None else f"{TODO}_{k}"
+
+
+def _todo_tables(members: Sequence[_Member]) -> list[str]:
+    return list(dict.fromkeys([ALL, *(_todo(k, members) for k in range(len(members)))]))
 
 
 def _collect(conn, table: str, members: Sequence[_Member], scope: Scope) -> int:
@@ -232,31 +237,36 @@ def _collect(conn, table: str, members: Sequence[_Member], scope: Scope) -> int:
             c=sql.Identifier(CHANGED), t=sql.Identifier(TRANSFORMED)
         )
     window = {"start": _bound(scope.window_start, "-infinity"), "end": _bound(scope.window_end, "infinity")}
-    for name in (ALL, *map(_todo, range(len(members)))):
+    for name in _todo_tables(members):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE TEMP TABLE {} (id integer PRIMARY KEY)").format(sql.Identifier(name)))
+    everything = any(m.plan.since is None for m in members)
+    if everything:
+        conn.execute(sql.SQL("INSERT INTO {} SELECT id FROM {}").format(sql.Identifier(ALL), src))
     for k, m in enumerate(members):
-        insert = sql.SQL("INSERT INTO {} (id) ").format(sql.Identifier(_todo(k)))
-        conflict = sql.SQL(" ON CONFLICT (id) DO NOTHING")
         if m.plan.since is None:
-            conn.execute(insert + sql.SQL("SELECT id FROM {}").format(src))
-        else:
-            conn.execute(
-                insert
-                + sql.SQL("SELECT id FROM {} WHERE {} > %(since)s").format(src, sql.Identifier(CHANGED))
-                + margin,
-                {"since": m.plan.since - CLOCK_MARGIN, "done": m.plan.since},
-            )
-            for extra in m.source.extra:  # inputs changed since the last run's snapshot
-                conn.execute(insert + sql.SQL(extra) + conflict, {"since": m.plan.since})
-        if scope.recompute_window and m.plan.since is not None:
-            conn.execute(insert + sql.SQL(m.source.window_sql()) + conflict, window)
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_todo(k))))
+            continue
+        todo = sql.Identifier(_todo(k, members))
+        insert = sql.SQL("INSERT INTO {} (id) ").format(todo)
+        conflict = sql.SQL(" ON CONFLICT (id) DO NOTHING")
         conn.execute(
-            sql.SQL("INSERT INTO {} SELECT id FROM {} ON CONFLICT (id) DO NOTHING").format(
-                sql.Identifier(ALL), sql.Identifier(_todo(k))
-            )
+            insert
+            + sql.SQL("SELECT id FROM {} WHERE {} > %(since)s").format(src, sql.Identifier(CHANGED))
+            + margin,
+            {"since": m.plan.since - CLOCK_MARGIN, "done": m.plan.since},
         )
+        for extra in m.source.extra:  # inputs changed since the last run's snapshot
+            conn.execute(insert + sql.SQL(extra) + conflict, {"since": m.plan.since})
+        if scope.recompute_window:
+            conn.execute(insert + sql.SQL(m.source.window_sql()) + conflict, window)
+        conn.execute(sql.SQL("ANALYZE {}").format(todo))
+        if not everything:
+            conn.execute(
+                sql.SQL("INSERT INTO {} SELECT id FROM {} ON CONFLICT (id) DO NOTHING").format(
+                    sql.Identifier(ALL), todo
+                )
+            )
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(ALL)))
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(ALL))).fetchone()[0]
 
 
@@ -331,7 +341,7 @@ def _run_table(conn, table: str, members, scope: Scope, batch_rows: int, coverin
                 upto, last = (row[0], False) if row else (2**31 - 1, True)
                 _run_batch(conn, table, members, {"after": after, "upto": upto}, shared_done, own_done, clock)
                 after = upto
-    for name in (ALL, *map(_todo, range(len(members)))):
+    for name in _todo_tables(members):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
     for m in members:
         t0 = time.perf_counter()
@@ -351,9 +361,9 @@ def _run_batch(conn, table: str, members, bounds: dict, shared_done, own_done, c
         t0 = time.perf_counter()
         d = m.plan.derivation
         _create_out(conn, m.source)
-        _rename(conn, _todo(k), TODO)
+        _rename(conn, _todo(k, members), TODO)
         d.fill(conn, m.plan.ctx, m.source, bounds)
-        _rename(conn, TODO, _todo(k))
+        _rename(conn, TODO, _todo(k, members))
         _record_problems(conn, m)
         if m.shares_write:
             name = f"{OUT}_{len(outs)}"
