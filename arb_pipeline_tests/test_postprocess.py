@@ -473,6 +473,52 @@ def test_direction_from_the_phone_s_latest_trip_before_the_event():
     assert out["token_id"][14] == 4 and pd.isna(out["token_id"][13]) and pd.isna(out["token_id"][16])
 
 
+@pytest.mark.parametrize("lookup_rows", [0, 10_000], ids=["as-of-join", "per-event-lookup"])
+def test_direction_by_as_of_join_and_by_lookup_agree(receiver_db, monkeypatch, lookup_rows):
+    """Big batches pair events with poses in pandas, small ones look each up in SQL: the
+    same cases as above give the same directions either way."""
+    from arb_pipeline.postprocess import direction
+
+    monkeypatch.setattr(direction, "LOOKUP_ROWS", lookup_rows)
+    at = T0 - timedelta(hours=3)
+    with connect(receiver_db) as conn:
+        _seed_receiver(conn)
+        phone_b = uuid.UUID(int=79)
+        for token, phone, d in ((1, PHONE, "I"), (2, PHONE, "R"), (3, PHONE, "I "), (4, phone_b, None)):
+            conn.execute(
+                f'INSERT INTO "{P}token" (id, token, busassignment_id, direction, color, "phoneId") '
+                "VALUES (%s, 't', 1, %s, '#fff', %s)",
+                (token, d, phone),
+            )
+        for token, minute in ((1, 100), (2, 180), (3, 180), (4, 150)):
+            conn.execute(
+                f'INSERT INTO "{P}poseintrajectoryoftoken" (longitude, latitude, "timeStamp", '
+                "\"inVehicleOrNot\", token_id) VALUES (-70.6, -33.4, %s, 'vehicle', %s)",
+                (at + timedelta(minutes=minute), token),
+            )
+        cases = [
+            (PHONE, 150),
+            (PHONE, 179),
+            (PHONE, 180),
+            (PHONE, 50),
+            (phone_b, 160),
+            (uuid.UUID(int=78), 160),
+        ]
+        conn.execute(f'DELETE FROM "{P}stadisticdatafromregistrationbus"')
+        conn.execute(f'DELETE FROM "{P}eventforbusv2"')
+        for i, (phone, minute) in enumerate(cases, start=10):
+            conn.execute(
+                f'INSERT INTO "{P}eventforbusv2" (id, "timeStamp", "timeCreation", event_id, "phoneId", '
+                f"busassignment_id) VALUES (%s, %s, %s, 'evn00000', %s, 1)",
+                (i, at, at + timedelta(minutes=minute), phone),
+            )
+    run_derivation(receiver_db, BusEventDirection(120))
+    got = _rows(receiver_db, f'"{P}eventforbusv2"', "id, direction")
+    # A pose at the event's time counts; two tokens with a pose then: the larger one's
+    # (its direction trimmed); before any trip, B's token without one, C without a trip: none.
+    assert [got[i]["direction"] for i in range(10, 16)] == ["I", "I", "I", None, None, None]
+
+
 # -- incremental runs on a real receiver ---------------------------------------------------------
 
 
@@ -665,6 +711,35 @@ def test_runs_compute_what_changed_and_record_bad_rows(receiver_db):
     )
     assert _rows(receiver_db, f'"{P}reportinfo"', "report_id, *")[1]["zonification_id"] is not None
     assert 2 not in _problems(receiver_db, "zones")
+
+
+def _updates(dsn, table) -> int:
+    """Row versions the server counted as updated in ``table`` (sessions flush their counts when they end)."""
+    with connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (table,)
+        ).fetchone()[0]
+
+
+def test_a_table_s_derivations_write_each_row_once(receiver_db):
+    """The four derivations of a bus event share one UPDATE: a full run writes each event once,
+    ``transformed`` included; run one by one, each rewrites the rows whose values it changes."""
+    with connect(receiver_db) as conn:
+        _seed_receiver(conn)
+    tables = {t: _updates(receiver_db, P + t) for t in ("eventforbusv2", "eventforbusstop")}
+    run_all(receiver_db)
+    assert {t: _updates(receiver_db, P + t) - n for t, n in tables.items()} == {
+        "eventforbusv2": 3,
+        "eventforbusstop": 1,
+    }
+    assert_every_row_derived(receiver_db)
+    before = _updates(receiver_db, P + "eventforbusv2")
+    with connect(receiver_db) as conn:
+        conn.execute(f'UPDATE "{P}eventforbusv2" SET "timePeriod_id" = NULL, zonification_id = NULL')
+    for d in all_derivations():  # alone, each writes only its own columns
+        run_derivation(receiver_db, d, Scope(full=True))
+    # The clearing (3), then periods put back all three and zones the one event in a zone.
+    assert _updates(receiver_db, P + "eventforbusv2") - before == 3 + 3 + 1
 
 
 def test_a_window_is_recomputed_on_request(receiver_db):

@@ -7,11 +7,13 @@ most ``ARB_DIRECTION_MAX_GAP_MINUTES`` (default 60) older: a trip that ended hou
 before says nothing about the bus the phone reports now. No such pose is no problem
 (the user wasn't on a trip): the direction stays empty.
 
-Set-based: per batch, the poses of the batch's phones in the batch's time ranges (the
-union of each event's look-back) come from one indexed query, and an as-of join
-(``pandas.merge_asof`` by phone) pairs each event with its latest pose. Trips arrive
-with complete backups, after the events: events of a phone whose poses or tokens a
-load changed are recomputed.
+Set-based: per batch, the poses of the batch's phones in the batch's time span come
+from one indexed query, and an as-of join (``pandas.merge_asof`` by phone) pairs each
+event with its latest pose. A small batch (a window's events, some of them old ones a
+vote updated) spans days its events don't need: there each event's pose is one indexed
+lookup instead (``latest_direction``, as for reports), same answer. Trips arrive with
+complete backups, after the events: events of a phone whose poses or tokens a load
+changed are recomputed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
+from psycopg import sql
 
-from arb_pipeline.postprocess.engine import Derivation, Source, tidy
+from arb_pipeline.postprocess.engine import OUT, TODO, Derivation, Source, tidy
 from arb_pipeline.postprocess.tables import app_table, app_table_sql
 from arb_pipeline.settings import DIRECTION_MAX_GAP_MINUTES
 
 US_PER_MINUTE = 60_000_000
+LOOKUP_ROWS = 5_000  # up to this many events a batch, a lookup per event beats one span query
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -69,27 +73,13 @@ def latest_trip(events: pd.DataFrame, poses: pd.DataFrame, max_gap_us: int) -> p
 _POSE = app_table_sql("poseintrajectoryoftoken")
 _TOKEN = app_table_sql("token")
 
-# The poses of the batch's phones in the batch's time ranges (disjoint, so no pose twice).
 _POSES = f"""
 SELECT tk."phoneId"::text AS phone, (extract(epoch FROM p."timeStamp") * 1000000)::int8 AS pose_us,
        p.token_id, tk.direction
-FROM unnest(%(lo)s::timestamptz[], %(hi)s::timestamptz[]) r(lo, hi)
-JOIN {_POSE} p ON p."timeStamp" >= r.lo AND p."timeStamp" <= r.hi
-JOIN {_TOKEN} tk ON tk.id = p.token_id
-WHERE tk."phoneId" = ANY(%(phones)s::uuid[])
+FROM {_POSE} p JOIN {_TOKEN} tk ON tk.id = p.token_id
+WHERE p."timeStamp" >= %(lo)s AND p."timeStamp" <= %(hi)s
+  AND tk."phoneId" = ANY(%(phones)s::uuid[])
 """
-
-
-def time_ranges(created_us: np.ndarray, gap_us: int) -> list[tuple[int, int]]:
-    """The union of the events' look-back ranges [created - gap, created], as disjoint
-    (lo, hi) in µs: a batch of recent events is one short range, and a few old events
-    updated by new votes are a few short ones, not the whole span between them."""
-    c = np.sort(np.asarray(created_us, dtype=np.int64))
-    if not len(c):
-        return []
-    starts = np.flatnonzero(np.r_[True, c[1:] - gap_us > c[:-1]])
-    ends = np.r_[starts[1:] - 1, len(c) - 1]
-    return list(zip((c[starts] - gap_us).tolist(), c[ends].tolist(), strict=True))
 
 
 def trips_changed(table: str, gap_minutes: int, time_column: str = "timeCreation") -> str:
@@ -142,14 +132,29 @@ class BusEventDirection(Derivation):
     def reference_digest(self, conn) -> str:
         return f"v{self.version}:max_gap={self.max_gap}"
 
+    def fill(self, conn, ctx, source: Source, bounds: dict) -> None:
+        n = conn.execute(
+            f"SELECT count(*) FROM {TODO} WHERE id > %(after)s AND id <= %(upto)s", bounds
+        ).fetchone()[0]
+        if n > LOOKUP_ROWS:
+            return super().fill(conn, ctx, source, bounds)
+        direction = latest_direction('s."phoneId"', 's."timeCreation"', self.max_gap)
+        conn.execute(
+            sql.SQL(
+                f"INSERT INTO {OUT} (id, direction) SELECT s.id, {direction} FROM {TODO} t "
+                "JOIN {src} s ON s.id = t.id WHERE t.id > %(after)s AND t.id <= %(upto)s"
+            ).format(src=sql.Identifier(source.table)),
+            bounds,
+        )
+
     def compute(self, conn, ctx, source: Source, rows: pd.DataFrame) -> pd.DataFrame:
         gap_us = self.max_gap * US_PER_MINUTE
-        ranges = time_ranges(rows["created_us"].to_numpy(), gap_us)
+        lo, hi = int(rows["created_us"].min()) - gap_us, int(rows["created_us"].max())
         cur = conn.execute(
             _POSES,
             {
-                "lo": [EPOCH + timedelta(microseconds=lo) for lo, _ in ranges],
-                "hi": [EPOCH + timedelta(microseconds=hi) for _, hi in ranges],
+                "lo": EPOCH + timedelta(microseconds=lo),
+                "hi": EPOCH + timedelta(microseconds=hi),
                 "phones": sorted(set(rows["phone"])),
             },
         )
