@@ -53,6 +53,7 @@ from arb_pipeline.postprocess import (
     run_derivations,
 )
 from arb_pipeline.postprocess.engine import BATCH_ROWS, RunResult
+from arb_pipeline.postprocess.run import WORKERS
 from arb_pipeline.postprocess.tables import app_table
 from arb_pipeline.receiver.assets import loaded_key
 from arb_pipeline.receiver.resources import ReceiverDatabase
@@ -65,6 +66,7 @@ class PostprocessSettings(dg.ConfigurableResource):
     local_timezone: str = settings.LOCAL_TIMEZONE.default
     direction_max_gap_minutes: int = settings.DIRECTION_MAX_GAP_MINUTES.default_value
     batch_rows: int = BATCH_ROWS
+    workers: int = Field(default=WORKERS, ge=1, description="tables computed at once, each on a connection")
 
 
 def postprocess_settings_from_environment(
@@ -205,6 +207,7 @@ with warnings.catch_warnings():  # single-run backfills are "beta" in Dagster 1.
             [DERIVATIONS[SPECS[k]][0](postprocess_settings) for k in keys],
             scope,
             batch_rows=postprocess_settings.batch_rows,
+            workers=postprocess_settings.workers,
         )
         for key, result in zip(keys, results, strict=True):
             name = SPECS[key]
