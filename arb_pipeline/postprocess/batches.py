@@ -63,10 +63,19 @@ def todo_tables(members: Sequence[Member]) -> list[str]:
     return list(dict.fromkeys([ALL, *(todo_table(k, members) for k in range(len(members)))]))
 
 
-def collect(conn, table: str, members: Sequence[Member], scope: Scope) -> int:
+def collect(conn, table: str, members: Sequence[Member], scope: Scope, shard: tuple[int, int] | None) -> int:
     """Fill a todo table per member with the ids it computes, and their union; return how
-    many ids in all."""
+    many ids in all. ``shard`` (k, n): only the ids equal to k modulo n."""
     src = sql.Identifier(table)
+    mine = (
+        sql.SQL("true")
+        if shard is None
+        else sql.SQL("mod(id, {}) = {}").format(*map(sql.Literal, shard[::-1]))
+    )
+
+    def only_mine(query: str) -> sql.Composable:  # "SELECT <id> ..." -> its ids of the shard
+        return sql.SQL("SELECT id FROM ({}) q(id) WHERE {}").format(sql.SQL(query), mine)
+
     margin = sql.SQL("")
     if has_column(conn, table, TRANSFORMED):
         # Rows changed in the margin before done_through were computed by the last run
@@ -80,7 +89,9 @@ def collect(conn, table: str, members: Sequence[Member], scope: Scope) -> int:
         conn.execute(sql.SQL("CREATE TEMP TABLE {} (id integer PRIMARY KEY)").format(sql.Identifier(name)))
     everything = any(m.plan.since is None for m in members)
     if everything:
-        conn.execute(sql.SQL("INSERT INTO {} SELECT id FROM {}").format(sql.Identifier(ALL), src))
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT id FROM {} WHERE {}").format(sql.Identifier(ALL), src, mine)
+        )
     for k, m in enumerate(members):
         if m.plan.since is None:
             continue
@@ -89,14 +100,16 @@ def collect(conn, table: str, members: Sequence[Member], scope: Scope) -> int:
         conflict = sql.SQL(" ON CONFLICT (id) DO NOTHING")
         conn.execute(
             insert
-            + sql.SQL("SELECT id FROM {} WHERE {} > %(since)s").format(src, sql.Identifier(CHANGED))
+            + sql.SQL("SELECT id FROM {} WHERE {} AND {} > %(since)s").format(
+                src, mine, sql.Identifier(CHANGED)
+            )
             + margin,
             {"since": m.plan.since - CLOCK_MARGIN, "done": m.plan.since},
         )
         for extra in m.source.extra:  # inputs changed since the last run's snapshot
-            conn.execute(insert + sql.SQL(extra) + conflict, {"since": m.plan.since})
+            conn.execute(insert + only_mine(extra) + conflict, {"since": m.plan.since})
         if scope.recompute_window:
-            conn.execute(insert + sql.SQL(m.source.window_sql()) + conflict, window)
+            conn.execute(insert + only_mine(m.source.window_sql()) + conflict, window)
         conn.execute(sql.SQL("ANALYZE {}").format(todo))
         if not everything:
             conn.execute(

@@ -23,7 +23,8 @@ rewritten. Each batch is one transaction, taken under the loader's lock so it ne
 interleaves with a load; a run that dies part-way leaves its batches done, and the next
 run redoes only what is still pending. When every derivation of a table has passed a
 row's change, the row gets ``transformed = true`` (TranSappViz's own marker). Two
-tables are computed at once (``WORKERS``), each on its own connection.
+connections work at once (``WORKERS``), on two tables, or on the two halves by id of a
+table a derivation recomputes whole (a full run).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from arb_pipeline.postprocess.engine import (
     CLOCK_MARGIN,
     LOAD_LOCK,
     OUT,
+    SAMPLE_PROBLEMS,
     TODO,
     Derivation,
     RunResult,
@@ -67,8 +69,8 @@ from arb_pipeline.postprocess.transformed import mark_transformed, others_done
 
 log = logging.getLogger(__name__)
 
-# Tables computed at once, each on its own connection: the server does most of the work
-# (index searches, writes), so two keep both cores of a small receiver busy.
+# Connections working at once: the server does most of the work (index searches, writes),
+# so two keep both cores of a small receiver busy.
 WORKERS = 2
 
 
@@ -123,14 +125,37 @@ def _work(dsn: str, queue: list, scope: Scope, batch_rows: int, covering, lock: 
             with lock:
                 if not queue:
                     return clock
-                table, members = queue.pop(0)
+                table, members, shard = queue.pop(0)
             for m in members:
                 d = m.plan.derivation
                 if d.name not in contexts:
                     t0 = time.perf_counter()
                     contexts[d.name] = d.prepare(conn)
                     clock[d.name] += time.perf_counter() - t0
-            _run_table(conn, table, members, contexts, scope, batch_rows, covering, clock)
+            _run_table(conn, table, members, shard, contexts, scope, batch_rows, covering, clock)
+
+
+def _shards(table: str, members: list[Member], workers: int) -> list[tuple]:
+    """A table's work: in ``workers`` parts by id (each its own members, merged after) when
+    a derivation recomputes all of it, else whole."""
+    if workers < 2 or all(m.plan.since is not None for m in members):
+        return [(table, members, None)]
+    return [
+        (
+            table,
+            [Member(m.plan, m.source, SourceResult(m.source.table, m.source.writes)) for m in members],
+            (k, workers),
+        )
+        for k in range(workers)
+    ]
+
+
+def _merge(members: list[Member], parts: list[list[Member]]) -> None:
+    for part in parts:
+        for m, p in zip(members, part, strict=True):
+            m.result.computed += p.result.computed
+            m.result.problems += p.result.problems
+            m.result.sample_problems = (m.result.sample_problems + p.result.sample_problems)[:SAMPLE_PROBLEMS]
 
 
 def run_derivations(
@@ -144,8 +169,8 @@ def run_derivations(
 ) -> list[RunResult]:
     """Compute what is pending (and what ``scope`` asks) for ``derivations``, together.
     ``covering``: source table -> every derivation that writes its rows (default: all of
-    them), for ``transformed``. Up to ``workers`` tables at a time, each on its own
-    connection. A result's ``seconds`` is its own computing plus an even share of the
+    them), for ``transformed``. Up to ``workers`` connections at a time, each on a table
+    (or part of one, see ``_shards``). A result's ``seconds`` is its own computing plus an even share of the
     writes it shared."""
     if covering is None:
         from arb_pipeline.postprocess import covering_derivations  # the registry imports this module
@@ -171,8 +196,12 @@ def run_derivations(
                     p.result.sources.append(member.result)
                     tables.setdefault(s.table, []).append(member)
             # Tables with the most derivations first: the longest work starts first.
-            queue = sorted(tables.items(), key=lambda item: -len(item[1]))
-            lock = threading.Lock()
+            work = [
+                s
+                for t, ms in sorted(tables.items(), key=lambda i: -len(i[1]))
+                for s in _shards(t, ms, workers)
+            ]
+            queue, lock = list(work), threading.Lock()
             n = max(1, min(workers, len(queue)))
             with ThreadPoolExecutor(n, thread_name_prefix="arb_postprocess") as pool:
                 futures = [
@@ -181,6 +210,8 @@ def run_derivations(
                 for f in futures:
                     for name, seconds in f.result().items():
                         clock[name] += seconds
+            for table, members in tables.items():
+                _merge(members, [ms for t, ms, shard in work if t == table and shard is not None])
             for p in plans:
                 conn.execute(
                     "INSERT INTO arb_postprocess_state AS s (derivation, done_through, reference_digest, "
@@ -233,12 +264,14 @@ def _others(conn, table: str, members: Sequence[Member], covering) -> str | None
     return others_done(conn, {m.plan.derivation.name for m in members}, table, covering)
 
 
-def _run_table(conn, table: str, members, contexts, scope: Scope, batch_rows: int, covering, clock) -> None:
+def _run_table(
+    conn, table: str, members, shard, contexts, scope: Scope, batch_rows: int, covering, clock
+) -> None:
     shared = [m for m in members if m.shares_write]
     shared_done = _others(conn, table, shared, covering) if shared else None
     own_done = {id(m): _others(conn, table, [m], covering) for m in members if not m.shares_write}
     t0 = time.perf_counter()
-    n = collect(conn, table, members, scope)
+    n = collect(conn, table, members, scope, shard)
     for m in members:
         clock[m.plan.derivation.name] += (time.perf_counter() - t0) / len(members)
     if n:
@@ -251,7 +284,7 @@ def _run_table(conn, table: str, members, contexts, scope: Scope, batch_rows: in
         while not last:
             with conn.transaction():
                 # Never beside a load: both write the same rows (a load waits for one batch).
-                # Shared: the other worker's batches write other tables.
+                # Shared: the other worker's batches write other rows.
                 conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (LOAD_LOCK,))
                 row = conn.execute(bound, {"after": after, "skip": batch_rows - 1}).fetchone()
                 upto, last = (row[0], False) if row else (2**31 - 1, True)
@@ -268,6 +301,8 @@ def _run_table(conn, table: str, members, contexts, scope: Scope, batch_rows: in
                 after = upto
     for name in todo_tables(members):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    if shard is not None and shard[0]:
+        return  # one part sweeps
     for m in members:
         t0 = time.perf_counter()
         sweep_problems(conn, m.plan.derivation, m.source)

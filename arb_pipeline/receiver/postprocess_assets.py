@@ -66,7 +66,7 @@ class PostprocessSettings(dg.ConfigurableResource):
     local_timezone: str = settings.LOCAL_TIMEZONE.default
     direction_max_gap_minutes: int = settings.DIRECTION_MAX_GAP_MINUTES.default_value
     batch_rows: int = BATCH_ROWS
-    workers: int = Field(default=WORKERS, ge=1, description="tables computed at once, each on a connection")
+    workers: int = Field(default=WORKERS, ge=1, description="connections computing at once")
 
 
 def postprocess_settings_from_environment(
