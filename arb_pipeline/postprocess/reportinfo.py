@@ -234,7 +234,11 @@ def info_rows(texts: pd.Series, buses: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=parsed.index)
     out["reportType"] = parsed["report_type"].where(parsed["latitude"].notna() & parsed["longitude"].notna())
     out["busUUID"] = parsed["bus_uuid"]
-    plate = parsed["plate"].where(parsed["plate"].notna(), parsed["bus_uuid"].map(bus_plate))
+    # The bus's plate when the bus is found and its plate is a real one (as TranSappViz
+    # shows it: the bus the phone was on, whatever the user typed), else the report's.
+    of_bus = parsed["bus_uuid"].map(bus_plate)
+    of_bus = of_bus.where(of_bus.notna() & (of_bus != plates.UNKNOWN))
+    plate = of_bus.where(of_bus.notna(), parsed["plate"])
     out["registrationPlate"] = plate.where(plate.notna(), "")
     out["service"], out["stopCode"] = parsed["service"], parsed["stop_code"]
     out["longitude"], out["latitude"] = parsed["longitude"], parsed["latitude"]
