@@ -143,7 +143,7 @@ def test_D1_direction_from_the_phone_s_latest_trip(city):
     """The direction of the token of the same phone's latest pose at or before the event;
     for bus reports, at or before the report. Here the event's creation counts and a pose
     more than ARB_DIRECTION_MAX_GAP_MINUTES (60) older says nothing; the original compared
-    the event's last update and had no limit (open question D1)."""
+    the event's last update, which other phones' votes move, and had no limit (D1, decided)."""
     t = at("2026-11-25T15:00:00+00:00")
     other = uuid.UUID(int=78)
     with connect(city) as conn:
