@@ -138,7 +138,15 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
     assert folder.is_dir() and not (rx.quarantine / "complete" / empty_id).exists()  # waits
     assert held_rows(receiver_db) == {empty_id: False}
 
-    data, runs = evaluate(instance, resources)  # held: not retried while it waits
+    # Held, it is not retried; a partial taken after it loads meanwhile.
+    later = partial_for(dsn, staging, media, sender[3], "afterheld")
+    rx.deliver(later)
+    data, runs = evaluate(instance, resources)
+    assert [r.run_config["ops"]["load_partial"]["config"]["backup_id"] for r, _ in runs] == [
+        later.manifest.backup_id
+    ]
+    assert ledger(receiver_db)[later.manifest.backup_id] == "loaded"
+    data, runs = evaluate(instance, resources)
     assert runs == [] and f"{empty_id} held" in data.skip_message
 
     refused = arb("approve", "complete-2000-01-01-nosuch", dsn=receiver_db)
@@ -149,11 +157,15 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
 
     _, [(_, applied)] = evaluate(instance, resources)
     assert ledger(receiver_db)[empty_id] == "loaded", describe_failure(instance, applied.dagster_run)
-    with connect(receiver_db) as conn:  # the approved complete deleted every row a backup wrote
+    snap = later.manifest.snapshot_time
+    with connect(receiver_db) as conn:  # it deleted every row a backup wrote, but the later partial's
         for table in TABLES:
             assert conn.execute(
-                f'SELECT count(*) FROM "{table}" WHERE arb_synced_at IS NOT NULL'
+                f'SELECT count(*) FROM "{table}" WHERE arb_synced_at IS NOT NULL AND arb_synced_at <> %s',
+                (snap,),
             ).fetchone() == (0,), table
+        kept = conn.execute(f'SELECT count(*) FROM "{REPORT}" WHERE arb_synced_at = %s', (snap,)).fetchone()
+    assert kept == (next(f.rows for f in later.manifest.table_files() if f.table == REPORT),)
 
 
 def _delete_share(dsn, table, share) -> int:

@@ -119,12 +119,14 @@ def holds(dsn: str) -> tuple[dict[str, datetime | None], datetime | None]:
     """Every held complete not in the ledger (backup_id -> when approved, None while it waits),
     and the snapshot time of the newest loaded complete (a held one older than it is superseded)."""
     with connect(dsn) as conn:
-        held = dict(
-            conn.execute(
-                "SELECT h.backup_id, h.approved_at FROM arb_held_backup h "
-                "WHERE NOT EXISTS (SELECT 1 FROM arb_loaded_backup l WHERE l.backup_id = h.backup_id)"
-            ).fetchall()
-        )
+        held = {}
+        if conn.execute("SELECT to_regclass('arb_held_backup') IS NOT NULL").fetchone()[0]:  # migrated
+            held = dict(
+                conn.execute(
+                    "SELECT h.backup_id, h.approved_at FROM arb_held_backup h "
+                    "WHERE NOT EXISTS (SELECT 1 FROM arb_loaded_backup l WHERE l.backup_id = h.backup_id)"
+                ).fetchall()
+            )
         newest = conn.execute(
             "SELECT max(snapshot_time) FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded'"
         ).fetchone()[0]
