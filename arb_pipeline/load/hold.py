@@ -23,12 +23,13 @@ from psycopg import sql
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.settings import DELETE_GUARD_MIN_ROWS, MAX_DELETE_SHARE
 
 
 @dataclass(frozen=True)
 class DeletionLimits:
-    max_share: float = 0.5  # ARB_MAX_DELETE_SHARE; 1 turns the guard off
-    min_rows: int = 100  # ARB_DELETE_GUARD_MIN_ROWS: smaller deletions pass whatever their share
+    max_share: float = MAX_DELETE_SHARE.default_value  # 1 turns the guard off
+    min_rows: int = DELETE_GUARD_MIN_ROWS.default_value  # smaller deletions pass whatever their share
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def held_error(manifest, deletions: list[MassDeletion], limits: DeletionLimits) 
         f"complete backup {manifest.backup_id} is held, nothing of it was loaded: it would delete "
         f"{sum(d.deleted for d in deletions)} rows: {tables} (limit: more than "
         f"{limits.max_share:g} of a table and at least {limits.min_rows} rows, or all of them; "
-        "ARB_MAX_DELETE_SHARE, ARB_DELETE_GUARD_MIN_ROWS). If the sender really removed these rows, "
+        f"{MAX_DELETE_SHARE.name}, {DELETE_GUARD_MIN_ROWS.name}). If the sender really removed these rows, "
         f"run `arb approve {manifest.backup_id}` and the next sensor tick loads it; if not, fix the "
         "sender and delete the backup from the inbox. Partials keep loading meanwhile",
         deletions,
