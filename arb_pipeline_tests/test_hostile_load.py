@@ -168,6 +168,29 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
     assert kept == (next(f.rows for f in later.manifest.table_files() if f.table == REPORT),)
 
 
+def test_a_held_complete_a_newer_complete_overtook_is_recorded_superseded(sender, receiver_db, tmp_path):
+    dsn, media, staging, _ = sender
+    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
+    rx.inbox.mkdir()
+    rx.media.mkdir()
+    genuine = complete_for_yesterday(dsn, staging, media)
+    rx.deliver(genuine)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = rx.resources(retry_after_seconds=0)
+    evaluate(instance, resources)
+    empty = hostile_copy(genuine, rx.inbox, "empty", rows={"*": lambda lines: []}, manifest=later_snapshot)
+    evaluate(instance, resources)
+    assert held_rows(receiver_db) == {empty.name: False}
+
+    newer = complete_for_yesterday(dsn, staging, media)
+    rx.deliver(newer)
+    evaluate(instance, resources)  # the newer complete loads; the held one still waits this tick
+    assert ledger(receiver_db)[newer.manifest.backup_id] == "loaded" and empty.name not in ledger(receiver_db)
+    before = counts(receiver_db)
+    evaluate(instance, resources)
+    assert ledger(receiver_db)[empty.name] == "superseded" and counts(receiver_db) == before
+
+
 def _delete_share(dsn, table, share) -> int:
     with connect(dsn) as conn:
         n = conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
