@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "arb_pipeline.cli.adopt",
     "arb_pipeline.cli.catalog",
     "arb_pipeline.cli.zones",
+    "arb_pipeline.cli.approve",
 )
 
 

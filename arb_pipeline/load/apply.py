@@ -41,6 +41,15 @@ from psycopg import sql
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.deletes import VERSION_COLUMN, delete_absent, referrers
+from arb_pipeline.load.failures import backup_at_fault, server_message
+from arb_pipeline.load.hold import (
+    DeletionHeld,
+    DeletionLimits,
+    held_error,
+    is_approved,
+    mass_deletions,
+    record_hold,
+)
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.introspect import TableInfo
@@ -93,11 +102,13 @@ def load_backup(
     *,
     dsn: str | None = None,
     workers: int = 2,
+    deletion_limits: DeletionLimits | None = None,
 ) -> LoadResult:
     """Apply a verified backup in one transaction. ``conn`` must not be in a transaction.
 
     With ``dsn``, a complete's tables are staged first by ``workers`` parallel sessions
-    (scratch tables, outside the transaction), then merged in the one transaction.
+    (scratch tables, outside the transaction), then merged in the one transaction. With
+    ``deletion_limits``, a complete that would delete more is held (load/hold.py).
     """
     backup_dir = Path(backup_dir)
     conn.autocommit = True
@@ -129,27 +140,28 @@ def load_backup(
                 workers,
             )
         with conn.transaction():
-            return _apply(conn, backup_dir, manifest, manifest_sha256, staged)
-    except (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.CardinalityViolation) as exc:
-        # Rows the server can't take (malformed values, a broken key or reference): the
-        # transaction rolled back, nothing of the backup is applied.
-        diag = exc.diag
-        where = (
-            f" (table {diag.table_name}{f', column {diag.column_name}' if diag.column_name else ''})"
-            if diag.table_name
-            else ""
-        )
-        raise RowsRejectedError(
-            f"backup {manifest.backup_id}: its rows can't be applied{where}: "
-            f"{(diag.message_primary or str(exc)).strip()}; nothing of it was loaded. The backup's data is "
-            f"malformed (check it with `arb inspect`); re-run the sender's {manifest.kind} partition "
-            f"{manifest.partition_key} to publish it again"
-        ) from exc
+            return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits)
+    except DeletionHeld as held:  # rolled back; recorded so the sensor waits for `arb approve`
+        record_hold(conn, manifest, manifest_sha256, held)
+        raise
     except psycopg.errors.InsufficientPrivilege as exc:
         raise LoadError(
             f"backup {manifest.backup_id}: the receiver's database role may not do what a load needs: "
             f"{(exc.diag.message_primary or str(exc)).strip()}; nothing was loaded. As the database's "
             "owner, run deploy/sql/receiver-role.sql for this role again (after every migration)"
+        ) from exc
+    except psycopg.Error as exc:
+        # The transaction rolled back, nothing of the backup is applied; load/failures.py
+        # decides whether the backup's own data is the cause (quarantine) or not (retry).
+        if backup_at_fault(exc):
+            raise RowsRejectedError(
+                f"backup {manifest.backup_id}: its rows can't be applied: {server_message(exc)}; nothing of "
+                f"it was loaded. The backup's data is malformed (check it with `arb inspect`); re-run the "
+                f"sender's {manifest.kind} partition {manifest.partition_key} to publish it again"
+            ) from exc
+        raise LoadError(
+            f"backup {manifest.backup_id}: the receiver's database failed the load: {server_message(exc)}; "
+            "nothing was loaded and the backup stays in the inbox for the next try"
         ) from exc
     finally:
         if staged or staging_used:
@@ -180,7 +192,14 @@ def _newest_complete(conn):
     ).fetchone()
 
 
-def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, staged: dict) -> LoadResult:
+def _apply(
+    conn,
+    backup_dir: Path,
+    manifest: Manifest,
+    manifest_sha256: str,
+    staged: dict,
+    limits: DeletionLimits | None,
+) -> LoadResult:
     state = _ledger_state(conn, manifest, manifest_sha256)
     if state == "already loaded":
         return LoadResult(manifest.backup_id, manifest.kind, state)
@@ -213,6 +232,9 @@ def _apply(conn, backup_dir: Path, manifest: Manifest, manifest_sha256: str, sta
                     conn, infos[table], referrers(infos, table), names[table], manifest, loads[table]
                 )
                 loads[table].seconds["delete"] = time.perf_counter() - t0
+            held = mass_deletions(conn, loads, limits)
+            if held and not is_approved(conn, manifest.backup_id, manifest_sha256):
+                raise held_error(manifest, held, limits)
         for table in order:
             _advance_sequences(conn, infos[table])
     conn.execute(

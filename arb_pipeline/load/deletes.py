@@ -40,12 +40,10 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
     mirror = info.name in current_catalog().mirrored
     v = sql.Identifier(VERSION_COLUMN)
     counted = sql.SQL("true" if mirror else "{} IS NOT NULL").format(v)
-    if (
-        conn.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(info.name), counted)
-        ).fetchone()[0]
-        <= load.rows_in_backup
-    ):
+    load.rows_owned = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(info.name), counted)
+    ).fetchone()[0]
+    if load.rows_owned <= load.rows_in_backup:
         return 0
     match = sql.SQL(" AND ").join(
         sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key

@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.errors import ArbError
+from arb_pipeline.load.failures import backup_at_fault, server_message
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
@@ -45,6 +46,7 @@ class TableLoad:
     rows_in_backup: int
     rows_written: int = 0
     rows_deleted: int = 0
+    rows_owned: int = 0  # before a complete's deletes: rows a backup wrote (all rows, if mirror)
     ignored_columns: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete
 
@@ -73,12 +75,14 @@ def stage_table(
     path = Path(backup_dir) / entry.name
     try:
         _copy_in(conn, path, entry, stage, backup_cols)
-    except psycopg.DataError as exc:  # a value the receiver's column type can't take, or not JSON
+    except psycopg.Error as exc:  # a value the receiver's column type can't take, or not JSON
+        if not backup_at_fault(exc):
+            raise
         diag = exc.diag
         where = f" ({diag.context.strip().splitlines()[0][:300]})" if diag.context else ""
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): a row can't be read as the receiver's "
-            f"column types: {(diag.message_primary or str(exc)).strip()}{where}; the file is "
+            f"column types: {server_message(exc)}{where}; the file is "
             "malformed: re-run the sender's partition to publish the backup again"
         ) from exc
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]

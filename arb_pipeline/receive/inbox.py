@@ -3,8 +3,9 @@ load. Plain Python; the receiver's Dagster assets and sensor wrap these.
 
 A backup at fault (it fails verification, its media bundle is bad, the database refuses
 its rows) is quarantined with its reason and nothing of it is loaded; a backup the
-receiver's schema can't take yet stays in the inbox for a later try. Retention runs
-after a successful load and deletes only loaded backups.
+receiver's schema can't take yet stays in the inbox for a later try. Either way the
+media it installed are removed again: a backup that doesn't load leaves nothing behind.
+Retention runs after a successful load and deletes only loaded backups.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
+from arb_pipeline.load.hold import DeletionLimits
 from arb_pipeline.ops.disk_guard import check_free_space
 from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
 from arb_pipeline.package.backup_id import KINDS
@@ -24,7 +26,7 @@ from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.package.schema_check import SchemaPlan, check_schema
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
-from arb_pipeline.receive.media import InstallResult, install_media
+from arb_pipeline.receive.media import InstallResult, install_media, remove_installed
 from arb_pipeline.receive.quarantine import QuarantineError, quarantine
 from arb_pipeline.transport.base import is_temporary_name
 
@@ -149,19 +151,26 @@ def loaded_ids(dsn: str) -> dict[str, str]:
 
 
 def receive(
-    backup_dir: Path, *, dsn: str, media_dir: Path, quarantine_dir: Path, min_free_bytes: int = 0
+    backup_dir: Path,
+    *,
+    dsn: str,
+    media_dir: Path,
+    quarantine_dir: Path,
+    min_free_bytes: int = 0,
+    deletion_limits: DeletionLimits | None = None,
 ) -> Received:
     """Verify and load one backup.
 
     An error that puts the backup at fault (``ArbError.backup_at_fault``: altered files, a
     bad media bundle, rows the database refuses) quarantines it with the reason and is
     raised again as a VerifyError saying where it went. Any other error leaves the backup
-    in the inbox for the next try (the receiver's schema, a setting, the database).
+    in the inbox for the next try (the receiver's schema, a setting, the database), or
+    waiting for `arb approve` (a complete past ``deletion_limits``: load/hold.py).
     """
     backup_dir = Path(backup_dir)
     check_free_space({"inbox": backup_dir, "media folder": Path(media_dir)}, min_free_bytes)
     try:
-        return _verify_and_load(backup_dir, dsn, Path(media_dir))
+        return _verify_and_load(backup_dir, dsn, Path(media_dir), deletion_limits)
     except ArbError as exc:
         if not exc.backup_at_fault:
             raise
@@ -173,7 +182,9 @@ def receive(
         ) from exc
 
 
-def _verify_and_load(backup_dir: Path, dsn: str, media_dir: Path) -> Received:
+def _verify_and_load(
+    backup_dir: Path, dsn: str, media_dir: Path, deletion_limits: DeletionLimits | None
+) -> Received:
     manifest = verify_files(backup_dir)
     sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     with connect(dsn) as conn:
@@ -183,7 +194,12 @@ def _verify_and_load(backup_dir: Path, dsn: str, media_dir: Path) -> Received:
         bundle = manifest.file("media")
         if bundle is not None:
             media = install_media(backup_dir / bundle.name, manifest.media, media_dir)
-        result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn)
+        try:
+            result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn, deletion_limits=deletion_limits)
+        except BaseException:
+            if media:
+                remove_installed(media, media_dir)
+            raise
     received = Received(result, manifest, media, plan.warnings())
     if media and media.conflicts:
         received.warnings += [

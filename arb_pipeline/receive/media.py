@@ -5,7 +5,9 @@ member must be a regular file with a safe relative name that is listed in the ma
 members are staged to temporary files beside their destination and verified (size, sha256)
 before any is renamed into place, so a bad bundle installs nothing. An existing file is never
 overwritten: same content is "identical", different content is kept and the new file is put
-aside as a conflict for the caller to report.
+aside as a conflict for the caller to report, under a name no other file holds (an earlier
+kept-aside copy is never replaced). The receiver installs before its database load and calls
+:func:`remove_installed` when that load fails, so a backup that doesn't load leaves no media.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class InstallResult:
     installed: list[str] = field(default_factory=list)  # new files now in the media folder
     identical: list[str] = field(default_factory=list)  # already there with the same sha256
     conflicts: list["MediaConflict"] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # every file and folder this install made
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
             )
         _fsync_files([s.temp for s in staged])
         result = _put_in_place(staged, root)
+        result.created[:0] = [os.path.relpath(d, root) for d in created_dirs]  # removed last
         ok = True
         return result
     finally:
@@ -236,13 +240,13 @@ def _put_in_place(staged: list[_Staged], root: str) -> InstallResult:
         folders.add(os.path.dirname(s.dest))
         if _link_new(s.temp, s.dest):
             result.installed.append(s.name)
+            result.created.append(s.name)
             continue
         existing = _sha256_of_regular(s.dest)
         if existing == s.sha256:
             result.identical.append(s.name)
             continue
-        kept = f"{s.name}{CONFLICT_INFIX}{s.sha256[:12]}"
-        os.replace(s.temp, os.path.join(root, kept))  # same content if it was already there
+        kept = _keep_aside(s, root, result)
         result.conflicts.append(MediaConflict(s.name, existing, s.sha256, kept))
         log.warning(
             "media: %r already exists with different content; kept it, put the new file aside as %r",
@@ -252,6 +256,45 @@ def _put_in_place(staged: list[_Staged], root: str) -> InstallResult:
     for folder in folders:
         fsync_dir(folder)
     return result
+
+
+def _keep_aside(s: _Staged, root: str, result: InstallResult) -> str:
+    """Put a conflicting file beside the existing one under the first free name; a copy
+    already there with the same content is reused, one with other content is left alone
+    (12 hex digits of sha256 can collide, by chance or by a sender's design)."""
+    base = f"{s.name}{CONFLICT_INFIX}{s.sha256[:12]}"
+    for n in range(1, 1000):
+        kept = base if n == 1 else f"{base}.{n}"
+        path = os.path.join(root, kept)
+        if _link_new(s.temp, path):
+            result.created.append(kept)
+            return kept
+        if _sha256_of_regular(path) == s.sha256:
+            return kept
+    raise MediaError(f"media file {s.name!r} has 999 kept-aside copies already: clean up the media folder")
+
+
+def remove_installed(result: InstallResult, media_dir: Path) -> list[str]:
+    """Undo an install whose backup did not load: remove the files and folders it created
+    (installed ones and kept-aside copies), newest first. Returns what could not be removed."""
+    root = os.path.realpath(media_dir)
+    left = []
+    for rel in reversed(result.created):
+        path = os.path.join(root, rel)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)  # only if empty: a folder something else filled stays
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("media: could not remove %r after a failed load: %s", path, exc)
+            left.append(rel)
+    for folder in {os.path.dirname(os.path.join(root, rel)) for rel in result.created}:
+        if os.path.isdir(folder):
+            fsync_dir(folder)
+    return left
 
 
 def _link_new(temp: str, dest: str) -> bool:

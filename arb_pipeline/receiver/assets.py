@@ -17,6 +17,7 @@ from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
+from arb_pipeline.load.hold import DeletionLimits
 from arb_pipeline.package.backup_id import parse_backup_id
 from arb_pipeline.receive.inbox import (
     Pending,
@@ -203,6 +204,7 @@ def _load(
             media_dir=Path(settings.media_dir),
             quarantine_dir=Path(settings.quarantine_dir),
             min_free_bytes=int(settings.min_free_mb * 1024 * 1024),
+            deletion_limits=DeletionLimits(settings.max_delete_share, settings.delete_guard_min_rows),
         )
         for warning in received.warnings:
             context.log.warning(warning)

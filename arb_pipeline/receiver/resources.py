@@ -28,6 +28,8 @@ class ReceiverSettings(dg.ConfigurableResource):
     max_runs_per_tick: int = 20
     max_attempts: int = 5  # failed loads of one backup are retried up to this many times
     retry_after_seconds: int = settings.RETRY_AFTER_SECONDS.default_value
+    max_delete_share: float = settings.MAX_DELETE_SHARE.default_value
+    delete_guard_min_rows: int = settings.DELETE_GUARD_MIN_ROWS.default_value
 
 
 def from_environment(receiver: settings.ReceiverSettings | None = None) -> dict:
@@ -41,5 +43,7 @@ def from_environment(receiver: settings.ReceiverSettings | None = None) -> dict:
             min_free_mb=receiver.min_free_mb,
             complete_retention_days=receiver.complete_retention_days,
             retry_after_seconds=receiver.retry_after_seconds,
+            max_delete_share=receiver.max_delete_share,
+            delete_guard_min_rows=receiver.delete_guard_min_rows,
         ),
     }

@@ -14,6 +14,11 @@ it stays in the inbox and loads without a requeue once the admin aligns the sett
 is deleted if the sender was wrong). It is logged as an error once per backup (the cursor's
 ``refused`` list) and named in every skip reason; the freshness alert emails as the
 receiver stops loading.
+
+A complete held by the guard on mass deletion (load/hold.py) is not requested again until
+``arb approve`` (its failed run alerted with the counts), then at once, its attempts counted
+from the approval; once a newer complete has loaded it is requested so it is recorded
+superseded. Partials are requested meanwhile as usual.
 """
 
 import json
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline.load.hold import holds
 from arb_pipeline.receive.inbox import find_published, loaded_ids, set_aside
 from arb_pipeline.receiver.assets import load_complete, load_partial, partition_key_from_name
 from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
@@ -84,6 +90,7 @@ def inbox_sensor(
     published, unreadable = find_published(Path(receiver_settings.inbox_dir))
     done = loaded_ids(receiver_db.checked_dsn())
     waiting = [p for p in published if p.backup_id not in done]
+    held, newest_complete = holds(receiver_db.checked_dsn()) if waiting else ({}, None)
     requests, skipped, refused = [], [], set()
     now = time.time()
     for pending in waiting:
@@ -100,9 +107,17 @@ def inbox_sensor(
             continue
         if len(requests) >= receiver_settings.max_runs_per_tick:
             break
-        runs = _runs_for(context.instance, pending.backup_id)
-        if any(r.dagster_run.status in ACTIVE for r in runs):
+        approved = held.get(pending.backup_id)
+        if pending.backup_id in held and approved is None:
+            if newest_complete is None or pending.snapshot_time > newest_complete:
+                skipped.append(
+                    f"{pending.backup_id} held for its deletions: `arb approve {pending.backup_id}`"
+                )
+                continue
+        all_runs = _runs_for(context.instance, pending.backup_id)
+        if any(r.dagster_run.status in ACTIVE for r in all_runs):
             continue
+        runs = [r for r in all_runs if approved is None or r.create_timestamp >= approved]
         n = len(runs)
         if n:  # it ran and the backup is still unloaded: the run failed
             if n >= receiver_settings.max_attempts:
@@ -114,7 +129,9 @@ def inbox_sensor(
             if now - last < receiver_settings.retry_after_seconds:
                 continue
         attempts[pending.backup_id] = n + 1
-        requests.append(_load_request(pending.kind, pending.backup_id, pending.partition_key, n + 1))
+        requests.append(
+            _load_request(pending.kind, pending.backup_id, pending.partition_key, len(all_runs) + 1)
+        )
     for bad in unreadable:  # a run sets it aside (set_aside), fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
         verdict = fit(bad.kind, key) if key is not None else None

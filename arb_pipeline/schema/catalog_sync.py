@@ -78,6 +78,7 @@ def role_tables(conn, role: str, catalog: Catalog) -> dict[str, str]:
     else:
         tables = {name: "write" for name in catalog.table_names}
         tables["arb_loaded_backup"] = "write"
+        tables["arb_held_backup"] = "write"  # the guard on mass deletion records holds
         if catalog.postprocess:
             own = conn.execute(
                 "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "

@@ -148,6 +148,8 @@ class ReceiverSettings(FromEnv):
     min_free_mb: float = t.MIN_FREE_MB.field()
     complete_retention_days: float = t.BKPS_LIFETIME.field()
     retry_after_seconds: int = t.RETRY_AFTER_SECONDS.field()
+    max_delete_share: float = t.MAX_DELETE_SHARE.field()
+    delete_guard_min_rows: int = t.DELETE_GUARD_MIN_ROWS.field()
     drill_dsn: str = t.DRILL_DSN.field()
     drill_at: time = t.DRILL_AT.field()
     psql: str = t.PSQL.field()

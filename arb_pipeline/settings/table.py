@@ -358,6 +358,21 @@ RETRY_AFTER_SECONDS = Setting(
     "receiver",
     "a load that failed for a reason outside the backup is requested again after this (up to 5 times)",
 )
+MAX_DELETE_SHARE = Setting(
+    "ARB_MAX_DELETE_SHARE",
+    "0.5",
+    number(0),
+    "receiver",
+    "a complete that would delete more than this share of a table (and ARB_DELETE_GUARD_MIN_ROWS), "
+    "or empty it, waits for `arb approve` (tables marked mirror excepted; 1: no guard)",
+)
+DELETE_GUARD_MIN_ROWS = Setting(
+    "ARB_DELETE_GUARD_MIN_ROWS",
+    "100",
+    whole(0),
+    "receiver",
+    "deleting fewer rows than this from a table never holds a complete, whatever the share",
+)
 DRILL_DSN = Setting(
     "ARB_DRILL_DSN",
     "",
