@@ -20,7 +20,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 FILE_KINDS = ("table", "media", "schema", "restore")
 TABLE_FORMATS = ("jsonl", "copy-text")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+# \Z, not $: "$" also matches before a final newline, so "x\n" would pass.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\Z")
 
 
 class ManifestError(ArbError):
@@ -130,6 +131,8 @@ class Manifest:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ManifestError("manifest is nested too deeply to be a manifest") from None
         return cls.from_dict(doc)
 
     @classmethod

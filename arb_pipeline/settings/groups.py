@@ -148,6 +148,8 @@ class ReceiverSettings(FromEnv):
     min_free_mb: float = t.MIN_FREE_MB.field()
     complete_retention_days: float = t.BKPS_LIFETIME.field()
     retry_after_seconds: int = t.RETRY_AFTER_SECONDS.field()
+    max_clock_ahead_seconds: int = t.MAX_CLOCK_AHEAD_SECONDS.field()  # read where used (receive/plausible.py)
+    max_manifest_bytes: int = t.MAX_MANIFEST_BYTES.field()  # read where used (receive/inbox.py)
     drill_dsn: str = t.DRILL_DSN.field()
     drill_at: time = t.DRILL_AT.field()
     psql: str = t.PSQL.field()

@@ -358,6 +358,16 @@ RETRY_AFTER_SECONDS = Setting(
     "receiver",
     "a load that failed for a reason outside the backup is requested again after this (up to 5 times)",
 )
+MAX_CLOCK_AHEAD_SECONDS = Setting(
+    "ARB_MAX_CLOCK_AHEAD_SECONDS",
+    "300",
+    whole(0),
+    "receiver",
+    "a backup whose snapshot or window is further ahead of the receiver's clock is quarantined",
+)
+MAX_MANIFEST_BYTES = Setting(
+    "ARB_MAX_MANIFEST_BYTES", "16777216", whole(1024), "receiver", "a bigger manifest.json is quarantined unread"
+)
 DRILL_DSN = Setting(
     "ARB_DRILL_DSN",
     "",
