@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from arb_pipeline.errors import ArbError
@@ -297,6 +297,10 @@ class _Reader:
             raise ManifestError(f"{self.path}.{key} {value!r} is not an ISO 8601 time") from None
         if parsed.tzinfo is None:
             raise ManifestError(f"{self.path}.{key} {value!r} has no UTC offset")
+        try:  # comparing times converts them to UTC: year 9999 with a negative offset can't be
+            parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ManifestError(f"{self.path}.{key} {value!r} is out of range") from None
         return parsed
 
     def sub(self, key, optional=False):
