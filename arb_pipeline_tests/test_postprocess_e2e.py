@@ -116,7 +116,8 @@ def pp_tick(instance, rx: Receiver, cursor):
 
 def computed(run) -> dict[str, int]:
     return {
-        m.asset_key.path[-1]: m.metadata["rows_computed"].value for m in run.asset_materializations_for_node(OP)
+        m.asset_key.path[-1]: m.metadata["rows_computed"].value
+        for m in run.asset_materializations_for_node(OP)
     }
 
 
