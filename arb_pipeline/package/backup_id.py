@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 KINDS = ("partial", "complete")
 UNIQUE_CHARS = 12  # of the run's id, lowercased: enough to tell two runs of one partition apart
-# Partition keys: a partial's "YYYY-MM-DD-HH-MM", a complete's "YYYY-MM-DD" (UTC).
+# Partition keys: a partial's "YYYY-MM-DD-HH-MM", a complete's "YYYY-MM-DD" (UTC). \Z, not $:
+# "$" also matches before a final newline.
 _PATTERN = re.compile(
-    r"^(partial|complete)-([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]{2}-[0-9]{2})?)-([0-9a-z]{1,32})$"
+    r"^(partial|complete)-([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-[0-9]{2}-[0-9]{2})?)-([0-9a-z]{1,32})\Z"
 )
 
 

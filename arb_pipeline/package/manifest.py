@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from arb_pipeline.errors import ArbError
@@ -20,7 +20,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 FILE_KINDS = ("table", "media", "schema", "restore")
 TABLE_FORMATS = ("jsonl", "copy-text")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
+# \Z, not $: "$" also matches before a final newline, so "x\n" would pass.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\Z")
 
 
 class ManifestError(ArbError):
@@ -130,6 +131,8 @@ class Manifest:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ManifestError("manifest is nested too deeply to be a manifest") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -294,6 +297,10 @@ class _Reader:
             raise ManifestError(f"{self.path}.{key} {value!r} is not an ISO 8601 time") from None
         if parsed.tzinfo is None:
             raise ManifestError(f"{self.path}.{key} {value!r} has no UTC offset")
+        try:  # comparing times converts them to UTC: year 9999 with a negative offset can't be
+            parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ManifestError(f"{self.path}.{key} {value!r} is out of range") from None
         return parsed
 
     def sub(self, key, optional=False):

@@ -10,14 +10,18 @@ Retention runs after a successful load and deletes only loaded backups.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
+from arb_pipeline.load.apply import _newest_complete as newest_complete
 from arb_pipeline.load.hold import DeletionLimits
 from arb_pipeline.ops.disk_guard import check_free_space
 from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
@@ -27,7 +31,9 @@ from arb_pipeline.package.schema_check import SchemaPlan, check_schema
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.media import InstallResult, install_media, remove_installed
+from arb_pipeline.receive.plausible import check_plausible
 from arb_pipeline.receive.quarantine import QuarantineError, quarantine
+from arb_pipeline.settings import MAX_MANIFEST_BYTES
 from arb_pipeline.transport.base import is_temporary_name
 
 log = logging.getLogger(__name__)
@@ -67,9 +73,13 @@ class Received:
     warnings: list[str] = field(default_factory=list)
 
 
-def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
+def find_published(
+    inbox: Path, max_manifest_bytes: int | None = None
+) -> tuple[list[Pending], list[Unreadable]]:
     """Every backup folder with a manifest, oldest snapshot first (a complete comes
-    before the partials taken after it). Temporary upload names are never touched."""
+    before the partials taken after it). Temporary upload names are never touched. No
+    folder's content makes this raise: what can't be taken is in the second list."""
+    cap = MAX_MANIFEST_BYTES.read() if max_manifest_bytes is None else max_manifest_bytes
     found, bad = [], []
     for kind in KINDS:
         root = Path(inbox) / kind
@@ -79,17 +89,16 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
             if is_temporary_name(folder.name) or not folder.is_dir() or folder.is_symlink():
                 continue
             manifest_path = folder / MANIFEST_NAME
-            if not manifest_path.is_file():
-                continue  # still uploading: the manifest comes last
             try:
-                data = manifest_path.read_bytes()
+                data = _manifest_bytes(manifest_path, cap)
+                if data is None:
+                    continue  # still uploading: the manifest comes last
+                manifest = Manifest.from_json(data)
             except OSError as exc:
                 bad.append(Unreadable(kind, folder.name, folder, _unreadable_file(manifest_path, exc), False))
                 continue
-            try:
-                manifest = Manifest.from_json(data)
-            except ManifestError as exc:
-                bad.append(Unreadable(kind, folder.name, folder, str(exc)))
+            except (ManifestError, ValueError, TypeError, OverflowError) as exc:  # whatever it holds
+                bad.append(Unreadable(kind, folder.name, folder, str(exc) or repr(exc)))
                 continue
             if manifest.backup_id != folder.name or manifest.kind != kind:
                 bad.append(
@@ -115,6 +124,30 @@ def find_published(inbox: Path) -> tuple[list[Pending], list[Unreadable]]:
             )
     found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))
     return found, bad
+
+
+def _manifest_bytes(path: Path, cap: int) -> bytes | None:
+    """The manifest's bytes, None while there is none. Opened without following a link and
+    without blocking (a FIFO would block a plain open), and read up to ``cap`` bytes only."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ManifestError(f"{MANIFEST_NAME} is a symbolic link; a backup holds regular files") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ManifestError(f"{MANIFEST_NAME} is not a regular file; a backup holds regular files only")
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise ManifestError(
+            f"{MANIFEST_NAME} is more than {MAX_MANIFEST_BYTES.name}={cap} bytes, so it was not read: "
+            "a genuine manifest is a few kB per table. If this one is genuine, raise "
+            f"{MAX_MANIFEST_BYTES.name} and `arb requeue` it"
+        )
+    return data
 
 
 def _unreadable_file(path: Path, exc: OSError) -> str:
@@ -188,6 +221,7 @@ def _verify_and_load(
     manifest = verify_files(backup_dir)
     sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     with connect(dsn) as conn:
+        check_plausible(manifest, newest_complete=_newest_complete_but(conn, manifest.backup_id))
         plan: SchemaPlan = check_schema(manifest, conn)
         conn.rollback()
         media = None
@@ -208,6 +242,13 @@ def _verify_and_load(
             for c in media.conflicts
         ]
     return received
+
+
+def _newest_complete_but(conn, backup_id: str) -> tuple[str, datetime] | None:
+    """The newest complete loaded, unless ``backup_id`` is in the ledger (loading it again is a no-op)."""
+    if conn.execute("SELECT 1 FROM arb_loaded_backup WHERE backup_id = %s", (backup_id,)).fetchone():
+        return None
+    return newest_complete(conn)
 
 
 def apply_retention_after_load(

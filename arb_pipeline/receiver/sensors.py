@@ -19,6 +19,11 @@ A complete held by the guard on mass deletion (load/hold.py) is not requested ag
 ``arb approve`` (its failed run alerted with the counts), then at once, its attempts counted
 from the approval; once a newer complete has loaded it is requested so it is recorded
 superseded. Partials are requested meanwhile as usual.
+
+A backup no sender could make right (``at fault``: a key that is not a key, a window off its
+key, a partition far ahead of the receiver's clock) is quarantined by the tick itself, as is
+a folder whose manifest can't be read as one (receive.inbox.find_published): whatever one
+folder holds, the tick completes and the others load.
 """
 
 import json
@@ -28,9 +33,9 @@ from pathlib import Path
 import dagster as dg
 
 from arb_pipeline.load.hold import holds
-from arb_pipeline.receive.inbox import find_published, loaded_ids, set_aside
+from arb_pipeline.receive.inbox import Unreadable, find_published, loaded_ids, set_aside
 from arb_pipeline.receiver.assets import load_complete, load_partial, partition_key_from_name
-from arb_pipeline.receiver.partition_fit import OK, REFUSED, WAITS, fit
+from arb_pipeline.receiver.partition_fit import AT_FAULT, OK, REFUSED, WAITS, fit
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 BACKUP_TAG = "arb/backup_id"
@@ -95,6 +100,10 @@ def inbox_sensor(
     now = time.time()
     for pending in waiting:
         verdict = fit(pending.kind, pending.partition_key, pending.window)
+        if verdict.verdict == AT_FAULT:  # no run could take it: quarantined here, with the reason
+            at_fault = Unreadable(pending.kind, pending.backup_id, pending.path, verdict.reason)
+            context.log.error(set_aside(at_fault, Path(receiver_settings.quarantine_dir)))
+            continue
         if verdict.verdict != OK:
             line = f"{pending.backup_id} {verdict.verdict}: {verdict.reason}"
             if verdict.verdict == REFUSED:
@@ -137,7 +146,7 @@ def inbox_sensor(
         verdict = fit(bad.kind, key) if key is not None else None
         if verdict is not None and verdict.verdict == WAITS:
             continue  # its run can be requested once the partition exists
-        if verdict is None or verdict.verdict == REFUSED:  # no run can take it: set aside here
+        if verdict is None or verdict.verdict in (REFUSED, AT_FAULT):  # no run can take it: set aside here
             context.log.error(set_aside(bad, Path(receiver_settings.quarantine_dir)))
             continue
         if (

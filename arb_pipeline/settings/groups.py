@@ -150,6 +150,8 @@ class ReceiverSettings(FromEnv):
     retry_after_seconds: int = t.RETRY_AFTER_SECONDS.field()
     max_delete_share: float = t.MAX_DELETE_SHARE.field()
     delete_guard_min_rows: int = t.DELETE_GUARD_MIN_ROWS.field()
+    max_clock_ahead_seconds: int = t.MAX_CLOCK_AHEAD_SECONDS.field()  # read where used (receive/plausible.py)
+    max_manifest_bytes: int = t.MAX_MANIFEST_BYTES.field()  # read where used (receive/inbox.py)
     drill_dsn: str = t.DRILL_DSN.field()
     drill_at: time = t.DRILL_AT.field()
     psql: str = t.PSQL.field()

@@ -373,6 +373,20 @@ DELETE_GUARD_MIN_ROWS = Setting(
     "receiver",
     "deleting fewer rows than this from a table never holds a complete, whatever the share",
 )
+MAX_CLOCK_AHEAD_SECONDS = Setting(
+    "ARB_MAX_CLOCK_AHEAD_SECONDS",
+    "300",
+    whole(0),
+    "receiver",
+    "a backup whose snapshot or window is further ahead of the receiver's clock is quarantined (seconds)",
+)
+MAX_MANIFEST_BYTES = Setting(
+    "ARB_MAX_MANIFEST_BYTES",
+    "16777216",
+    whole(1024),
+    "receiver",
+    "a bigger manifest.json is quarantined unread (bytes)",
+)
 DRILL_DSN = Setting(
     "ARB_DRILL_DSN",
     "",

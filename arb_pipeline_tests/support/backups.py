@@ -60,9 +60,10 @@ def new_sender(pg, root: Path, seed: int) -> tuple[str, Path, Path]:
 
 
 def wide_window(now: datetime | None = None) -> Window:
-    """A window holding everything a test's traffic wrote."""
+    """A window holding everything a test's traffic wrote. It starts on a whole minute, as the
+    partition key named after it does (the receiver checks that window and key agree)."""
     now = now or datetime.now(UTC)
-    return Window(now - timedelta(hours=2), now + timedelta(hours=2))
+    return Window((now - timedelta(hours=2)).replace(second=0, microsecond=0), now + timedelta(hours=2))
 
 
 def make_partial(
