@@ -168,7 +168,9 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
     assert kept == (next(f.rows for f in later.manifest.table_files() if f.table == REPORT),)
 
 
-def test_a_held_complete_a_newer_complete_overtook_is_recorded_superseded(sender, receiver_db, tmp_path):
+def test_a_held_complete_a_newer_complete_overtook_is_quarantined(sender, receiver_db, tmp_path):
+    """Once a newer complete has loaded, the held one is older than the receiver's newest:
+    loading it would roll the receiver back, so it is quarantined (receive/plausible.py)."""
     dsn, media, staging, _ = sender
     rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
     rx.inbox.mkdir()
@@ -188,7 +190,8 @@ def test_a_held_complete_a_newer_complete_overtook_is_recorded_superseded(sender
     assert ledger(receiver_db)[newer.manifest.backup_id] == "loaded" and empty.name not in ledger(receiver_db)
     before = counts(receiver_db)
     evaluate(instance, resources)
-    assert ledger(receiver_db)[empty.name] == "superseded" and counts(receiver_db) == before
+    assert empty.name not in ledger(receiver_db) and counts(receiver_db) == before
+    assert (rx.quarantine / "complete" / empty.name).is_dir() and not empty.exists()
 
 
 def _delete_share(dsn, table, share) -> int:

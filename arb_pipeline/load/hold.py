@@ -118,7 +118,7 @@ def record_hold(conn, manifest, manifest_sha256: str, held: DeletionHeld) -> Non
 
 def holds(dsn: str) -> tuple[dict[str, datetime | None], datetime | None]:
     """Every held complete not in the ledger (backup_id -> when approved, None while it waits),
-    and the snapshot time of the newest loaded complete (a held one older than it is superseded)."""
+    and the snapshot time of the newest loaded complete (a held one older than it is quarantined)."""
     with connect(dsn) as conn:
         held = {}
         if conn.execute("SELECT to_regclass('arb_held_backup') IS NOT NULL").fetchone()[0]:  # migrated

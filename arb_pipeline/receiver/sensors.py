@@ -17,8 +17,8 @@ receiver stops loading.
 
 A complete held by the guard on mass deletion (load/hold.py) is not requested again until
 ``arb approve`` (its failed run alerted with the counts), then at once, its attempts counted
-from the approval; once a newer complete has loaded it is requested so it is recorded
-superseded. Partials are requested meanwhile as usual.
+from the approval; once a newer complete has loaded it is requested so it is quarantined
+(older than the newest loaded). Partials are requested meanwhile as usual.
 
 A backup no sender could make right (``at fault``: a key that is not a key, a window off its
 key, a partition far ahead of the receiver's clock) is quarantined by the tick itself, as is
