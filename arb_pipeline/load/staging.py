@@ -18,7 +18,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from arb_pipeline import settings
 from arb_pipeline.errors import ArbError
+from arb_pipeline.fsutil import LineTooLongError
+from arb_pipeline.package.limits import MB
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
@@ -73,6 +76,11 @@ def stage_table(
     path = Path(backup_dir) / entry.name
     try:
         _copy_in(conn, path, entry, stage, backup_cols)
+    except LineTooLongError as exc:  # verification bounds lines: the file changed since
+        raise MalformedFileError(
+            f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
+            "the file is malformed: re-run the sender's partition to publish the backup again"
+        ) from None
     except psycopg.DataError as exc:  # a value the receiver's column type can't take, or not JSON
         diag = exc.diag
         where = f" ({diag.context.strip().splitlines()[0][:300]})" if diag.context else ""
@@ -95,22 +103,60 @@ def stage_table(
 
 
 def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str]) -> None:
+    max_line = int(settings.MAX_ROW_MB.read() * MB)
     with conn.cursor() as cur:
         if entry.format == "copy-text":
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
-                for chunk in iter_table_chunks(path):
+                for chunk in iter_table_chunks(path, max_line=max_line):
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
             docs = sql.Identifier(f"{stage.as_string(conn).strip(chr(34)).split('.')[-1]}_doc")
             conn.execute(sql.SQL("CREATE TEMP TABLE {} (doc json) ON COMMIT DROP").format(docs))
             with cur.copy(sql.SQL("COPY {} (doc) FROM STDIN").format(docs)) as copy:
-                for chunk in iter_table_chunks(path):
+                for chunk in iter_table_chunks(path, max_line=max_line):
                     copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
+            _check_row_keys(conn, docs, entry, backup_cols)
             conn.execute(
                 sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, json_populate_record(NULL::{s}, doc) r").format(
                     s=stage, d=docs
                 )
             )
+
+
+def _check_row_keys(conn, docs: sql.Identifier, entry: FileEntry, backup_cols: list[str]) -> None:
+    """Every JSON row has exactly the manifest's columns: a missing key would load as NULL over
+    a real value, and a row of another table with compatible columns would load silently."""
+    bad = conn.execute(
+        sql.SQL(
+            "SELECT ctid, keys FROM (SELECT ctid, CASE WHEN json_typeof(doc) = 'object' "
+            "THEN ARRAY(SELECT json_object_keys(doc)) END AS keys FROM {d}) r "
+            "WHERE keys IS NULL OR cardinality(keys) <> %(n)s OR NOT keys <@ %(cols)s::text[] "
+            "ORDER BY ctid LIMIT 1"
+        ).format(d=docs),
+        {"n": len(backup_cols), "cols": backup_cols},
+    ).fetchone()
+    if bad is None:
+        return
+    ctid, keys = bad
+    line = conn.execute(
+        sql.SQL("SELECT count(*) + 1 FROM {} WHERE ctid < %s").format(docs), (ctid,)
+    ).fetchone()[0]
+    if keys is None:
+        what = "is not a JSON object"
+    else:
+        missing = [c for c in backup_cols if c not in keys]
+        extra = sorted({k for k in keys if k not in backup_cols})
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        what = "; ".join(
+            f"{label} column(s) {', '.join(map(repr, names))}"
+            for label, names in (("lacks", missing), ("has unexpected", extra), ("repeats", twice))
+            if names
+        )
+    raise MalformedFileError(
+        f"backup file {entry.name} (table {entry.table}): line {line} {what}: every row must have "
+        "exactly the manifest's columns for its table; the file is malformed: re-run the sender's "
+        "partition to publish the backup again"
+    )
 
 
 def stage_name(backup_key: str, i: int) -> sql.Identifier:
