@@ -144,7 +144,7 @@ def _open_inside(backup_dir: Path, name: str):
     return fd, None
 
 
-FEED = 2048  # compressed bytes per decompress call: zstd unpacks at most ~32768x, so <= 64 MB out
+FEED = 256  # compressed bytes per decompress call: zstd unpacks at most ~32768x, so <= 8 MB out
 
 
 class _LineCounter:
