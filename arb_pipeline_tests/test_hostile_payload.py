@@ -8,12 +8,14 @@ media are exactly as before. Memory is measured where it is the point."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -233,6 +235,37 @@ def test_line_splitting_joins_each_byte_once():
     with pytest.raises(LineTooLongError):
         list(line_chunks(lambda n: next(reads, b""), piece, max_line=3 * piece))
     assert len(list(reads)) == 100 - 4  # stopped at the first read past the bound
+
+
+def _sparse_tar(name: str, realsize: int) -> bytes:
+    """A tar whose one PAX sparse (1.0) member stores 1 byte and unpacks to ``realsize``."""
+    data = f"1\n{realsize - 1}\n1\n".encode().ljust(512, b"\0") + b"z"  # the map, then the byte
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+    info.size = len(data)
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": name,
+        "GNU.sparse.realsize": str(realsize),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_media_bundle_cant_install_more_than_it_holds(rx):
+    folder, doc = _tampered(rx, rx.partial, "sparsemedia")
+    bundle = next(f for f in doc["files"] if f["kind"] == "media")
+    realsize = 64 * MB
+    content = _sparse_tar("bomb.jpg", realsize)
+    (folder / bundle["name"]).write_bytes(content)
+    bundle.update(bytes=len(content), sha256=hashlib.sha256(content).hexdigest(), rows=1)
+    unpacked = hashlib.sha256(b"\0" * (realsize - 1) + b"z").hexdigest()
+    doc["media"]["files"] = [{"name": "bomb.jpg", "bytes": realsize, "sha256": unpacked}]
+    _write_manifest(folder, doc)
+    _refused(rx, folder, "an uncompressed tar can't install more than it holds")
+    assert not (rx.media / "bomb.jpg").exists()
 
 
 # -- partial rows match their manifest -------------------------------------------------------
