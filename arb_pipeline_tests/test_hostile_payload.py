@@ -310,6 +310,20 @@ def test_a_partial_row_with_an_extra_key_is_refused(rx):
     _refused(rx, folder, entry["name"], f"line {len(rows)} has unexpected column(s) 'intruder'")
 
 
+def test_a_partial_row_repeating_a_key_in_place_of_another_is_refused(rx):
+    folder, doc = _tampered(rx, rx.partial, "repeatkey")
+    entry = _table_entry(doc, min_rows=1)
+    rows = _rows(folder, entry)
+    key = entry["primary_key"][0]
+    dropped = next(c["name"] for c in entry["columns"] if c["name"] != key)
+    del rows[0][dropped]
+    first = json.dumps(rows[0])[:-1] + f", {json.dumps(key)}: {json.dumps(rows[0][key])}}}"
+    _without_media(folder, doc)
+    content = b"".join((first if i == 0 else json.dumps(r)).encode() + b"\n" for i, r in enumerate(rows))
+    _resign(folder, doc, entry, zstandard.ZstdCompressor().compress(content), rows=len(rows))
+    _refused(rx, folder, entry["name"], f"line 1 lacks column(s) {dropped!r}; repeats column(s) {key!r}")
+
+
 def test_rows_of_another_table_in_a_partial_file_are_refused(rx):
     folder, doc = _tampered(rx, rx.partial, "othertable")
     tables = [f for f in doc["files"] if f["kind"] == "table" and f["rows"] > 0]
