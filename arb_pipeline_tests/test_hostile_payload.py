@@ -170,7 +170,7 @@ def test_8_gib_of_newlines_with_matching_rows_is_refused_in_bounded_memory(rx):
     peak, message = _peak_rss_of_verify(folder)
     assert "ARB_MAX_TABLE_ROWS" in message and entry["name"] in message
     assert peak < 300 * MB
-    _refused(rx, folder, entry["name"], "ARB_MAX_TABLE_ROWS")
+    _refused(rx, folder, entry["name"], "ARB_MAX_TABLE_ROWS", "raise ARB_MAX_TABLE_ROWS on the receiver")
 
 
 def test_8_gib_unpacked_from_a_small_file_stops_at_the_unpack_bound_in_bounded_memory(rx, monkeypatch):

@@ -160,6 +160,7 @@ class _LineCounter:
         self.line_run = 0  # bytes since the last newline
         self.last_byte = b""
         self.error: str | None = None
+        self.bound: str | None = None  # the setting a bound error is about
         self._max_rows = min(entry.rows, limits.max_table_rows)
         self._max_bytes, self._bytes_rule = limits.unpacked_bound(entry.bytes)
         self._max_line = limits.max_line_bytes
@@ -204,10 +205,13 @@ class _LineCounter:
         self.last_byte = out[-1:]
         if self.lines > self._max_rows:
             self.error = f"holds more than {self._max_rows} rows ({self._rows_rule})"
+            self.bound = self._rows_rule.split("=")[0] if "=" in self._rows_rule else None
         elif self.unpacked > self._max_bytes:
             self.error = f"unpacks to more than {self._max_bytes} bytes ({self._bytes_rule})"
+            self.bound = self._bytes_rule.split("=")[0]
         elif longest > self._max_line:
             self.error = f"holds a row longer than {self._max_line} bytes ({MAX_ROW_MB.name})"
+            self.bound = MAX_ROW_MB.name
         if self.error:
             self.error += "; refused at the first excess, nothing of it was loaded"
 
@@ -220,13 +224,25 @@ class _LineCounter:
         return self.lines + (1 if self.last_byte not in (b"", b"\n") else 0), None
 
 
+def _beyond_bound_error(manifest: Manifest, file: str, what: str, setting: str) -> VerifyError:
+    """A table file past one of the receiver's bounds: hostile or broken, or a table grown
+    beyond what the receiver was set for (then the setting is the fix)."""
+    return VerifyError(
+        f"backup {manifest.backup_id}: file {file}: {what}. A sender bug or a hostile sender; if the "
+        f"table really is that large, raise {setting} on the receiver and `arb requeue "
+        f"{manifest.backup_id}`, otherwise {_partition_hint(manifest.backup_id, manifest.partition_key)}",
+        backup_id=manifest.backup_id,
+        file=file,
+    )
+
+
 def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: PayloadLimits) -> None:
     if entry.kind == "table" and entry.rows > limits.max_table_rows:
-        raise altered_backup_error(
+        raise _beyond_bound_error(
             manifest,
             entry.name,
-            f"the manifest says {entry.rows} rows, more than {MAX_TABLE_ROWS.name}={limits.max_table_rows} "
-            f"allows (raise it if the table really is that large)",
+            f"the manifest says {entry.rows} rows, more than {MAX_TABLE_ROWS.name}={limits.max_table_rows}",
+            MAX_TABLE_ROWS.name,
         )
     fd, problem = _open_inside(backup_dir, entry.name)
     if problem:
@@ -260,6 +276,8 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: 
         )
     if counter is not None:
         rows, problem = counter.finish()
+        if problem and counter.bound:
+            raise _beyond_bound_error(manifest, entry.name, problem, counter.bound)
         if problem:
             raise altered_backup_error(manifest, entry.name, problem)
         if rows != entry.rows:
