@@ -18,8 +18,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from arb_pipeline import settings
 from arb_pipeline.errors import ArbError
+from arb_pipeline.fsutil import LineTooLongError
 from arb_pipeline.load.failures import backup_at_fault, server_message
+from arb_pipeline.package.limits import MB
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
@@ -75,6 +78,11 @@ def stage_table(
     path = Path(backup_dir) / entry.name
     try:
         _copy_in(conn, path, entry, stage, backup_cols)
+    except LineTooLongError as exc:  # verification bounds lines: the file changed since
+        raise MalformedFileError(
+            f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
+            "the file is malformed: re-run the sender's partition to publish the backup again"
+        ) from None
     except psycopg.Error as exc:  # a value the receiver's column type can't take, or not JSON
         if not backup_at_fault(exc):
             raise
@@ -99,22 +107,67 @@ def stage_table(
 
 
 def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str]) -> None:
+    max_line = int(settings.MAX_ROW_MB.read() * MB)
     with conn.cursor() as cur:
         if entry.format == "copy-text":
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
-                for chunk in iter_table_chunks(path):
+                for chunk in iter_table_chunks(path, max_line=max_line):
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
             docs = sql.Identifier(f"{stage.as_string(conn).strip(chr(34)).split('.')[-1]}_doc")
             conn.execute(sql.SQL("CREATE TEMP TABLE {} (doc json) ON COMMIT DROP").format(docs))
             with cur.copy(sql.SQL("COPY {} (doc) FROM STDIN").format(docs)) as copy:
-                for chunk in iter_table_chunks(path):
+                for chunk in iter_table_chunks(path, max_line=max_line):
                     copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
+            _check_row_keys(conn, docs, entry, backup_cols)
             conn.execute(
                 sql.SQL("INSERT INTO {s} SELECT r.* FROM {d}, json_populate_record(NULL::{s}, doc) r").format(
                     s=stage, d=docs
                 )
             )
+
+
+def _check_row_keys(conn, docs: sql.Identifier, entry: FileEntry, backup_cols: list[str]) -> None:
+    """Every JSON row has exactly the manifest's columns: a missing key would load as NULL over
+    a real value, and a row of another table with compatible columns would load silently."""
+    # One pass of json_object_keys per row counts distinct expected keys and all keys (packed in one bigint:
+    # a row, under PostgreSQL's 1 GB, has fewer than 2^32 keys); both must equal n. The first
+    # bad row, if any, is then described on its own.
+    bad = conn.execute(
+        sql.SQL(
+            "SELECT ctid FROM {d} WHERE CASE WHEN json_typeof(doc) = 'object' THEN (SELECT "
+            "count(DISTINCT k) FILTER (WHERE k = ANY(%(cols)s::text[])) * 4294967296 + count(*) "
+            "FROM json_object_keys(doc) k) END IS DISTINCT FROM %(n)s * 4294967297 ORDER BY ctid LIMIT 1"
+        ).format(d=docs),
+        {"n": len(backup_cols), "cols": backup_cols},
+    ).fetchone()
+    if bad is None:
+        return
+    ctid = bad[0]
+    line, keys = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT count(*) + 1 FROM {d} WHERE ctid < %(t)s::tid), CASE WHEN "
+            "json_typeof(doc) = 'object' THEN ARRAY(SELECT json_object_keys(doc)) END "
+            "FROM {d} WHERE ctid = %(t)s::tid"
+        ).format(d=docs),
+        {"t": ctid},
+    ).fetchone()
+    if keys is None:
+        what = "is not a JSON object"
+    else:
+        missing = [c for c in backup_cols if c not in keys]
+        extra = sorted({k for k in keys if k not in backup_cols})
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        what = "; ".join(
+            f"{label} column(s) {', '.join(map(repr, names))}"
+            for label, names in (("lacks", missing), ("has unexpected", extra), ("repeats", twice))
+            if names
+        )
+    raise MalformedFileError(
+        f"backup file {entry.name} (table {entry.table}): line {line} {what}: every row must have "
+        "exactly the manifest's columns for its table; the file is malformed: re-run the sender's "
+        "partition to publish the backup again"
+    )
 
 
 def stage_name(backup_key: str, i: int) -> sql.Identifier:

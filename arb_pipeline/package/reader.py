@@ -17,11 +17,12 @@ def read_manifest(backup_dir: Path) -> Manifest:
     return Manifest.from_json((Path(backup_dir) / MANIFEST_NAME).read_bytes())
 
 
-def iter_table_chunks(path: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    """Decompressed content of a table file, in chunks that end on a line boundary."""
+def iter_table_chunks(path: Path, chunk_size: int = CHUNK, max_line: int | None = None) -> Iterator[bytes]:
+    """Decompressed content of a table file, in chunks that end on a line boundary; a line
+    longer than ``max_line`` raises fsutil.LineTooLongError (memory stays bounded)."""
     dctx = zstandard.ZstdDecompressor()
     with open(path, "rb") as fh, dctx.stream_reader(fh) as reader:
-        yield from line_chunks(reader.read, chunk_size)
+        yield from line_chunks(reader.read, chunk_size, max_line)
 
 
 def iter_table_lines(path: Path) -> Iterator[bytes]:

@@ -21,10 +21,15 @@ import zstandard
 
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
+from arb_pipeline.package.limits import PayloadLimits
 from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest, ManifestError
+from arb_pipeline.settings import MAX_ROW_MB, MAX_TABLE_ROWS
 from arb_pipeline.transport.base import is_temporary_name
 
 CHUNK = 1 << 20
+# A FIFO or device in place of a file must not block or act on open: never follow a link,
+# never wait for a writer (regular files read the same with O_NONBLOCK).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 class VerifyError(ArbError):
@@ -61,11 +66,22 @@ def altered_backup_error(manifest_or_id, file: str | None, what: str) -> VerifyE
     )
 
 
+def _is_special(path: Path) -> bool:
+    """A FIFO, socket or device (lstat: never opened); missing files and links are judged on open."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode))
+
+
 def _load_manifest(backup_dir: Path) -> Manifest:
     folder_id = backup_dir.name
     path = backup_dir / MANIFEST_NAME
+    if _is_special(path):
+        raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise altered_backup_error(
             folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}"
@@ -112,8 +128,10 @@ def _open_inside(backup_dir: Path, name: str):
         if not stat.S_ISDIR(st.st_mode):
             return None, f"is not inside a regular folder ({current.relative_to(backup_dir)} is not a folder)"
     path = backup_dir / name
+    if _is_special(path):
+        return None, "is not a regular file (a FIFO, socket or device)"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None, "is missing"
     except OSError as exc:
@@ -126,18 +144,40 @@ def _open_inside(backup_dir: Path, name: str):
     return fd, None
 
 
-class _LineCounter:
-    """Decompress a zstd stream incrementally, frame after frame (as the reader does),
-    and count its lines."""
+FEED = 256  # compressed bytes per decompress call: zstd unpacks at most ~32768x, so <= 8 MB out
 
-    def __init__(self):
+
+class _LineCounter:
+    """Decompress a zstd stream incrementally, frame after frame (as the reader does), and
+    count its lines, within the file's bounds (limits.py): the first excess of rows, bytes
+    unpacked or line length stops it, and memory stays bounded whatever the file unpacks to."""
+
+    def __init__(self, entry: FileEntry, limits: PayloadLimits):
         self._dctx = zstandard.ZstdDecompressor()
         self._dobj = None  # the frame being decoded; None between frames
         self.lines = 0
+        self.unpacked = 0
+        self.line_run = 0  # bytes since the last newline
         self.last_byte = b""
         self.error: str | None = None
+        self.bound: str | None = None  # the setting a bound error is about
+        self._max_rows = min(entry.rows, limits.max_table_rows)
+        self._max_bytes, self._bytes_rule = limits.unpacked_bound(entry.bytes)
+        self._max_line = limits.max_line_bytes
+        self._rows_rule = (
+            f"the manifest says {entry.rows}"
+            if entry.rows <= limits.max_table_rows
+            else f"{MAX_TABLE_ROWS.name}={limits.max_table_rows}"
+        )
 
     def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        for at in range(0, len(view), FEED):
+            if self.error:
+                return
+            self._feed(view[at : at + FEED])
+
+    def _feed(self, data) -> None:
         while data and not self.error:
             if self._dobj is None:
                 self._dobj = self._dctx.decompressobj()
@@ -147,12 +187,33 @@ class _LineCounter:
                 self.error = f"is not a valid zstd stream ({exc})"
                 return
             if out:
-                self.lines += out.count(b"\n")
-                self.last_byte = out[-1:]
+                self._count(out)
             if not self._dobj.eof:
                 return
             data = self._dobj.unused_data  # the next frame starts here
             self._dobj = None
+
+    def _count(self, out: bytes) -> None:
+        self.unpacked += len(out)
+        self.lines += out.count(b"\n")
+        first, last = out.find(b"\n"), out.rfind(b"\n")
+        longest = self.line_run + (len(out) if first < 0 else first)
+        if 0 <= first < last and len(out) > self._max_line:  # inner lines matter only past one bound
+            longest = max(longest, max(map(len, out[first + 1 : last].split(b"\n"))))
+        self.line_run = len(out) - last - 1 if first >= 0 else self.line_run + len(out)
+        longest = max(longest, self.line_run)
+        self.last_byte = out[-1:]
+        if self.lines > self._max_rows:
+            self.error = f"holds more than {self._max_rows} rows ({self._rows_rule})"
+            self.bound = self._rows_rule.split("=")[0] if "=" in self._rows_rule else None
+        elif self.unpacked > self._max_bytes:
+            self.error = f"unpacks to more than {self._max_bytes} bytes ({self._bytes_rule})"
+            self.bound = self._bytes_rule.split("=")[0]
+        elif longest > self._max_line:
+            self.error = f"holds a row longer than {self._max_line} bytes ({MAX_ROW_MB.name})"
+            self.bound = MAX_ROW_MB.name
+        if self.error:
+            self.error += "; refused at the first excess, nothing of it was loaded"
 
     def finish(self) -> tuple[int | None, str | None]:
         if self.error:
@@ -163,7 +224,26 @@ class _LineCounter:
         return self.lines + (1 if self.last_byte not in (b"", b"\n") else 0), None
 
 
-def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
+def _beyond_bound_error(manifest: Manifest, file: str, what: str, setting: str) -> VerifyError:
+    """A table file past one of the receiver's bounds: hostile or broken, or a table grown
+    beyond what the receiver was set for (then the setting is the fix)."""
+    return VerifyError(
+        f"backup {manifest.backup_id}: file {file}: {what}. A sender bug or a hostile sender; if the "
+        f"table really is that large, raise {setting} on the receiver and `arb requeue "
+        f"{manifest.backup_id}`, otherwise {_partition_hint(manifest.backup_id, manifest.partition_key)}",
+        backup_id=manifest.backup_id,
+        file=file,
+    )
+
+
+def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: PayloadLimits) -> None:
+    if entry.kind == "table" and entry.rows > limits.max_table_rows:
+        raise _beyond_bound_error(
+            manifest,
+            entry.name,
+            f"the manifest says {entry.rows} rows, more than {MAX_TABLE_ROWS.name}={limits.max_table_rows}",
+            MAX_TABLE_ROWS.name,
+        )
     fd, problem = _open_inside(backup_dir, entry.name)
     if problem:
         raise altered_backup_error(manifest, entry.name, problem)
@@ -176,13 +256,13 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
                 f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
             )
         digest = hashlib.sha256()
-        counter = _LineCounter() if entry.kind == "table" else None
+        counter = _LineCounter(entry, limits) if entry.kind == "table" else None
         read = 0
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
             read += len(chunk)
             if counter:
-                counter.feed(chunk)
+                counter.feed(chunk)  # stops unpacking at a bound; the hash still covers the file
     if read != entry.bytes:  # changed while we read it
         raise altered_backup_error(
             manifest,
@@ -196,6 +276,8 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry) -> None:
         )
     if counter is not None:
         rows, problem = counter.finish()
+        if problem and counter.bound:
+            raise _beyond_bound_error(manifest, entry.name, problem, counter.bound)
         if problem:
             raise altered_backup_error(manifest, entry.name, problem)
         if rows != entry.rows:
@@ -230,12 +312,14 @@ def _check_no_extra_files(backup_dir: Path, manifest: Manifest) -> None:
         )
 
 
-def verify_files(backup_dir: Path, progress=None) -> Manifest:
+def verify_files(backup_dir: Path, progress=None, limits: PayloadLimits | None = None) -> Manifest:
     """Check a published backup folder against its manifest; return the manifest.
 
     Raises VerifyError (``backup_at_fault``) naming the backup, the file and what differs.
-    ``progress`` (an ``arb_pipeline.progress.Progress``) counts the files as they are checked.
+    ``progress`` (an ``arb_pipeline.progress.Progress``) counts the files as they are checked;
+    ``limits`` bound what table files unpack to (default: from the settings).
     """
+    limits = limits or PayloadLimits.from_env()
     backup_dir = Path(backup_dir)
     if backup_dir.is_symlink() or not backup_dir.is_dir():
         raise altered_backup_error(backup_dir.name, None, f"{backup_dir} is not a folder")
@@ -252,7 +336,7 @@ def verify_files(backup_dir: Path, progress=None) -> Manifest:
         else progress.track(manifest.files, "verify", describe=lambda e: e.name)
     )
     for entry in files:
-        _check_file(backup_dir, manifest, entry)
+        _check_file(backup_dir, manifest, entry, limits)
     _check_no_extra_files(backup_dir, manifest)
     return manifest
 

@@ -83,6 +83,7 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
             raise MediaError(f"manifest lists media file {e.name!r} twice with different contents")
         want[e.name] = e
 
+    _check_declared_fits(bundle_path, want)
     staged: list[_Staged] = []
     created_dirs: list[str] = []
     ok = False
@@ -130,6 +131,22 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
                     pass
 
 
+def _check_declared_fits(bundle_path: Path, want: dict[str, MediaEntry]) -> None:
+    """An uncompressed tar holds every byte it installs: media declared larger than the bundle
+    itself could only come from sparse members (a few KB unpacking to GB), refused here."""
+    try:
+        occupies = os.stat(bundle_path).st_size
+    except OSError:
+        return  # opening it says what is wrong
+    declared = sum(e.bytes for e in want.values())
+    if declared > occupies:
+        raise MediaError(
+            f"media bundle {str(bundle_path)!r}: the manifest lists {declared} bytes of media but the "
+            f"bundle is {occupies} bytes: an uncompressed tar can't install more than it holds; "
+            "refusing the bundle (quarantine the backup)"
+        )
+
+
 def _check_member(member: tarfile.TarInfo, want: dict[str, MediaEntry], seen: set[str], bundle) -> None:
     where = f"media bundle {str(bundle)!r}"
     if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
@@ -144,6 +161,11 @@ def _check_member(member: tarfile.TarInfo, want: dict[str, MediaEntry], seen: se
         }.get(member.type, f"of tar type {member.type!r}")
         raise MediaError(
             f"{where}: member {member.name!r} is {kind}, not a regular file: "
+            f"refusing the bundle (quarantine the backup)"
+        )
+    if member.sparse is not None:  # a PAX sparse member: holes unpack to more than it stores
+        raise MediaError(
+            f"{where}: member {member.name!r} is a sparse file, not a plain regular file: "
             f"refusing the bundle (quarantine the backup)"
         )
     if os.path.isabs(member.name) or not is_safe_name(member.name):

@@ -343,6 +343,23 @@ MIN_FREE_MB = Setting(
     "receiver",
     "disk guard: loads stop below this much free space (MB) on the inbox and media volumes",
 )
+# Bounds on what one backup's table file may become once unpacked (verified as it streams).
+MAX_ROW_MB = Setting(
+    "ARB_MAX_ROW_MB", "64", number(0, above=True), "receiver", "longest row (line) a table file may hold, MB"
+)
+MAX_TABLE_MB = Setting(
+    "ARB_MAX_TABLE_MB", "65536", number(0, above=True), "receiver", "most a table file may unpack to, MB"
+)
+MAX_UNPACK_RATIO = Setting(
+    "ARB_MAX_UNPACK_RATIO",
+    "1000",
+    number(1),
+    "receiver",
+    "most bytes a table file may unpack to per byte it occupies (files under 1 MB unpacked: any ratio)",
+)
+MAX_TABLE_ROWS = Setting(
+    "ARB_MAX_TABLE_ROWS", "1000000000", whole(1), "receiver", "most rows one table file may hold"
+)
 BKPS_LIFETIME = Setting(
     "ARB_BKPS_LIFETIME",
     "4",
