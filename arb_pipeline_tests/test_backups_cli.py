@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from arb_pipeline.cli.main import main
@@ -45,3 +46,9 @@ def test_inspect_shows_and_verifies_then_quarantine_and_requeue(sender_db, tmp_p
 def test_inspect_of_a_folder_without_manifest_is_a_clear_error(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_inspect_of_a_fifo_manifest_is_a_clear_error_without_blocking(tmp_path, capsys):
+    os.mkfifo(tmp_path / "manifest.json")  # a plain open would wait for a writer forever
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "manifest.json is not a regular file" in capsys.readouterr().err

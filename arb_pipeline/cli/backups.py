@@ -45,11 +45,12 @@ def run_inspect(args) -> int:
     from arb_pipeline.package.verify import VerifyError, verify_files
 
     folder = _backup_folder(args)
-    if not (folder / "manifest.json").is_file():
+    try:
+        manifest = read_manifest(folder)  # a link, FIFO or huge file is refused, never waited on
+    except FileNotFoundError:
         raise ConfigError(
             f"{folder} has no manifest.json: not a published backup (still uploading, or a wrong path)"
-        )
-    manifest = read_manifest(folder)
+        ) from None
     if args.json:
         print(json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False))
     else:

@@ -23,13 +23,11 @@ from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
 from arb_pipeline.package.limits import PayloadLimits
 from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest, ManifestError
+from arb_pipeline.package.reader import SAFE_OPEN, manifest_bytes
 from arb_pipeline.settings import MAX_ROW_MB, MAX_TABLE_ROWS
 from arb_pipeline.transport.base import is_temporary_name
 
 CHUNK = 1 << 20
-# A FIFO or device in place of a file must not block or act on open: never follow a link,
-# never wait for a writer (regular files read the same with O_NONBLOCK).
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 
 
 class VerifyError(ArbError):
@@ -78,24 +76,18 @@ def _is_special(path: Path) -> bool:
 def _load_manifest(backup_dir: Path) -> Manifest:
     folder_id = backup_dir.name
     path = backup_dir / MANIFEST_NAME
-    if _is_special(path):
-        raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        data = manifest_bytes(path)
     except FileNotFoundError:
         raise altered_backup_error(
             folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is missing from {backup_dir}"
         ) from None
-    except OSError as exc:  # a symlink (ELOOP) or unreadable
+    except ManifestError as exc:  # a link, not a regular file, over the size cap
+        raise altered_backup_error(folder_id, MANIFEST_NAME, str(exc)) from None
+    except OSError as exc:  # unreadable
         raise altered_backup_error(
-            folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened as a regular file ({exc.strerror})"
+            folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} can't be opened ({exc.strerror})"
         ) from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is not a regular file")
-        data = fh.read(64 << 20)  # a manifest is small; a huge one is refused, not read whole
-        if fh.read(1):
-            raise altered_backup_error(folder_id, MANIFEST_NAME, f"{MANIFEST_NAME} is larger than 64 MB")
     try:
         manifest = Manifest.from_json(data)
     except ManifestError as exc:
@@ -131,7 +123,7 @@ def _open_inside(backup_dir: Path, name: str):
     if _is_special(path):
         return None, "is not a regular file (a FIFO, socket or device)"
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, SAFE_OPEN)
     except FileNotFoundError:
         return None, "is missing"
     except OSError as exc:
