@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from arb_pipeline.errors import ArbError
-from arb_pipeline.ops.disk_guard import DiskSpaceError, check_free_space, format_bytes, free_bytes
+from arb_pipeline.ops.disk_guard import (
+    DATABASE_VOLUME,
+    DiskFloor,
+    DiskSpaceError,
+    check_free_space,
+    format_bytes,
+    free_bytes,
+)
 from arb_pipeline.ops.retention import (
     ABANDONED_UPLOAD,
     HASH_MISMATCH,
@@ -36,6 +43,7 @@ from arb_pipeline.ops.retention import (
 from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.transport.base import temporary_name
+from arb_pipeline_tests.support.roles import make_receiver_role
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 DAY = timedelta(days=1)
@@ -415,6 +423,21 @@ def test_disk_guard_passes_with_a_zero_floor(tmp_path):
     check_free_space({"media folder": tmp_path}, 0)
     check_free_space({"media folder": tmp_path}, 1)
     assert free_bytes(tmp_path) > 0
+
+
+def test_the_database_folder_is_watched_where_the_role_may_see_it(pg_cluster, receiver_db, tmp_path):
+    floor = DiskFloor({"inbox": tmp_path}, 1)
+    with connect(receiver_db) as conn:  # the cluster's superuser, over a local connection
+        data_dir = Path(conn.execute("SHOW data_directory").fetchone()[0])
+        assert floor.with_database(conn).volumes == {"inbox": tmp_path, DATABASE_VOLUME: data_dir}
+        assert DiskFloor({"inbox": tmp_path}, 0).with_database(conn).volumes == {"inbox": tmp_path}
+    role, role_dsn = make_receiver_role(pg_cluster, receiver_db)
+    with connect(role_dsn) as conn:  # the receiver's own role may not read data_directory
+        assert floor.with_database(conn).volumes == {"inbox": tmp_path}
+    with connect(receiver_db) as conn:
+        conn.execute(f"GRANT pg_read_all_settings TO {role}")
+    with connect(role_dsn) as conn:  # as docs/operations.md suggests
+        assert floor.with_database(conn).volumes[DATABASE_VOLUME] == data_dir
 
 
 def test_format_bytes():

@@ -51,6 +51,7 @@ from arb_pipeline.load.hold import (
     record_hold,
 )
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
+from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.introspect import TableInfo
 from arb_pipeline.pg.quote import ident_list, quote_ident
@@ -103,12 +104,14 @@ def load_backup(
     dsn: str | None = None,
     workers: int = 2,
     deletion_limits: DeletionLimits | None = None,
+    disk_floor: DiskFloor | None = None,
 ) -> LoadResult:
     """Apply a verified backup in one transaction. ``conn`` must not be in a transaction.
 
     With ``dsn``, a complete's tables are staged first by ``workers`` parallel sessions
     (scratch tables, outside the transaction), then merged in the one transaction. With
-    ``deletion_limits``, a complete that would delete more is held (load/hold.py).
+    ``deletion_limits``, a complete that would delete more is held (load/hold.py). With
+    ``disk_floor``, free space is checked again as tables are staged and merged.
     """
     backup_dir = Path(backup_dir)
     conn.autocommit = True
@@ -138,9 +141,10 @@ def load_backup(
                 parents_first(infos),
                 manifest_sha256[:12],
                 workers,
+                disk_floor,
             )
         with conn.transaction():
-            return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits)
+            return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
     except DeletionHeld as held:  # rolled back; recorded so the sensor waits for `arb approve`
         record_hold(conn, manifest, manifest_sha256, held)
         raise
@@ -199,6 +203,7 @@ def _apply(
     manifest_sha256: str,
     staged: dict,
     limits: DeletionLimits | None,
+    floor: DiskFloor | None,
 ) -> LoadResult:
     state = _ledger_state(conn, manifest, manifest_sha256)
     if state == "already loaded":
@@ -218,10 +223,14 @@ def _apply(
                 name, load = staged[table]
             else:
                 name = sql.Identifier(f"arb_stage_{i}")
-                load = stage_table(conn, backup_dir, by_table[table], infos[table], name, temporary=True)
+                load = stage_table(
+                    conn, backup_dir, by_table[table], infos[table], name, temporary=True, floor=floor
+                )
             t0 = time.perf_counter()
             load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)
             load.seconds["merge"] = time.perf_counter() - t0
+            if floor:
+                floor.check()
             names[table] = name
             result.tables.append(load)
         if manifest.kind == "complete":

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 from psycopg import sql
@@ -22,6 +23,7 @@ from arb_pipeline import settings
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import LineTooLongError
 from arb_pipeline.load.failures import backup_at_fault, server_message
+from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.limits import MB
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
@@ -30,6 +32,7 @@ from arb_pipeline.pg.quote import ident_list
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
+FLOOR_EVERY = 64 * 1024 * 1024  # bytes staged between two checks of the disk floor
 
 
 class StagingError(ArbError):
@@ -55,9 +58,17 @@ class TableLoad:
 
 
 def stage_table(
-    conn, backup_dir: Path, entry: FileEntry, info, stage: sql.Identifier, *, temporary: bool
+    conn,
+    backup_dir: Path,
+    entry: FileEntry,
+    info,
+    stage: sql.Identifier,
+    *,
+    temporary: bool,
+    floor: DiskFloor | None = None,
 ) -> TableLoad:
-    """COPY one table file into a new staging table; check the row count."""
+    """COPY one table file into a new staging table; check the row count (and, with
+    ``floor``, the free disk space every FLOOR_EVERY bytes and after the table)."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
     backup_cols = [c.name for c in entry.columns]
@@ -77,7 +88,7 @@ def stage_table(
     conn.execute(create.format(stage, coldefs))
     path = Path(backup_dir) / entry.name
     try:
-        _copy_in(conn, path, entry, stage, backup_cols)
+        _copy_in(conn, path, entry, stage, backup_cols, floor)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -93,6 +104,8 @@ def stage_table(
             f"column types: {server_message(exc)}{where}; the file is "
             "malformed: re-run the sender's partition to publish the backup again"
         ) from exc
+    if floor:
+        floor.check()
     count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
     if count != entry.rows:
         raise MalformedFileError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
@@ -106,18 +119,23 @@ def stage_table(
     return TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
 
 
-def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str]) -> None:
+def _copy_in(
+    conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str], floor: DiskFloor | None
+) -> None:
     max_line = int(settings.MAX_ROW_MB.read() * MB)
+    chunks = iter_table_chunks(path, max_line=max_line)
+    if floor:
+        chunks = _checking_floor(chunks, floor)
     with conn.cursor() as cur:
         if entry.format == "copy-text":
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
-                for chunk in iter_table_chunks(path, max_line=max_line):
+                for chunk in chunks:
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
             docs = sql.Identifier(f"{stage.as_string(conn).strip(chr(34)).split('.')[-1]}_doc")
             conn.execute(sql.SQL("CREATE TEMP TABLE {} (doc json) ON COMMIT DROP").format(docs))
             with cur.copy(sql.SQL("COPY {} (doc) FROM STDIN").format(docs)) as copy:
-                for chunk in iter_table_chunks(path, max_line=max_line):
+                for chunk in chunks:
                     copy.write(chunk.replace(b"\\", b"\\\\"))  # COPY text format unescapes backslashes
             _check_row_keys(conn, docs, entry, backup_cols)
             conn.execute(
@@ -125,6 +143,17 @@ def _copy_in(conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_c
                     s=stage, d=docs
                 )
             )
+
+
+def _checking_floor(chunks: Iterator[bytes], floor: DiskFloor) -> Iterator[bytes]:
+    """``chunks`` as they are, checking the disk floor every FLOOR_EVERY bytes (a statvfs each)."""
+    since = 0
+    for chunk in chunks:
+        since += len(chunk)
+        if since >= FLOOR_EVERY:
+            floor.check()
+            since = 0
+        yield chunk
 
 
 def _check_row_keys(conn, docs: sql.Identifier, entry: FileEntry, backup_cols: list[str]) -> None:
@@ -190,6 +219,7 @@ def stage_in_parallel(
     order: list[str],
     backup_key: str,
     workers: int = 2,
+    floor: DiskFloor | None = None,
 ) -> dict[str, tuple[sql.Identifier, TableLoad]]:
     """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time."""
 
@@ -199,7 +229,9 @@ def stage_in_parallel(
         with connect(dsn, autocommit=True) as conn:
             return table, (
                 name,
-                stage_table(conn, backup_dir, entries[table], infos[table], name, temporary=False),
+                stage_table(
+                    conn, backup_dir, entries[table], infos[table], name, temporary=False, floor=floor
+                ),
             )
 
     # Largest files first, so the two sessions finish together.

@@ -10,11 +10,8 @@ Retention runs after a successful load and deletes only loaded backups.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
-import os
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,14 +20,15 @@ from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.load.apply import _newest_complete as newest_complete
 from arb_pipeline.load.hold import DeletionLimits
-from arb_pipeline.ops.disk_guard import check_free_space
+from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
 from arb_pipeline.package.backup_id import KINDS
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.reader import manifest_bytes
 from arb_pipeline.package.schema_check import SchemaPlan, check_schema
 from arb_pipeline.package.verify import VerifyError, verify_files
 from arb_pipeline.pg.connect import connect
-from arb_pipeline.receive.media import InstallResult, install_media, remove_installed
+from arb_pipeline.receive.media import MEDIA_VOLUME, InstallResult, install_media, remove_installed
 from arb_pipeline.receive.plausible import check_plausible
 from arb_pipeline.receive.quarantine import QuarantineError, quarantine
 from arb_pipeline.settings import MAX_MANIFEST_BYTES
@@ -127,27 +125,11 @@ def find_published(
 
 
 def _manifest_bytes(path: Path, cap: int) -> bytes | None:
-    """The manifest's bytes, None while there is none. Opened without following a link and
-    without blocking (a FIFO would block a plain open), and read up to ``cap`` bytes only."""
+    """The manifest's bytes, None while there is none (still uploading: it comes last)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return manifest_bytes(path, cap)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise ManifestError(f"{MANIFEST_NAME} is a symbolic link; a backup holds regular files") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ManifestError(f"{MANIFEST_NAME} is not a regular file; a backup holds regular files only")
-        data = fh.read(cap + 1)
-    if len(data) > cap:
-        raise ManifestError(
-            f"{MANIFEST_NAME} is more than {MAX_MANIFEST_BYTES.name}={cap} bytes, so it was not read: "
-            "a genuine manifest is a few kB per table. If this one is genuine, raise "
-            f"{MAX_MANIFEST_BYTES.name} and `arb requeue` it"
-        )
-    return data
 
 
 def _unreadable_file(path: Path, exc: OSError) -> str:
@@ -191,6 +173,7 @@ def receive(
     quarantine_dir: Path,
     min_free_bytes: int = 0,
     deletion_limits: DeletionLimits | None = None,
+    disk_floor: DiskFloor | None = None,
 ) -> Received:
     """Verify and load one backup.
 
@@ -198,12 +181,15 @@ def receive(
     bad media bundle, rows the database refuses) quarantines it with the reason and is
     raised again as a VerifyError saying where it went. Any other error leaves the backup
     in the inbox for the next try (the receiver's schema, a setting, the database), or
-    waiting for `arb approve` (a complete past ``deletion_limits``: load/hold.py).
+    waiting for `arb approve` (a complete past ``deletion_limits``: load/hold.py). The
+    disk floor (``min_free_bytes``, or a ``disk_floor`` naming its volumes) is checked
+    before, and again while media are installed and tables staged and merged.
     """
     backup_dir = Path(backup_dir)
-    check_free_space({"inbox": backup_dir, "media folder": Path(media_dir)}, min_free_bytes)
+    floor = disk_floor or DiskFloor({"inbox": backup_dir, MEDIA_VOLUME: Path(media_dir)}, min_free_bytes)
+    floor.check()
     try:
-        return _verify_and_load(backup_dir, dsn, Path(media_dir), deletion_limits)
+        return _verify_and_load(backup_dir, dsn, Path(media_dir), deletion_limits, floor)
     except ArbError as exc:
         if not exc.backup_at_fault:
             raise
@@ -216,20 +202,23 @@ def receive(
 
 
 def _verify_and_load(
-    backup_dir: Path, dsn: str, media_dir: Path, deletion_limits: DeletionLimits | None
+    backup_dir: Path, dsn: str, media_dir: Path, deletion_limits: DeletionLimits | None, floor: DiskFloor
 ) -> Received:
     manifest = verify_files(backup_dir)
     sha = hashlib.sha256((backup_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     with connect(dsn) as conn:
         check_plausible(manifest, newest_complete=_newest_complete_but(conn, manifest.backup_id))
         plan: SchemaPlan = check_schema(manifest, conn)
+        floor = floor.with_database(conn)
         conn.rollback()
         media = None
         bundle = manifest.file("media")
         if bundle is not None:
-            media = install_media(backup_dir / bundle.name, manifest.media, media_dir)
+            media = install_media(backup_dir / bundle.name, manifest.media, media_dir, floor)
         try:
-            result = load_backup(conn, backup_dir, manifest, sha, dsn=dsn, deletion_limits=deletion_limits)
+            result = load_backup(
+                conn, backup_dir, manifest, sha, dsn=dsn, deletion_limits=deletion_limits, disk_floor=floor
+            )
         except BaseException:
             if media:
                 remove_installed(media, media_dir)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from arb_pipeline.fsutil import fsync_dir
+from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import MediaEntry
 from arb_pipeline.package.media import (
     CHUNK,
@@ -40,6 +41,7 @@ from arb_pipeline.package.media import (
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+MEDIA_VOLUME = "media folder"  # its label in the receiver's DiskFloor
 CONFLICT_INFIX = ".conflict-"
 
 
@@ -67,8 +69,12 @@ class _Staged:
     sha256: str
 
 
-def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: Path) -> InstallResult:
+def install_media(
+    bundle_path: Path, expected: Iterable[MediaEntry], media_dir: Path, floor: DiskFloor | None = None
+) -> InstallResult:
     """Install a verified media bundle into ``media_dir``; all-or-nothing up to the renames.
+    With ``floor``, the whole declared size must fit above the disk floor before anything is
+    written, and each file must still fit before it is (DiskSpaceError: nothing installed).
 
     Raises MediaError, having installed nothing, when the bundle holds a member that isn't
     a regular file, has an unsafe name, isn't in ``expected`` or appears twice, when a
@@ -84,6 +90,8 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
         want[e.name] = e
 
     _check_declared_fits(bundle_path, want)
+    if floor:
+        floor.check({MEDIA_VOLUME: sum(e.bytes for e in want.values())})
     staged: list[_Staged] = []
     created_dirs: list[str] = []
     ok = False
@@ -100,6 +108,8 @@ def install_media(bundle_path: Path, expected: Iterable[MediaEntry], media_dir: 
             try:
                 for member in tar:
                     _check_member(member, want, seen, bundle_path)
+                    if floor:  # the disk may fill while we write: each file must still fit
+                        floor.check({MEDIA_VOLUME: member.size})
                     seen.add(member.name)
                     staged.append(
                         _stage_member(tar, member, want[member.name], root, created_dirs, bundle_path)

@@ -341,7 +341,7 @@ MIN_FREE_MB = Setting(
     "500",
     number(0),
     "receiver",
-    "disk guard: loads stop below this much free space (MB) on the inbox and media volumes",
+    "disk guard: loads stop below this much free space (MB) on the inbox, media and database volumes",
 )
 # Bounds on what one backup's table file may become once unpacked (verified as it streams).
 MAX_ROW_MB = Setting(
