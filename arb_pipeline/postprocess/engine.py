@@ -87,7 +87,8 @@ class Derivation:
         raise NotImplementedError
 
     def fill(self, conn, ctx: Any, source: Source, bounds: dict) -> None:
-        """Fill arb_pp_out with the batch's rows: todo ids in (bounds["after"], bounds["upto"]].
+        """Fill arb_pp_out with the batch's rows: todo ids in (bounds["after"], bounds["upto"]], of
+        which the batch holds bounds["rows"] in all.
         By default from ``source.fetch`` through :meth:`compute`; SQL derivations override."""
         cur = conn.execute(
             sql.SQL(
@@ -106,10 +107,12 @@ class Derivation:
             copy_out(conn, source, self.compute(conn, ctx, source, rows))
 
     def write(self, conn, source: Source, others_done: str | None = None) -> None:
-        """Write arb_pp_out where TranSappViz reads. By default the columns of the source's
-        own rows, by id (:func:`update_from`); derivations writing elsewhere override this."""
+        """Write arb_pp_out where TranSappViz reads. Derivations writing elsewhere than
+        their sources' own rows override this; the others don't write on their own: the
+        derivations of a table share one UPDATE per batch (run.py, :func:`update_from`), and
+        one whose source has no columns (a check: only problems) writes nothing."""
         if source.columns:
-            update_from(conn, source.table, [(OUT, source.columns)], others_done)
+            raise NotImplementedError(f"{self.name} writes its sources' own rows: run.py writes them")
 
     @property
     def writes_own_rows(self) -> bool:
@@ -122,47 +125,38 @@ def update_from(
     conn,
     table: str,
     outs: Sequence[tuple[str, Sequence[str]]],
-    others_done: str | None = None,
-    batch: tuple[str, dict] | None = None,
+    others_done: str | None,
+    batch: tuple[str, dict],
 ) -> None:
-    """One UPDATE of ``table`` from computed tables ``outs`` (name, columns) by id: a row
-    already holding those values is not rewritten. With ``batch`` (a table of ids and the
-    bounds (after, upto] of the batch's), each out may hold only some of the batch's rows:
-    a row gets the columns of the outs that computed it. A row every other derivation of
-    the table has passed (changed at or before ``others_done``) is fully derived:
-    ``transformed`` goes in the same write. One UPDATE for all of a table's derivations
-    writes each row once: one row version, its index entries and foreign key checks,
-    instead of one of each per derivation."""
-    if batch is None:
-        ((base, columns),) = outs  # every row of the one out
-        froms = sql.SQL("{} o0").format(sql.Identifier(base))
-        where = sql.SQL("")
-    else:
-        base, bounds = batch
-        froms = sql.SQL(" ").join(
-            [
-                sql.SQL("{} b").format(sql.Identifier(base)),
-                *(
-                    sql.SQL("LEFT JOIN {n} {a} ON {a}.id = b.id").format(
-                        n=sql.Identifier(name), a=sql.Identifier(f"o{k}")
-                    )
-                    for k, (name, _) in enumerate(outs)
-                ),
-            ]
-        )
-        where = sql.SQL(" AND b.id > {} AND b.id <= {}").format(
-            sql.Literal(bounds["after"]), sql.Literal(bounds["upto"])
-        )
-    key = sql.SQL("o0.id" if batch is None else "b.id")
+    """One UPDATE of ``table`` from computed tables ``outs`` (name, columns) for the rows of
+    ``batch`` (a table of ids and the bounds (after, upto] of the batch's), by id. Each out
+    may hold only some of the batch's rows: a row gets the columns of the outs that computed
+    it, and a row already holding those values is not rewritten. A row every other
+    derivation of the table has passed (changed at or before ``others_done``) is fully
+    derived: ``transformed`` goes in the same write. One UPDATE for all of a table's
+    derivations writes each row once: one row version, its index entries and foreign key
+    checks, instead of one of each per derivation."""
+    base, bounds = batch
+    froms = sql.SQL(" ").join(
+        [
+            sql.SQL("{} b").format(sql.Identifier(base)),
+            *(
+                sql.SQL("LEFT JOIN {n} {a} ON {a}.id = b.id").format(
+                    n=sql.Identifier(name), a=sql.Identifier(f"o{k}")
+                )
+                for k, (name, _) in enumerate(outs)
+            ),
+        ]
+    )
+    where = sql.SQL(" AND b.id > {} AND b.id <= {}").format(
+        sql.Literal(bounds["after"]), sql.Literal(bounds["upto"])
+    )
+    key = sql.SQL("b.id")
     sets, targets, values = [], [], []
     for k, (_, columns) in enumerate(outs):
         alias = sql.Identifier(f"o{k}")
         for c in map(sql.Identifier, columns):
-            value = (
-                sql.SQL("{a}.{c}")
-                if batch is None
-                else sql.SQL("CASE WHEN {a}.id IS NULL THEN t.{c} ELSE {a}.{c} END")
-            ).format(a=alias, c=c)
+            value = sql.SQL("CASE WHEN {a}.id IS NULL THEN t.{c} ELSE {a}.{c} END").format(a=alias, c=c)
             sets.append(sql.SQL("{} = ").format(c) + value)
             targets.append(sql.SQL("t.{}").format(c))
             values.append(value)

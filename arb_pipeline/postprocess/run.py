@@ -280,7 +280,7 @@ def _run_table(
         bound = sql.SQL("SELECT id FROM {} WHERE id > %(after)s ORDER BY id OFFSET %(skip)s LIMIT 1").format(
             sql.Identifier(ALL)
         )
-        after, last = -1, False
+        after, last, left = -1, False, n
         while not last:
             with conn.transaction():
                 # Never beside a load: both write the same rows (a load waits for one batch).
@@ -293,12 +293,13 @@ def _run_table(
                     table,
                     members,
                     contexts,
-                    {"after": after, "upto": upto},
+                    # rows: how many ids the batch holds, so a derivation can pick its method
+                    {"after": after, "upto": upto, "rows": min(left, batch_rows)},
                     shared_done,
                     own_done,
                     clock,
                 )
-                after = upto
+                after, left = upto, left - batch_rows
     for name in todo_tables(members):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
     if shard is not None and shard[0]:
