@@ -289,7 +289,13 @@ def test_the_repository_refers_to_nothing_outside_it():
         (
             "bench.run",
             ["--gigabytes", "0.01", "--window-rows", "1000", "--catchup-partials", "2"],
-            ["complete dump-and-package / pg_dump to a file:", "complete cycle", "/ pg_dump | psql:"],
+            [
+                "complete dump-and-package / pg_dump to a file:",
+                "complete cycle",
+                "/ pg_dump | psql:",
+                "partial extraction / psql COPY TO of the same rows:",
+                "partial load (verify + load) / psql COPY FROM of the same rows",
+            ],
         ),
         (
             "bench.postprocess",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import resource
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -54,6 +55,57 @@ def build_partial(sender, media, staging, pg_dump, window_start):
         "rows": sum(f.rows or 0 for f in built.manifest.table_files()),
         "seconds": seconds,
     }
+
+
+def copy_baselines(sender, receiver, psql, window_start, folder):
+    """The same rows a partial of ``window_start`` ships, moved by plain psql: COPY of each
+    table's window TO files (the extraction's baseline), then COPY FROM those files into
+    empty copies of the receiver's tables, indexes included (the load's baseline)."""
+    from psycopg import sql
+
+    from arb_pipeline.extract.tables import Window, partial_selects
+    from arb_pipeline.pg.connect import connect
+    from arb_pipeline.pg.quote import ident_list
+
+    start = datetime.fromisoformat(window_start)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with connect(sender) as conn:
+        selects = partial_selects(conn, Window(start, start + timedelta(minutes=5)), overlap=timedelta(0))
+        out_lines = [
+            f"\\copy ({s.query.as_string(conn)}) TO '{folder / f'{i}.copy'}'" for i, s in enumerate(selects)
+        ]
+    (folder / "out.psql").write_text(
+        "\n".join(["BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;", *out_lines, "COMMIT;"])
+    )
+    t = time.perf_counter()
+    subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(folder / "out.psql"), "-d", sender], check=True
+    )
+    copy_to_s = time.perf_counter() - t
+    rows = sum((folder / f"{i}.copy").read_bytes().count(b"\n") for i in range(len(selects)))
+    with connect(receiver, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA bench_copy")
+        for i, s in enumerate(selects):
+            conn.execute(
+                sql.SQL("CREATE TABLE bench_copy.{} (LIKE {} INCLUDING ALL)").format(
+                    sql.Identifier(f"t{i}"), sql.Identifier(s.table)
+                )
+            )
+        in_lines = [
+            f"\\copy bench_copy.t{i} ({ident_list(c.name for c in s.columns).as_string(conn)}) "
+            f"FROM '{folder / f'{i}.copy'}'"
+            for i, s in enumerate(selects)
+        ]
+    (folder / "in.psql").write_text("\n".join(["BEGIN;", *in_lines, "COMMIT;"]))
+    t = time.perf_counter()
+    subprocess.run(
+        [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(folder / "in.psql"), "-d", receiver], check=True
+    )
+    copy_from_s = time.perf_counter() - t
+    with connect(receiver, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA bench_copy CASCADE")
+    return {"copy_to_s": copy_to_s, "copy_from_s": copy_from_s, "rows": rows}
 
 
 def _transport(inbox, sftp):

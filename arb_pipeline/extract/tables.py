@@ -173,6 +173,46 @@ def _catalog_specs(catalog: Catalog | None) -> dict[str, TableSpec]:
     return {s.name: s for s in (catalog or current_catalog()).specs}
 
 
+@dataclass(frozen=True)
+class PartialSelect:
+    """What a partial takes of one table: its shipped columns and the query selecting its rows."""
+
+    table: str
+    info: TableInfo
+    columns: list
+    predicate: sql.Composable  # over alias t: the window's rows
+
+    @property
+    def query(self) -> sql.Composable:
+        """SELECT the shipped columns of the window's rows, in key order."""
+        return sql.SQL("SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}").format(
+            cols=_select_list(self.columns),
+            t=sql.Identifier(self.table),
+            pred=self.predicate,
+            pk=ident_list(self.info.primary_key),
+        )
+
+
+def partial_selects(
+    conn,
+    window: Window,
+    *,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    catalog: Catalog | None = None,
+    include_personal: bool = False,
+) -> list[PartialSelect]:
+    """The tables a partial for ``window`` holds, parents first, and the query of each
+    (run them in one snapshot: extract_partial does; so does bench's COPY baseline)."""
+    specs = _catalog_specs(catalog)
+    infos = introspect(conn, list(specs))
+    selection = _PartialSelection(specs, infos, window, overlap)
+    out = []
+    for table in (t for t in parents_first(infos) if t in selection.tables):
+        columns = shipped_columns(specs[table], infos[table], include_personal)
+        out.append(PartialSelect(table, infos[table], columns, selection.predicate(table)))
+    return out
+
+
 def extract_partial(
     conn,
     staged: StagedBackup,
@@ -185,34 +225,30 @@ def extract_partial(
     """Write the window's rows, one JSON Lines file per table, from one snapshot."""
     specs = _catalog_specs(catalog)
     with read_snapshot(conn) as snapshot_time:
-        infos = introspect(conn, list(specs))
-        selection = _PartialSelection(specs, infos, window, overlap)
-        order = [t for t in parents_first(infos) if t in selection.tables]
+        selects = partial_selects(
+            conn, window, overlap=overlap, catalog=catalog, include_personal=include_personal
+        )
         files, media = [], set()
-        for table in order:
-            spec, info = specs[table], infos[table]
-            columns = shipped_columns(spec, info, include_personal)
-            pred = selection.predicate(table)
-            query = sql.SQL(
-                "SELECT row_to_json(x) FROM (SELECT {cols} FROM {t} t WHERE {pred} ORDER BY {pk}) x"
-            ).format(
-                cols=_select_list(columns),
-                t=sql.Identifier(table),
-                pred=pred,
-                pk=ident_list(info.primary_key),
-            )
+        for select in selects:
+            table, info = select.table, select.info
+            spec = specs[table]
+            query = sql.SQL("SELECT row_to_json(x) FROM ({}) x").format(select.query)
             name = f"tables/{table}.jsonl.zst"
             with staged.table_file(name) as sink:
                 _copy_to(conn, query, sink, _unescape_copy_text)
-            files.append(staged.add_entry(_file_entry(sink, name, spec, info, columns, "jsonl", spec.cursor)))
+            files.append(
+                staged.add_entry(_file_entry(sink, name, spec, info, select.columns, "jsonl", spec.cursor))
+            )
             if spec.media_column:
                 rows = conn.execute(
                     sql.SQL(
                         "SELECT DISTINCT {m} FROM {t} t WHERE ({pred}) AND {m} IS NOT NULL AND {m} <> ''"
-                    ).format(m=sql.Identifier(spec.media_column), t=sql.Identifier(table), pred=pred)
+                    ).format(
+                        m=sql.Identifier(spec.media_column), t=sql.Identifier(table), pred=select.predicate
+                    )
                 )
                 media.update(r[0] for r in rows)
-    return Extracted(snapshot_time, order, files, sorted(media))
+    return Extracted(snapshot_time, [s.table for s in selects], files, sorted(media))
 
 
 def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable, conn, sink) -> None:
