@@ -152,8 +152,10 @@ def test_the_verdict_names_the_setting_the_servers_disagree_on():
     early = verdict("partial", "2026-11-02-08-10", 10)
     assert early[0] == REFUSED and "the sender's ARB_GO_LIVE is at or before 2026-11-02-08-10" in early[1]
     assert "this receiver has ARB_GO_LIVE=2026-11-10-00-00" in early[1]
-    early_complete = verdict("complete", "2026-11-09", 24 * 60)
+    assert verdict("complete", "2026-11-09", 24 * 60) == (OK, "")  # the day before go-live: the baseline
+    early_complete = verdict("complete", "2026-11-08", 24 * 60)
     assert early_complete[0] == REFUSED and "ARB_GO_LIVE=2026-11-10-00-00" in early_complete[1]
+    assert "the sender's ARB_GO_LIVE is at or before 2026-11-09" in early_complete[1]
     ahead = verdict("partial", "2026-11-20-00-00", 10, now=datetime(2026, 11, 20, 0, 7, tzinfo=UTC))
     assert ahead == (
         WAITS,

@@ -1,13 +1,16 @@
 """Partitions shared by both code locations: the window of a partition is the data's
 time window, on both servers, so a backfill of any past window is a normal run.
 
-They are fixed when the definitions load, from ``ARB_GO_LIVE`` (the first partition; start
-at go-live, not years back: 5-minute partitions make ~105k keys a year) and
-``ARB_PARTIAL_MINUTES`` (settings.SharedSettings). Changing either later orphans existing
-partition keys.
+They are fixed when the definitions load, from ``ARB_GO_LIVE`` and ``ARB_PARTIAL_MINUTES``
+(settings.SharedSettings). Partials start at go-live (not years back: 5-minute partitions
+make ~105k keys a year); the daily completes start the day before, so the complete a new
+receiver starts from exists on go-live day, and the UI shows no partition missing that
+was never due. Changing either setting later orphans existing partition keys.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import dagster as dg
 
@@ -29,7 +32,8 @@ def partial_partitions(shared: SharedSettings) -> dg.TimeWindowPartitionsDefinit
 
 
 def complete_partitions(shared: SharedSettings) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=shared.go_live.strftime(COMPLETE_FMT), timezone="UTC")
+    first_day = shared.go_live - timedelta(days=1)  # the baseline: the day before go-live
+    return dg.DailyPartitionsDefinition(start_date=first_day.strftime(COMPLETE_FMT), timezone="UTC")
 
 
 SHARED = SharedSettings.from_env()

@@ -165,10 +165,9 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         )
         traffic.start()
         _log(f"sender database seeded; app traffic at {rate:g} operations/s")
-        # Partitions start yesterday, so yesterday's complete exists to seed the receiver.
-        go_live = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
-            days=1
-        )
+        # Go-live is now: partials start with the demo, and the completes the day before
+        # (partitions.py), so yesterday's complete exists to seed the receiver.
+        go_live = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         port = port if _port_free(port) else free_port()
         env = demo_environment(base, pg, go_live, port)
         if sftp:
@@ -210,7 +209,7 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
                 "--select",
                 "group:sender_complete",
                 "--partition",
-                go_live.strftime("%Y-%m-%d"),
+                (go_live - timedelta(days=1)).strftime("%Y-%m-%d"),
             ],
             cwd=REPO,
             env=env,

@@ -77,10 +77,12 @@ def fit(
         return Fit(REFUSED, f"a complete whose window is {window[1] - window[0]}, not one day")
     first = partitions.get_first_partition_key()
     if first is not None and partition_key < first:  # keys of one format sort as times
+        # A complete's partitions start the day before go-live (partitions.py).
+        went_live = partition_key if kind == "partial" else (start + own).strftime("%Y-%m-%d")
         return Fit(
             REFUSED,
             f"partition {partition_key} is before this receiver's first partition {first}: the sender's "
-            f"ARB_GO_LIVE is at or before {partition_key}, this receiver has "
+            f"ARB_GO_LIVE is at or before {went_live}, this receiver has "
             f"ARB_GO_LIVE={shared.go_live:%Y-%m-%d-%H-%M}: {FIX}",
         )
     if partitions.get_partition_key_for_timestamp(start.timestamp()) != partition_key:

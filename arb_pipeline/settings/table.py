@@ -43,7 +43,8 @@ GO_LIVE = Setting(
     "2026-11-01",
     utc_date,
     "both",
-    "first partition, UTC (YYYY-MM-DD or YYYY-MM-DD-HH-MM); changing it later orphans partition keys",
+    "first partial partition, UTC (YYYY-MM-DD or YYYY-MM-DD-HH-MM); completes start the day before; "
+    "changing it later orphans partition keys",
 )
 TIMEZONE = Setting(
     "ARB_TIMEZONE",

@@ -87,9 +87,11 @@ class DemoProcess:
     lines: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     port: int = 0
+    started_at: float = 0.0  # time.time() at start: go-live is later (after setup)
 
     def start(self) -> "DemoProcess":
         self.port = free_port()
+        self.started_at = time.time()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "VIRTUAL_ENV")}
         # Its own session, as from a terminal: Ctrl-C reaches its process group, not ours.
