@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run sender and receiver on this machine under `dagster dev`")
@@ -15,10 +17,21 @@ def register(subparsers) -> None:
         action="store_true",
         help="publish over SFTP to a local OpenSSH sshd (chrooted as root) instead of a local folder",
     )
+    p.add_argument(
+        "--partial-minutes", type=int, default=1, help="ARB_PARTIAL_MINUTES of the demo (default 1)"
+    )
+    p.add_argument("--dir", type=Path, help="where the demo keeps everything (default var/demo)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from arb_pipeline.dev.demo import run as run_demo
 
-    return run_demo(port=args.port, rate=args.rate, keep=args.keep, sftp=args.sftp)
+    return run_demo(
+        port=args.port,
+        rate=args.rate,
+        keep=args.keep,
+        sftp=args.sftp,
+        partial_minutes=args.partial_minutes,
+        base=args.dir,
+    )

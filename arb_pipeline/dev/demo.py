@@ -24,18 +24,23 @@ from arb_pipeline.dev.ports import free_port
 from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
 from arb_pipeline.dev.smtp import LocalSmtp
 from arb_pipeline.dev.sshd import LocalSshd, ServiceError, sshd_unavailable_reason
+from arb_pipeline.errors import ConfigError
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.proc import process_alive
 from arb_pipeline.schema.migrate import apply_migrations
 
 REPO = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = REPO / "var" / "demo"
+DEMO_MARK = ".arb-demo"  # marks a folder the demo made, so a fresh start may empty it
 
 
 def _log(msg: str) -> None:
     print(f"[demo {datetime.now():%H:%M:%S}] {msg}", flush=True)
 
 
-def demo_environment(base: Path, pg: LocalPostgres, go_live: datetime, port: int) -> dict[str, str]:
+def demo_environment(
+    base: Path, pg: LocalPostgres, go_live: datetime, port: int, partial_minutes: int = 1
+) -> dict[str, str]:
     """The ARB_* settings both code locations read (docs/settings.md)."""
     home = base / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
@@ -47,7 +52,7 @@ def demo_environment(base: Path, pg: LocalPostgres, go_live: datetime, port: int
             "ARB_SENDER_DSN": pg.dsn("sender"),
             "ARB_RECEIVER_DSN": pg.dsn("receiver"),
             "ARB_GO_LIVE": go_live.strftime("%Y-%m-%d-%H-%M"),
-            "ARB_PARTIAL_MINUTES": "1",
+            "ARB_PARTIAL_MINUTES": str(partial_minutes),
             "ARB_PARTIAL_DELAY_MINUTES": "0",
             "ARB_TRANSPORT": "local",
             "ARB_INBOX_DIR": str(base / "inbox"),
@@ -127,7 +132,14 @@ def sftp_environment(sshd: LocalSshd) -> dict[str, str]:
     }
 
 
-def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = False) -> int:
+def run(
+    port: int = 3000,
+    rate: float = 2.0,
+    keep: bool = False,
+    sftp: bool = False,
+    partial_minutes: int = 1,
+    base: Path | None = None,
+) -> int:
     # Started as a background job of a script, we inherit SIGINT ignored; dagster dev maps
     # SIGTERM to whatever SIGINT does, so it would ignore our SIGTERM too. A Python handler
     # (reset to the default across exec) makes Ctrl-C and SIGTERM work for both.
@@ -139,9 +151,15 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
             f"arb demo --sftp needs a local OpenSSH sshd: {reason}; or run the demo without --sftp "
             "(the local-folder transport)"
         )
-    base = REPO / "var" / "demo"
+    base = Path(base or REPO / "var" / "demo").absolute()
     if base.exists() and not keep:
+        if any(base.iterdir()) and not (base / DEMO_MARK).exists():  # never someone else's folder
+            raise ConfigError(
+                f"{base} is not empty and not a demo's folder: give --dir a new or empty folder"
+            )
         shutil.rmtree(base)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / DEMO_MARK).touch()
     for sub in ("inbox", "staging", "sender-media", "receiver-media", "quarantine"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     pg = sshd = mail = dev = seed = traffic = None
@@ -169,7 +187,7 @@ def run(port: int = 3000, rate: float = 2.0, keep: bool = False, sftp: bool = Fa
         # (partitions.py), so yesterday's complete exists to seed the receiver.
         go_live = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         port = port if _port_free(port) else free_port()
-        env = demo_environment(base, pg, go_live, port)
+        env = demo_environment(base, pg, go_live, port, partial_minutes)
         if sftp:
             sshd = LocalSshd(base / "sshd").start()
             env.update(sftp_environment(sshd))
