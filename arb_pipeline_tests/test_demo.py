@@ -236,3 +236,12 @@ def test_demo_over_sftp(demo_stopped):
     assert stopped.leftover == {} and stopped.open_ports == [], (stopped.leftover, stopped.open_ports)
     if str(run.inbox).startswith("/srv/arb-sftp/"):  # as root: the chroot the demo made is removed
         assert not run.inbox.parent.exists()
+
+
+def test_demo_never_empties_a_folder_it_did_not_make(tmp_path, capsys):
+    from arb_pipeline.cli.main import main
+
+    (tmp_path / "notes.txt").write_text("someone's")
+    assert main(["demo", "--dir", str(tmp_path)]) == 2
+    assert "not empty and not a demo's folder" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "someone's"
