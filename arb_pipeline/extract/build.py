@@ -122,7 +122,7 @@ def build_complete(
     catalog: Catalog | None = None,
     include_personal: bool = False,
     zstd_level: int = 1,
-    fingerprints: bool = True,
+    fingerprints: bool = False,
 ) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""

@@ -319,7 +319,7 @@ def extract_complete(
     on_snapshot=None,
     psql: str | None = None,
     dsn: str | None = None,
-    fingerprints: bool = True,
+    fingerprints: bool = False,
 ) -> Extracted:
     """Write every catalog table in COPY text format, from one snapshot.
 
