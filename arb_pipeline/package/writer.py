@@ -46,7 +46,8 @@ class TableSink:
         self.raw_bytes = 0
 
     def write_lines(self, data: bytes) -> None:
-        """Write complete lines (one row per line)."""
+        """Write rows, one per line; a chunk may end inside a row if a later one ends it
+        (rows are counted by newline)."""
         self.rows += data.count(b"\n")
         self.raw_bytes += len(data)
         self._stream.write(data)
