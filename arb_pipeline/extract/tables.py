@@ -230,6 +230,17 @@ def extract_partial(
     return Extracted(snapshot_time, order, files, sorted(media))
 
 
+def _popen_big_pipe(args: list[str], env) -> subprocess.Popen:
+    """psql with a 1 MB pipe to read from (the default 64 kB wakes both sides 16 times as
+    often); where the system refuses that size, the default pipe."""
+    try:
+        return subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pipesize=PIPE_CHUNK
+        )
+    except PermissionError:  # above fs.pipe-max-size or the user's pipe-user-pages limit
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
 def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, copy_text: str, sink) -> None:
     """Run ``copy_text`` (COPY ... TO STDOUT) through psql joined to our exported snapshot.
 
@@ -256,7 +267,7 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, copy_text: str, sink) 
         "COMMIT",
     ]
     try:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = _popen_big_pipe(args, env)
     except FileNotFoundError:
         raise ExtractError(
             f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
