@@ -1,5 +1,6 @@
 """Checks after loads, without a connection to the sender: parity of completes against the
-manifest's fingerprints, rows applied for partials; as asset checks that fail the run."""
+digests of the backup's table files (or the manifest's sender fingerprints, when it has
+them), rows applied for partials; as asset checks that fail the run."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _execute(dsn, statement, params=()):
 def test_complete_manifest_carries_the_snapshots_fingerprints(sender, tmp_path):
     dsn, media, work = sender
     _traffic(work)
-    built = make_complete(dsn, tmp_path / "s", media)
+    built = make_complete(dsn, tmp_path / "s", media, fingerprints=True)
     files = built.manifest.table_files()
     assert files and all(f.fingerprint is not None and f.fingerprint.rows == f.rows for f in files)
     with connect(dsn) as conn:  # no traffic since: the live tables still equal the snapshot
@@ -72,15 +73,26 @@ def test_complete_manifest_carries_the_snapshots_fingerprints(sender, tmp_path):
         Manifest.from_dict(doc)
 
 
-def test_complete_parity_passes_then_a_tampered_row_fails_with_its_key(sender, receiver_db, tmp_path):
+@pytest.mark.parametrize("sender_digests", [False, True], ids=["file-digests", "sender-digests"])
+def test_complete_parity_passes_then_a_tampered_row_fails_with_its_key(
+    sender, receiver_db, tmp_path, sender_digests
+):
+    """By default the manifest carries no sender digest: the load digests each staged table
+    file and the check compares the table with that; a manifest with the sender's digests
+    (ARB_COMPLETE_FINGERPRINTS=1, or an older sender) is checked against those."""
     dsn, media, work = sender
     _traffic(work)
-    built = make_complete(dsn, tmp_path / "s", media)
+    built = make_complete(dsn, tmp_path / "s", media, fingerprints=sender_digests)
+    files = built.manifest.table_files()
+    assert all((f.fingerprint is not None) == sender_digests for f in files)
     result = load(receiver_db, built)
+    assert all((t.fingerprint is None) == sender_digests for t in result.tables)
     checks = check_complete(receiver_db, built.staged.root, built.manifest, result)
-    assert set(checks) == {f.table for f in built.manifest.table_files()}
+    assert set(checks) == {f.table for f in files}
     assert all(c.passed for c in checks.values()), [c.description for c in checks.values() if not c.passed]
     assert checks[P + "busstop"].metadata["method"] == "fingerprint"  # one aggregate query, no staging
+    source = "the sender's snapshot" if sender_digests else "the backup's table file"
+    assert source in checks[P + "busstop"].description
 
     stop = _first_id(receiver_db, P + "busstop")
     _execute(receiver_db, f"UPDATE \"{P}busstop\" SET name = name || ' (edited)' WHERE id = %s", (stop,))
@@ -97,6 +109,44 @@ def test_complete_parity_passes_then_a_tampered_row_fails_with_its_key(sender, r
         "columns": ["name"],
     }
     assert f"id={report} missing on receiver" in bad[P + "report"].description
+    # a re-check of a backup loaded earlier has no load figures: the files are staged and compared
+    again = load(receiver_db, built)
+    assert again.outcome == "already loaded" and not again.tables
+    checks = check_complete(receiver_db, built.staged.root, built.manifest, again)
+    assert {t for t, c in checks.items() if not c.passed} == {P + "busstop", P + "report"}
+    assert f"id={stop} changed (name)" in checks[P + "busstop"].description
+    assert f"id={report} missing on receiver" in checks[P + "report"].description
+
+
+def test_a_complete_that_loaded_wrong_fails_parity_without_sender_digests(sender, receiver_db, tmp_path):
+    """With the defaults no sender digest travels: a load that went wrong (a row lost and one
+    changed between staging and the end of the load) is still caught, by the digests the
+    load took of the backup's own table files, and the keys are named."""
+    dsn, media, work = sender
+    _traffic(work)
+    built = make_complete(dsn, tmp_path / "s", media)
+    assert all(f.fingerprint is None for f in built.manifest.table_files())
+    result = load(receiver_db, built)
+    # what a faulty merge would leave: a row of the file missing, another with a wrong value
+    event = _first_id(receiver_db, P + "eventforbusv2")
+    stop = _first_id(receiver_db, P + "busstop")
+    with connect(receiver_db) as conn:
+        conn.execute("SET session_replication_role = replica")  # past the FKs, as a stray write would
+        conn.execute(f'DELETE FROM "{P}eventforbusv2" WHERE id = %s', (event,))
+        conn.execute(f'UPDATE "{P}busstop" SET longitude = longitude + 0.001 WHERE id = %s', (stop,))
+        conn.commit()
+    checks = check_complete(receiver_db, built.staged.root, built.manifest, result)
+    bad = {t: c for t, c in checks.items() if not c.passed}
+    assert set(bad) == {P + "eventforbusv2", P + "busstop"}
+    assert bad[P + "busstop"].metadata["digest_of_file"] == result_digest(result, P + "busstop")
+    assert f"id={stop} changed (longitude)" in bad[P + "busstop"].description
+    assert f"id={event} missing on receiver" in bad[P + "eventforbusv2"].description
+    assert bad[P + "eventforbusv2"].first_keys[0]["key"] == {"id": event}
+    assert "differs from the backup's table file" in bad[P + "eventforbusv2"].description
+
+
+def result_digest(result, table):
+    return next(t.fingerprint.digest for t in result.tables if t.table == table)
 
 
 def test_rows_newer_partials_wrote_are_left_out_of_parity(sender, receiver_db, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 UTC = timezone.utc
 
 
-def build_complete(sender, media, staging, pg_dump, fingerprints=True):
+def build_complete(sender, media, staging, pg_dump, fingerprints=False):
     from arb_pipeline.extract.build import build_complete as build
     from arb_pipeline.extract.tables import Window
 

@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arb_pipeline import __version__
 from arb_pipeline.catalog import Catalog, current_catalog, introspect, shipped_columns
@@ -22,7 +23,9 @@ from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.pg.connect import client_program_args, connect
 from arb_pipeline.pg.quote import quote_ident
-from arb_pipeline.transport.base import Transport
+
+if TYPE_CHECKING:  # importing transport loads paramiko (0.15 s): the dump itself needs none of it
+    from arb_pipeline.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def build_complete(
     catalog: Catalog | None = None,
     include_personal: bool = False,
     zstd_level: int = 1,
-    fingerprints: bool = True,
+    fingerprints: bool = False,
 ) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
     restore.sql so that psql alone can restore it (disaster recovery), plus all media."""

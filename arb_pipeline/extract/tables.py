@@ -35,7 +35,6 @@ from arb_pipeline.catalog import (
     shipped_columns,
 )
 from arb_pipeline.errors import ArbError
-from arb_pipeline.fsutil import line_chunks
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.pg.connect import client_program_args
@@ -44,6 +43,11 @@ from arb_pipeline.pg.quote import ident_list
 from arb_pipeline.pg.rowhash import ROW_HASH_ALGORITHM, table_fingerprint
 
 DEFAULT_OVERLAP = timedelta(minutes=15)  # 10 min late commit + 5 min clock offset
+PIPE_CHUNK = 1 << 20  # bytes read from psql at a time
+# A complete's tables smaller than this are dumped by the snapshot's own session (psycopg),
+# the larger ones through psql: starting psql and joining the snapshot cost about 25 ms,
+# what psql saves on 4 MB of rows.
+SMALL_TABLE_BYTES = 4 << 20
 
 
 class ExtractError(ArbError):
@@ -141,11 +145,27 @@ def _unescape_copy_text(chunk: bytes) -> bytes:
 
 
 def _copy_to(conn, query: sql.Composable, sink, transform=None) -> None:
+    """COPY a query's rows into ``sink``."""
+    _copy_out(conn, sql.SQL("COPY ({}) TO STDOUT").format(query), sink, transform)
+
+
+def _copy_out(conn, copy_sql: sql.Composable, sink, transform=None, batch: int = 1 << 20) -> None:
+    """Run a COPY ... TO STDOUT into ``sink``; psycopg hands over a row at a time, so rows
+    are written in batches of about ``batch`` bytes."""
+    rows: list = []
+    size = 0
     with conn.cursor() as cur:
-        with cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(query)) as copy:
-            for chunk in copy:
-                data = bytes(chunk)
-                sink.write_lines(transform(data) if transform else data)
+        with cur.copy(copy_sql) as copy:
+            for row in copy:
+                rows.append(row)
+                size += len(row)
+                if size >= batch:
+                    data = b"".join(rows)
+                    sink.write_lines(transform(data) if transform else data)
+                    rows, size = [], 0
+    if rows:
+        data = b"".join(rows)
+        sink.write_lines(transform(data) if transform else data)
 
 
 def _select_list(columns) -> sql.Composable:
@@ -251,8 +271,19 @@ def extract_partial(
     return Extracted(snapshot_time, [s.table for s in selects], files, sorted(media))
 
 
-def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable, conn, sink) -> None:
-    """COPY a query's rows out through psql joined to our exported snapshot.
+def _popen_big_pipe(args: list[str], env) -> subprocess.Popen:
+    """psql with a 1 MB pipe to read from (the default 64 kB wakes both sides 16 times as
+    often); where the system refuses that size, the default pipe."""
+    try:
+        return subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pipesize=PIPE_CHUNK
+        )
+    except PermissionError:  # above fs.pipe-max-size or the user's pipe-user-pages limit
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, copy_text: str, sink) -> None:
+    """Run ``copy_text`` (COPY ... TO STDOUT) through psql joined to our exported snapshot.
 
     psycopg hands COPY data over one row per call, which costs more Python time than the
     server spends on a large table; psql streams it in C and we read big chunks."""
@@ -272,22 +303,25 @@ def _copy_via_psql(psql: str, dsn: str, snapshot_id: str, query: sql.Composable,
         "-c",
         "SET TimeZone = 'UTC'",
         "-c",
-        sql.SQL("COPY ({}) TO STDOUT").format(query).as_string(conn),
+        copy_text,
         "-c",
         "COMMIT",
     ]
     try:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = _popen_big_pipe(args, env)
     except FileNotFoundError:
         raise ExtractError(
             f"psql not found at {psql!r}: install postgresql-client or set ARB_PG_DUMP to "
             "the pg_dump beside it"
         ) from None
-    torn = False
-    for chunk in line_chunks(proc.stdout.read):
-        torn = not chunk.endswith(b"\n")
-        if not torn:
-            sink.write_lines(chunk)
+    # Whole chunks as read: psql writes whole rows, so only the stream's end must be a
+    # row's end (the sink counts rows by newline, wherever a chunk is cut).
+    last = b"\n"
+    read = proc.stdout.read
+    while chunk := read(PIPE_CHUNK):
+        sink.write_lines(chunk)
+        last = chunk[-1:]
+    torn = last != b"\n"
     err = proc.stderr.read()
     if proc.wait() != 0 or torn:
         raise ExtractError(
@@ -333,6 +367,34 @@ def _fingerprints_in_snapshot(dsn: str, snapshot_id: str, wanted: dict, sessions
     return out
 
 
+def _relations(conn, tables: list[str]) -> dict[str, tuple[int, str]]:
+    """Each table's size in bytes and relkind."""
+    found = {
+        name: (size, kind)
+        for name, size, kind in conn.execute(
+            "SELECT c.relname, pg_relation_size(c.oid), c.relkind::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relname = ANY(%s)",
+            (tables,),
+        ).fetchall()
+    }
+    return {t: found.get(t, (0, "?")) for t in tables}
+
+
+def _media_names(conn, specs: dict[str, TableSpec], order: list[str]) -> set[str]:
+    """Distinct media file names the snapshot's rows reference."""
+    media: set[str] = set()
+    for table in order:
+        spec = specs[table]
+        if spec.media_column:
+            rows = conn.execute(
+                sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
+                    m=sql.Identifier(spec.media_column), t=sql.Identifier(table)
+                )
+            )
+            media.update(r[0] for r in rows)
+    return media
+
+
 def _with_fingerprint(entry: FileEntry, fp) -> FileEntry:
     if fp is None:
         return entry
@@ -355,7 +417,7 @@ def extract_complete(
     on_snapshot=None,
     psql: str | None = None,
     dsn: str | None = None,
-    fingerprints: bool = True,
+    fingerprints: bool = False,
 ) -> Extracted:
     """Write every catalog table in COPY text format, from one snapshot.
 
@@ -364,32 +426,46 @@ def extract_complete(
     server in the same snapshot: the receiver checks its copy against them.
 
     ``on_snapshot(snapshot_id)`` runs inside the snapshot (e.g. ``pg_dump --snapshot``
-    for the schema) before the tables are read. With ``psql`` and ``dsn``, table data
+    for the schema), in another thread while the tables are read. With ``psql`` and ``dsn``, table data
     streams through psql sessions joined to the same snapshot (much faster).
     """
     specs = _catalog_specs(catalog)
-    with read_snapshot(conn) as snapshot_time:
+    with read_snapshot(conn) as snapshot_time, ThreadPoolExecutor(max_workers=1) as side:
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        if on_snapshot:
-            on_snapshot(snapshot_id)
+        # The schema (pg_dump --snapshot) is taken while the tables dump (it mostly waits on
+        # the server); leaving the with block waits for it, inside the snapshot.
+        schema_done = side.submit(on_snapshot, snapshot_id) if on_snapshot else None
         infos = introspect(conn, list(specs))
         order = parents_first(infos)
 
-        def dump(table: str):
+        parallel = bool(psql and dsn)
+        relations = _relations(conn, order)
+        # A plain table is copied as such, as pg_dump does (COPY t (cols): no executor per row,
+        # about a quarter less server time than COPY (SELECT ...)); anything else by query.
+        copies = {
+            t: sql.SQL(
+                "COPY {t} ({cols}) TO STDOUT"
+                if relations[t][1] == "r"
+                else "COPY (SELECT {cols} FROM {t}) TO STDOUT"
+            ).format(
+                cols=_select_list(shipped_columns(specs[t], infos[t], include_personal)), t=sql.Identifier(t)
+            )
+            for t in order
+        }
+        # as text for psql, rendered here: the dump threads don't touch ``conn`` (it lists media meanwhile)
+        copy_texts = {t: c.as_string(conn) for t, c in copies.items()}
+
+        def dump(table: str, via_psql: bool):
             spec, info = specs[table], infos[table]
             columns = shipped_columns(spec, info, include_personal)
-            query = sql.SQL("SELECT {cols} FROM {t}").format(
-                cols=_select_list(columns), t=sql.Identifier(table)
-            )
             name = f"tables/{table}.copy.zst"
             with staged.table_file(name, level=level, threads=threads) as sink:
-                if parallel:
-                    _copy_via_psql(psql, dsn, snapshot_id, query, conn, sink)
+                if via_psql:
+                    _copy_via_psql(psql, dsn, snapshot_id, copy_texts[table], sink)
                 else:
-                    _copy_to(conn, query, sink)
+                    _copy_out(conn, copies[table], sink)
             return _file_entry(sink, name, spec, info, columns, "copy-text", None)
 
-        parallel = bool(psql and dsn)
         wanted = (
             {
                 t: (
@@ -401,26 +477,29 @@ def extract_complete(
             if fingerprints
             else {}
         )
-        if parallel:  # two psql sessions in the same snapshot: the big tables dump side by side
+        if parallel:
+            # Two psql sessions in the same snapshot dump the big tables side by side, largest
+            # first so they finish together; this session meanwhile dumps the small ones (a psql
+            # process and its connection cost more than their rows) and lists the media.
+            big = sorted(
+                (t for t in order if relations[t][0] >= SMALL_TABLE_BYTES), key=lambda t: -relations[t][0]
+            )
             with ThreadPoolExecutor(max_workers=1) as fp_pool, ThreadPoolExecutor(max_workers=2) as pool:
                 # a third session, in the same snapshot, fingerprints the tables meanwhile
                 fp_future = (
                     fp_pool.submit(_fingerprints_in_snapshot, dsn, snapshot_id, wanted) if wanted else None
                 )
-                entries = list(pool.map(dump, order))
+                futures = {t: pool.submit(dump, t, True) for t in big}
+                done = {t: dump(t, False) for t in order if t not in futures}
+                media = _media_names(conn, specs, order)
+                done.update((t, f.result()) for t, f in futures.items())
+                entries = [done[t] for t in order]
                 prints = fp_future.result() if fp_future else {}
         else:
-            entries = [dump(t) for t in order]
+            entries = [dump(t, False) for t in order]
             prints = {t: table_fingerprint(conn, t, cols, pk) for t, (cols, pk) in wanted.items()}
+            media = _media_names(conn, specs, order)
+        if schema_done:
+            schema_done.result()  # its entry (schema.sql) comes first
         files = [staged.add_entry(_with_fingerprint(e, prints.get(e.table))) for e in entries]
-        media = set()
-        for table in order:
-            spec = specs[table]
-            if spec.media_column:
-                rows = conn.execute(
-                    sql.SQL("SELECT DISTINCT {m} FROM {t} WHERE {m} IS NOT NULL AND {m} <> ''").format(
-                        m=sql.Identifier(spec.media_column), t=sql.Identifier(table)
-                    )
-                )
-                media.update(r[0] for r in rows)
     return Extracted(snapshot_time, order, files, sorted(media), snapshot_id)

@@ -142,6 +142,7 @@ def load_backup(
                 manifest_sha256[:12],
                 workers,
                 disk_floor,
+                fingerprint=True,
             )
         with conn.transaction():
             return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
@@ -223,8 +224,16 @@ def _apply(
                 name, load = staged[table]
             else:
                 name = sql.Identifier(f"arb_stage_{i}")
+                entry = by_table[table]
                 load = stage_table(
-                    conn, backup_dir, by_table[table], infos[table], name, temporary=True, floor=floor
+                    conn,
+                    backup_dir,
+                    entry,
+                    infos[table],
+                    name,
+                    temporary=True,
+                    floor=floor,
+                    fingerprint=manifest.kind == "complete" and entry.fingerprint is None,
                 )
             t0 = time.perf_counter()
             load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)

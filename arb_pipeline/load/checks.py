@@ -1,20 +1,25 @@
 """Checks run on the receiver right after a load, with no connection to the sender.
 
-Complete backups: parity with the sender's snapshot
----------------------------------------------------
-The sender writes each table's row count and order-independent digest (computed by its
-server in the backup's snapshot, ``rowhash.table_fingerprint``) into the manifest. After
-the load the receiver computes the same over its table and compares.
+Complete backups: parity with the backup
+----------------------------------------
+The expected row count and order-independent digest of each table (``rowhash``) come
+from the backup's own table file: the load digests each staged table (typed by the
+receiver, in the file's column order) while it has it staged, and hands the figures over
+in its LoadResult (``TableLoad.fingerprint``). A manifest that carries the sender's own
+digests (``ARB_COMPLETE_FINGERPRINTS=1``: computed by the sender's server in the backup's
+snapshot, a second pass over every row there) is checked against those instead, which
+also proves the file equals the snapshot and the receiver's types reproduce its values.
+After the load the receiver computes the same over its table and compares.
 
 Rows that partials newer than the complete wrote (``arb_synced_at`` after the complete's
 snapshot) legitimately differ from the snapshot, so they are left out on both sides (and
 rows no backup wrote, on the receiver's): the receiver side is "rows at the complete's
-version or older", and the snapshot side is the manifest's digest minus the snapshot's
-rows with those keys (the digest is a sum, so rows can be taken out). When no newer row
-exists and the receiver has every column of the file, the check is one aggregate query.
-Otherwise, and to name the first differing keys when the digests differ, the backup's
-own table file (still in the inbox) is staged into a temporary table typed by the
-receiver and compared with the table key by key, in the database.
+version or older". When no newer row exists, the receiver has every column of the file
+and an expected digest is at hand, the check is one aggregate query. Otherwise (a re-check
+of a backup loaded earlier has no LoadResult figures), and to name the first differing
+keys when the digests differ, the backup's own table file (still in the inbox) is staged
+into a temporary table typed by the receiver and compared with the table key by key, in
+the database.
 
 Partial backups: rows in the manifest = rows applied
 ----------------------------------------------------
@@ -44,6 +49,7 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.pg.rowhash import (
     ROW_HASH_ALGORITHM,
+    Fingerprint,
     canonical_text_settings,
     relation_fingerprint,
     row_hash_sql,
@@ -207,7 +213,8 @@ def _partial_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry,
 
 
 def check_complete(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadResult) -> dict[str, TableCheck]:
-    """One parity check per table file of a complete, against the manifest's fingerprints."""
+    """One parity check per table file of a complete, against the manifest's sender digests
+    or, without them, the digests the load took of the staged table files."""
     files = manifest.table_files()
     out = {}
     with connect(dsn, autocommit=True, application_name="arb_check") as conn:
@@ -224,23 +231,27 @@ def check_complete(dsn: str, backup_dir: Path, manifest: Manifest, load: LoadRes
             }
         infos = introspect(conn, [f.table for f in files])
         by_table = {f.table: f for f in files}
+        staged = {t.table: t.fingerprint for t in load.tables if t.fingerprint is not None}
         for table in parents_first(infos):
             out[table] = _complete_table(
-                conn, Path(backup_dir), manifest, by_table[table], infos[table], referrers(infos, table)
+                conn,
+                Path(backup_dir),
+                manifest,
+                by_table[table],
+                infos[table],
+                referrers(infos, table),
+                staged.get(table),
             )
     return out
 
 
-def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry, info, refs) -> TableCheck:
+def _complete_table(
+    conn, backup_dir: Path, manifest: Manifest, entry: FileEntry, info, refs, of_file: Fingerprint | None
+) -> TableCheck:
+    """``of_file``: the digest the load took of the staged table file, used when the manifest
+    carries no sender digest (then the file is what the table is compared with)."""
     table, pk, fp = entry.table, entry.primary_key, entry.fingerprint
-    if fp is None:
-        return TableCheck(
-            table,
-            True,
-            "the manifest carries no fingerprint (sender older than the parity check): not compared",
-            {"rows_in_manifest": entry.rows},
-        )
-    if fp.algorithm != ROW_HASH_ALGORITHM:
+    if fp is not None and fp.algorithm != ROW_HASH_ALGORITHM:
         return TableCheck(
             table,
             False,
@@ -257,18 +268,25 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
     # Rows no backup wrote are not the sender's (the complete claimed every row it holds): the
     # receiver's own history, kept by the load (apply.py), is left out like newer rows.
     at_or_before = f"t.{v} <= %s"
-    meta: dict[str, Any] = {"rows_in_manifest": fp.rows, "digest_in_manifest": fp.digest}
+    meta: dict[str, Any] = {"rows_in_manifest": entry.rows}
+    if fp is not None:
+        meta["digest_in_manifest"] = fp.digest
+        expected_fp, source = Fingerprint(fp.rows, fp.digest), "the sender's snapshot"
+    else:
+        expected_fp, source = of_file, "the backup's table file"
+        if of_file is not None:
+            meta["digest_of_file"] = of_file.digest
     with _transaction(conn), canonical_text_settings(conn):
         newer = conn.execute(f"SELECT count(*) FROM {_t(table)} t WHERE t.{v} > %s", (snap,)).fetchone()[0]
         meta["newer_rows_left_out"] = newer
-        if not left_out and not newer:
+        if not left_out and not newer and expected_fp is not None:
             mine = relation_fingerprint(conn, _t(table), comparable, at_or_before, (snap,))
             meta.update(rows_on_receiver=mine.rows, digest_on_receiver=mine.digest, method="fingerprint")
-            if (mine.rows, mine.digest) == (fp.rows, fp.digest):
+            if mine == expected_fp:
                 return TableCheck(
                     table,
                     True,
-                    f"{mine.rows} rows equal to the sender's snapshot (digest {mine.digest})",
+                    f"{mine.rows} rows equal to {source} (digest {mine.digest})",
                     meta,
                 )
         # The file, staged as the receiver types it: compare key by key.
@@ -279,9 +297,11 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
                 table, False, f"{table}: can't stage the backup's table file to compare: {exc}", meta
             )
         meta["method"] = "staged"
-        staged = relation_fingerprint(conn, STAGE, columns)
         notes = []
-        lossy = (staged.rows, staged.digest) != (fp.rows, fp.digest)
+        lossy = False
+        if fp is not None:  # the sender's digest: do the receiver's types reproduce its values?
+            staged = relation_fingerprint(conn, STAGE, columns)
+            lossy = (staged.rows, staged.digest) != (fp.rows, fp.digest)
         if lossy:
             notes.append(
                 f"the staged file's digest {staged.digest} is not the manifest's {fp.digest}: the "
@@ -342,13 +362,13 @@ def _complete_table(conn, backup_dir: Path, manifest: Manifest, entry: FileEntry
         return TableCheck(
             table,
             True,
-            f"{receiver_rows} rows equal to the sender's snapshot"
+            f"{receiver_rows} rows equal to {source}"
             f"{f' ({newer} newer rows written by later partials left out)' if newer else ''}"
             f"{note}",
             meta,
         )
     parts = [
-        f"{table} differs from the sender's snapshot in backup {manifest.backup_id}: "
+        f"{table} differs from {source} in backup {manifest.backup_id}: "
         f"{expected_rows} rows expected, {receiver_rows} on the receiver"
     ]
     if counts:

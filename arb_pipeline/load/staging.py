@@ -29,6 +29,7 @@ from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import ident_list
+from arb_pipeline.pg.rowhash import Fingerprint, canonical_text_settings, relation_fingerprint
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
@@ -54,7 +55,11 @@ class TableLoad:
     rows_deleted: int = 0
     rows_owned: int = 0  # before a complete's deletes: rows a backup wrote (all rows, if mirror)
     ignored_columns: tuple[str, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete
+    seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete / digest
+    # A complete's table file as staged (typed by the receiver): row count and digest of its
+    # columns in the file's order, what the check after the load compares the table with
+    # when the manifest carries no sender digest (load/checks.py).
+    fingerprint: Fingerprint | None = None
 
 
 def stage_table(
@@ -66,9 +71,11 @@ def stage_table(
     *,
     temporary: bool,
     floor: DiskFloor | None = None,
+    fingerprint: bool = False,
 ) -> TableLoad:
     """COPY one table file into a new staging table; check the row count (and, with
-    ``floor``, the free disk space every FLOOR_EVERY bytes and after the table)."""
+    ``floor``, the free disk space every FLOOR_EVERY bytes and after the table). With
+    ``fingerprint``, the staged rows' row count and digest (rowhash) are in the result."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
     backup_cols = [c.name for c in entry.columns]
@@ -116,7 +123,13 @@ def stage_table(
             entry.table,
             ", ".join(ignored),
         )
-    return TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
+    load = TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
+    if fingerprint:
+        t1 = time.perf_counter()
+        with canonical_text_settings(conn):
+            load.fingerprint = relation_fingerprint(conn, stage.as_string(conn), backup_cols)
+        load.seconds["digest"] = time.perf_counter() - t1
+    return load
 
 
 def _copy_in(
@@ -220,8 +233,11 @@ def stage_in_parallel(
     backup_key: str,
     workers: int = 2,
     floor: DiskFloor | None = None,
+    fingerprint: bool = False,
 ) -> dict[str, tuple[sql.Identifier, TableLoad]]:
-    """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time."""
+    """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time;
+    with ``fingerprint``, each table whose manifest entry carries no sender digest is
+    digested as staged."""
 
     def one(item):
         i, table = item
@@ -230,7 +246,14 @@ def stage_in_parallel(
             return table, (
                 name,
                 stage_table(
-                    conn, backup_dir, entries[table], infos[table], name, temporary=False, floor=floor
+                    conn,
+                    backup_dir,
+                    entries[table],
+                    infos[table],
+                    name,
+                    temporary=False,
+                    floor=floor,
+                    fingerprint=fingerprint and entries[table].fingerprint is None,
                 ),
             )
 

@@ -234,10 +234,11 @@ PG_DUMP = Setting(
 )
 COMPLETE_FINGERPRINTS = Setting(
     "ARB_COMPLETE_FINGERPRINTS",
-    "1",
+    "0",
     flag,
     "sender",
-    "0 leaves the per-table digests (the receiver's parity check) out of completes",
+    "1 adds the sender's per-table digests to completes (a second pass over every row); without "
+    "them the receiver's parity check takes its digests from the backup's table files",
 )
 PARTIAL_DELAY_MINUTES = Setting(
     "ARB_PARTIAL_DELAY_MINUTES",

@@ -106,7 +106,9 @@ def partial_for(dsn: str, staging: Path, media: Path, key: str, unique: str) -> 
     )
 
 
-def make_complete(sender_dsn: str, staging: Path, media: Path) -> BuiltBackup:
+def make_complete(sender_dsn: str, staging: Path, media: Path, *, fingerprints: bool = False) -> BuiltBackup:
+    """A complete of today's partition; ``fingerprints``: the sender's digests too
+    (ARB_COMPLETE_FINGERPRINTS=1)."""
     now = datetime.now(UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return build_complete(
@@ -118,6 +120,7 @@ def make_complete(sender_dsn: str, staging: Path, media: Path) -> BuiltBackup:
         media_dir=media,
         sender_id="test-sender",
         pg_dump=str(find_bin_dir() / "pg_dump"),
+        fingerprints=fingerprints,
     )
 
 
