@@ -32,8 +32,9 @@ def drill_dsn(pg_cluster) -> str:
 
 
 @pytest.fixture
-def inbox(sender_db, tmp_path):
-    """An inbox holding a real complete backup of a sender with traffic."""
+def inbox(sender_db, tmp_path, request):
+    """An inbox holding a real complete backup of a sender with traffic (with the sender's
+    per-table digests when the test asks for them: ``indirect`` parameter True)."""
     media = tmp_path / "media"
     media.mkdir()
     with connect(sender_db) as conn:
@@ -41,7 +42,8 @@ def inbox(sender_db, tmp_path):
     with Workload(sender_db, media, seed=9) as work:
         for _ in range(80):
             work.step()
-    built = complete_for_yesterday(sender_db, tmp_path / "staging", media)
+    fingerprints = getattr(request, "param", False)
+    built = complete_for_yesterday(sender_db, tmp_path / "staging", media, fingerprints=fingerprints)
     folder = tmp_path / "inbox" / "complete"
     folder.mkdir(parents=True)
     built.staged.root.rename(folder / built.manifest.backup_id)
@@ -76,6 +78,7 @@ def _scratch_databases(pg_cluster) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="restore.sql needs the zstd program")
+@pytest.mark.parametrize("inbox", [False, True], ids=["defaults", "sender digests"], indirect=True)
 def test_the_drill_restores_the_newest_complete_and_reports_its_time(
     inbox, drill_dsn, pg_cluster, smtp_server
 ):
@@ -89,7 +92,9 @@ def test_the_drill_restores_the_newest_complete_and_reports_its_time(
     assert meta["backup_id"] == manifest.backup_id
     assert meta["restore_seconds"] > 0 and isinstance(meta["restore_seconds"], float)
     assert meta["rows"] == sum(f.rows for f in manifest.table_files()) > 0
-    assert meta["tables"] == meta["digests_checked"] == len(manifest.table_files())
+    # Row counts are always checked; digests where the sender wrote them (ARB_COMPLETE_FINGERPRINTS=1).
+    digests = len(manifest.table_files()) if manifest.table_files()[0].fingerprint else 0
+    assert meta["tables"] == len(manifest.table_files()) and meta["digests_checked"] == digests
     assert meta["database_bytes"] > 0 and meta["backup_bytes"] > 0
     assert _scratch_databases(pg_cluster) == []  # dropped
 

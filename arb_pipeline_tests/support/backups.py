@@ -124,8 +124,9 @@ def make_complete(sender_dsn: str, staging: Path, media: Path, *, fingerprints: 
     )
 
 
-def complete_for_yesterday(dsn: str, staging: Path, media: Path) -> BuiltBackup:
-    """A complete backup of yesterday's partition (a key the daily partitions know)."""
+def complete_for_yesterday(dsn: str, staging: Path, media: Path, fingerprints: bool = False) -> BuiltBackup:
+    """A complete backup of yesterday's partition (a key the daily partitions know); with
+    ``fingerprints``, its manifest carries the sender's per-table digests."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     return build_complete(
@@ -137,6 +138,7 @@ def complete_for_yesterday(dsn: str, staging: Path, media: Path) -> BuiltBackup:
         media_dir=media,
         sender_id="test-sender",
         pg_dump=str(find_bin_dir() / "pg_dump"),
+        fingerprints=fingerprints,
     )
 
 
