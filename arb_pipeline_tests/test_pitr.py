@@ -93,6 +93,7 @@ def _complete(dsn, staging, media, unique: str) -> BuiltBackup:
         media_dir=media,
         sender_id="pitr",
         pg_dump=str(find_bin_dir() / "pg_dump"),
+        fingerprints=True,  # the restore checks the sender's own digests where a complete carries them
     )
 
 
