@@ -114,7 +114,7 @@ def test_more_rows_than_the_manifest_says_stop_at_the_first_excess(rx):
     refused(rx, folder, entry["name"], "holds more than 10 rows (the manifest says 10)")
 
 
-def test_a_row_longer_than_the_bound_isrefused(rx, monkeypatch):
+def test_a_row_longer_than_the_bound_is_refused(rx, monkeypatch):
     monkeypatch.setenv("ARB_MAX_ROW_MB", "1")
     folder, doc = tampered(rx, rx.partial, "longrow")
     entry = table_entry(doc)
@@ -214,7 +214,7 @@ def test_a_partial_row_missing_a_column_is_refused_not_loaded_as_null(rx):
     refused(rx, folder, entry["name"], f"line 2 lacks column(s) {dropped!r}")
 
 
-def test_a_partial_row_with_an_extra_key_isrefused(rx):
+def test_a_partial_row_with_an_extra_key_is_refused(rx):
     folder, doc = tampered(rx, rx.partial, "extrakey")
     entry = table_entry(doc, min_rows=1)
     rows = _rows(folder, entry)
@@ -223,7 +223,7 @@ def test_a_partial_row_with_an_extra_key_isrefused(rx):
     refused(rx, folder, entry["name"], f"line {len(rows)} has unexpected column(s) 'intruder'")
 
 
-def test_a_partial_row_repeating_a_key_in_place_of_another_isrefused(rx):
+def test_a_partial_row_repeating_a_key_in_place_of_another_is_refused(rx):
     folder, doc = tampered(rx, rx.partial, "repeatkey")
     entry = table_entry(doc, min_rows=1)
     rows = _rows(folder, entry)
@@ -237,7 +237,7 @@ def test_a_partial_row_repeating_a_key_in_place_of_another_isrefused(rx):
     refused(rx, folder, entry["name"], f"line 1 lacks column(s) {dropped!r}; repeats column(s) {key!r}")
 
 
-def test_rows_of_another_table_in_a_partial_file_arerefused(rx):
+def test_rows_of_another_table_in_a_partial_file_are_refused(rx):
     folder, doc = tampered(rx, rx.partial, "othertable")
     tables = [f for f in doc["files"] if f["kind"] == "table" and f["rows"] > 0]
     victim, other = (
