@@ -224,16 +224,15 @@ def _apply(
                 name, load = staged[table]
             else:
                 name = sql.Identifier(f"arb_stage_{i}")
-                entry = by_table[table]
                 load = stage_table(
                     conn,
                     backup_dir,
-                    entry,
+                    by_table[table],
                     infos[table],
                     name,
                     temporary=True,
                     floor=floor,
-                    fingerprint=manifest.kind == "complete" and entry.fingerprint is None,
+                    fingerprint=manifest.kind == "complete",
                 )
             t0 = time.perf_counter()
             load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)

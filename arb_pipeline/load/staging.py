@@ -75,7 +75,8 @@ def stage_table(
 ) -> TableLoad:
     """COPY one table file into a new staging table; check the row count (and, with
     ``floor``, the free disk space every FLOOR_EVERY bytes and after the table). With
-    ``fingerprint``, the staged rows' row count and digest (rowhash) are in the result."""
+    ``fingerprint``, the staged rows' row count and digest (rowhash) are in the result, unless
+    the manifest entry carries the sender's own digest (the check uses that one)."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
     backup_cols = [c.name for c in entry.columns]
@@ -124,7 +125,7 @@ def stage_table(
             ", ".join(ignored),
         )
     load = TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
-    if fingerprint:
+    if fingerprint and entry.fingerprint is None:
         t1 = time.perf_counter()
         with canonical_text_settings(conn):
             load.fingerprint = relation_fingerprint(conn, stage.as_string(conn), backup_cols)
@@ -253,7 +254,7 @@ def stage_in_parallel(
                     name,
                     temporary=False,
                     floor=floor,
-                    fingerprint=fingerprint and entries[table].fingerprint is None,
+                    fingerprint=fingerprint,
                 ),
             )
 
