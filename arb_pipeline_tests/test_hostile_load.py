@@ -111,7 +111,9 @@ def held_rows(dsn) -> dict[str, bool]:
         return dict(conn.execute("SELECT backup_id, approved_at IS NOT NULL FROM arb_held_backup").fetchall())
 
 
-def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, receiver_db, tmp_path):
+def _loaded_with_a_complete(sender, receiver_db, tmp_path, **settings):
+    """A receiver whose inbox sensor has loaded a genuine complete, through Dagster's ticks:
+    (receiver, that complete, the instance, the sensor's resources)."""
     dsn, media, staging, _ = sender
     rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
     rx.inbox.mkdir()
@@ -119,9 +121,15 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
     genuine = complete_for_yesterday(dsn, staging, media)
     rx.deliver(genuine)
     instance = dg.DagsterInstance.ephemeral()
-    resources = rx.resources()
+    resources = rx.resources(**settings)
     _, [(_, first)] = evaluate(instance, resources)
     assert first.success
+    return rx, genuine, instance, resources
+
+
+def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, receiver_db, tmp_path):
+    dsn, media, staging, _ = sender
+    rx, genuine, instance, resources = _loaded_with_a_complete(sender, receiver_db, tmp_path)
     before, media_before = counts(receiver_db), tree(rx.media)
     assert before[REPORT] > 0
 
@@ -172,14 +180,9 @@ def test_a_held_complete_a_newer_complete_overtook_is_quarantined(sender, receiv
     """Once a newer complete has loaded, the held one is older than the receiver's newest:
     loading it would roll the receiver back, so it is quarantined (receive/plausible.py)."""
     dsn, media, staging, _ = sender
-    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
-    genuine = complete_for_yesterday(dsn, staging, media)
-    rx.deliver(genuine)
-    instance = dg.DagsterInstance.ephemeral()
-    resources = rx.resources(retry_after_seconds=0)
-    evaluate(instance, resources)
+    rx, genuine, instance, resources = _loaded_with_a_complete(
+        sender, receiver_db, tmp_path, retry_after_seconds=0
+    )
     empty = hostile_copy(genuine, rx.inbox, "empty", rows={"*": lambda lines: []}, manifest=later_snapshot)
     evaluate(instance, resources)
     assert held_rows(receiver_db) == {empty.name: False}

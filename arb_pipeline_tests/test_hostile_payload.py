@@ -204,23 +204,32 @@ def _rewrite_rows(folder: Path, doc: dict, entry: dict, rows: list[dict]) -> Non
     resign(folder, doc, entry, zstandard.ZstdCompressor().compress(content), rows=len(rows))
 
 
-def test_a_partial_row_missing_a_column_is_refused_not_loaded_as_null(rx):
-    folder, doc = tampered(rx, rx.partial, "missingkey")
-    entry = table_entry(doc, min_rows=2)
+def _refused_with_rows(rx: Rx, unique: str, min_rows: int, change) -> None:
+    """A genuine partial whose first table of ``min_rows`` rows or more ``change(rows, entry)``
+    altered (it returns what the refusal must say): refused, nothing loaded."""
+    folder, doc = tampered(rx, rx.partial, unique)
+    entry = table_entry(doc, min_rows=min_rows)
     rows = _rows(folder, entry)
-    dropped = next(c["name"] for c in entry["columns"] if c["name"] not in entry["primary_key"])
-    del rows[1][dropped]
+    expected = change(rows, entry)
     _rewrite_rows(folder, doc, entry, rows)
-    refused(rx, folder, entry["name"], f"line 2 lacks column(s) {dropped!r}")
+    refused(rx, folder, entry["name"], expected)
+
+
+def test_a_partial_row_missing_a_column_is_refused_not_loaded_as_null(rx):
+    def drop_a_column(rows, entry):
+        dropped = next(c["name"] for c in entry["columns"] if c["name"] not in entry["primary_key"])
+        del rows[1][dropped]
+        return f"line 2 lacks column(s) {dropped!r}"
+
+    _refused_with_rows(rx, "missingkey", 2, drop_a_column)
 
 
 def test_a_partial_row_with_an_extra_key_is_refused(rx):
-    folder, doc = tampered(rx, rx.partial, "extrakey")
-    entry = table_entry(doc, min_rows=1)
-    rows = _rows(folder, entry)
-    rows[-1]["intruder"] = 1
-    _rewrite_rows(folder, doc, entry, rows)
-    refused(rx, folder, entry["name"], f"line {len(rows)} has unexpected column(s) 'intruder'")
+    def add_a_key(rows, entry):
+        rows[-1]["intruder"] = 1
+        return f"line {len(rows)} has unexpected column(s) 'intruder'"
+
+    _refused_with_rows(rx, "extrakey", 1, add_a_key)
 
 
 def test_a_partial_row_repeating_a_key_in_place_of_another_is_refused(rx):
