@@ -26,6 +26,7 @@ from arb_pipeline.dagster_common.alert_sensors import describe_failure
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.load.hold import DeletionHeld, DeletionLimits
 from arb_pipeline.package.manifest import MANIFEST_NAME, MediaEntry
+from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.receive.inbox import receive
 from arb_pipeline.receive.media import install_media
@@ -87,8 +88,9 @@ def hostile_copy(built, inbox: Path, tag: str, *, rows=None, manifest=None) -> P
     return folder
 
 
-def later_snapshot(doc, seconds=1):
-    """A snapshot just after the original's (not superseded by it, not in the future)."""
+def later_snapshot(doc, seconds=0.001):
+    """A snapshot just after the original's (not superseded by it, not in the future); a
+    millisecond, so that any complete the sender takes later is newer still."""
     snap = datetime.fromisoformat(doc["snapshot_time"].replace("Z", "+00:00")) + timedelta(seconds=seconds)
     doc["snapshot_time"] = snap.isoformat()
     for entry in doc["files"]:
@@ -188,6 +190,7 @@ def test_a_held_complete_a_newer_complete_overtook_is_quarantined(sender, receiv
     assert held_rows(receiver_db) == {empty.name: False}
 
     newer = complete_for_yesterday(dsn, staging, media)
+    assert newer.manifest.snapshot_time > read_manifest(empty).snapshot_time  # what "overtook" means
     rx.deliver(newer)
     evaluate(instance, resources)  # the newer complete loads; the held one still waits this tick
     assert ledger(receiver_db)[newer.manifest.backup_id] == "loaded" and empty.name not in ledger(receiver_db)
