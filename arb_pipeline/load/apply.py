@@ -220,6 +220,9 @@ def _apply(
         by_table = {f.table: f for f in files}
         names = {}
         for i, table in enumerate(order):
+            if manifest.kind == "partial" and not by_table[table].rows:  # verified empty: nothing to merge
+                result.tables.append(TableLoad(table, 0))
+                continue
             if table in staged:
                 name, load = staged[table]
             else:
