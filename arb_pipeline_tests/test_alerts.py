@@ -48,7 +48,7 @@ def fail_a_load(defs: dg.Definitions, instance, n: int) -> dg.DagsterRun:
         instance=instance,
         partition_key=KEY,
         raise_on_error=False,
-        run_config={"ops": {"load_partial": {"config": {"backup_id": f"partial-{KEY}-missing{n}"}}}},
+        run_config={"ops": {"load_partial": {"config": {"backup_ids": [f"partial-{KEY}-missing{n}"]}}}},
     )
     assert not result.success
     return result.dagster_run

@@ -9,10 +9,13 @@ from datetime import timedelta
 import dagster as dg
 
 from arb_pipeline.dagster_common.alert_sensors import freshness_targets, make_freshness_alert_sensor
+from arb_pipeline.extract.build import publish
 from arb_pipeline.ops.alerts import FreshnessTracker
 from arb_pipeline.receiver.assets import load_partial
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
+from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.alerts import UI, Ticker, mailer_for
+from arb_pipeline_tests.support.backups import new_sender, partial_for
 
 KEY = "2026-11-25-10-05"
 
@@ -53,7 +56,7 @@ def test_tracker_reports_transitions_only():
     assert [r.key for r in recovered] == ["a"]
 
 
-def test_a_stalled_receiver_emails_stale_then_recovered(smtp_server, receiver_db, tmp_path):
+def test_a_stalled_receiver_emails_stale_then_recovered(smtp_server, pg_cluster, receiver_db, tmp_path):
     window = 6.0  # well above one load run on a loaded machine, so the ticks after it see it fresh
     watched = [dg.AssetKey(["receiver", "partial", t]) for t in ("report", "eventforbusv2")]
     sensor = make_freshness_alert_sensor("receiver", {k: timedelta(seconds=window) for k in watched})
@@ -68,9 +71,14 @@ def test_a_stalled_receiver_emails_stale_then_recovered(smtp_server, receiver_db
         ),
     }
     defs = dg.Definitions(sensors=[sensor], resources={"alert_mailer": mailer})
+    (tmp_path / "sender").mkdir()
+    dsn, media, staging = new_sender(pg_cluster, tmp_path / "sender", seed=5)
+    inbox = LocalFolderTransport(tmp_path / "inbox")
+    backups = [partial_for(dsn, staging, media, KEY, f"fresh{i}") for i in range(2)]
     with dg.instance_for_test() as instance:
 
-        def load_run():  # a real load run of the receiver (nothing new in the inbox: it materializes anyway)
+        def load_run():  # a real load run of the receiver, of the next backup of KEY
+            publish(inbox, backups.pop(0))
             assert dg.materialize(
                 [load_partial], partition_key=KEY, instance=instance, resources=resources
             ).success

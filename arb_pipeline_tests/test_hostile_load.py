@@ -152,8 +152,8 @@ def test_an_empty_complete_waits_with_its_counts_until_arb_approve(sender, recei
     later = partial_for(dsn, staging, media, sender[3], "afterheld")
     rx.deliver(later)
     data, runs = evaluate(instance, resources)
-    assert [r.run_config["ops"]["load_partial"]["config"]["backup_id"] for r, _ in runs] == [
-        later.manifest.backup_id
+    assert [r.run_config["ops"]["load_partial"]["config"]["backup_ids"] for r, _ in runs] == [
+        [later.manifest.backup_id]
     ]
     assert ledger(receiver_db)[later.manifest.backup_id] == "loaded"
     data, runs = evaluate(instance, resources)

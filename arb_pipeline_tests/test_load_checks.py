@@ -232,7 +232,7 @@ def test_parity_is_an_asset_check_that_fails_the_load_run_and_alerts(
             min_free_mb=0,
         ),
     }
-    config = {"ops": {"load_complete": {"config": {"backup_id": built.manifest.backup_id}}}}
+    config = {"ops": {"load_complete": {"config": {"backup_ids": [built.manifest.backup_id]}}}}
     alerts = dg.Definitions(
         assets=[load_complete],
         sensors=[make_failure_alert_sensor("receiver")],

@@ -168,3 +168,37 @@ def test_a_manifest_the_receiver_may_not_read_stays_in_the_inbox_and_fails_the_r
     manifest.chmod(0o644)  # the fix the message names; the next run takes it
     assert run_materialize("receiver", "receiver_partial", key, env, wrapper).returncode == 0
     assert ledger(rx.dsn) == {good.manifest.backup_id: "loaded", locked.manifest.backup_id: "loaded"}
+
+
+def test_the_cli_loads_a_range_of_partitions_in_one_run_each_its_own_materialization(
+    pg_cluster, receiver_db, tmp_path
+):
+    """`--partition-range FIRST...LAST` (a catch-up by hand): every unloaded backup of those
+    partitions, in one run, each backup its partition's materialization."""
+    (tmp_path / "sender").mkdir()
+    dsn, media, staging = new_sender(pg_cluster, tmp_path / "sender", seed=29)
+    first = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=40)).timestamp())
+    keys = [first, PARTIAL.get_next_partition_key(first), None]
+    keys[2] = PARTIAL.get_next_partition_key(keys[1])
+    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
+    rx.inbox.mkdir()
+    rx.media.mkdir()
+    built = []
+    for i, key in enumerate(keys):
+        traffic_at(dsn, media, 60 + i, window_of(key).start + timedelta(seconds=30), BASELINE_OPS, 40)
+        built.append(partial_for(dsn, staging, media, key, f"r{i}"))
+        rx.deliver(built[-1])
+    env = cli_env(rx, tmp_path / "home")
+    done = run_materialize("receiver", "receiver_partial", f"{keys[0]}...{keys[2]}", env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ledger(rx.dsn) == {b.manifest.backup_id: "loaded" for b in built}
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [run] = instance.get_run_records()
+        assert run.dagster_run.tags["dagster/asset_partition_range_start"] == keys[0]
+        events = instance.fetch_materializations(
+            dg.AssetKey(["receiver", "partial", "media"]), limit=10
+        ).records
+        assert sorted(
+            (e.partition_key, e.asset_materialization.metadata["backups"].value[0]["backup_id"])
+            for e in events
+        ) == [(b.manifest.partition_key, b.manifest.backup_id) for b in built]

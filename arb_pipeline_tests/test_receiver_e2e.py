@@ -92,10 +92,14 @@ def test_backups_flow_through_sftp_and_the_sensor_into_parity(world):
     with dg.instance_for_test() as instance:
         result, outcomes = tick(instance, resources)
         assert [o[1].success for o in outcomes] == [True] * len(outcomes)
-        assert len(outcomes) == len(set(keys)) + 1
-        assert all(r.run_key == r.tags["arb/backup_id"] for r, _ in outcomes)
-        # Oldest snapshot first: the partials, then the complete taken after them.
-        assert [r.job_name for r, _ in outcomes][-1] == "load_complete_job"
+        # Oldest snapshot first: the partials of adjacent windows in one ranged run, each backup
+        # its partition's materialization; then the complete taken after them, alone.
+        assert [r.job_name for r, _ in outcomes] == ["load_partial_job", "load_complete_job"]
+        ranged, complete = outcomes[0][0], outcomes[1][0]
+        assert (ranged.partition_key_range.start, ranged.partition_key_range.end) == (keys[0], keys[-1])
+        assert len(ranged.run_config["ops"]["load_partial"]["config"]["backup_ids"]) == len(set(keys))
+        assert complete.run_key == complete.tags["arb/backup_id"]
+        assert instance.get_materialized_partitions(dg.AssetKey(["receiver", "partial", "media"])) == set(keys)
         again, outcomes = tick(instance, resources, result.cursor)
         assert outcomes == [] and again.skip_reason
     report = compare_tables(w["sender_db"], w["receiver_db"])

@@ -73,7 +73,8 @@ def test_a_backup_from_a_sender_whose_clock_is_ahead_waits_and_loads_later(setup
     with dg.instance_for_test() as instance:
         capsys.readouterr()
         data, outcomes = evaluate(instance, resources, now=behind)
-        assert [r.partition_key for r, _ in outcomes] == keys[:2]
+        [(ranged, _)] = outcomes  # the first two, adjacent: one run over their range
+        assert (ranged.partition_key_range.start, ranged.partition_key_range.end) == tuple(keys[:2])
         assert all(res.success for _, res in outcomes)
         assert _loaded(rx.dsn) == {b.manifest.backup_id for b in built[:2]}
         wait = f"{built[2].manifest.backup_id} waits: partition {keys[2]} is not yet known to this receiver"
@@ -114,7 +115,9 @@ def test_a_backup_made_with_another_partial_length_is_refused_and_the_others_loa
     with dg.instance_for_test() as instance:
         capsys.readouterr()
         data, outcomes = evaluate(instance, resources)
-        assert [r.run_key for r, _ in outcomes] == [b.manifest.backup_id for b in good]
+        assert [r.run_key for r, _ in outcomes] == [
+            f"{good[0].manifest.backup_id}..{good[1].manifest.backup_id}"
+        ]
         assert all(res.success for _, res in outcomes)
         refusal = f"{odd_id} refused: made with ARB_PARTIAL_MINUTES=10"
         log = capsys.readouterr().err  # the tick's log (the sensor's console logger)

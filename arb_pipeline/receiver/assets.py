@@ -1,10 +1,13 @@
 """The receiver's loaded-table assets, on the sender's partitions.
 
-A run loads one backup (``backup_id`` in the run config, set by the inbox sensor) or,
-from `dagster asset materialize`, every unloaded backup of its partition in the inbox;
-misnamed or unparsable backups of the partition are set aside as the sensor's runs do
-(receive.inbox.set_aside), and the run fails after loading the good ones. The step holds
-the ``receiver_db`` pool: one database load at a time, across sensor runs and the CLI.
+A run loads the backups the inbox sensor chose (``backup_ids`` in the run config: one,
+or a catch-up's consecutive partitions as one ranged run) or, from `dagster asset
+materialize` or a UI backfill, every unloaded backup of its partitions in the inbox;
+misnamed or unparsable backups there are set aside as the sensor's runs do
+(receive.inbox.set_aside), and the run fails after loading the good ones. Each backup is
+its own transaction and its partition's own materialization, so a run of 288 partials
+shows as 288 loaded windows. The step holds the ``receiver_db`` pool: one database load
+at a time, across sensor runs and the CLI.
 """
 
 from collections.abc import Sequence
@@ -49,6 +52,7 @@ def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpe
             deps=[dg.AssetKey(["sender", kind, CATALOG.short_name(t)])],
             kinds={"postgres"},
             freshness_policy=fresh,
+            skippable=True,  # materialized per loaded backup (_materializations), not by an output
             description=f"{t} on the receiver, with the {kind} backups of each window applied",
         )
         for t in tables
@@ -61,14 +65,20 @@ def _specs(kind: str, tables: Sequence[str], partitions_def) -> list[dg.AssetSpe
             deps=[dg.AssetKey(["sender", kind, "media"])],
             kinds={"file"},
             freshness_policy=fresh,
+            skippable=True,
             description="media files of the backup, installed in the receiver's media folder",
         )
     )
     return specs
 
 
+STOPPED_TAG = "arb/stopped_at"  # on a run of several backups: the one that stopped it
+
+
 class LoadConfig(dg.Config):
-    backup_id: str = ""  # empty: every unloaded backup of the partition found in the inbox
+    # The inbox sensor's choice, in snapshot order; empty: every unloaded backup of the
+    # run's partitions found in the inbox (`dagster asset materialize`, a UI backfill).
+    backup_ids: list[str] = []
 
 
 def partition_key_from_name(kind: str, backup_id: str) -> str | None:
@@ -85,33 +95,45 @@ def partition_key_from_name(kind: str, backup_id: str) -> str | None:
 
 
 def _backups_for(
-    settings: ReceiverSettings, db: ReceiverDatabase, kind: str, partition_key: str, backup_id: str
+    settings: ReceiverSettings,
+    db: ReceiverDatabase,
+    kind: str,
+    partition_keys: Sequence[str],
+    backup_ids: list[str],
 ) -> tuple[list[Pending], list[str]]:
-    """The backups this run loads, and what it set aside (``set_aside``, as the sensor does):
-    the one requested, or every unloaded one of the partition. A folder that names no
-    partition is set aside by any run, as by the sensor's tick."""
+    """The backups this run loads, in snapshot order, and why any it should have can't be
+    (set aside as the sensor does, ``set_aside``, or gone): the ones requested, or every
+    unloaded one of the run's partitions. A folder that names no partition is set aside by
+    any run, as by the sensor's tick."""
     published, unreadable = find_published(Path(settings.inbox_dir))
-    mine = [p for p in published if p.kind == kind and p.partition_key == partition_key]
-    if backup_id:
+    keys = set(partition_keys)
+    mine = [p for p in published if p.kind == kind and p.partition_key in keys]
+    quarantine_dir = Path(settings.quarantine_dir)
+    if backup_ids:
+        wanted = set(backup_ids)
+        problems = []
         for bad in unreadable:
-            if bad.backup_id == backup_id and bad.kind == kind:
-                message = set_aside(bad, Path(settings.quarantine_dir))
+            if bad.backup_id in wanted and bad.kind == kind:
+                message = set_aside(bad, quarantine_dir)
                 if bad.at_fault:
-                    message += f". Re-run the sender's partition {partition_key} to publish it again."
-                raise dg.Failure(message)
-        chosen = [p for p in mine if p.backup_id == backup_id]
-        if not chosen:
-            raise dg.Failure(
-                f"backup {backup_id} is not in the inbox {settings.inbox_dir}/{kind} "
-                "(already loaded and removed by retention, or quarantined: see the quarantine folder)"
-            )
-        return chosen, []
+                    key = partition_key_from_name(kind, bad.backup_id) or "of its window"
+                    message += f". Re-run the sender's partition {key} to publish it again."
+                problems.append(message)
+        chosen = [p for p in mine if p.backup_id in wanted]
+        found = {p.backup_id for p in chosen} | {b.backup_id for b in unreadable}
+        problems += [
+            f"backup {b} is not in the inbox {settings.inbox_dir}/{kind} (already loaded and removed by "
+            "retention, or quarantined: see the quarantine folder)"
+            for b in backup_ids
+            if b not in found
+        ]
+        return chosen, problems
     bad_here = [
         b
         for b in unreadable
-        if b.kind == kind and partition_key_from_name(kind, b.backup_id) in (partition_key, None)
+        if b.kind == kind and partition_key_from_name(kind, b.backup_id) in {*keys, None}
     ]
-    set_aside_messages = [set_aside(b, Path(settings.quarantine_dir)) for b in bad_here]
+    set_aside_messages = [set_aside(b, quarantine_dir) for b in bad_here]
     done = loaded_ids(db.checked_dsn())
     return [p for p in mine if p.backup_id not in done], set_aside_messages
 
@@ -182,6 +204,46 @@ def _check_results(kind: str, tables: Sequence[str], checks: list[tuple[str, dic
         )
 
 
+def _materializations(kind: str, tables: Sequence[str], received: Received):
+    """One backup's load as its partition's materialization of every table, and last (the
+    load committed) of its media: what the UI shows and the postprocess sensor watches."""
+    m, load = received.manifest, received.load
+    common = {
+        "backups": dg.MetadataValue.json([{"backup_id": load.backup_id, "outcome": load.outcome}]),
+        # numbers the UI plots: lag from the newest source timestamp to this load
+        "lag_seconds": _lag_seconds(received),
+        "window_lag_seconds": _window_lag_seconds(received),
+        "snapshot_time": dg.MetadataValue.timestamp(m.snapshot_time),
+    }
+    sizes = {f.table: f.bytes for f in m.table_files()}
+    by_table = {t.table: t for t in load.tables}
+    for table in tables:
+        t = by_table.get(table)
+        yield dg.AssetMaterialization(
+            asset_key=loaded_key(kind, table),
+            partition=m.partition_key,
+            metadata={
+                **common,
+                "rows_in_backup": t.rows_in_backup if t else 0,
+                "rows_written": t.rows_written if t else 0,
+                "rows_deleted": t.rows_deleted if t else 0,
+                "bytes": sizes.get(table, 0),
+            },
+        )
+    media, bundle = received.media, m.file("media")
+    yield dg.AssetMaterialization(
+        asset_key=dg.AssetKey(["receiver", kind, "media"]),
+        partition=m.partition_key,
+        metadata={
+            **common,
+            "installed": len(media.installed) if media else 0,
+            "identical": len(media.identical) if media else 0,
+            "conflicts": len(media.conflicts) if media else 0,
+            "bytes": bundle.bytes if bundle else 0,
+        },
+    )
+
+
 def _load(
     context,
     kind: str,
@@ -190,32 +252,55 @@ def _load(
     db: ReceiverDatabase,
     settings: ReceiverSettings,
 ):
-    backups, set_aside_messages = _backups_for(settings, db, kind, context.partition_key, config.backup_id)
-    for message in set_aside_messages:
+    """Load the run's backups one by one, each in its own transaction, in snapshot order.
+
+    A backup at fault is quarantined and the others still load; one that can't load for
+    another reason (the disk floor, the receiver's schema, a held complete, the database)
+    stops the run there: it and the ones after it wait in the inbox, and the run's
+    ``STOPPED_TAG`` names it, so the sensor retries it and not the others. The run fails
+    if any backup didn't load; each loaded one is its partition's materialization."""
+    keys = context.partition_keys
+    backups, problems = _backups_for(settings, db, kind, keys, config.backup_ids)
+    failures: list[Exception] = [dg.Failure(message) for message in problems]
+    for message in problems:
         context.log.error(message)
-    if not backups:
-        context.log.info(f"no unloaded {kind} backup of partition {context.partition_key} in the inbox")
-    results: list[Received] = []
+    if not backups and not problems:
+        span = keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+        context.log.info(f"no unloaded {kind} backup of partition {span} in the inbox")
     checks: list[tuple[str, dict]] = []  # before retention, which may remove the backup's files
     for pending in backups:
-        received = receive(
-            pending.path,
-            dsn=db.checked_dsn(),
-            media_dir=Path(settings.media_dir),
-            quarantine_dir=Path(settings.quarantine_dir),
-            min_free_bytes=int(settings.min_free_mb * 1024 * 1024),
-            deletion_limits=DeletionLimits(settings.max_delete_share, settings.delete_guard_min_rows),
-        )
+        try:
+            received = receive(
+                pending.path,
+                dsn=db.checked_dsn(),
+                media_dir=Path(settings.media_dir),
+                quarantine_dir=Path(settings.quarantine_dir),
+                min_free_bytes=int(settings.min_free_mb * 1024 * 1024),
+                deletion_limits=DeletionLimits(settings.max_delete_share, settings.delete_guard_min_rows),
+            )
+        except Exception as exc:
+            failures.append(exc)
+            if not pending.path.exists():  # quarantined, the error says where: the others still load
+                context.log.error(str(exc))
+                continue
+            if len(backups) > 1:
+                context.instance.add_run_tags(context.run_id, {STOPPED_TAG: pending.backup_id})
+                context.log.error(
+                    f"{pending.backup_id} could not load, so it and the {len(backups) - len(checks) - 1} "
+                    f"backup(s) after it wait in the inbox: {exc}"
+                )
+            break
         for warning in received.warnings:
             context.log.warning(warning)
         context.log.info(
             f"{received.load.outcome} {pending.backup_id}: {received.load.rows_written} rows written, "
             f"{received.load.rows_deleted} deleted, of {received.load.rows_in_backup}"
         )
-        results.append(received)
         checks.append(
             (pending.backup_id, _run_checks(context, kind, tables, received, pending.path, db.checked_dsn()))
         )
+        for event in _materializations(kind, tables, received):
+            context.log_event(event)
     try:
         deleted = apply_retention_after_load(
             Path(settings.inbox_dir),
@@ -227,57 +312,14 @@ def _load(
             context.log.info(f"retention removed {len(deleted)} loaded backup(s)")
     except Exception as exc:  # retention must never fail a load that committed
         context.log.warning(f"retention skipped: {exc}")
-    by_table: dict[str, dict] = {}
-    for r in results:
-        sizes = {f.table: f.bytes for f in r.manifest.table_files()}
-        for t in r.load.tables:
-            agg = by_table.setdefault(
-                t.table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}
-            )
-            agg["rows_in_backup"] += t.rows_in_backup
-            agg["rows_written"] += t.rows_written
-            agg["rows_deleted"] += t.rows_deleted
-            agg["bytes"] += sizes.get(t.table, 0)
-    common = {
-        "backups": dg.MetadataValue.json(
-            [{"backup_id": r.load.backup_id, "outcome": r.load.outcome} for r in results]
-        )
-    }
-    if results:  # numbers the UI plots: lag from the newest source timestamp to this load
-        common["lag_seconds"] = dg.MetadataValue.float(min(_lag_seconds(r) for r in results))
-        common["window_lag_seconds"] = dg.MetadataValue.float(min(_window_lag_seconds(r) for r in results))
-        common["snapshot_time"] = dg.MetadataValue.timestamp(max(r.manifest.snapshot_time for r in results))
-    for table in tables:
-        yield dg.MaterializeResult(
-            asset_key=loaded_key(kind, table),
-            metadata={
-                **common,
-                **{
-                    k: dg.MetadataValue.int(v)
-                    for k, v in by_table.get(
-                        table, {"rows_in_backup": 0, "rows_written": 0, "rows_deleted": 0, "bytes": 0}
-                    ).items()
-                },
-            },
-        )
-    yield dg.MaterializeResult(
-        asset_key=["receiver", kind, "media"],
-        metadata={
-            **common,
-            "installed": sum(len(r.media.installed) for r in results if r.media),
-            "identical": sum(len(r.media.identical) for r in results if r.media),
-            "conflicts": sum(len(r.media.conflicts) for r in results if r.media),
-            "bytes": dg.MetadataValue.int(
-                sum(r.manifest.file("media").bytes for r in results if r.manifest.file("media"))
-            ),
-        },
-    )
     yield from _check_results(kind, tables, checks)
-    if set_aside_messages:  # the good backups are in; the run still fails, so the CLI exits non-zero
+    if len(failures) == 1:  # the backup's own error, as a run of one backup raises it
+        raise failures[0]
+    if failures:  # the good backups are in; the run still fails, so the CLI exits non-zero
         raise dg.Failure(
-            f"{len(set_aside_messages)} {kind} backup(s) of partition {context.partition_key} could not be "
-            "loaded: " + "; ".join(set_aside_messages)
-        )
+            f"{len(failures)} {kind} backup(s) of this run could not be loaded: "
+            + "; ".join(str(f.description if isinstance(f, dg.Failure) else f) for f in failures)
+        ) from failures[0]
 
 
 @dg.multi_asset(
@@ -287,6 +329,7 @@ def _load(
     check_specs=_check_specs("partial", CATALOG.partial_tables),
     pool="receiver_db",
     can_subset=False,
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a UI backfill or CLI range: one run
 )
 def load_partial(
     context: dg.AssetExecutionContext,
@@ -305,6 +348,7 @@ def load_partial(
     check_specs=_check_specs("complete", CATALOG.complete_tables),
     pool="receiver_db",
     can_subset=False,
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a UI backfill or CLI range: one run
 )
 def load_complete(
     context: dg.AssetExecutionContext,

@@ -9,6 +9,9 @@ import dagster as dg
 from arb_pipeline import settings
 from arb_pipeline.dagster_common.database import Database
 
+# A day of 5-minute partials: the most backups one run loads, from the sensor or a UI backfill.
+BACKUPS_PER_RUN = 288
+
 
 class ReceiverDatabase(Database):
     """The TranSappViz database."""
@@ -26,6 +29,7 @@ class ReceiverSettings(dg.ConfigurableResource):
     partial_retention_days: float = 1.0
     complete_retention_days: float = settings.BKPS_LIFETIME.default_value
     max_runs_per_tick: int = 20
+    max_backups_per_run: int = BACKUPS_PER_RUN  # a catch-up's consecutive backups load in one run
     max_attempts: int = 5  # failed loads of one backup are retried up to this many times
     retry_after_seconds: int = settings.RETRY_AFTER_SECONDS.default_value
     max_delete_share: float = settings.MAX_DELETE_SHARE.default_value

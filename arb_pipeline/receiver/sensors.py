@@ -1,9 +1,17 @@
-"""The inbox sensor: one load run per new backup, oldest snapshot first.
+"""The inbox sensor: load runs for new backups, oldest snapshot first.
 
-``run_key`` is the backup id, so a tick evaluated twice requests nothing twice. A
-backup whose load failed (disk floor reached, receiver schema behind, database down)
-stays in the inbox and is requested again after ``retry_after_seconds``, up to
-``max_attempts`` runs; every failed run alerts. The cursor (kept by Dagster across
+New backups of one kind on adjacent partitions (a receiver catching up after a day
+down: 288 partials) go in one run over their partitions' range, up to
+``max_backups_per_run``; the run still loads each in its own transaction, in snapshot
+order, and shows each as its partition's materialization (receiver/assets.py). Dagster
+starts a run in seconds, so a day's backlog loads in a few runs instead of 289.
+
+``run_key`` is the backup id (a range's: first..last), so a tick evaluated twice
+requests nothing twice. A backup whose load failed (disk floor reached, receiver schema
+behind, database down) stays in the inbox and is requested again, alone, after
+``retry_after_seconds``, up to ``max_attempts`` runs; every failed run alerts. In a run
+of several, only the backup that stopped it (``STOPPED_TAG``) counts the attempt; the
+ones behind it never ran and go in the next range. The cursor (kept by Dagster across
 restarts) holds the attempts per backup still waiting.
 
 A backup whose partition this receiver doesn't know (receiver/partition_fit.py) is not
@@ -32,13 +40,16 @@ from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.load.hold import holds
-from arb_pipeline.receive.inbox import Unreadable, find_published, loaded_ids, set_aside
-from arb_pipeline.receiver.assets import load_complete, load_partial, partition_key_from_name
+from arb_pipeline.receive.inbox import Pending, Unreadable, find_published, loaded_ids, set_aside
+from arb_pipeline.receiver.assets import STOPPED_TAG, load_complete, load_partial, partition_key_from_name
 from arb_pipeline.receiver.partition_fit import AT_FAULT, OK, REFUSED, WAITS, fit
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
-BACKUP_TAG = "arb/backup_id"
+BACKUP_TAG = "arb/backup_id"  # on a run of one backup
+BATCH_TAG = "arb/batch"  # on a run of several: their ids are in its config
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 load_partial_job = dg.define_asset_job(
     "load_partial_job",
@@ -71,14 +82,69 @@ def _runs_for(instance, backup_id: str) -> list:
     return instance.get_run_records(filters=dg.RunsFilter(tags={BACKUP_TAG: backup_id}), limit=50)
 
 
-def _load_request(kind: str, backup_id: str, partition_key: str, attempt: int = 1) -> dg.RunRequest:
+def _batch_runs(instance) -> dict[str, list]:
+    """backup_id -> the recent runs of several backups that count as its attempts: an active
+    one, for every backup it lists; a failed one, for the backup that stopped it
+    (``STOPPED_TAG``), or for each it listed if it died without saying."""
+    found: dict[str, list] = {}
+    for record in instance.get_run_records(filters=dg.RunsFilter(tags={BATCH_TAG: "1"}), limit=100):
+        run = record.dagster_run
+        listed = [b for op in run.run_config.get("ops", {}).values() for b in op["config"]["backup_ids"]]
+        if run.status in ACTIVE:
+            counted = listed
+        elif run.status == dg.DagsterRunStatus.FAILURE:
+            counted = [run.tags[STOPPED_TAG]] if STOPPED_TAG in run.tags else listed
+        else:
+            counted = []
+        for backup_id in counted:
+            found.setdefault(backup_id, []).append(record)
+    return found
+
+
+def _load_request(kind: str, backups: list[tuple[str, str]], attempt: int = 1) -> dg.RunRequest:
+    """One run for ``backups`` ((backup_id, partition key), snapshot order): of one backup,
+    tagged with its id; of several, a run over their partitions' range (Dagster's own
+    range tags, as a single-run backfill makes)."""
+    (first, first_key), (last, last_key) = backups[0], backups[-1]
+    config = {"ops": {OPS[kind]: {"config": {"backup_ids": [b for b, _ in backups]}}}}
+    if len(backups) == 1:
+        return dg.RunRequest(
+            run_key=first if attempt == 1 else f"{first}#attempt-{attempt}",
+            job_name=JOBS[kind].name,
+            partition_key=first_key,
+            run_config=config,
+            tags={BACKUP_TAG: first},
+        )
     return dg.RunRequest(
-        run_key=backup_id if attempt == 1 else f"{backup_id}#attempt-{attempt}",
+        run_key=f"{first}..{last}",
         job_name=JOBS[kind].name,
-        partition_key=partition_key,
-        run_config={"ops": {OPS[kind]: {"config": {"backup_id": backup_id}}}},
-        tags={BACKUP_TAG: backup_id},
+        run_config=config,
+        tags={BATCH_TAG: "1", RANGE_START_TAG: first_key, RANGE_END_TAG: last_key},
     )
+
+
+def _batches(due: list[tuple[Pending, int]], limit: int) -> list[list[tuple[Pending, int]]]:
+    """Consecutive first attempts of one kind, on adjacent partitions, as one run each (up
+    to ``limit`` backups); a retry runs alone, so one bad backup can't hold the others."""
+    runs: list[list[tuple[Pending, int]]] = []
+    for pending, attempt in due:
+        tail = runs[-1][-1] if runs else None
+        if (
+            tail is not None
+            and attempt == 1
+            and tail[1] == 1
+            and tail[0].kind == pending.kind
+            and len(runs[-1]) < limit
+            and pending.partition_key in (tail[0].partition_key, _next_key(tail[0]))
+        ):
+            runs[-1].append((pending, attempt))
+        else:
+            runs.append([(pending, attempt)])
+    return runs
+
+
+def _next_key(pending: Pending) -> str | None:
+    return (PARTIAL if pending.kind == "partial" else COMPLETE).get_next_partition_key(pending.partition_key)
 
 
 @dg.sensor(
@@ -96,7 +162,8 @@ def inbox_sensor(
     done = loaded_ids(receiver_db.checked_dsn())
     waiting = [p for p in published if p.backup_id not in done]
     held, newest_complete = holds(receiver_db.checked_dsn()) if waiting else ({}, None)
-    requests, skipped, refused = [], [], set()
+    due, skipped, refused = [], [], set()
+    batch_runs = _batch_runs(context.instance) if waiting else {}
     now = time.time()
     for pending in waiting:
         verdict = fit(pending.kind, pending.partition_key, pending.window)
@@ -114,8 +181,6 @@ def inbox_sensor(
                 context.log.info(line)
             skipped.append(line)
             continue
-        if len(requests) >= receiver_settings.max_runs_per_tick:
-            break
         approved = held.get(pending.backup_id)
         if pending.backup_id in held and approved is None:
             if newest_complete is None or pending.snapshot_time > newest_complete:
@@ -123,7 +188,7 @@ def inbox_sensor(
                     f"{pending.backup_id} held for its deletions: `arb approve {pending.backup_id}`"
                 )
                 continue
-        all_runs = _runs_for(context.instance, pending.backup_id)
+        all_runs = _runs_for(context.instance, pending.backup_id) + batch_runs.get(pending.backup_id, [])
         if any(r.dagster_run.status in ACTIVE for r in all_runs):
             continue
         runs = [r for r in all_runs if approved is None or r.create_timestamp >= approved]
@@ -137,10 +202,13 @@ def inbox_sensor(
             last = max(r.end_time or r.start_time or 0 for r in runs)
             if now - last < receiver_settings.retry_after_seconds:
                 continue
-        attempts[pending.backup_id] = n + 1
-        requests.append(
-            _load_request(pending.kind, pending.backup_id, pending.partition_key, len(all_runs) + 1)
-        )
+        due.append((pending, len(all_runs) + 1))
+    requests = []
+    for batch in _batches(due, receiver_settings.max_backups_per_run)[: receiver_settings.max_runs_per_tick]:
+        for pending, attempt in batch:
+            attempts[pending.backup_id] = attempt
+        kind, attempt = batch[0][0].kind, batch[0][1]
+        requests.append(_load_request(kind, [(p.backup_id, p.partition_key) for p, _ in batch], attempt))
     for bad in unreadable:  # a run sets it aside (set_aside), fails and alerts
         key = partition_key_from_name(bad.kind, bad.backup_id)
         verdict = fit(bad.kind, key) if key is not None else None
@@ -153,7 +221,7 @@ def inbox_sensor(
             not _runs_for(context.instance, bad.backup_id)
             and len(requests) < receiver_settings.max_runs_per_tick
         ):
-            requests.append(_load_request(bad.kind, bad.backup_id, key))
+            requests.append(_load_request(bad.kind, [(bad.backup_id, key)]))
     attempts = {k: v for k, v in attempts.items() if k not in done}
     if refused:
         attempts[REFUSED_KEY] = sorted(refused)

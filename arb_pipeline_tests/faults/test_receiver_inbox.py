@@ -553,7 +553,7 @@ def test_retention_after_a_later_load_removes_only_old_loaded_partials(world, rx
 
 
 def test_the_sensor_is_bounded_skips_uploads_and_keeps_its_cursor(world, rx, instance):
-    res = rx.resources(max_runs_per_tick=2, partial_retention_days=30)
+    res = rx.resources(max_runs_per_tick=2, max_backups_per_run=1, partial_retention_days=30)
     ids = [b.manifest.backup_id for b in world.old]
     for built in reversed(world.old):  # delivery order is not load order: oldest snapshot first
         rx.deliver(built)

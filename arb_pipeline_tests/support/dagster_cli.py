@@ -1,5 +1,5 @@
 """`dagster asset materialize` as a user runs it: the real CLI in a subprocess, on one code
-location's asset group and one partition."""
+location's asset group and one partition or a range of them."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def materialize_command(side: str, group: str, partition: str) -> list[str]:
-    """The command line: ``side`` is "sender" or "receiver", ``group`` an asset group of it."""
+    """The command line: ``side`` is "sender" or "receiver", ``group`` an asset group of it;
+    ``partition`` one key, or a range FIRST...LAST."""
+    flag = "--partition-range" if "..." in partition else "--partition"
     return [
         DAGSTER, "asset", "materialize", "-m", f"arb_pipeline.{side}.definitions",
-        "--select", f"group:{group}", "--partition", partition,
+        "--select", f"group:{group}", flag, partition,
     ]  # fmt: skip
 
 

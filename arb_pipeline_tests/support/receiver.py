@@ -104,7 +104,7 @@ def load_run(instance, resources, built: BuiltBackup):
         instance=instance,
         resources=resources,
         raise_on_error=False,
-        run_config={"ops": {op: {"config": {"backup_id": built.manifest.backup_id}}}},
+        run_config={"ops": {op: {"config": {"backup_ids": [built.manifest.backup_id]}}}},
     )
 
 
