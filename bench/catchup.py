@@ -103,6 +103,32 @@ def _ledger(dsn: str) -> tuple[int, datetime | None, datetime | None]:
         ).fetchone()
 
 
+def _peak_rss(group: int, peaks: dict[str, int]) -> None:
+    """Each process of ``group`` (dagster dev and all it started): its peak RSS so far
+    (VmHWM), the largest per kind of process."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if os.getpgid(int(status.parent.name)) != group:
+                continue
+            cmd = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            hwm = next(
+                int(line.split()[1]) * 1024
+                for line in status.read_text().splitlines()
+                if line.startswith("VmHWM:")
+            )
+        except (OSError, StopIteration, ValueError):
+            continue  # gone meanwhile, or a kernel thread
+        kind = next(
+            (
+                k
+                for k in ("execute_run", "grpc", "dagster-daemon", "dagster-webserver", "dagster dev")
+                if k in cmd
+            ),
+            "other",
+        )
+        peaks[kind] = max(peaks.get(kind, 0), hwm)
+
+
 def _ui_up(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2):
@@ -154,13 +180,14 @@ def main(argv=None) -> int:
             start_new_session=True,
         )
         expected = args.partials + 1
-        ui_seconds = None
+        ui_seconds, peaks = None, {}
         deadline = start + args.timeout_minutes * 60
         while True:
             if dev.poll() is not None:
                 raise SystemExit(f"dagster dev exited ({dev.returncode}); see {base / 'dagster-dev.log'}")
             if ui_seconds is None and _ui_up(url):
                 ui_seconds = time.perf_counter() - start
+            _peak_rss(dev.pid, peaks)
             count, first_load, last_load = _ledger(pg.dsn("receiver"))
             if count >= expected:
                 break
@@ -170,7 +197,12 @@ def main(argv=None) -> int:
                 )
             time.sleep(1)
         total = time.perf_counter() - start
-        runs = [r for r in _runs(url) if r["jobName"] in ("load_partial_job", "load_complete_job")]
+        while True:  # the runs end after their last load: checks, retention, events
+            runs = [r for r in _runs(url) if r["jobName"] in ("load_partial_job", "load_complete_job")]
+            _peak_rss(dev.pid, peaks)
+            if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+                break
+            time.sleep(1)
         print(
             f"- {expected} backups loaded through the daemon and the inbox sensor in {total:.0f} s from start"
         )
@@ -178,6 +210,10 @@ def main(argv=None) -> int:
         print(
             f"  (UI up after {ui_seconds or 0:.0f} s; first load committed {to_first:.0f} s after start, "
             f"the last {(last_load - first_load).total_seconds():.0f} s after the first)"
+        )
+        print(
+            "- peak RSS per process: "
+            + ", ".join(f"{k} {v / 2**20:.0f} MB" for k, v in sorted(peaks.items()))
         )
         print(f"- {len(runs)} load runs:")
         for r in sorted(runs, key=lambda r: r["creationTime"]):

@@ -338,7 +338,7 @@ class Pipeline:
         done = self.receive()
         failed = [(r.run_key, _failure(res)) for r, res in done if not res.success]
         assert not failed, failed
-        return [r.run_key for r, _ in done]
+        return [b for r, _ in done for op in r.run_config["ops"].values() for b in op["config"]["backup_ids"]]
 
     def begin(self, minutes_ago: int = 120) -> tuple[str, str, str]:
         """``start`` in the window ``minutes_ago``; returns the scenario's next three window keys."""
