@@ -110,7 +110,7 @@ def _peak_rss(group: int, peaks: dict[str, int]) -> None:
         try:
             if os.getpgid(int(status.parent.name)) != group:
                 continue
-            cmd = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            argv = (status.parent / "cmdline").read_bytes().split(b"\0")
             hwm = next(
                 int(line.split()[1]) * 1024
                 for line in status.read_text().splitlines()
@@ -118,14 +118,7 @@ def _peak_rss(group: int, peaks: dict[str, int]) -> None:
             )
         except (OSError, StopIteration, ValueError):
             continue  # gone meanwhile, or a kernel thread
-        kind = next(
-            (
-                k
-                for k in ("execute_run", "grpc", "dagster-daemon", "dagster-webserver", "dagster dev")
-                if k in cmd
-            ),
-            "other",
-        )
+        kind = " ".join(Path(a.decode()).name for a in argv[:4] if a and not a.startswith(b"-"))
         peaks[kind] = max(peaks.get(kind, 0), hwm)
 
 

@@ -279,16 +279,21 @@ def _load(
                 deletion_limits=DeletionLimits(settings.max_delete_share, settings.delete_guard_min_rows),
             )
         except Exception as exc:
-            failures.append(exc)
             if not pending.path.exists():  # quarantined, the error says where: the others still load
                 context.log.error(str(exc))
+                failures.append(exc)
                 continue
-            if len(backups) > 1:
+            if len(backups) > 1:  # name it: the run's tags name no backup
                 context.instance.add_run_tags(context.run_id, {STOPPED_TAG: pending.backup_id})
-                context.log.error(
-                    f"{pending.backup_id} could not load, so it and the {len(backups) - len(checks) - 1} "
-                    f"backup(s) after it wait in the inbox: {exc}"
+                behind = len(backups) - backups.index(pending) - 1
+                stopped = dg.Failure(
+                    f"backup {pending.backup_id} could not load, so it and the {behind} backup(s) after it "
+                    f"wait in the inbox: {exc}"
                 )
+                stopped.__cause__ = exc
+                context.log.error(stopped.description)
+                exc = stopped
+            failures.append(exc)
             break
         for warning in received.warnings:
             context.log.warning(warning)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from arb_pipeline.dagster_common.alert_sensors import describe_failure
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
@@ -127,6 +128,9 @@ def test_a_backup_that_cannot_load_yet_stops_its_run_and_is_retried_alone(backlo
     assert config_ids(request) == ids(first) and not result.success
     assert "receiverNeeds" in failure_text(result) and "arb migrate" in failure_text(result)
     assert instance.get_run_by_id(result.run_id).tags[STOPPED_TAG] == first[0].manifest.backup_id
+    alert = describe_failure(instance, result.dagster_run)  # the failed-run email's text
+    assert first[0].manifest.backup_id in alert and "receiverNeeds" in alert
+    assert "and the 2 backup(s) after it wait in the inbox" in alert
     assert ledger(rx.dsn) == {} and all((rx.folder(b) / MANIFEST_NAME).is_file() for b in first)
     with connect(rx.dsn) as conn:
         conn.execute(f'ALTER TABLE "{EVENTS}" DROP COLUMN "receiverNeeds"')
