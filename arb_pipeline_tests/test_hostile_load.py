@@ -117,9 +117,7 @@ def _loaded_with_a_complete(sender, receiver_db, tmp_path, **settings):
     """A receiver whose inbox sensor has loaded a genuine complete, through Dagster's ticks:
     (receiver, that complete, the instance, the sensor's resources)."""
     dsn, media, staging, _ = sender
-    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
+    rx = Receiver.under(receiver_db, tmp_path)
     genuine = complete_for_yesterday(dsn, staging, media)
     rx.deliver(genuine)
     instance = dg.DagsterInstance.ephemeral()
@@ -285,9 +283,7 @@ def test_data_the_database_refuses_is_quarantined_not_retried(
     """And the media the backup installed before its load are gone again; the receiver's own
     file and a file it already had are as they were."""
     dsn, media, staging, key = sender
-    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
+    rx = Receiver.under(receiver_db, tmp_path)
     partial = partial_for(dsn, staging, media, key, f"h{tag[:4]}")
     assert partial.manifest.media, "the partial carries media"
     (rx.media / "receivers-own.jpg").write_bytes(b"not the sender's")

@@ -82,10 +82,7 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
 
 @pytest.fixture
 def rx(zoned_receiver_db, tmp_path) -> Receiver:
-    r = Receiver(zoned_receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
-    r.inbox.mkdir()
-    r.media.mkdir()
-    return r
+    return Receiver.under(zoned_receiver_db, tmp_path)
 
 
 def pp_tick(instance, rx: Receiver, cursor):

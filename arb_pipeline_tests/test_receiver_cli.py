@@ -55,9 +55,7 @@ def sender(pg_cluster, receiver_db, tmp_path):
     dsn, media, staging = new_sender(pg_cluster, tmp_path / "sender", seed=23)
     key = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=30)).timestamp())
     traffic_at(dsn, media, 23, window_of(key).start + timedelta(seconds=60), BASELINE_OPS, 120)
-    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
+    rx = Receiver.under(receiver_db, tmp_path)
     return rx, key, lambda unique: partial_for(dsn, staging, media, key, unique)
 
 
@@ -180,9 +178,7 @@ def test_the_cli_loads_a_range_of_partitions_in_one_run_each_its_own_materializa
     first = PARTIAL.get_partition_key_for_timestamp((datetime.now(UTC) - timedelta(minutes=40)).timestamp())
     keys = [first, PARTIAL.get_next_partition_key(first), None]
     keys[2] = PARTIAL.get_next_partition_key(keys[1])
-    rx = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
+    rx = Receiver.under(receiver_db, tmp_path)
     built = []
     for i, key in enumerate(keys):
         traffic_at(dsn, media, 60 + i, window_of(key).start + timedelta(seconds=30), BASELINE_OPS, 40)

@@ -99,7 +99,9 @@ def test_backups_flow_through_sftp_and_the_sensor_into_parity(world):
         assert (ranged.partition_key_range.start, ranged.partition_key_range.end) == (keys[0], keys[-1])
         assert len(ranged.run_config["ops"]["load_partial"]["config"]["backup_ids"]) == len(set(keys))
         assert complete.run_key == complete.tags["arb/backup_id"]
-        assert instance.get_materialized_partitions(dg.AssetKey(["receiver", "partial", "media"])) == set(keys)
+        assert instance.get_materialized_partitions(dg.AssetKey(["receiver", "partial", "media"])) == set(
+            keys
+        )
         again, outcomes = tick(instance, resources, result.cursor)
         assert outcomes == [] and again.skip_reason
     report = compare_tables(w["sender_db"], w["receiver_db"])

@@ -74,9 +74,7 @@ def sender(pg_cluster, tmp_path_factory) -> Sender:
 def test_loads_and_postprocessing_run_as_the_receiver_role(sender, zoned_receiver_db, pg_cluster, tmp_path):
     receiver_db = zoned_receiver_db  # reference data is the admin's
     role, role_dsn = make_receiver_role(pg_cluster, receiver_db)
-    rx = Receiver(role_dsn, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
-    rx.inbox.mkdir()
-    rx.media.mkdir()
+    rx = Receiver.under(role_dsn, tmp_path)
     rx.deliver(sender.partial)
     rx.deliver(sender.complete)
     instance = dg.DagsterInstance.ephemeral()

@@ -41,10 +41,7 @@ def backlog(pg_cluster, tmp_path_factory) -> list:
 
 @pytest.fixture
 def rx(receiver_db, tmp_path) -> Receiver:
-    r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "media", tmp_path / "quarantine")
-    r.inbox.mkdir()
-    r.media.mkdir()
-    return r
+    return Receiver.under(receiver_db, tmp_path)
 
 
 def ids(built) -> list[str]:

@@ -136,10 +136,7 @@ def world(pg_cluster, tmp_path_factory) -> SenderWorld:
 
 @pytest.fixture
 def rx(receiver_db, tmp_path) -> Receiver:
-    r = Receiver(receiver_db, tmp_path / "inbox", tmp_path / "receiver-media", tmp_path / "quarantine")
-    r.inbox.mkdir()
-    r.media.mkdir()
-    return r
+    return Receiver.under(receiver_db, tmp_path)
 
 
 @pytest.fixture

@@ -37,6 +37,15 @@ class Receiver:
     media: Path
     quarantine: Path
 
+    @classmethod
+    def under(cls, dsn: str, root: Path) -> Receiver:
+        """A receiver whose folders are under ``root``: its inbox and media folder exist, its
+        quarantine is made when first used."""
+        rx = cls(dsn, root / "inbox", root / "receiver-media", root / "quarantine")
+        rx.inbox.mkdir()
+        rx.media.mkdir()
+        return rx
+
     def resources(self, **settings) -> dict:
         return receiver_resources(self.dsn, self.inbox, self.media, self.quarantine, **settings)
 
