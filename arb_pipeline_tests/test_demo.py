@@ -92,13 +92,14 @@ PARTITION_STATS = """
 query ($path: [String!]!) {
   assetNodes(assetKeys: [{path: $path}]) {
     partitionStats { numPartitions numMaterialized numFailed }
+    freshnessStatusInfo { freshnessStatus }
   }
 }
 """
 
 
-def _partition_stats(demo: DemoProcess, *path: str) -> dict:
-    """What the UI's partition view shows for an asset, through the webserver's GraphQL API."""
+def _what_the_ui_shows(demo: DemoProcess, *path: str) -> dict:
+    """What the UI shows for an asset (its partitions, its freshness), through the webserver's GraphQL API."""
     request = urllib.request.Request(
         f"{demo.url}/graphql",
         data=json.dumps({"query": PARTITION_STATS, "variables": {"path": list(path)}}).encode(),
@@ -106,7 +107,7 @@ def _partition_stats(demo: DemoProcess, *path: str) -> dict:
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         [node] = json.load(answer)["data"]["assetNodes"]
-    return node["partitionStats"]
+    return {**node["partitionStats"], "freshness": node["freshnessStatusInfo"]["freshnessStatus"]}
 
 
 @pytest.mark.demo
@@ -114,17 +115,18 @@ def _partition_stats(demo: DemoProcess, *path: str) -> dict:
 def test_the_ui_shows_a_newcomer_healthy_partitions(demo):
     """Partials start with the demo and completes the day before: the partition views list
     what has been due since the start, and all but the newest (in flight) are loaded, instead
-    of a day and a half of never-due partitions shown missing."""
+    of a day and a half of never-due partitions shown missing; freshness reads healthy."""
     demo.wait_for_clean_load()
     minutes = (time.time() - demo.started_at) / 60
     table = "eventforbusv2"  # asset keys name tables without the app's prefix
     for side in ("sender", "receiver"):
-        partial = _partition_stats(demo, side, "partial", table)
+        partial = _what_the_ui_shows(demo, side, "partial", table)
         assert 1 <= partial["numPartitions"] <= minutes + 2, (side, partial, minutes)
         assert partial["numMaterialized"] >= partial["numPartitions"] - 2, (side, partial)
-        assert partial["numFailed"] == 0, (side, partial)
-        complete = _partition_stats(demo, side, "complete", table)
-        assert complete == {"numPartitions": 1, "numMaterialized": 1, "numFailed": 0}, (side, complete)
+        assert partial["numFailed"] == 0 and partial["freshness"] == "HEALTHY", (side, partial)
+        complete = _what_the_ui_shows(demo, side, "complete", table)
+        healthy = {"numPartitions": 1, "numMaterialized": 1, "numFailed": 0, "freshness": "HEALTHY"}
+        assert complete == healthy, (side, complete)
 
 
 @pytest.mark.demo
