@@ -40,7 +40,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
-from arb_pipeline.load.deletes import VERSION_COLUMN, delete_absent, referrers
+from arb_pipeline.load.deletes import delete_absent, referrers
 from arb_pipeline.load.failures import backup_at_fault, server_message
 from arb_pipeline.load.hold import (
     DeletionHeld,
@@ -50,17 +50,15 @@ from arb_pipeline.load.hold import (
     mass_deletions,
     record_hold,
 )
+from arb_pipeline.load.merge import merge
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.ops.disk_guard import DiskFloor
-from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.pg.introspect import TableInfo
-from arb_pipeline.pg.quote import ident_list, quote_ident
+from arb_pipeline.package.manifest import Manifest
+from arb_pipeline.pg.quote import quote_ident
 
 log = logging.getLogger(__name__)
 
 LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
-REPROCESS_COLUMN = "transformed"
-CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
 
 
 class LoadError(ArbError):
@@ -235,7 +233,7 @@ def _apply(
                     fingerprint=manifest.kind == "complete",
                 )
             t0 = time.perf_counter()
-            load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)
+            load.rows_written = merge(conn, by_table[table], infos[table], name, manifest, load)
             load.seconds["merge"] = time.perf_counter() - t0
             if floor:
                 floor.check()
@@ -274,112 +272,6 @@ def _apply(
         ),
     )
     return result
-
-
-RECEIVER_ONLY_MARK = "arb:receiver-only"  # starts the comment of a column the receiver's migrations own
-
-
-def receiver_only_columns(info: TableInfo) -> set[str]:
-    """Columns a backup never writes, even if it carries a column of the same name: the
-    version column, and those the receiver's migrations mark as their own (a column comment)."""
-    return {VERSION_COLUMN} | {
-        c.name for c in info.columns if c.comment and c.comment.startswith(RECEIVER_ONLY_MARK)
-    }
-
-
-def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
-    receiver_cols = set(info.column_names)
-    own = receiver_only_columns(info)
-    cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
-    if VERSION_COLUMN not in receiver_cols:
-        raise LoadError(
-            f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`"
-        )
-    non_key = [c for c in cols if c not in info.primary_key]
-    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key)
-        if non_key
-        else sql.SQL("NULL"),
-        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key)
-        if non_key
-        else sql.SQL("NULL"),
-    )
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key]
-    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=sql.Identifier(VERSION_COLUMN)))
-    if REPROCESS_COLUMN in receiver_cols:
-        sets.append(
-            sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
-                r=sql.Identifier(REPROCESS_COLUMN), changed=changed
-            )
-        )
-    if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
-        sets.append(
-            sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
-                c=sql.Identifier(CHANGED_COLUMN), changed=changed
-            )
-        )
-    if manifest.kind == "complete":
-        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
-    # Partials refresh the version of every row they carry, changed or not, so an older
-    # backup arriving later can't win (a complete's rows are guarded by supersession).
-    query = sql.SQL(
-        "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
-        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}"
-    ).format(
-        t=sql.Identifier(info.name),
-        cols=ident_list(cols),
-        v=sql.Identifier(VERSION_COLUMN),
-        s=stage,
-        pk=ident_list(info.primary_key),
-        sets=sql.SQL(", ").join(sets),
-    )
-    cur = conn.execute(query, {"snap": manifest.snapshot_time})
-    return cur.rowcount
-
-
-def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
-    """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
-    far less than probing the primary key once per row (PostgreSQL 15+)."""
-    conn.execute(sql.SQL("ANALYZE {}").format(stage))
-    match = sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
-    update = sql.SQL("")
-    if non_key:
-        differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
-            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
-        )
-        sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key]
-        sets.append(sql.SQL("{v} = %(snap)s").format(v=sql.Identifier(VERSION_COLUMN)))
-        if REPROCESS_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = false").format(sql.Identifier(REPROCESS_COLUMN)))
-        if CHANGED_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = clock_timestamp()").format(sql.Identifier(CHANGED_COLUMN)))
-        update = sql.SQL(
-            "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
-        ).format(v=sql.Identifier(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
-    # A row the receiver had before any backup wrote it (adopted history) and equal to the
-    # complete's: the complete holds it, so it gets a version and is the sender's from now on.
-    claim = sql.SQL("WHEN MATCHED AND t.{v} IS NULL THEN UPDATE SET {v} = %(snap)s ").format(
-        v=sql.Identifier(VERSION_COLUMN)
-    )
-    return conn.execute(
-        sql.SQL(
-            "MERGE INTO {t} t USING {s} s ON {match} {update}{claim}"
-            "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
-        ).format(
-            t=sql.Identifier(info.name),
-            s=stage,
-            match=match,
-            update=update,
-            claim=claim,
-            cols=ident_list(cols),
-            v=sql.Identifier(VERSION_COLUMN),
-            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-        ),
-        {"snap": manifest.snapshot_time},
-    ).rowcount
 
 
 def _advance_sequences(conn, info) -> None:

@@ -41,8 +41,9 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.load.apply import VERSION_COLUMN, LoadResult, receiver_only_columns
-from arb_pipeline.load.deletes import referrers, still_referenced_guard
+from arb_pipeline.load.apply import LoadResult
+from arb_pipeline.load.deletes import VERSION_COLUMN, referrers, still_referenced_guard
+from arb_pipeline.load.merge import receiver_only_columns
 from arb_pipeline.load.staging import StagingError, stage_table
 from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING
 from arb_pipeline.package.manifest import FileEntry, Manifest
