@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -50,15 +51,13 @@ from arb_pipeline.load.hold import (
     mass_deletions,
     record_hold,
 )
-from arb_pipeline.load.merge import merge
+from arb_pipeline.load.merge import LOAD_MEMORY, merge, narrow
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import Manifest
 from arb_pipeline.pg.quote import quote_ident
 
 log = logging.getLogger(__name__)
-
-LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
 
 
 class LoadError(ArbError):
@@ -141,6 +140,7 @@ def load_backup(
                 workers,
                 disk_floor,
                 fingerprint=True,
+                then=partial(narrow, snapshot_time=manifest.snapshot_time),
             )
         with conn.transaction():
             return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
@@ -233,7 +233,8 @@ def _apply(
                     fingerprint=manifest.kind == "complete",
                 )
             t0 = time.perf_counter()
-            load.rows_written = merge(conn, by_table[table], infos[table], name, manifest, load)
+            source = load.changes or name  # the rows the merge acts on, if narrowed while staging
+            load.rows_written = merge(conn, by_table[table], infos[table], source, manifest, load)
             load.seconds["merge"] = time.perf_counter() - t0
             if floor:
                 floor.check()

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -60,6 +60,8 @@ class TableLoad:
     # digest (pg/rowhash.py) of its columns in the file's order, what the check after the load
     # compares the table with when the manifest carries no sender digest (load/checks.py).
     fingerprint: Fingerprint | None = None
+    # A complete's staged rows narrowed to those its merge acts on (load/merge.py narrow).
+    changes: sql.Identifier | None = None
 
 
 def stage_table(
@@ -220,8 +222,8 @@ def _check_row_keys(conn, docs: sql.Identifier, entry: FileEntry, backup_cols: l
     )
 
 
-def stage_name(backup_key: str, i: int) -> sql.Identifier:
-    return sql.Identifier(STAGING_SCHEMA, f"s_{backup_key}_{i}")
+def stage_name(backup_key: str, i: int, suffix: str = "") -> sql.Identifier:
+    return sql.Identifier(STAGING_SCHEMA, f"s_{backup_key}_{i}{suffix}")
 
 
 def clear_staging(conn) -> None:
@@ -242,28 +244,32 @@ def stage_in_parallel(
     workers: int = 2,
     floor: DiskFloor | None = None,
     fingerprint: bool = False,
+    then: Callable | None = None,
 ) -> dict[str, tuple[sql.Identifier, TableLoad]]:
     """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time;
     with ``fingerprint``, each table whose manifest entry carries no sender digest is
-    digested as staged."""
+    digested as staged. ``then(conn, entry, info, stage, scratch, load)`` runs in the
+    session after each table is staged (``scratch``: a free name in the staging schema)."""
 
     def one(item):
         i, table = item
         name = stage_name(backup_key, i)
         with connect(dsn, autocommit=True) as conn:
-            return table, (
+            load = stage_table(
+                conn,
+                backup_dir,
+                entries[table],
+                infos[table],
                 name,
-                stage_table(
-                    conn,
-                    backup_dir,
-                    entries[table],
-                    infos[table],
-                    name,
-                    temporary=False,
-                    floor=floor,
-                    fingerprint=fingerprint,
-                ),
+                temporary=False,
+                floor=floor,
+                fingerprint=fingerprint,
             )
+            if then:
+                then(conn, entries[table], infos[table], name, stage_name(backup_key, i, "_c"), load)
+                if floor:
+                    floor.check()
+            return table, (name, load)
 
     # Largest files first, so the two sessions finish together.
     items = sorted(enumerate(order), key=lambda it: -entries[it[1]].bytes)
