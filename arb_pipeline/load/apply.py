@@ -78,6 +78,9 @@ class LoadResult:
     outcome: str  # loaded | superseded | already loaded
     tables: list[TableLoad] = field(default_factory=list)
     superseded_by: str | None = None
+    # Wall-clock seconds of the load's two parts: "staging" (a complete's parallel sessions,
+    # before the transaction) and "transaction" (merges, deletes, commit and its FK checks).
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_in_backup(self) -> int:
@@ -123,6 +126,7 @@ def load_backup(
     conn.execute("SELECT pg_advisory_lock(hashtext('arb_pipeline.load.apply'))")
     staged: dict = {}
     staging_used = False
+    t0 = time.perf_counter()  # staging's start, if it stages
     try:
         state = _ledger_state(conn, manifest, manifest_sha256)
         if state is None and manifest.kind == "complete" and dsn:
@@ -130,6 +134,7 @@ def load_backup(
             staging_used = True  # a failed stage_in_parallel leaves tables behind too
             files = manifest.table_files()
             infos = introspect(conn, [f.table for f in files])
+            t0 = time.perf_counter()
             staged = stage_in_parallel(
                 dsn,
                 backup_dir,
@@ -142,8 +147,11 @@ def load_backup(
                 fingerprint=True,
                 then=partial(narrow, snapshot_time=manifest.snapshot_time),
             )
+        staging_s, t0 = time.perf_counter() - t0 if staged else 0.0, time.perf_counter()
         with conn.transaction():
-            return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
+            result = _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
+        result.seconds.update(staging=staging_s, transaction=time.perf_counter() - t0)
+        return result
     except DeletionHeld as held:  # rolled back; recorded so the sensor waits for `arb approve`
         record_hold(conn, manifest, manifest_sha256, held)
         raise
