@@ -10,9 +10,10 @@ rows no backup wrote yet), on both cores and outside the transaction; the MERGE 
 only those. This holds because between staging and the merge only this load writes the
 sender's columns of replicated tables: it holds the load lock from before staging to its
 commit, and so does every other load; postprocessing writes receiver-only columns only
-(and under the same lock). Rows no backup wrote are always kept for the MERGE, so
-``arb adopt --prune-unshipped`` meanwhile changes nothing either. The staged table itself
-stays whole: the deletes and the check compare the table with it.
+(and under the same lock). Rows no backup wrote, the only ones ``arb adopt
+--prune-unshipped`` deletes, always stay in for the MERGE, so a prune meanwhile ends as it
+would without narrowing. The staged table itself stays whole: the deletes and the check
+compare the table with it.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from arb_pipeline.pg.quote import ident_list
 
 REPROCESS_COLUMN = "transformed"
 CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
-
-
 LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
 
 
