@@ -156,3 +156,57 @@ def test_a_failing_load_changes_nothing(sender, receiver_db, tmp_path):
         assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 0
     for table in PARTIAL_TABLES + [P + "busv2", P + "event"]:
         assert _count(receiver_db, table) == 0
+
+
+def test_a_complete_into_a_populated_receiver_merges_only_what_it_changes(sender, receiver_db, tmp_path):
+    """The staging sessions narrow each staged table to the rows the MERGE acts on
+    (load/merge.py): a changed row, a new row and a row no backup wrote are written; a row
+    a newer partial wrote and every unchanged row are not touched (same row version)."""
+    dsn, media, work = sender
+    _traffic(work)
+    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    events = P + "eventforbusv2"
+    with connect(receiver_db) as conn:
+        ids = [r[0] for r in conn.execute(f'SELECT id FROM "{events}" ORDER BY id LIMIT 3').fetchall()]
+        changed, newer, adopted = ids
+        conn.execute(  # as a partial newer than the next complete left it
+            f'UPDATE "{events}" SET "eventConfirm" = 999, arb_synced_at = now() + interval \'1 day\' '
+            "WHERE id = %s",
+            (newer,),
+        )
+        conn.execute(f'UPDATE "{events}" SET arb_synced_at = NULL WHERE id = %s', (adopted,))
+    with connect(dsn) as conn:
+        conn.execute(
+            f'UPDATE "{events}" SET "eventConfirm" = "eventConfirm" + 1 WHERE id IN (%s, %s)', ids[:2]
+        )
+        conn.execute(f'CREATE TEMP TABLE x AS SELECT * FROM "{events}" WHERE id = %s', (changed,))
+        added = conn.execute(
+            f'UPDATE x SET id = (SELECT max(id) + 1 FROM "{events}") RETURNING id'
+        ).fetchone()[0]
+        conn.execute(f'INSERT INTO "{events}" SELECT * FROM x')
+    before = _versions(receiver_db, events)
+    complete = make_complete(dsn, tmp_path / "s", media)
+    result = load(receiver_db, complete)
+    row = next(t for t in result.tables if t.table == events)
+    assert row.changes is not None and "narrow" in row.seconds
+    assert row.rows_written == 3
+    after = _versions(receiver_db, events)
+    assert {i for i in after if after[i] != before.get(i)} == {changed, adopted, added}
+    with connect(receiver_db) as conn:
+        confirm = dict(
+            conn.execute(f'SELECT id, "eventConfirm" FROM "{events}" WHERE id IN (%s, %s)', ids[:2])
+        )
+        synced = conn.execute(f'SELECT arb_synced_at FROM "{events}" WHERE id = %s', (adopted,)).fetchone()[0]
+    assert confirm[newer] == 999  # the newer partial's row stays as it wrote it
+    with connect(dsn) as conn:
+        assert (
+            confirm[changed]
+            == conn.execute(f'SELECT "eventConfirm" FROM "{events}" WHERE id = %s', (changed,)).fetchone()[0]
+        )
+    assert synced == complete.manifest.snapshot_time  # claimed: the sender's from now on
+
+
+def _versions(dsn, table):
+    """Each row's row version (xmin): it changes exactly when the row is written."""
+    with connect(dsn) as conn:
+        return dict(conn.execute(f'SELECT id, xmin::text FROM "{table}"').fetchall())

@@ -175,15 +175,20 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
     for t in result.tables:
         for k, v in t.seconds.items():
             phases[k] = phases.get(k, 0.0) + v
-    slowest = sorted(((sum(t.seconds.values()), t.table) for t in result.tables), reverse=True)[:3]
+    per_table = {
+        t.table: {k: round(v, 2) for k, v in t.seconds.items()}
+        for t in result.tables
+        if sum(t.seconds.values()) > 0.5
+    }
     return {
         "transfer_s": transfer_s,
         "verify_s": verify_s,
         "load_s": load_s,
         "rows": result.rows_in_backup,
         "outcome": result.outcome,
-        "phases": phases,
-        "slowest": slowest,
+        "phases": {k: round(v, 2) for k, v in phases.items()},
+        "walls": {k: round(v, 2) for k, v in result.seconds.items()},
+        "per_table": per_table,
     }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -40,7 +41,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
-from arb_pipeline.load.deletes import VERSION_COLUMN, delete_absent, referrers
+from arb_pipeline.load.deletes import delete_absent, referrers
 from arb_pipeline.load.failures import backup_at_fault, server_message
 from arb_pipeline.load.hold import (
     DeletionHeld,
@@ -50,17 +51,13 @@ from arb_pipeline.load.hold import (
     mass_deletions,
     record_hold,
 )
+from arb_pipeline.load.merge import LOAD_MEMORY, merge, narrow
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.ops.disk_guard import DiskFloor
-from arb_pipeline.package.manifest import FileEntry, Manifest
-from arb_pipeline.pg.introspect import TableInfo
-from arb_pipeline.pg.quote import ident_list, quote_ident
+from arb_pipeline.package.manifest import Manifest
+from arb_pipeline.pg.quote import quote_ident
 
 log = logging.getLogger(__name__)
-
-LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
-REPROCESS_COLUMN = "transformed"
-CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
 
 
 class LoadError(ArbError):
@@ -81,6 +78,9 @@ class LoadResult:
     outcome: str  # loaded | superseded | already loaded
     tables: list[TableLoad] = field(default_factory=list)
     superseded_by: str | None = None
+    # Wall-clock seconds of the load's two parts: "staging" (a complete's parallel sessions,
+    # before the transaction) and "transaction" (merges, deletes, commit and its FK checks).
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows_in_backup(self) -> int:
@@ -126,6 +126,7 @@ def load_backup(
     conn.execute("SELECT pg_advisory_lock(hashtext('arb_pipeline.load.apply'))")
     staged: dict = {}
     staging_used = False
+    t0 = time.perf_counter()  # staging's start, if it stages
     try:
         state = _ledger_state(conn, manifest, manifest_sha256)
         if state is None and manifest.kind == "complete" and dsn:
@@ -133,6 +134,7 @@ def load_backup(
             staging_used = True  # a failed stage_in_parallel leaves tables behind too
             files = manifest.table_files()
             infos = introspect(conn, [f.table for f in files])
+            t0 = time.perf_counter()
             staged = stage_in_parallel(
                 dsn,
                 backup_dir,
@@ -143,9 +145,13 @@ def load_backup(
                 workers,
                 disk_floor,
                 fingerprint=True,
+                then=partial(narrow, snapshot_time=manifest.snapshot_time),
             )
+        staging_s, t0 = time.perf_counter() - t0 if staged else 0.0, time.perf_counter()
         with conn.transaction():
-            return _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
+            result = _apply(conn, backup_dir, manifest, manifest_sha256, staged, deletion_limits, disk_floor)
+        result.seconds.update(staging=staging_s, transaction=time.perf_counter() - t0)
+        return result
     except DeletionHeld as held:  # rolled back; recorded so the sensor waits for `arb approve`
         record_hold(conn, manifest, manifest_sha256, held)
         raise
@@ -238,7 +244,8 @@ def _apply(
                     fingerprint=manifest.kind == "complete",
                 )
             t0 = time.perf_counter()
-            load.rows_written = _merge(conn, by_table[table], infos[table], name, manifest, load)
+            source = load.changes or name  # the rows the merge acts on, if narrowed while staging
+            load.rows_written = merge(conn, by_table[table], infos[table], source, manifest, load)
             load.seconds["merge"] = time.perf_counter() - t0
             if floor:
                 floor.check()
@@ -277,112 +284,6 @@ def _apply(
         ),
     )
     return result
-
-
-RECEIVER_ONLY_MARK = "arb:receiver-only"  # starts the comment of a column the receiver's migrations own
-
-
-def receiver_only_columns(info: TableInfo) -> set[str]:
-    """Columns a backup never writes, even if it carries a column of the same name: the
-    version column, and those the receiver's migrations mark as their own (a column comment)."""
-    return {VERSION_COLUMN} | {
-        c.name for c in info.columns if c.comment and c.comment.startswith(RECEIVER_ONLY_MARK)
-    }
-
-
-def _merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
-    receiver_cols = set(info.column_names)
-    own = receiver_only_columns(info)
-    cols = [c.name for c in entry.columns if c.name in receiver_cols and c.name not in own]
-    if VERSION_COLUMN not in receiver_cols:
-        raise LoadError(
-            f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`"
-        )
-    non_key = [c for c in cols if c not in info.primary_key]
-    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key)
-        if non_key
-        else sql.SQL("NULL"),
-        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key)
-        if non_key
-        else sql.SQL("NULL"),
-    )
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key]
-    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=sql.Identifier(VERSION_COLUMN)))
-    if REPROCESS_COLUMN in receiver_cols:
-        sets.append(
-            sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
-                r=sql.Identifier(REPROCESS_COLUMN), changed=changed
-            )
-        )
-    if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
-        sets.append(
-            sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
-                c=sql.Identifier(CHANGED_COLUMN), changed=changed
-            )
-        )
-    if manifest.kind == "complete":
-        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
-    # Partials refresh the version of every row they carry, changed or not, so an older
-    # backup arriving later can't win (a complete's rows are guarded by supersession).
-    query = sql.SQL(
-        "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
-        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}"
-    ).format(
-        t=sql.Identifier(info.name),
-        cols=ident_list(cols),
-        v=sql.Identifier(VERSION_COLUMN),
-        s=stage,
-        pk=ident_list(info.primary_key),
-        sets=sql.SQL(", ").join(sets),
-    )
-    cur = conn.execute(query, {"snap": manifest.snapshot_time})
-    return cur.rowcount
-
-
-def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
-    """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
-    far less than probing the primary key once per row (PostgreSQL 15+)."""
-    conn.execute(sql.SQL("ANALYZE {}").format(stage))
-    match = sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
-    update = sql.SQL("")
-    if non_key:
-        differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
-            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
-        )
-        sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key]
-        sets.append(sql.SQL("{v} = %(snap)s").format(v=sql.Identifier(VERSION_COLUMN)))
-        if REPROCESS_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = false").format(sql.Identifier(REPROCESS_COLUMN)))
-        if CHANGED_COLUMN in receiver_cols:
-            sets.append(sql.SQL("{} = clock_timestamp()").format(sql.Identifier(CHANGED_COLUMN)))
-        update = sql.SQL(
-            "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
-        ).format(v=sql.Identifier(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
-    # A row the receiver had before any backup wrote it (adopted history) and equal to the
-    # complete's: the complete holds it, so it gets a version and is the sender's from now on.
-    claim = sql.SQL("WHEN MATCHED AND t.{v} IS NULL THEN UPDATE SET {v} = %(snap)s ").format(
-        v=sql.Identifier(VERSION_COLUMN)
-    )
-    return conn.execute(
-        sql.SQL(
-            "MERGE INTO {t} t USING {s} s ON {match} {update}{claim}"
-            "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
-        ).format(
-            t=sql.Identifier(info.name),
-            s=stage,
-            match=match,
-            update=update,
-            claim=claim,
-            cols=ident_list(cols),
-            v=sql.Identifier(VERSION_COLUMN),
-            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
-        ),
-        {"snap": manifest.snapshot_time},
-    ).rowcount
 
 
 def _advance_sequences(conn, info) -> None:

@@ -4,7 +4,8 @@ Complete backups: parity with the backup
 ----------------------------------------
 The expected row count and order-independent digest of each table (``rowhash``) come
 from the backup's own table file: the load digests each staged table (typed by the
-receiver, in the file's column order) while it has it staged, and hands the figures over
+receiver, in the file's column order, with the receiver-local digest: both sides are
+computed here, with the same types) while it has it staged, and hands the figures over
 in its LoadResult (``TableLoad.fingerprint``). A manifest that carries the sender's own
 digests (``ARB_COMPLETE_FINGERPRINTS=1``: computed by the sender's server in the backup's
 snapshot, a second pass over every row there) is checked against those instead, which
@@ -40,17 +41,20 @@ import psycopg
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.load.apply import VERSION_COLUMN, LoadResult, receiver_only_columns
-from arb_pipeline.load.deletes import referrers, still_referenced_guard
+from arb_pipeline.load.apply import LoadResult
+from arb_pipeline.load.deletes import VERSION_COLUMN, referrers, still_referenced_guard
+from arb_pipeline.load.merge import receiver_only_columns
 from arb_pipeline.load.staging import StagingError, stage_table
 from arb_pipeline.ops.parity import CHANGED, EXTRA, MISSING
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import quote_ident
 from arb_pipeline.pg.rowhash import (
+    LOCAL_HASH_ALGORITHM,
     ROW_HASH_ALGORITHM,
     Fingerprint,
     canonical_text_settings,
+    local_fingerprint,
     relation_fingerprint,
     row_hash_sql,
 )
@@ -282,7 +286,13 @@ def _complete_table(
         newer = conn.execute(f"SELECT count(*) FROM {_t(table)} t WHERE t.{v} > %s", (snap,)).fetchone()[0]
         meta["newer_rows_left_out"] = newer
         if not left_out and not newer and expected_fp is not None:
-            mine = relation_fingerprint(conn, _t(table), comparable, at_or_before, (snap,))
+            if expected_fp.algorithm == LOCAL_HASH_ALGORITHM:  # the load's digest of the staged file
+                types = {c.name: c.type for c in info.columns}
+                mine = local_fingerprint(
+                    conn, _t(table), comparable, [types[c] for c in comparable], at_or_before, (snap,)
+                )
+            else:
+                mine = relation_fingerprint(conn, _t(table), comparable, at_or_before, (snap,))
             meta.update(rows_on_receiver=mine.rows, digest_on_receiver=mine.digest, method="fingerprint")
             if mine == expected_fp:
                 return TableCheck(

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -29,7 +29,7 @@ from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import ident_list
-from arb_pipeline.pg.rowhash import Fingerprint, canonical_text_settings, relation_fingerprint
+from arb_pipeline.pg.rowhash import Fingerprint, canonical_text_settings, local_fingerprint
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
@@ -56,10 +56,12 @@ class TableLoad:
     rows_owned: int = 0  # before a complete's deletes: rows a backup wrote (all rows, if mirror)
     ignored_columns: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # stage / merge / delete / digest
-    # A complete's table file as staged (typed by the receiver): row count and digest of its
-    # columns in the file's order, what the check after the load compares the table with
-    # when the manifest carries no sender digest (load/checks.py).
+    # A complete's table file as staged (typed by the receiver): row count and receiver-local
+    # digest (pg/rowhash.py) of its columns in the file's order, what the check after the load
+    # compares the table with when the manifest carries no sender digest (load/checks.py).
     fingerprint: Fingerprint | None = None
+    # A complete's staged rows narrowed to those its merge acts on (load/merge.py narrow).
+    changes: sql.Identifier | None = None
 
 
 def stage_table(
@@ -75,7 +77,7 @@ def stage_table(
 ) -> TableLoad:
     """COPY one table file into a new staging table; check the row count (and, with
     ``floor``, the free disk space every FLOOR_EVERY bytes and after the table). With
-    ``fingerprint``, the staged rows' row count and digest (rowhash) are in the result, unless
+    ``fingerprint``, the staged rows' row count and receiver-local digest (rowhash) are in the result, unless
     the manifest entry carries the sender's own digest (the check uses that one)."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
@@ -114,7 +116,16 @@ def stage_table(
         ) from exc
     if floor:
         floor.check()
-    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+    t1 = time.perf_counter()
+    digest = None
+    if fingerprint and entry.fingerprint is None:  # the count comes with the digest: one pass
+        with canonical_text_settings(conn):
+            digest = local_fingerprint(
+                conn, stage.as_string(conn), backup_cols, [receiver_types.get(c, "text") for c in backup_cols]
+            )
+        count = digest.rows
+    else:
+        count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
     if count != entry.rows:
         raise MalformedFileError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
     if ignored:
@@ -124,11 +135,9 @@ def stage_table(
             entry.table,
             ", ".join(ignored),
         )
-    load = TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": time.perf_counter() - t0})
-    if fingerprint and entry.fingerprint is None:
-        t1 = time.perf_counter()
-        with canonical_text_settings(conn):
-            load.fingerprint = relation_fingerprint(conn, stage.as_string(conn), backup_cols)
+    load = TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": t1 - t0})
+    if digest is not None:
+        load.fingerprint = digest
         load.seconds["digest"] = time.perf_counter() - t1
     return load
 
@@ -213,8 +222,8 @@ def _check_row_keys(conn, docs: sql.Identifier, entry: FileEntry, backup_cols: l
     )
 
 
-def stage_name(backup_key: str, i: int) -> sql.Identifier:
-    return sql.Identifier(STAGING_SCHEMA, f"s_{backup_key}_{i}")
+def stage_name(backup_key: str, i: int, suffix: str = "") -> sql.Identifier:
+    return sql.Identifier(STAGING_SCHEMA, f"s_{backup_key}_{i}{suffix}")
 
 
 def clear_staging(conn) -> None:
@@ -235,28 +244,32 @@ def stage_in_parallel(
     workers: int = 2,
     floor: DiskFloor | None = None,
     fingerprint: bool = False,
+    then: Callable | None = None,
 ) -> dict[str, tuple[sql.Identifier, TableLoad]]:
     """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time;
     with ``fingerprint``, each table whose manifest entry carries no sender digest is
-    digested as staged."""
+    digested as staged. ``then(conn, entry, info, stage, scratch, load)`` runs in the
+    session after each table is staged (``scratch``: a free name in the staging schema)."""
 
     def one(item):
         i, table = item
         name = stage_name(backup_key, i)
         with connect(dsn, autocommit=True) as conn:
-            return table, (
+            load = stage_table(
+                conn,
+                backup_dir,
+                entries[table],
+                infos[table],
                 name,
-                stage_table(
-                    conn,
-                    backup_dir,
-                    entries[table],
-                    infos[table],
-                    name,
-                    temporary=False,
-                    floor=floor,
-                    fingerprint=fingerprint,
-                ),
+                temporary=False,
+                floor=floor,
+                fingerprint=fingerprint,
             )
+            if then:
+                then(conn, entries[table], infos[table], name, stage_name(backup_key, i, "_c"), load)
+                if floor:
+                    floor.check()
+            return table, (name, load)
 
     # Largest files first, so the two sessions finish together.
     items = sorted(enumerate(order), key=lambda it: -entries[it[1]].bytes)

@@ -26,6 +26,17 @@ the digest depends only on the data and the column list, and one side can comput
 alone: the sender can record it in a backup manifest (together with the column list!)
 for the receiver to check later. Equal fingerprints mean equal tables (up to a 2^-64
 chance), and no row crosses the network.
+
+The receiver-local fingerprint (``LOCAL_HASH_ALGORITHM``)
+---------------------------------------------------------
+When both digests are taken on the same server with the same column types (the load
+digests a complete's staged table files, the check after it the loaded tables), no text
+needs to be canonical: ``local_fingerprint`` sums ``hash_record_extended`` of the row, the
+types' own binary hash functions, about a quarter of the md5 digest's cost. Columns of a
+type outside ``VALUE_HASHED_TYPES`` (json, geometry, arrays, ...: some have no hash
+function) are hashed as their canonical text. Values equal by their type's equality hash
+alike (float ``0`` and ``-0``); two values with different text never compare equal under
+these types otherwise. Never written to a manifest: the algorithm is not the sender's.
 """
 
 from __future__ import annotations
@@ -45,6 +56,26 @@ from arb_pipeline.pg.quote import quote_ident
 SCHEMA = "public"  # the schema of the app's tables, the ones fingerprinted and compared
 
 ROW_HASH_ALGORITHM = "sum64(md5(convert_to(ROW(columns)::text,'UTF8'))) mod 2^64, canonical settings v1"
+LOCAL_HASH_ALGORITHM = "sum64(hash_record_extended(ROW(columns), 0)) mod 2^64, receiver-local v1"
+# Types (format_type() without a modifier) hashed by value in a local fingerprint; others as text.
+VALUE_HASHED_TYPES = frozenset(
+    {
+        "smallint",
+        "integer",
+        "bigint",
+        "boolean",
+        "text",
+        "character varying",
+        "character",
+        "uuid",
+        "date",
+        "timestamp with time zone",
+        "timestamp without time zone",
+        "double precision",
+        "real",
+        "bytea",
+    }
+)
 
 # Session settings that change how values are written as text. Pinned so a fingerprint
 # depends on the data only, whatever the server's or the role's defaults are.
@@ -67,6 +98,7 @@ class Fingerprint:
 
     rows: int
     digest: str
+    algorithm: str = ROW_HASH_ALGORITHM
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "digest": self.digest}
@@ -172,5 +204,34 @@ def relation_fingerprint(
         "SELECT count(*), coalesce(sum(('x' || left(h, 16))::bit(64)::bigint), 0) "
         f"FROM (SELECT {row_hash_sql(columns)} AS h FROM {relation_sql} t{where}) s"
     )
+    return _aggregate(conn, sql, params, ROW_HASH_ALGORITHM)
+
+
+def local_fingerprint(
+    conn: psycopg.Connection,
+    relation_sql: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    where_sql: str = "",
+    params: Sequence[Any] = (),
+) -> Fingerprint:
+    """``relation_fingerprint`` by ``LOCAL_HASH_ALGORITHM``: ``types`` are the columns'
+    ``format_type()`` names, in order; only comparable with another local fingerprint of
+    the same columns and types on this server. The caller pins ``CANONICAL_SETTINGS``."""
+    if not columns:
+        raise FingerprintError("no columns to compare: pass at least one column name")
+    values = ", ".join(
+        f"t.{quote_ident(c)}" if ty.split("(")[0] in VALUE_HASHED_TYPES else f"t.{quote_ident(c)}::text"
+        for c, ty in zip(columns, types, strict=True)
+    )
+    where = f" WHERE {where_sql}" if where_sql else ""
+    sql = (
+        f"SELECT count(*), coalesce(sum(hash_record_extended(ROW({values}), 0)), 0) "
+        f"FROM {relation_sql} t{where}"
+    )
+    return _aggregate(conn, sql, params, LOCAL_HASH_ALGORITHM)
+
+
+def _aggregate(conn: psycopg.Connection, sql: str, params: Sequence[Any], algorithm: str) -> Fingerprint:
     rows, total = conn.execute(sql, tuple(params) if params else None).fetchone()
-    return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}")
+    return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}", algorithm=algorithm)

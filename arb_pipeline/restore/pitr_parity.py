@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
-from arb_pipeline.load.apply import receiver_only_columns
+from arb_pipeline.load.merge import receiver_only_columns
 from arb_pipeline.load.staging import stage_table
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.pg.connect import connect

@@ -20,8 +20,8 @@ from psycopg import sql
 
 from arb_pipeline.catalog import Catalog
 from arb_pipeline.errors import SchemaError
-from arb_pipeline.load.apply import RECEIVER_ONLY_MARK
 from arb_pipeline.load.deletes import VERSION_COLUMN
+from arb_pipeline.load.merge import RECEIVER_ONLY_MARK
 
 VERSION_COMMENT = f"{RECEIVER_ONLY_MARK}: sender snapshot time of the last write"
 # TranSappViz's reference tables, read by postprocessing and written by the admin (migration

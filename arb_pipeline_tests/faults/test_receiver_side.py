@@ -36,10 +36,10 @@ def _lock_waiter(dsn: str) -> str | None:
     return row[0] if row else None
 
 
-def _kill_while_locked(p, table: str, run, dsn: str) -> str:
-    """Hold ACCESS EXCLUSIVE on ``table`` until ``run`` waits for it, SIGKILL the run, release."""
+def _kill_while_locked(p, table: str, run, dsn: str, mode: str = "ACCESS EXCLUSIVE") -> str:
+    """Hold ``mode`` on ``table`` until ``run`` waits for it, SIGKILL the run, release."""
     with connect(dsn) as lock:
-        lock.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+        lock.execute(f'LOCK TABLE "{table}" IN {mode} MODE')
         query = wait_for(lambda: _lock_waiter(dsn), 120, f"the run to wait on {table}")
         run.kill()
     return query
@@ -76,8 +76,10 @@ def test_7_receiver_killed_during_a_complete_swap(pipeline):
     )
     p.send(complete_day(), "complete")
     before, ledger = _counts(p.receiver_dsn), p.ledger()
+    # SHARE lets the staging sessions read the table (they narrow the staged rows to what
+    # changed, before the transaction) and stops the first write: the transaction's MERGE.
     query = _kill_while_locked(
-        p, P + "eventforbusv2", p.receive_cli(complete_day(), "complete"), p.receiver_dsn
+        p, P + "eventforbusv2", p.receive_cli(complete_day(), "complete"), p.receiver_dsn, "SHARE"
     )
     assert "MERGE" in query.upper() or "DELETE" in query.upper(), f"killed outside the swap: {query}"
     assert _counts(p.receiver_dsn) == before and p.ledger() == ledger

@@ -1,0 +1,202 @@
+"""How a backup's staged rows are merged into a replicated table, inside the load's
+transaction (load/apply.py says what a load promises): only the sender's columns are
+written, by primary key, each row only if the backup is newer than the row's version.
+
+A complete's merge is one MERGE over a hash join of the whole staged table with the whole
+table, on one core, inside the transaction. Most rows of a daily complete are already on
+the receiver as they are, so each staging session first narrows its staged table to the
+rows the MERGE would act on (``narrow``: new rows, changed rows the complete is newer than,
+rows no backup wrote yet), on both cores and outside the transaction; the MERGE then joins
+only those. This holds because between staging and the merge only this load writes the
+sender's columns of replicated tables: it holds the load lock from before staging to its
+commit, and so does every other load; postprocessing writes receiver-only columns only
+(and under the same lock). Rows no backup wrote, the only ones ``arb adopt
+--prune-unshipped`` deletes, always stay in for the MERGE, so a prune meanwhile ends as it
+would without narrowing. The staged table itself stays whole: the deletes and the check
+compare the table with it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from psycopg import sql
+
+from arb_pipeline.errors import ArbError
+from arb_pipeline.load.deletes import VERSION_COLUMN
+from arb_pipeline.load.staging import TableLoad
+from arb_pipeline.package.manifest import FileEntry, Manifest
+from arb_pipeline.pg.introspect import TableInfo
+from arb_pipeline.pg.quote import ident_list
+
+REPROCESS_COLUMN = "transformed"
+CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
+LOAD_MEMORY = "256MB"  # per-load work_mem and temp_buffers on the receiver's server
+
+
+class MergeError(ArbError):
+    pass
+
+
+RECEIVER_ONLY_MARK = "arb:receiver-only"  # starts the comment of a column the receiver's migrations own
+
+
+def receiver_only_columns(info: TableInfo) -> set[str]:
+    """Columns a backup never writes, even if it carries a column of the same name: the
+    version column, and those the receiver's migrations mark as their own (a column comment)."""
+    return {VERSION_COLUMN} | {
+        c.name for c in info.columns if c.comment and c.comment.startswith(RECEIVER_ONLY_MARK)
+    }
+
+
+def written_columns(entry: FileEntry, info: TableInfo) -> list[str]:
+    """The backup's columns a load writes: the receiver's, but not its own."""
+    own = receiver_only_columns(info)
+    return [c.name for c in entry.columns if c.name in set(info.column_names) and c.name not in own]
+
+
+def narrow(
+    conn,
+    entry: FileEntry,
+    info: TableInfo,
+    stage: sql.Identifier,
+    changes: sql.Identifier,
+    load: TableLoad,
+    *,
+    snapshot_time,
+) -> None:
+    """In a complete's staging session (autocommit, before the load's transaction): copy into
+    ``changes`` the staged rows the complete's MERGE would act on, and name it in
+    ``load.changes`` for the merge to read instead. A row is left out when the table has
+    it with a version and either the complete is not newer or it holds the same values in
+    the columns a load writes. Skipped (the merge reads the whole staged table) when the
+    table holds fewer than half as many rows as the file: most rows would be copied again."""
+    if VERSION_COLUMN not in info.column_names:
+        return  # the merge names the missing migration
+    t0 = time.perf_counter()
+    table = sql.Identifier(info.name)
+    held = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+    if held * 2 < load.rows_in_backup:
+        return
+    non_key = [c for c in written_columns(entry, info) if c not in info.primary_key]
+    same = sql.SQL("true")
+    if non_key:  # without non-key columns the MERGE only inserts and claims
+        same = sql.SQL("(t.{v} >= %(snap)s OR ({t}) IS NOT DISTINCT FROM ({s}))").format(
+            v=sql.Identifier(VERSION_COLUMN),
+            t=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
+            s=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
+        )
+    conn.execute(f"SET work_mem = '{LOAD_MEMORY}'")
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(changes, stage))
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {c} SELECT s.* FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {match} "
+            "AND t.{v} IS NOT NULL AND {same})"
+        ).format(
+            c=changes,
+            s=stage,
+            t=table,
+            match=sql.SQL(" AND ").join(
+                sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
+            ),
+            v=sql.Identifier(VERSION_COLUMN),
+            same=same,
+        ),
+        {"snap": snapshot_time},
+    )
+    load.changes = changes
+    load.seconds["narrow"] = time.perf_counter() - t0
+
+
+def merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:
+    receiver_cols = set(info.column_names)
+    cols = written_columns(entry, info)
+    if VERSION_COLUMN not in receiver_cols:
+        raise MergeError(
+            f"receiver table {info.name} has no {VERSION_COLUMN} column: run `arb migrate --role receiver`"
+        )
+    non_key = [c for c in cols if c not in info.primary_key]
+    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key)
+        if non_key
+        else sql.SQL("NULL"),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key)
+        if non_key
+        else sql.SQL("NULL"),
+    )
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in non_key]
+    sets.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=sql.Identifier(VERSION_COLUMN)))
+    if REPROCESS_COLUMN in receiver_cols:
+        sets.append(
+            sql.SQL("{r} = CASE WHEN {changed} THEN false ELSE t.{r} END").format(
+                r=sql.Identifier(REPROCESS_COLUMN), changed=changed
+            )
+        )
+    if CHANGED_COLUMN in receiver_cols:  # inserts take the column's default, clock_timestamp()
+        sets.append(
+            sql.SQL("{c} = CASE WHEN {changed} THEN clock_timestamp() ELSE t.{c} END").format(
+                c=sql.Identifier(CHANGED_COLUMN), changed=changed
+            )
+        )
+    if manifest.kind == "complete":
+        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
+    # Partials refresh the version of every row they carry, changed or not, so an older
+    # backup arriving later can't win (a complete's rows are guarded by supersession).
+    query = sql.SQL(
+        "INSERT INTO {t} AS t ({cols}, {v}) SELECT {cols}, %(snap)s FROM {s} "
+        "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{v} IS NULL OR t.{v} < EXCLUDED.{v}"
+    ).format(
+        t=sql.Identifier(info.name),
+        cols=ident_list(cols),
+        v=sql.Identifier(VERSION_COLUMN),
+        s=stage,
+        pk=ident_list(info.primary_key),
+        sets=sql.SQL(", ").join(sets),
+    )
+    cur = conn.execute(query, {"snap": manifest.snapshot_time})
+    return cur.rowcount
+
+
+def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
+    """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
+    far less than probing the primary key once per row (PostgreSQL 15+)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(stage))
+    match = sql.SQL(" AND ").join(
+        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
+    )
+    update = sql.SQL("")
+    if non_key:
+        differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
+        )
+        sets = [sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in non_key]
+        sets.append(sql.SQL("{v} = %(snap)s").format(v=sql.Identifier(VERSION_COLUMN)))
+        if REPROCESS_COLUMN in receiver_cols:
+            sets.append(sql.SQL("{} = false").format(sql.Identifier(REPROCESS_COLUMN)))
+        if CHANGED_COLUMN in receiver_cols:
+            sets.append(sql.SQL("{} = clock_timestamp()").format(sql.Identifier(CHANGED_COLUMN)))
+        update = sql.SQL(
+            "WHEN MATCHED AND (t.{v} IS NULL OR t.{v} < %(snap)s) AND {differs} THEN UPDATE SET {sets} "
+        ).format(v=sql.Identifier(VERSION_COLUMN), differs=differs, sets=sql.SQL(", ").join(sets))
+    # A row the receiver had before any backup wrote it (adopted history) and equal to the
+    # complete's: the complete holds it, so it gets a version and is the sender's from now on.
+    claim = sql.SQL("WHEN MATCHED AND t.{v} IS NULL THEN UPDATE SET {v} = %(snap)s ").format(
+        v=sql.Identifier(VERSION_COLUMN)
+    )
+    return conn.execute(
+        sql.SQL(
+            "MERGE INTO {t} t USING {s} s ON {match} {update}{claim}"
+            "WHEN NOT MATCHED THEN INSERT ({cols}, {v}) VALUES ({scols}, %(snap)s)"
+        ).format(
+            t=sql.Identifier(info.name),
+            s=stage,
+            match=match,
+            update=update,
+            claim=claim,
+            cols=ident_list(cols),
+            v=sql.Identifier(VERSION_COLUMN),
+            scols=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in cols),
+        ),
+        {"snap": manifest.snapshot_time},
+    ).rowcount
