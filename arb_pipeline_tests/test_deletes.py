@@ -19,7 +19,7 @@ from arb_pipeline.load.checks import check_complete
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.reader import read_manifest
 from arb_pipeline.pg.connect import connect
-from arb_pipeline_tests.support.backups import P, load, make_complete, seeded_sender
+from arb_pipeline_tests.support.backups import P, complete_for_yesterday, load, seeded_sender
 from arb_pipeline_tests.support.traffic import traffic
 
 OLD = 900_000  # ids of the receiver's own history, far from the sender's serials
@@ -79,14 +79,14 @@ def _delete_on_sender(dsn, event_id):
 def test_a_complete_keeps_what_no_backup_wrote_and_deletes_what_one_did(sender, receiver_db, tmp_path):
     dsn, media, work = sender
     traffic(work, 150)
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media))
     _insert_history(receiver_db)
     gone = max(_ids(dsn, EV))  # no kept row references it (the receiver's vote is on the first)
     _delete_on_sender(dsn, gone)
     held = min(_ids(dsn, EV))
     with connect(receiver_db) as conn:  # loaded the old way: the same row, but no version
         conn.execute(f'UPDATE "{EV}" SET arb_synced_at = NULL WHERE id = %s', (held,))
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     result = load(receiver_db, complete)
 
     assert held in _ids(receiver_db, EV, "arb_synced_at IS NOT NULL")  # the complete holds it: claimed
@@ -121,10 +121,10 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     traffic(work, 150)
     refused = _arb("--prune-unshipped", dsn=receiver_db)
     assert refused.returncode == 2 and "no complete backup has been loaded" in refused.stderr
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media))
     voted = _insert_history(receiver_db)
     _delete_on_sender(dsn, voted)  # the sender drops an event the receiver's own vote points at
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     result = load(receiver_db, complete)
     assert result.outcome == "loaded"
     assert voted in _ids(receiver_db, EV, "arb_synced_at IS NOT NULL")  # kept: a kept row needs it
@@ -143,7 +143,7 @@ def test_a_kept_row_keeps_its_parent_then_adopt_prunes_and_parity_holds(sender, 
     for table in current_catalog().complete_tables:
         assert not _ids(receiver_db, table, "arb_synced_at IS NULL"), table
 
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))  # nothing needs the parent now
+    load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media))  # nothing needs the parent now
     assert voted not in _ids(receiver_db, EV)
     assert compare_tables(dsn, receiver_db).ok
 

@@ -10,8 +10,8 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline_tests.support.backups import (
     PARTIAL_TABLES,
     P,
+    complete_for_yesterday,
     load,
-    make_complete,
     make_partial,
     seeded_sender,
 )
@@ -65,7 +65,7 @@ def test_out_of_order_partials_end_in_the_in_order_state(sender, pg_cluster, tmp
 def test_a_complete_after_newer_partials_keeps_them(sender, pg_cluster, tmp_path):
     dsn, media, work = sender
     _traffic(work)
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     _traffic(work)
     partial = make_partial(dsn, tmp_path / "s", media)
     a, b = fresh_db(pg_cluster, "receiver"), fresh_db(pg_cluster, "receiver")
@@ -82,11 +82,11 @@ def test_complete_applies_deletes_and_bulk_updates_then_supersedes_older_partial
     dsn, media, work = sender
     _traffic(work, 200)
     old_partial = make_partial(dsn, tmp_path / "s", media)
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media))
     with connect(dsn) as conn:  # changes no timestamp sees: deletes and a bulk update
         conn.execute(f'DELETE FROM "{P}activetoken"')
         conn.execute(f'UPDATE "{P}eventforbusv2" SET broken = true, "brokenType" = \'test\'')
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     result = load(receiver_db, complete)
     assert result.rows_deleted > 0
     assert compare_tables(dsn, receiver_db).ok
@@ -119,7 +119,7 @@ def test_receiver_only_columns_survive_and_changed_rows_are_marked(sender, recei
     assert {i for i in marks if after[i] != marks[i]} == {changed}
     assert after[changed] > marks[changed]
     load(
-        receiver_db, make_complete(dsn, tmp_path / "s", media)
+        receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media)
     )  # a complete of the same content: nothing moves
     assert _marks(receiver_db) == after
 
@@ -164,7 +164,7 @@ def test_a_complete_into_a_populated_receiver_merges_only_what_it_changes(sender
     a newer partial wrote and every unchanged row are not touched (same row version)."""
     dsn, media, work = sender
     _traffic(work)
-    load(receiver_db, make_complete(dsn, tmp_path / "s", media))
+    load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media))
     events = P + "eventforbusv2"
     with connect(receiver_db) as conn:
         ids = [r[0] for r in conn.execute(f'SELECT id FROM "{events}" ORDER BY id LIMIT 3').fetchall()]
@@ -185,7 +185,7 @@ def test_a_complete_into_a_populated_receiver_merges_only_what_it_changes(sender
         ).fetchone()[0]
         conn.execute(f'INSERT INTO "{events}" SELECT * FROM x')
     before = _versions(receiver_db, events)
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     result = load(receiver_db, complete)
     row = next(t for t in result.tables if t.table == events)
     assert row.changes is not None and "narrow" in row.seconds

@@ -23,7 +23,6 @@ from arb_pipeline_tests.support.backups import (
     P,
     complete_for_yesterday,
     load,
-    make_complete,
     make_partial,
     seeded_sender,
 )
@@ -54,7 +53,7 @@ def _execute(dsn, statement, params=()):
 def test_complete_manifest_carries_the_snapshots_fingerprints(sender, tmp_path):
     dsn, media, work = sender
     _traffic(work)
-    built = make_complete(dsn, tmp_path / "s", media, fingerprints=True)
+    built = complete_for_yesterday(dsn, tmp_path / "s", media, fingerprints=True)
     files = built.manifest.table_files()
     assert files and all(f.fingerprint is not None and f.fingerprint.rows == f.rows for f in files)
     with connect(dsn) as conn:  # no traffic since: the live tables still equal the snapshot
@@ -82,7 +81,7 @@ def test_complete_parity_passes_then_a_tampered_row_fails_with_its_key(
     (ARB_COMPLETE_FINGERPRINTS=1, or an older sender) is checked against those."""
     dsn, media, work = sender
     _traffic(work)
-    built = make_complete(dsn, tmp_path / "s", media, fingerprints=sender_digests)
+    built = complete_for_yesterday(dsn, tmp_path / "s", media, fingerprints=sender_digests)
     files = built.manifest.table_files()
     assert all((f.fingerprint is not None) == sender_digests for f in files)
     result = load(receiver_db, built)
@@ -124,7 +123,7 @@ def test_a_complete_that_loaded_wrong_fails_parity_without_sender_digests(sender
     load took of the backup's own table files, and the keys are named."""
     dsn, media, work = sender
     _traffic(work)
-    built = make_complete(dsn, tmp_path / "s", media)
+    built = complete_for_yesterday(dsn, tmp_path / "s", media)
     assert all(f.fingerprint is None for f in built.manifest.table_files())
     result = load(receiver_db, built)
     # what a faulty merge would leave: a row of the file missing, another with a wrong value
@@ -154,7 +153,7 @@ def test_rows_newer_partials_wrote_are_left_out_of_parity(sender, receiver_db, t
     snapshot, so they differ from it by right; the rest must still equal it."""
     dsn, media, work = sender
     _traffic(work)
-    complete = make_complete(dsn, tmp_path / "s", media)
+    complete = complete_for_yesterday(dsn, tmp_path / "s", media)
     since = work.app_now()
     _traffic(work)  # new events, and votes that update events of the first batch
     partial = make_partial(dsn, tmp_path / "s", media, Window(since, since + timedelta(hours=1)))
@@ -202,7 +201,7 @@ def test_partial_rows_applied_and_a_missing_row_is_named(sender, receiver_db, tm
         and P + "busv2" in bad.description
     )
     assert checks[P + "report"].passed
-    complete = make_complete(
+    complete = complete_for_yesterday(
         dsn, tmp_path / "s", media
     )  # a newer complete: the old partial is not re-checked
     load(receiver_db, complete)

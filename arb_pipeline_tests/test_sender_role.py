@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from arb_pipeline.catalog import current_catalog
-from arb_pipeline_tests.support.backups import make_complete, make_partial, new_sender, wide_window
+from arb_pipeline_tests.support.backups import complete_for_yesterday, make_partial, new_sender, wide_window
 from arb_pipeline_tests.support.roles import make_sender_role, run_role_script
 from arb_pipeline_tests.support.traffic import PARTIAL_OPS, traffic_at
 
@@ -20,7 +20,7 @@ def test_the_read_only_role_backs_up_and_writes_nothing(pg_cluster, tmp_path):
     _, reader_dsn = make_sender_role(pg_cluster, owner_dsn)
 
     partial = make_partial(reader_dsn, staging, media)
-    complete = make_complete(reader_dsn, staging, media)
+    complete = complete_for_yesterday(reader_dsn, staging, media)
     assert sum(e.rows for e in partial.manifest.table_files()) > 0
     assert {e.table for e in complete.manifest.table_files()} == set(current_catalog().table_names)
 

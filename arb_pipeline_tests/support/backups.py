@@ -106,24 +106,6 @@ def partial_for(dsn: str, staging: Path, media: Path, key: str, unique: str) -> 
     )
 
 
-def make_complete(sender_dsn: str, staging: Path, media: Path, *, fingerprints: bool = False) -> BuiltBackup:
-    """A complete of today's partition; ``fingerprints``: the sender's digests too
-    (ARB_COMPLETE_FINGERPRINTS=1)."""
-    now = datetime.now(UTC)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return build_complete(
-        sender_dsn,
-        staging,
-        partition_key=day.strftime("%Y-%m-%d"),
-        window=Window(day - timedelta(days=1), day),
-        unique=f"{next(_unique):08d}",
-        media_dir=media,
-        sender_id="test-sender",
-        pg_dump=str(find_bin_dir() / "pg_dump"),
-        fingerprints=fingerprints,
-    )
-
-
 def complete_for_yesterday(dsn: str, staging: Path, media: Path, fingerprints: bool = False) -> BuiltBackup:
     """A complete backup of yesterday's partition (a key the daily partitions know); with
     ``fingerprints``, its manifest carries the sender's per-table digests."""
