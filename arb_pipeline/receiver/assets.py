@@ -121,11 +121,14 @@ def _backups_for(
                 problems.append(message)
         chosen = [p for p in mine if p.backup_id in wanted]
         found = {p.backup_id for p in chosen} | {b.backup_id for b in unreadable}
+        gone = [b for b in backup_ids if b not in found]
+        done = loaded_ids(db.checked_dsn()) if gone else {}
+        # Loaded, then removed by retention: a run launched again (a crash, a re-run) has nothing to do.
         problems += [
-            f"backup {b} is not in the inbox {settings.inbox_dir}/{kind} (already loaded and removed by "
-            "retention, or quarantined: see the quarantine folder)"
-            for b in backup_ids
-            if b not in found
+            f"backup {b} is not in the inbox {settings.inbox_dir}/{kind} and was never loaded "
+            "(quarantined: see the quarantine folder)"
+            for b in gone
+            if b not in done
         ]
         return chosen, problems
     bad_here = [

@@ -6,6 +6,7 @@ its runs, on real PostgreSQL."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -139,3 +140,18 @@ def test_a_backup_that_cannot_load_yet_stops_its_run_and_is_retried_alone(backlo
         (f"{first[1].manifest.backup_id}..{first[2].manifest.backup_id}", ids(first[1:]), True),
     ]
     assert ledger(rx.dsn) == {i: "loaded" for i in ids(first)}
+
+
+def test_a_run_launched_again_after_some_loaded_and_left_the_inbox_succeeds(backlog, rx):
+    """Dagster relaunches a crashed run with its config (dagster.yaml's run_retries), and an
+    admin may re-run one from the UI: backups it lists that loaded and that retention has
+    since removed are not errors."""
+    first = backlog[:3]
+    for built in first:
+        rx.deliver(built)
+    instance, keep = dg.DagsterInstance.ephemeral(), rx.resources(partial_retention_days=30)
+    data, [(_, result)] = evaluate(instance, keep)
+    assert result.success and ledger(rx.dsn) == {i: "loaded" for i in ids(first)}
+    shutil.rmtree(rx.folder(first[0]))  # as retention does with a loaded backup
+    [(_, again)] = run_requested(instance, keep, data.run_requests)
+    assert again.success and ledger(rx.dsn) == {i: "loaded" for i in ids(first)}
