@@ -34,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from dagster import DagsterEventType
 
+from arb_pipeline.dagster_common.partitions import RANGE_END_TAG, RANGE_START_TAG
 from arb_pipeline.ops.alerts import (
     AlertError,
     FailedRun,
@@ -176,10 +177,7 @@ def _partition(run: dg.DagsterRun) -> str | None:
     tags = run.tags
     if "dagster/partition" in tags:
         return tags["dagster/partition"]
-    start, end = (
-        tags.get("dagster/asset_partition_range_start"),
-        tags.get("dagster/asset_partition_range_end"),
-    )
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
     return f"{start}...{end}" if start and end else None
 
 

@@ -18,6 +18,8 @@ from arb_pipeline.settings import SharedSettings
 from arb_pipeline.settings.setting import PARTITION_FORMATS
 
 PARTIAL_FMT, COMPLETE_FMT = PARTITION_FORMATS
+# Dagster's tags on a run over a range of partitions (a single-run backfill, a ranged request).
+RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def partial_partitions(shared: SharedSettings) -> dg.TimeWindowPartitionsDefinition:

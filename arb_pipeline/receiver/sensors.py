@@ -40,7 +40,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL, RANGE_END_TAG, RANGE_START_TAG
 from arb_pipeline.load.hold import holds
 from arb_pipeline.receive.inbox import Pending, Unreadable, find_published, loaded_ids, set_aside
 from arb_pipeline.receiver.assets import STOPPED_TAG, load_complete, load_partial, partition_key_from_name
@@ -49,7 +49,6 @@ from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
 
 BACKUP_TAG = "arb/backup_id"  # on a run of one backup
 BATCH_TAG = "arb/batch"  # on a run of several: their ids are in its config
-RANGE_START_TAG, RANGE_END_TAG = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 load_partial_job = dg.define_asset_job(
     "load_partial_job",
@@ -188,7 +187,10 @@ def inbox_sensor(
                     f"{pending.backup_id} held for its deletions: `arb approve {pending.backup_id}`"
                 )
                 continue
-        all_runs = _runs_for(context.instance, pending.backup_id) + batch_runs.get(pending.backup_id, [])
+        in_batches = batch_runs.get(pending.backup_id, [])
+        if any(r.dagster_run.status in ACTIVE for r in in_batches):
+            continue  # a range run has it: no query per backup while a backlog loads
+        all_runs = _runs_for(context.instance, pending.backup_id) + in_batches
         if any(r.dagster_run.status in ACTIVE for r in all_runs):
             continue
         runs = [r for r in all_runs if approved is None or r.create_timestamp >= approved]
