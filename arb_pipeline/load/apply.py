@@ -51,7 +51,8 @@ from arb_pipeline.load.hold import (
     mass_deletions,
     record_hold,
 )
-from arb_pipeline.load.merge import LOAD_MEMORY, merge, narrow
+from arb_pipeline.load.merge import LOAD_MEMORY, merge
+from arb_pipeline.load.narrow import key_ranges, narrow
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import Manifest
@@ -146,6 +147,7 @@ def load_backup(
                 disk_floor,
                 fingerprint=True,
                 then=partial(narrow, snapshot_time=manifest.snapshot_time),
+                key_ranges=key_ranges(conn, files, infos),
             )
         staging_s, t0 = time.perf_counter() - t0 if staged else 0.0, time.perf_counter()
         with conn.transaction():

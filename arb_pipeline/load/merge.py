@@ -2,23 +2,12 @@
 transaction (load/apply.py says what a load promises): only the sender's columns are
 written, by primary key, each row only if the backup is newer than the row's version.
 
-A complete's merge is one MERGE over a hash join of the whole staged table with the whole
-table, on one core, inside the transaction. Most rows of a daily complete are already on
-the receiver as they are, so each staging session first narrows its staged table to the
-rows the MERGE would act on (``narrow``: new rows, changed rows the complete is newer than,
-rows no backup wrote yet), on both cores and outside the transaction; the MERGE then joins
-only those. This holds because between staging and the merge only this load writes the
-sender's columns of replicated tables: it holds the load lock from before staging to its
-commit, and so does every other load; postprocessing writes receiver-only columns only
-(and under the same lock). Rows no backup wrote, the only ones ``arb adopt
---prune-unshipped`` deletes, always stay in for the MERGE, so a prune meanwhile ends as it
-would without narrowing. The staged table itself stays whole: the deletes and the check
-compare the table with it.
+A complete's merge is one MERGE over a hash join of the staged table with the table, on
+one core, inside the transaction; its staged rows are first narrowed, on both cores, to
+those the MERGE acts on (load/narrow.py).
 """
 
 from __future__ import annotations
-
-import time
 
 from psycopg import sql
 
@@ -53,59 +42,6 @@ def written_columns(entry: FileEntry, info: TableInfo) -> list[str]:
     """The backup's columns a load writes: the receiver's, but not its own."""
     own = receiver_only_columns(info)
     return [c.name for c in entry.columns if c.name in set(info.column_names) and c.name not in own]
-
-
-def narrow(
-    conn,
-    entry: FileEntry,
-    info: TableInfo,
-    stage: sql.Identifier,
-    changes: sql.Identifier,
-    load: TableLoad,
-    *,
-    snapshot_time,
-) -> None:
-    """In a complete's staging session (autocommit, before the load's transaction): copy into
-    ``changes`` the staged rows the complete's MERGE would act on, and name it in
-    ``load.changes`` for the merge to read instead. A row is left out when the table has
-    it with a version and either the complete is not newer or it holds the same values in
-    the columns a load writes. Skipped (the merge reads the whole staged table) when the
-    table holds fewer than half as many rows as the file: most rows would be copied again."""
-    if VERSION_COLUMN not in info.column_names:
-        return  # the merge names the missing migration
-    t0 = time.perf_counter()
-    table = sql.Identifier(info.name)
-    held = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
-    if held * 2 < load.rows_in_backup:
-        return
-    non_key = [c for c in written_columns(entry, info) if c not in info.primary_key]
-    same = sql.SQL("true")
-    if non_key:  # without non-key columns the MERGE only inserts and claims
-        same = sql.SQL("(t.{v} >= %(snap)s OR ({t}) IS NOT DISTINCT FROM ({s}))").format(
-            v=sql.Identifier(VERSION_COLUMN),
-            t=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
-            s=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
-        )
-    conn.execute(f"SET work_mem = '{LOAD_MEMORY}'")
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(changes, stage))
-    conn.execute(
-        sql.SQL(
-            "INSERT INTO {c} SELECT s.* FROM {s} s WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {match} "
-            "AND t.{v} IS NOT NULL AND {same})"
-        ).format(
-            c=changes,
-            s=stage,
-            t=table,
-            match=sql.SQL(" AND ").join(
-                sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-            ),
-            v=sql.Identifier(VERSION_COLUMN),
-            same=same,
-        ),
-        {"snap": snapshot_time},
-    )
-    load.changes = changes
-    load.seconds["narrow"] = time.perf_counter() - t0
 
 
 def merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: TableLoad) -> int:

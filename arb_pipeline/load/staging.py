@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import psycopg
 from psycopg import sql
@@ -30,6 +31,9 @@ from arb_pipeline.package.reader import iter_table_chunks
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.pg.quote import ident_list
 from arb_pipeline.pg.rowhash import Fingerprint, canonical_text_settings, local_fingerprint
+
+if TYPE_CHECKING:
+    from arb_pipeline.load.key_ranges import KeyRanges
 
 log = logging.getLogger(__name__)
 STAGING_SCHEMA = "arb_stage"
@@ -60,8 +64,12 @@ class TableLoad:
     # digest (pg/rowhash.py) of its columns in the file's order, what the check after the load
     # compares the table with when the manifest carries no sender digest (load/checks.py).
     fingerprint: Fingerprint | None = None
-    # A complete's staged rows narrowed to those its merge acts on (load/merge.py narrow).
+    # A complete's staged rows narrowed to those its merge acts on (load/narrow.py), and
+    # how many staged rows narrowing compared with the table row by row (the rest agreed
+    # by key range).
     changes: sql.Identifier | None = None
+    rows_compared: int | None = None
+    key_ranges: KeyRanges | None = None  # the table's, summed on the staged side as the digest
 
 
 def stage_table(
@@ -74,11 +82,13 @@ def stage_table(
     temporary: bool,
     floor: DiskFloor | None = None,
     fingerprint: bool = False,
+    key_ranges: KeyRanges | None = None,
 ) -> TableLoad:
     """COPY one table file into a new staging table; check the row count (and, with
     ``floor``, the free disk space every FLOOR_EVERY bytes and after the table). With
     ``fingerprint``, the staged rows' row count and receiver-local digest (rowhash) are in the result, unless
-    the manifest entry carries the sender's own digest (the check uses that one)."""
+    the manifest entry carries the sender's own digest (the check uses that one); with
+    ``key_ranges`` over the file's columns, that digest is summed by key range on the way."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
     backup_cols = [c.name for c in entry.columns]
@@ -95,10 +105,13 @@ def stage_table(
     create = sql.SQL(
         "CREATE TEMP TABLE {} ({}) ON COMMIT DROP" if temporary else "CREATE UNLOGGED TABLE {} ({})"
     )
-    conn.execute(create.format(stage, coldefs))
     path = Path(backup_dir) / entry.name
     try:
-        _copy_in(conn, path, entry, stage, backup_cols, floor)
+        # A complete's staging table is created and filled in one transaction, so its rows
+        # are written frozen (COPY FREEZE): the passes over them then set no hint bits.
+        with nullcontext() if temporary else conn.transaction():
+            conn.execute(create.format(stage, coldefs))
+            _copy_in(conn, path, entry, stage, backup_cols, floor, freeze=not temporary)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -119,10 +132,16 @@ def stage_table(
     t1 = time.perf_counter()
     digest = None
     if fingerprint and entry.fingerprint is None:  # the count comes with the digest: one pass
-        with canonical_text_settings(conn):
-            digest = local_fingerprint(
-                conn, stage.as_string(conn), backup_cols, [receiver_types.get(c, "text") for c in backup_cols]
-            )
+        if key_ranges is not None and key_ranges.columns == backup_cols:
+            digest = key_ranges.take_staged(conn, stage)
+        else:
+            with canonical_text_settings(conn):
+                digest = local_fingerprint(
+                    conn,
+                    stage.as_string(conn),
+                    backup_cols,
+                    [receiver_types.get(c, "text") for c in backup_cols],
+                )
         count = digest.rows
     else:
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
@@ -135,7 +154,9 @@ def stage_table(
             entry.table,
             ", ".join(ignored),
         )
-    load = TableLoad(entry.table, count, ignored_columns=ignored, seconds={"stage": t1 - t0})
+    load = TableLoad(
+        entry.table, count, ignored_columns=ignored, seconds={"stage": t1 - t0}, key_ranges=key_ranges
+    )
     if digest is not None:
         load.fingerprint = digest
         load.seconds["digest"] = time.perf_counter() - t1
@@ -143,7 +164,13 @@ def stage_table(
 
 
 def _copy_in(
-    conn, path: Path, entry: FileEntry, stage: sql.Identifier, backup_cols: list[str], floor: DiskFloor | None
+    conn,
+    path: Path,
+    entry: FileEntry,
+    stage: sql.Identifier,
+    backup_cols: list[str],
+    floor: DiskFloor | None,
+    freeze: bool = False,
 ) -> None:
     max_line = int(settings.MAX_ROW_MB.read() * MB)
     chunks = iter_table_chunks(path, max_line=max_line)
@@ -151,7 +178,8 @@ def _copy_in(
         chunks = _checking_floor(chunks, floor)
     with conn.cursor() as cur:
         if entry.format == "copy-text":
-            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN" + (" WITH (FREEZE)" if freeze else ""))
+            with cur.copy(copy_sql.format(stage, ident_list(backup_cols))) as copy:
                 for chunk in chunks:
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
@@ -245,11 +273,13 @@ def stage_in_parallel(
     floor: DiskFloor | None = None,
     fingerprint: bool = False,
     then: Callable | None = None,
+    key_ranges: dict[str, KeyRanges] | None = None,
 ) -> dict[str, tuple[sql.Identifier, TableLoad]]:
     """Stage every table of a complete into UNLOGGED tables, ``workers`` sessions at a time;
     with ``fingerprint``, each table whose manifest entry carries no sender digest is
-    digested as staged. ``then(conn, entry, info, stage, scratch, load)`` runs in the
-    session after each table is staged (``scratch``: a free name in the staging schema)."""
+    digested as staged (by its ``key_ranges``, if any). ``then(conn, entry, info, stage,
+    scratch, load)`` runs in the session after each table is staged (``scratch``: a free
+    name in the staging schema)."""
 
     def one(item):
         i, table = item
@@ -264,6 +294,7 @@ def stage_in_parallel(
                 temporary=False,
                 floor=floor,
                 fingerprint=fingerprint,
+                key_ranges=(key_ranges or {}).get(table),
             )
             if then:
                 then(conn, entries[table], infos[table], name, stage_name(backup_key, i, "_c"), load)

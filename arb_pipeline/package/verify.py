@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zstandard
@@ -136,7 +137,8 @@ def _open_inside(backup_dir: Path, name: str):
     return fd, None
 
 
-FEED = 256  # compressed bytes per decompress call: zstd unpacks at most ~32768x, so <= 8 MB out
+VERIFY_WORKERS = 2  # files checked at once
+FEED = 512  # compressed bytes per decompress call: zstd unpacks at most ~32768x, so <= 16 MB out per worker
 
 
 class _LineCounter:
@@ -327,8 +329,18 @@ def verify_files(backup_dir: Path, progress=None, limits: PayloadLimits | None =
         if progress is None
         else progress.track(manifest.files, "verify", describe=lambda e: e.name)
     )
-    for entry in files:
-        _check_file(backup_dir, manifest, entry, limits)
+    # Files are checked two at a time, largest first (hashing and unpacking release the
+    # GIL: a complete's verify takes half the time on two cores); the first bad file in
+    # the manifest's order is the one reported.
+    largest_first = sorted(manifest.files, key=lambda e: -e.bytes)
+    with ThreadPoolExecutor(VERIFY_WORKERS) as pool:
+        checks = {e.name: pool.submit(_check_file, backup_dir, manifest, e, limits) for e in largest_first}
+        try:
+            for entry in files:
+                checks[entry.name].result()
+        finally:
+            for check in checks.values():
+                check.cancel()
     _check_no_extra_files(backup_dir, manifest)
     return manifest
 

@@ -218,20 +218,31 @@ def local_fingerprint(
     """``relation_fingerprint`` by ``LOCAL_HASH_ALGORITHM``: ``types`` are the columns'
     ``format_type()`` names, in order; only comparable with another local fingerprint of
     the same columns and types on this server. The caller pins ``CANONICAL_SETTINGS``."""
-    if not columns:
-        raise FingerprintError("no columns to compare: pass at least one column name")
-    values = ", ".join(
-        f"t.{quote_ident(c)}" if ty.split("(")[0] in VALUE_HASHED_TYPES else f"t.{quote_ident(c)}::text"
-        for c, ty in zip(columns, types, strict=True)
-    )
     where = f" WHERE {where_sql}" if where_sql else ""
     sql = (
-        f"SELECT count(*), coalesce(sum(hash_record_extended(ROW({values}), 0)), 0) "
+        f"SELECT count(*), coalesce(sum({local_row_hash_sql(columns, types)}), 0) "
         f"FROM {relation_sql} t{where}"
     )
     return _aggregate(conn, sql, params, LOCAL_HASH_ALGORITHM)
 
 
+def local_row_hash_sql(columns: Sequence[str], types: Sequence[str], alias: str = "t") -> str:
+    """The row hash of ``LOCAL_HASH_ALGORITHM`` (a bigint) over ``alias``'s columns, whose
+    ``format_type()`` names are ``types``, in order."""
+    if not columns:
+        raise FingerprintError("no columns to compare: pass at least one column name")
+    values = ", ".join(
+        f"{alias}.{quote_ident(c)}{'' if ty.split('(')[0] in VALUE_HASHED_TYPES else '::text'}"
+        for c, ty in zip(columns, types, strict=True)
+    )
+    return f"hash_record_extended(ROW({values}), 0)"
+
+
 def _aggregate(conn: psycopg.Connection, sql: str, params: Sequence[Any], algorithm: str) -> Fingerprint:
     rows, total = conn.execute(sql, tuple(params) if params else None).fetchone()
+    return fingerprint_of(rows, total, algorithm)
+
+
+def fingerprint_of(rows: int, total, algorithm: str = LOCAL_HASH_ALGORITHM) -> Fingerprint:
+    """The fingerprint of ``rows`` rows whose row hashes sum to ``total`` (sums of parts add up)."""
     return Fingerprint(rows=int(rows), digest=f"{int(total) % 2**64:016x}", algorithm=algorithm)
