@@ -56,6 +56,7 @@ def test_a_receiver_side_change_is_found_by_its_range_and_repaired(sender, recei
     assert not compare_tables(dsn, receiver_db, tables=[EVENTS]).ok
     row = _events_load(load(receiver_db, complete_for_yesterday(dsn, tmp_path / "s", media)))
     assert 1 <= row.rows_compared < row.rows_in_backup // 2
+    assert row.changed_keys == (victim, victim)  # the merge reads the table there only
     assert row.rows_written == 1
     assert compare_tables(dsn, receiver_db, tables=[EVENTS]).ok
 

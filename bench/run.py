@@ -141,9 +141,11 @@ def main(argv=None) -> int:
             receiver_media=str(base / "receiver-media"),
             sftp=args.sftp,
         )  # populate the receiver
-        with connect(sender) as conn:  # a day of change: new rows and a bulk update
+        with connect(sender) as conn:  # a day of change: new events, a bulk update, a day of telemetry
             build_event_window(conn, window_start + timedelta(days=1), rows=20_000)
             conn.execute('UPDATE "AndroidRequests_eventforbusv2" SET broken = true WHERE id % 50 = 0')
+            grown = database_size(conn) * (1 + 1 / 60) / 1e9  # the generated history spans 60 days
+            build_scale(conn, grown, end=datetime.now(UTC) - timedelta(minutes=5), span_days=1)
         t_cycle_build, rss_b, res2 = _child("build_complete", **common)
         t_cycle_load, rss_l, lres = _child(
             "publish_and_load",

@@ -177,6 +177,8 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
             phases[k] = phases.get(k, 0.0) + v
     per_table = {
         t.table: {k: round(v, 2) for k, v in t.seconds.items()}
+        | ({"rows compared": t.rows_compared} if t.rows_compared is not None else {})
+        | {"rows": t.rows_in_backup}
         for t in result.tables
         if sum(t.seconds.values()) > 0.5
     }

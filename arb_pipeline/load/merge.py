@@ -75,7 +75,7 @@ def merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: Ta
             )
         )
     if manifest.kind == "complete":
-        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols)
+        return _merge_complete(conn, info, stage, cols, non_key, manifest, receiver_cols, load.changed_keys)
     # Partials refresh the version of every row they carry, changed or not, so an older
     # backup arriving later can't win (a complete's rows are guarded by supersession).
     query = sql.SQL(
@@ -93,13 +93,24 @@ def merge(conn, entry: FileEntry, info, stage: str, manifest: Manifest, load: Ta
     return cur.rowcount
 
 
-def _merge_complete(conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols) -> int:
+def _merge_complete(
+    conn, info, stage: str, cols, non_key, manifest: Manifest, receiver_cols, changed_keys=None
+) -> int:
     """Whole tables: one MERGE over a hash join, writing only rows that changed, costs
-    far less than probing the primary key once per row (PostgreSQL 15+)."""
+    far less than probing the primary key once per row (PostgreSQL 15+). With
+    ``changed_keys`` (the staged rows' lowest and highest key), the table's side is read
+    between them only: a day's new rows at the end of a large table don't scan all of it."""
     conn.execute(sql.SQL("ANALYZE {}").format(stage))
     match = sql.SQL(" AND ").join(
         sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
     )
+    if changed_keys and changed_keys[0] is not None:  # every staged row's key lies between them
+        match = sql.SQL("{} AND t.{} BETWEEN {} AND {}").format(
+            match,
+            sql.Identifier(info.primary_key[0]),
+            sql.Literal(changed_keys[0]),
+            sql.Literal(changed_keys[1]),
+        )
     update = sql.SQL("")
     if non_key:
         differs = sql.SQL("({}) IS DISTINCT FROM ({})").format(

@@ -88,6 +88,9 @@ def narrow(
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(changes, stage))
     if only is None or only:
         _copy_acted_on(conn, info, stage, changes, written_columns(entry, info), snapshot_time, ranges, only)
+    if ranges is not None:  # the merge then reads the table's rows between them only, off its key's index
+        ends = sql.SQL("SELECT min({k}), max({k}) FROM {c}").format(k=sql.Identifier(ranges.key), c=changes)
+        load.changed_keys = conn.execute(ends).fetchone()
     load.changes = changes
     load.seconds["narrow"] = time.perf_counter() - t0
 

@@ -69,6 +69,7 @@ class TableLoad:
     # by key range).
     changes: sql.Identifier | None = None
     rows_compared: int | None = None
+    changed_keys: tuple | None = None  # lowest and highest key of the narrowed rows (one-column keys)
     key_ranges: KeyRanges | None = None  # the table's, summed on the staged side as the digest
 
 
