@@ -260,3 +260,27 @@ def test_publication_and_slot_are_idempotent(capture):
     assert ensure_publication(conn, PUBLICATION, tables) == [BUS]
     again = ensure_slot(conn, slot)
     assert not again.created and again.position == slot_status(conn, slot).confirmed_flush_lsn
+
+
+def test_wal_of_unpublished_tables_does_not_stay_behind_the_slot(capture):
+    dsn, conn, slot, _ = capture
+    conn.execute("CREATE TABLE scratch (x int PRIMARY KEY)")  # not in the publication
+    _commit(dsn, "INSERT INTO scratch SELECT g FROM generate_series(1, 5000) g")
+    lag = slot_status(conn, slot).lag_bytes
+    window = read_window(conn, slot, PUBLICATION, _later(conn))
+    assert window.transaction_count == 0 and not window.reached_end
+    assert window.advance_to > window.start_lsn  # read to the flushed WAL: nothing in it to ship
+    advance(conn, slot, window.advance_to)
+    assert slot_status(conn, slot).lag_bytes < lag
+
+
+def test_a_consumer_takes_transactions_one_at_a_time_and_a_key_change_deletes_the_old_key(capture):
+    dsn, conn, slot, keys = capture
+    _commit(dsn, _bus("KEY111"))
+    (old_id,) = conn.execute(f'SELECT id FROM "{BUS}"').fetchone()
+    _commit(dsn, f'UPDATE "{BUS}" SET id = id + 1000')
+    taken = []
+    window = read_window(conn, slot, PUBLICATION, _later(conn), consume=taken.append)
+    assert window.transactions == () and window.transaction_count == len(taken) == 2
+    rows = change_sets(taken, keys)[BUS].rows
+    assert [(k, c.op) for k, c in rows.items()] == [((str(old_id),), DELETE), ((str(old_id + 1000),), UPSERT)]
