@@ -28,6 +28,8 @@ PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 # TupleData column kinds: a NULL, an unchanged TOASTed value (not sent: the row's stored
 # value did not change and PostgreSQL did not log it), a value in text format.
 NULL, UNCHANGED_TOAST, TEXT = "n", "u", "t"
+_NULL_BYTE, _UNCHANGED_BYTE, _TEXT_BYTE = (ord(k) for k in (NULL, UNCHANGED_TOAST, TEXT))
+_INT16, _INT32 = struct.Struct(">h"), struct.Struct(">i")
 
 
 class DecodeError(ArbError):
@@ -193,17 +195,36 @@ class _Reader:
         return text
 
     def tuple_data(self) -> tuple[Value, ...]:
+        # The hot path (every row of every change): offsets into the bytes, no per-field calls.
+        data, pos = self.data, self.pos
+        if pos + 2 > len(data):
+            raise DecodeError(f"pgoutput message cut short: tuple data at offset {pos}")
+        (ncols,) = _INT16.unpack_from(data, pos)
+        pos += 2
         values: list[Value] = []
-        for _ in range(self.int16()):
-            kind = self.byte()
-            if kind == NULL:
+        for _ in range(ncols):
+            kind = data[pos] if pos < len(data) else None
+            pos += 1
+            if kind == _TEXT_BYTE:
+                if pos + 4 > len(data):
+                    break
+                (length,) = _INT32.unpack_from(data, pos)
+                pos += 4
+                if pos + length > len(data):
+                    break
+                values.append(data[pos : pos + length].decode("utf-8"))
+                pos += length
+            elif kind == _NULL_BYTE:
                 values.append(None)
-            elif kind == UNCHANGED_TOAST:
+            elif kind == _UNCHANGED_BYTE:
                 values.append(UNCHANGED)
-            elif kind == TEXT:
-                values.append(self._take(self.int32()).decode("utf-8"))
+            elif kind is None:
+                break
             else:  # 'b' (binary) only when the 'binary' option is on, which we never ask for
-                raise DecodeError(f"pgoutput tuple column of unknown kind {kind!r} ({ord(kind)})")
+                raise DecodeError(f"pgoutput tuple column of unknown kind {chr(kind)!r} ({kind})")
+        if len(values) != ncols:
+            raise DecodeError(f"pgoutput message cut short: tuple of {ncols} columns ends at {len(values)}")
+        self.pos = pos
         return tuple(values)
 
     def done(self, what: str) -> None:

@@ -40,6 +40,7 @@ CHUNK_CHANGES = 10_000  # messages a first peek asks for; each further peek asks
 FETCH_ROWS = 1_000  # messages the client holds at a time (server-side cursor)
 RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE = "10GB"  # a day of the sender's WAL, several times over
 _cursor_names = count()
+_BEGIN_OR_RELATION = (ord("B"), ord("R"))
 
 
 class CaptureError(ArbError):
@@ -170,10 +171,12 @@ def read_window(
     even if commit times are a few microseconds out of commit order. Only WAL flushed when the
     read starts is decoded, so rereading before ``advance`` gives the same transactions.
 
-    Memory: the server decodes at most twice what the window needs (each peek asks for twice
-    the messages of the last, from the same start, until the window closes) and spills to disk
-    past work_mem; the client holds ``FETCH_ROWS`` messages and the window's transactions, or
-    only one transaction when ``consume`` takes each as it completes.
+    Cost: every peek decodes from the slot's position again, each asking for at least twice
+    the messages of the last until the window closes, so the server decodes at most about four
+    times what the window holds (plus what the last peek's limit takes past it); it keeps each
+    result server-side, spilling to disk past work_mem. The client holds ``FETCH_ROWS`` messages
+    and the window's transactions, or one transaction when ``consume`` takes each as it ends;
+    messages of transactions an earlier peek took are skipped without being decoded.
     """
     if end.tzinfo is None:
         raise CaptureError("read_window: end must be timezone-aware")
@@ -195,6 +198,8 @@ def read_window(
                 cur.execute(_PEEK, (slot, format_lsn(upto), limit, publication))
                 for (data,) in cur:
                     rows += 1
+                    if begin is None and data[0] not in _BEGIN_OR_RELATION:
+                        continue  # inside a transaction taken already: not worth decoding
                     msg = decode(data)
                     if isinstance(msg, Relation):  # also in a skipped transaction: later ones use it
                         relations[msg.relation_id] = msg
@@ -224,7 +229,8 @@ def read_window(
                         changes.extend(_changes_of(msg, relations))
             if reached_end or rows < limit:
                 break  # closed, or read to the flushed WAL: peek stops only after reaching the limit
-            limit *= 2
+            # peek stops only at a commit, so a large transaction may have overshot the limit
+            limit = 2 * max(limit, rows)
     # Read to the flushed WAL with nothing past the window: every transaction that committed
     # before ``upto`` is taken, so the slot may skip to it (WAL of unpublished tables included).
     advance_to = last_end if reached_end else max(last_end, upto, start)

@@ -94,12 +94,17 @@ def test_truncate_options():
     assert msg == Truncate((16400, 16401), cascade=True, restart_identity=True)
 
 
+INSERT_1 = b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 1)  # an insert of one column, to come
+
+
 @pytest.mark.parametrize(
     "data, error",
     [
         (b"S\x00\x00\x00\x01", r"unknown pgoutput message type 'S' \(byte 0x53\)"),
         (b"B\x00\x00", "cut short"),
-        (b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 1) + b"b", "unknown kind 'b'"),
+        (INSERT_1 + b"t" + struct.pack(">i", 10) + b"abc", "tuple of 1 columns"),  # 10 bytes promised
+        (b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 2) + b"n", "cut short"),
+        (INSERT_1 + b"b", "unknown kind 'b'"),
         (b"C" + struct.pack(">bQQq", 0, 1, 2, 3) + b"!", "1 unread bytes"),
         (b"", "empty"),
     ],
