@@ -111,7 +111,8 @@ class ChangeSets:
             tc.put(RowChange(UPSERT, self._key(tc, row), row, **stamp))
         elif isinstance(msg, Update):
             old = dict(zip(names, msg.old, strict=True)) if msg.old is not None else None
-            row = self._resolved(tc, names, msg.new, old)
+            # Only a whole old row ('O') holds other columns: a key ('K') has them NULL.
+            row = self._resolved(tc, names, msg.new, old if msg.old_kind == "O" else None)
             key = self._key(tc, row)
             if old is not None:
                 old_key = self._key(tc, old)
@@ -123,7 +124,7 @@ class ChangeSets:
             tc.put(RowChange(DELETE, self._key(tc, old), None, **stamp))
 
     def _resolved(
-        self, tc: TableChanges, names: tuple[str, ...], new: tuple[Value, ...], old: dict | None
+        self, tc: TableChanges, names: tuple[str, ...], new: tuple[Value, ...], old_row: dict | None
     ) -> dict[str, str | None]:
         row = dict(zip(names, new, strict=True))
         unchanged = [name for name, value in row.items() if value is UNCHANGED]
@@ -131,8 +132,8 @@ class ChangeSets:
             return row
         earlier = tc.rows.get(self._key(tc, row)) if not any(c in unchanged for c in tc.key_columns) else None
         for name in unchanged:
-            if old is not None and old.get(name) is not UNCHANGED and name in old:
-                row[name] = old[name]  # REPLICA IDENTITY FULL sends the old row whole
+            if old_row is not None and name in old_row and old_row[name] is not UNCHANGED:
+                row[name] = old_row[name]  # REPLICA IDENTITY FULL sends the old row whole
             elif earlier is not None and earlier.values is not None and name in earlier.values:
                 row[name] = earlier.values[name]  # the same row, shipped whole earlier in the window
             else:

@@ -228,7 +228,7 @@ def read_window(
                     else:
                         changes.extend(_changes_of(msg, relations))
             if reached_end or rows < limit:
-                break  # closed, or read to the flushed WAL: peek stops only after reaching the limit
+                break  # closed, or fewer messages than asked for: the peek read all up to ``upto``
             # peek stops only at a commit, so a large transaction may have overshot the limit
             limit = 2 * max(limit, rows)
     # Read to the flushed WAL with nothing past the window: every transaction that committed

@@ -195,6 +195,14 @@ def test_an_unchanged_toast_value_is_resolved_or_refused_never_null(capture):
         change_sets(window.transactions, keys)
     advance(conn, slot, window.advance_to)
 
+    # a new key: the old key comes along ('K'), its other columns NULL, which must not fill the value
+    _commit(dsn, f'UPDATE "{REPORT}" SET id = id + 100')
+    window = read_window(conn, slot, PUBLICATION, _later(conn))
+    assert window.transactions[0].changes[0].message.old_kind == "K"
+    with pytest.raises(ChangeError, match=f"table {REPORT}, column message: "):
+        change_sets(window.transactions, keys)
+    advance(conn, slot, window.advance_to)
+
     conn.execute(f'ALTER TABLE "{REPORT}" REPLICA IDENTITY FULL')
     _commit(dsn, update, params=("fourth",))
     (row,) = _changes(conn, slot, keys)[REPORT].upserts
