@@ -3,6 +3,7 @@ the slot's window reads, its advance, the change sets they fold into, and what i
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -225,6 +226,37 @@ def test_slot_status_shows_lag_growing_with_unread_wal(capture):
     assert after.confirmed_flush_lsn == before.confirmed_flush_lsn
 
     assert not slot_status(conn, "arb_no_such_slot").exists
+
+
+def _wait_for_setting(conn, name: str, value: str) -> None:
+    deadline = time.monotonic() + 10
+    while conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] != value:
+        assert time.monotonic() < deadline, f"{name} never became {value}"
+        time.sleep(0.05)
+
+
+def test_a_slot_past_max_slot_wal_keep_size_is_lost_and_refuses_reads(capture):
+    dsn, conn, slot, _ = capture
+    # ALTER SYSTEM: this cluster's setting for the test's length (slots are cluster-wide)
+    conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    conn.execute("SELECT pg_reload_conf()")
+    try:
+        _wait_for_setting(conn, "max_slot_wal_keep_size", "1MB")  # a reload reaches each process later
+        for _ in range(4):  # new WAL segments, each past the slot's restart position
+            _commit(dsn, _bus("WAL111"))
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")  # the checkpoint removes the old segments and invalidates the slot
+        status = slot_status(conn, slot)
+        assert status.lost and status.restart_lsn is None, status
+        assert status.max_slot_wal_keep_size_bytes == 1 << 20
+        assert "is lost" in status.problems[0]
+        with pytest.raises(CaptureError, match="is lost.*take a complete"):
+            read_window(conn, slot, PUBLICATION, _later(conn))
+        with pytest.raises(CaptureError, match="is lost"):
+            advance(conn, slot, 1 << 40)
+    finally:
+        conn.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def test_a_lost_slot_row_reads_as_lost():
