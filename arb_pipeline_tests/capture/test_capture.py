@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from arb_pipeline.capture.changes import DELETE, UPSERT, ChangeError, change_sets
-from arb_pipeline.capture.pgoutput import UNCHANGED, Update
+from arb_pipeline.capture.pgoutput import UNCHANGED, Update, parse_lsn
 from arb_pipeline.capture.slot import (
     CaptureError,
     advance,
@@ -73,16 +73,20 @@ def _bus(plate: str) -> str:
 
 def test_three_transactions_fold_into_change_sets_in_commit_order(capture):
     dsn, conn, slot, keys = capture
+    wal = [_wal_lsn(conn)]  # the WAL position before and after each transaction
     _commit(dsn, _bus("AA1111"), _bus("BB2222"))
+    wal.append(_wal_lsn(conn))
     ids = [r[0] for r in conn.execute(f'SELECT id FROM "{BUS}" ORDER BY id')]
     _commit(dsn, f'UPDATE "{BUS}" SET "registrationPlate" = \'AA9999\' WHERE id = {ids[0]}', _bus("CC3333"))
+    wal.append(_wal_lsn(conn))
     _commit(dsn, f'DELETE FROM "{BUS}" WHERE id = {ids[1]}')
+    wal.append(_wal_lsn(conn))
 
     window = read_window(conn, slot, PUBLICATION, _later(conn))
     txns = window.transactions
     assert len(txns) == 3 and window.transaction_count == 3 and not window.reached_end
-    assert [t.commit_lsn for t in txns] == sorted(t.commit_lsn for t in txns)
-    assert all(a.end_lsn <= b.commit_lsn for a, b in zip(txns, txns[1:], strict=False))
+    for txn, before, after in zip(txns, wal[:-1], wal[1:], strict=True):  # each commit is where it was made
+        assert parse_lsn(before) < txn.commit_lsn < txn.end_lsn <= parse_lsn(after)
     assert [len(t.changes) for t in txns] == [2, 2, 1]
     assert window.advance_to >= txns[-1].end_lsn
 
