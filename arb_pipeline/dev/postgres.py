@@ -60,6 +60,9 @@ class LocalPostgres:
     port: int = 0
     bin_dir: Path = field(default_factory=find_bin_dir)
     user: str = "postgres"
+    # Server settings on top of FAST_SETTINGS (later -c wins), e.g. {"wal_level": "logical"}
+    # for change capture; values are passed to pg_ctl's -o, so no spaces or quotes.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -104,6 +107,10 @@ class LocalPostgres:
                 ]
             )
         opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base_dir} {FAST_SETTINGS}"
+        for name, value in self.settings.items():
+            if not value or any(ch.isspace() or ch in "'\"\\" for ch in f"{name}{value}"):
+                raise ValueError(f"server setting {name}={value!r}: no spaces or quotes in names and values")
+            opts += f" -c {name}={value}"
         self._run_as_service(
             [
                 str(self.bin_dir / "pg_ctl"),

@@ -2,6 +2,8 @@
 
 - ``pg_cluster`` (session): a LocalPostgres with migrated template databases for both roles.
 - ``sender_db`` / ``receiver_db`` (function): the DSN of a new, migrated, empty database.
+- ``logical_pg_cluster`` (session) / ``logical_sender_db`` (function): the same for change
+  capture, on a second cluster with ``wal_level=logical`` (sender template only).
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def pg_cluster():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def logical_pg_cluster():
+    base = Path(tempfile.mkdtemp(prefix="arb-pg-logical-"))
+    # synchronous_commit on: a committed transaction is in flushed WAL, which is all decoding reads
+    pg = LocalPostgres(base, settings={"wal_level": "logical", "synchronous_commit": "on"}).start()
+    try:
+        apply_migrations(pg.create_database("template_sender", drop_existing=True), "sender")
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def fresh_db(pg: LocalPostgres, role: str) -> str:
     """DSN of a new, migrated, empty database for ``role`` ("sender" or "receiver")."""
     name = f"{role}_{os.getpid()}_{next(_db_counter)}"
@@ -57,6 +72,12 @@ def copy_db(pg: LocalPostgres, source_dsn: str, prefix: str = "copy") -> str:
 def sender_db(pg_cluster) -> str:
     """DSN of a new, migrated, empty sender database."""
     return fresh_db(pg_cluster, "sender")
+
+
+@pytest.fixture
+def logical_sender_db(logical_pg_cluster) -> str:
+    """DSN of a new, migrated, empty sender database on the wal_level=logical cluster."""
+    return fresh_db(logical_pg_cluster, "sender")
 
 
 @pytest.fixture
