@@ -190,6 +190,15 @@ def one_of(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+@_hint("use 1 to 63 lowercase letters, digits and underscores")
+def slot_name(raw: str) -> str:
+    """A replication slot's or publication's name: PostgreSQL allows only these characters in a slot's."""
+    name = raw.strip()
+    if not name or len(name) > 63 or any(c not in "abcdefghijklmnopqrstuvwxyz0123456789_" for c in name):
+        raise ValueError("is not a slot name")
+    return name
+
+
 @_hint("use an IANA time zone name such as America/Santiago")
 def timezone_name(raw: str) -> str:
     try:

@@ -15,6 +15,7 @@ from arb_pipeline.settings.setting import (
     one_of,
     optional,
     scratch_folder,
+    slot_name,
     text,
     timezone_name,
     utc_date,
@@ -440,6 +441,27 @@ PROGRESS = Setting(
     "arb",
     "1 forces, 0 hides the progress bars of `arb` commands",
     default_text="on a terminal",
+)
+CAPTURE_SLOT = Setting(
+    "ARB_CAPTURE_SLOT",
+    "arb_pipeline",
+    slot_name,
+    "sender",
+    "the logical replication slot change capture reads (docs/change-capture.md)",
+)
+CAPTURE_PUBLICATION = Setting(
+    "ARB_CAPTURE_PUBLICATION",
+    "arb_pipeline",
+    slot_name,
+    "sender",
+    "the publication of the catalog's tables that change capture decodes",
+)
+CAPTURE_MAX_LAG_MB = Setting(
+    "ARB_CAPTURE_MAX_LAG_MB",
+    "1024",
+    number(0, above=True),
+    "sender",
+    "WAL the capture slot may hold back on the sender (unread or retained) before an alert",
 )
 
 ALL: tuple[Setting, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Setting))
