@@ -127,13 +127,26 @@ def main(argv=None) -> int:
             "staging": str(staging),
             "pg_dump": pg.tool("pg_dump"),
         }
-        _settle(sender)
-        t_complete, rss_complete, res = _child("build_complete", **common)
+        # Twice each, alternating, and the faster of each: one slow run (another process,
+        # the restore's aftermath) must not decide the ratio either way.
+        completes, dumps = [], [t_pg_dump]
+        for again in (False, True):
+            if again:
+                _settle(sender)
+                dumps.append(_timed([pg.tool("pg_dump"), "-d", sender, "-f", str(dump_file)]))
+                dump_file.unlink()
+            _settle(sender)
+            completes.append(_child("build_complete", **common))
+        t_complete, _, res = min(completes, key=lambda c: c[0])
+        rss_complete = max(c[1] for c in completes)
+        t_pg_dump = min(dumps)
+        runs = " / ".join(", ".join(f"{t:.1f}" for t in ts) for ts in ([c[0] for c in completes], dumps))
+        runs = f"runs {runs.replace(' / ', ' s against ')} s"
         _settle(sender)
         t_fp, rss_fp, _ = _child("build_complete", fingerprints=True, **common)
         figures["complete dump-and-package / pg_dump to a file"] = (
-            f"{t_complete / t_pg_dump:.2f} with the defaults (target <= 1.0), {t_fp / t_pg_dump:.2f} "
-            "with the sender's per-table digests (ARB_COMPLETE_FINGERPRINTS=1)"
+            f"{t_complete / t_pg_dump:.2f} with the defaults (target <= 1.0; {runs}), "
+            f"{t_fp / t_pg_dump:.2f} with the sender's per-table digests (ARB_COMPLETE_FINGERPRINTS=1)"
         )
         print(
             f"complete: {t_complete:.1f} s, {res['bytes'] / 1e6:.0f} MB packaged, peak RSS "
