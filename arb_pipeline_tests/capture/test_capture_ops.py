@@ -222,6 +222,8 @@ def test_a_really_lost_slot_alerts_with_the_fix_and_setup_recreates_it(logical_s
             )
             status = arb("capture", "status", env=env)
             assert status.returncode == 1 and "wal_status lost" in status.stdout and LOST_FIX in status.stdout
+            (item,) = _capture_items(env)  # 1MB is set: no max_slot_wal_keep_size warning
+            assert item["status"] == "FAIL" and "is lost" in item["detail"] and item["fix"] == LOST_FIX
 
             dry = arb("capture", "setup", "--dry-run", env=env)
             assert dry.returncode == 0 and f"-- drop the lost slot {slot}" in dry.stdout

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
+
 from arb_pipeline.ops.preflight.item import FAIL, OK, WARN, Item, problem_items
 
 
@@ -24,6 +26,9 @@ def capture_items(dsn: str) -> Iterator[Item]:
         with connect(dsn, autocommit=True) as conn:
             health = read_slot_health(conn, capture.slot, capture.publication, capture.max_lag_mb)
     except ArbError:  # the database's own item says why it can't be reached
+        return
+    except psycopg.Error as exc:  # reachable, but the catalog lookup failed: say so, don't crash
+        yield Item("ARB_CAPTURE_SLOT", FAIL, f"can't read the slot's status: {exc}", "see the message")
         return
     if not health.set_up:
         return
