@@ -8,7 +8,7 @@ Where each command runs for real:
 - `arb check`: test_connectivity.py; `arb migrate`: support/postgres.py and test_migrate.py;
   `arb inspect|quarantined|requeue`: test_backups_cli.py; `arb parity`: test_parity.py,
   test_pitr.py; `arb restore`: test_pitr.py; `arb generate`: test_generator.py; `arb demo`: test_demo.py;
-  `arb zones import`: test_zones_import.py
+  `arb zones import`: test_zones_import.py; `arb capture setup|drop|status`: capture/test_capture_ops.py
 - `dagster asset materialize` of the sender: test_sender_assets.py; of the receiver's loads
   and postprocessing: faults/ (scenarios 6, 7, 8); on the PostgreSQL instance: test_production_instance.py
 - `psql ... -f restore.sql`: test_extract.py, test_drill.py; `deploy/sql/receiver-role.sql`:

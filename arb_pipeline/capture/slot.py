@@ -89,9 +89,9 @@ def _slot_row(conn, slot: str):
     ).fetchone()
 
 
-def ensure_publication(conn, name: str, tables: Iterable[str]) -> list[str]:
-    """The publication ``name`` FOR TABLE ``tables`` (schema public), created or completed;
-    returns the tables it added (none: it was complete already)."""
+def publication_change(conn, name: str, tables: Iterable[str]) -> tuple[sql.Composed | None, list[str]]:
+    """The statement that makes publication ``name`` cover ``tables`` (schema public), and the
+    tables it adds; (None, []) when it covers them already. Nothing is run (setup's dry run)."""
     tables = list(tables)
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
     if exists:
@@ -105,10 +105,19 @@ def ensure_publication(conn, name: str, tables: Iterable[str]) -> list[str]:
         missing = [t for t in tables if t not in have]
     else:
         missing = tables
-    if missing:
-        verb = "ALTER PUBLICATION {} ADD TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
-        targets = sql.SQL(", ").join(sql.Identifier("public", t) for t in missing)
-        conn.execute(sql.SQL(verb).format(sql.Identifier(name), targets))
+    if not missing:
+        return None, []
+    verb = "ALTER PUBLICATION {} ADD TABLE {}" if exists else "CREATE PUBLICATION {} FOR TABLE {}"
+    targets = sql.SQL(", ").join(sql.Identifier("public", t) for t in missing)
+    return sql.SQL(verb).format(sql.Identifier(name), targets), missing
+
+
+def ensure_publication(conn, name: str, tables: Iterable[str]) -> list[str]:
+    """The publication ``name`` FOR TABLE ``tables`` (schema public), created or completed;
+    returns the tables it added (none: it was complete already)."""
+    statement, missing = publication_change(conn, name, tables)
+    if statement is not None:
+        conn.execute(statement)
     return missing
 
 

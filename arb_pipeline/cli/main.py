@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "arb_pipeline.cli.catalog",
     "arb_pipeline.cli.zones",
     "arb_pipeline.cli.approve",
+    "arb_pipeline.cli.capture",
 )
 
 

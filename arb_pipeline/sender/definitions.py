@@ -9,6 +9,7 @@ from arb_pipeline import settings
 from arb_pipeline.dagster_common.alert_sensors import alert_mailer_from_environment, alert_sensors
 from arb_pipeline.dagster_common.partitions import SHARED
 from arb_pipeline.sender.assets import complete_backup, partial_backup
+from arb_pipeline.sender.capture_slot import make_capture_slot_sensor
 from arb_pipeline.sender.connectivity import (
     connectivity_schedule,
     receiver_connectivity,
@@ -23,6 +24,9 @@ defs = dg.Definitions(
     assets=[partial_backup, complete_backup, receiver_connectivity],
     jobs=[partial_backup_job, complete_backup_job, receiver_connectivity_job],
     schedules=[*backup_schedules(SENDER, SHARED), connectivity_schedule(SENDER)],
-    sensors=[*alert_sensors("sender", [partial_backup, complete_backup])],
+    sensors=[
+        *alert_sensors("sender", [partial_backup, complete_backup]),
+        make_capture_slot_sensor(settings.CaptureSettings.from_env()),
+    ],
     resources={**from_environment(SENDER), "alert_mailer": alert_mailer_from_environment()},
 )

@@ -10,6 +10,7 @@ docs/settings.md is generated from this package: ``python -m arb_pipeline.settin
 """
 
 from arb_pipeline.settings.groups import (
+    CaptureSettings,
     DagsterInstanceSettings,
     DestinationSettings,
     MailSettings,
@@ -25,6 +26,7 @@ from arb_pipeline.settings.table import ALL, BY_NAME
 __all__ = [
     "ALL",
     "BY_NAME",
+    "CaptureSettings",
     "DagsterInstanceSettings",
     "DestinationSettings",
     "MailSettings",

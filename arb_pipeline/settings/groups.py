@@ -171,7 +171,23 @@ class DagsterInstanceSettings(FromEnv):
     pg_db: str = t.DAGSTER_PG_DB.field()
 
 
-GROUPS = (SharedSettings, MailSettings, DestinationSettings, SenderSettings, ReceiverSettings)
+@dataclass(frozen=True)
+class CaptureSettings(FromEnv):
+    """The sender's change-capture slot: its name, its publication, and the WAL it may hold back."""
+
+    slot: str = t.CAPTURE_SLOT.field()
+    publication: str = t.CAPTURE_PUBLICATION.field()
+    max_lag_mb: float = t.CAPTURE_MAX_LAG_MB.field()
+
+
+GROUPS = (
+    SharedSettings,
+    MailSettings,
+    DestinationSettings,
+    SenderSettings,
+    ReceiverSettings,
+    CaptureSettings,
+)
 
 
 def role_dsn(role: str, environ=None) -> str:

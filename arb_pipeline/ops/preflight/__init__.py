@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from arb_pipeline.ops.preflight.capture import capture_items
 from arb_pipeline.ops.preflight.dagster_instance import dagster_items
 from arb_pipeline.ops.preflight.destination import destination_items, transport_items
 from arb_pipeline.ops.preflight.item import FAIL, OK, SKIP, WARN, Item, problem_items
@@ -51,8 +52,11 @@ def sender_items(remote: bool = True) -> Iterator[Item]:
     destination = DestinationSettings.from_env(problems=problems)
     yield from problem_items(problems)
     bad = {e.setting for e in problems}
-    yield from database_items("ARB_SENDER_DSN", sender.dsn, "sender")
+    database = list(database_items("ARB_SENDER_DSN", sender.dsn, "sender"))
+    yield from database
     yield from pg_client_items(sender.dsn, sender.pg_dump)
+    if not any(i.failed for i in database):  # unreachable: a second connect would wait and fail again
+        yield from capture_items(sender.dsn)
     yield folder_item("ARB_SENDER_MEDIA_DIR", sender.media_dir, writable=False)
     if "ARB_STAGING_DIR" not in bad:  # refused (/, a home, the inbox ...): its FAIL is above
         yield staging_item("ARB_STAGING_DIR", sender.staging_dir)
