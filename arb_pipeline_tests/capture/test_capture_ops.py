@@ -88,18 +88,18 @@ def _lag_mb(status_output: str) -> float:
 
 
 def _reason(result) -> str:
-    return result.skip_reason.skip_message
+    return result.skip_message
 
 
 def _sensor_tick(dsn: str, slot: str, publication: str, max_lag_mb: float, smtp, cursor=None):
-    """One tick, as the daemon evaluates it, with the previous tick's cursor."""
+    """One tick through Dagster's own evaluation, as the daemon runs it, with the previous tick's cursor."""
     sensor = make_capture_slot_sensor(CaptureSettings(slot, publication, max_lag_mb))
     context = dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(),
         cursor=cursor,
         resources={"alert_mailer": mailer_for(smtp), "sender_db": SenderDatabase(dsn=dsn)},
     )
-    return sensor(context)
+    return sensor.evaluate_tick(context)
 
 
 def test_setup_dry_run_changes_nothing_setup_creates_twice_is_fine_and_drop_frees(logical_sender_db, names):
