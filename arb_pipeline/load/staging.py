@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -108,11 +107,8 @@ def stage_table(
     )
     path = Path(backup_dir) / entry.name
     try:
-        # A complete's staging table is created and filled in one transaction, so its rows
-        # are written frozen (COPY FREEZE): the passes over them then set no hint bits.
-        with nullcontext() if temporary else conn.transaction():
-            conn.execute(create.format(stage, coldefs))
-            _copy_in(conn, path, entry, stage, backup_cols, floor, freeze=not temporary)
+        conn.execute(create.format(stage, coldefs))
+        _copy_in(conn, path, entry, stage, backup_cols, floor)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -171,7 +167,6 @@ def _copy_in(
     stage: sql.Identifier,
     backup_cols: list[str],
     floor: DiskFloor | None,
-    freeze: bool = False,
 ) -> None:
     max_line = int(settings.MAX_ROW_MB.read() * MB)
     chunks = iter_table_chunks(path, max_line=max_line)
@@ -179,8 +174,7 @@ def _copy_in(
         chunks = _checking_floor(chunks, floor)
     with conn.cursor() as cur:
         if entry.format == "copy-text":
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN" + (" WITH (FREEZE)" if freeze else ""))
-            with cur.copy(copy_sql.format(stage, ident_list(backup_cols))) as copy:
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(stage, ident_list(backup_cols))) as copy:
                 for chunk in chunks:
                     copy.write(chunk)
         else:  # jsonl: one JSON object per line, decoded by the server into the staging row type
