@@ -112,7 +112,7 @@ def stage_table(
         # are written frozen (COPY FREEZE): the passes over them then set no hint bits.
         with nullcontext() if temporary else conn.transaction():
             conn.execute(create.format(stage, coldefs))
-            _copy_in(conn, path, entry, stage, backup_cols, floor, freeze=not temporary)
+            copy_in(conn, path, entry, stage, backup_cols, floor, freeze=not temporary)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -164,7 +164,7 @@ def stage_table(
     return load
 
 
-def _copy_in(
+def copy_in(
     conn,
     path: Path,
     entry: FileEntry,
