@@ -113,6 +113,16 @@ def test_copy_text_escapes_what_copy_would_unescape():
     assert copy_text_field("\\N") == "\\\\N"  # the text, not NULL
 
 
+def test_escaped_values_copy_back_exactly(receiver_db):
+    values = ["a\\b\tc\nd\re", "\\N", None, "ñ 10\\"]
+    line = "\t".join(map(copy_text_field, values)) + "\n"
+    with connect(receiver_db) as conn:
+        conn.execute("CREATE TEMP TABLE x (a text, b text, c text, d text)")
+        with conn.cursor().copy("COPY x FROM STDIN") as copy:
+            copy.write(line.encode())
+        assert list(conn.execute("SELECT * FROM x").fetchone()) == values
+
+
 def test_captured_partial_brings_every_table_to_parity_without_a_complete(world, receiver_db):
     dsn, media, staging, source, work = world
     traffic(work, 80)
