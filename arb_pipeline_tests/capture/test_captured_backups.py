@@ -227,3 +227,36 @@ def test_truncate_in_the_window_is_refused_naming_the_table(world):
         conn.commit()
     with pytest.raises(ChangeError, match=f"TRUNCATE of {TOKEN}"):
         _captured(dsn, media, staging, source)
+
+
+def test_captured_deletes_follow_the_catalog_delete_policy(world, receiver_db):
+    """A receiver's own row (no backup wrote it) stays in a shipped-only table and goes in a
+    mirror table when the sender deletes a row of that key."""
+    dsn, media, staging, source, work = world
+    traffic(work, 60)
+    with connect(dsn) as conn:  # a trip that ended: a token without its active token (token_id is unique)
+        token = conn.execute(
+            f'DELETE FROM "{TOKEN}" WHERE id = (SELECT min(id) FROM "{TOKEN}") RETURNING token_id'
+        ).fetchone()[0]
+        conn.commit()
+    load(receiver_db, _pinned_complete(dsn, staging, media))
+    position = f'INSERT INTO "{POSITION}" VALUES (900000, -70.6, -33.4, now(), gen_random_uuid())'
+    active = f'INSERT INTO "{TOKEN}" (id, "timeStamp", token_id) VALUES (900000, now(), {token})'
+    with connect(receiver_db) as conn:  # history only the receiver has
+        conn.execute(position)
+        conn.execute(active)
+        conn.commit()
+    with connect(dsn) as conn:  # the sender writes and deletes rows of the same keys
+        conn.execute(position)
+        conn.execute(active)
+        conn.commit()
+        conn.execute(f'DELETE FROM "{POSITION}" WHERE id = 900000')
+        conn.execute(f'DELETE FROM "{TOKEN}" WHERE id = 900000')
+        conn.commit()
+    built = _captured(dsn, media, staging, source)
+    assert {f.table for f in built.manifest.delete_files()} >= {POSITION, TOKEN}
+    load(receiver_db, built)
+    with connect(receiver_db) as conn:
+        kept = conn.execute(f'SELECT count(*) FROM "{POSITION}" WHERE id = 900000').fetchone()[0]
+        mirrored = conn.execute(f'SELECT count(*) FROM "{TOKEN}" WHERE id = 900000').fetchone()[0]
+    assert (kept, mirrored) == (1, 0)
