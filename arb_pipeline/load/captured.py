@@ -77,11 +77,15 @@ def apply_captured(conn, backup_dir: Path, manifest: Manifest, floor: DiskFloor 
     loads = {t: TableLoad(t, (upserts[t].rows if t in upserts else 0)) for t in order}
     for i, table in enumerate(order):
         if table in upserts:
-            stage = _stage(conn, backup_dir, upserts[table], infos[table], f"arb_cap_u{i}", floor)
+            stage = stage_captured_file(
+                conn, backup_dir, upserts[table], infos[table], f"arb_cap_u{i}", floor
+            )
             loads[table].rows_written = _upsert(conn, upserts[table], infos[table], stage, manifest, pin)
     for i, table in reversed(list(enumerate(order))):  # children first
         if table in deletes:
-            stage = _stage(conn, backup_dir, deletes[table], infos[table], f"arb_cap_d{i}", floor)
+            stage = stage_captured_file(
+                conn, backup_dir, deletes[table], infos[table], f"arb_cap_d{i}", floor
+            )
             loads[table].rows_in_backup += deletes[table].rows
             mirror = table in catalog.mirrored
             loads[table].rows_deleted = _delete(
@@ -90,7 +94,7 @@ def apply_captured(conn, backup_dir: Path, manifest: Manifest, floor: DiskFloor 
     return [loads[t] for t in order]
 
 
-def _stage(conn, backup_dir: Path, entry: FileEntry, info, name: str, floor) -> sql.Identifier:
+def stage_captured_file(conn, backup_dir: Path, entry: FileEntry, info, name: str, floor) -> sql.Identifier:
     """A temporary table of the file's rows, typed by the receiver; the commit LSN as pg_lsn."""
     types = {c.name: c.type for c in info.columns}
     cols = [c.name for c in entry.columns]

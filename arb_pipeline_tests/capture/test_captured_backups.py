@@ -15,6 +15,7 @@ from arb_pipeline.capture.slot import CaptureError, advance, ensure_publication,
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.extract.captured import CaptureSource, build_captured_partial, copy_text_field
 from arb_pipeline.extract.tables import Window
+from arb_pipeline.load.captured_checks import check_captured_partial
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import Manifest
 from arb_pipeline.package.schema_check import check_schema
@@ -100,6 +101,11 @@ def _silent_changes(dsn, work):
     return broken, purged
 
 
+def _settled(receiver, built, result):
+    checks = check_captured_partial(receiver, built.staged.root, built.manifest, result)
+    assert checks and all(c.passed for c in checks.values()), [c.description for c in checks.values()]
+
+
 def _parity(dsn, receiver, label=""):
     report = compare_tables(dsn, receiver)  # every replicated table
     drift = [(t.table, t.counts, [d.to_dict() for d in t.diffs[:3]]) for t in report.tables if not t.ok]
@@ -148,12 +154,18 @@ def test_captured_partial_brings_every_table_to_parity_without_a_complete(world,
     result = load(receiver_db, built)
     assert result.outcome == "loaded" and result.rows_written > 0 and result.rows_deleted > 0
     _parity(dsn, receiver_db)
+    _settled(receiver_db, built, result)
     assert load(receiver_db, built).outcome == "already loaded"
     with connect(receiver_db) as conn:
         ledger = conn.execute(
             "SELECT capture_lsn::text FROM arb_loaded_backup WHERE backup_id = %s", (m.backup_id,)
         ).fetchone()[0]
     assert ledger == m.capture.to_lsn
+    with connect(receiver_db) as conn:  # a captured row lost on the receiver: the check names its table
+        conn.execute(f'DELETE FROM "{POSITION}" WHERE id = (SELECT max(id) FROM "{POSITION}")')
+        conn.commit()
+    checks = check_captured_partial(receiver_db, built.staged.root, m, result)
+    assert [t for t, c in checks.items() if not c.passed] == [POSITION]
 
 
 def test_crash_before_advance_rebuilds_the_same_changes_and_loads_once(world, receiver_db):
@@ -215,9 +227,12 @@ def test_partials_around_a_complete_interleave_in_either_order(world, pg_cluster
     )
     for order in orders:
         receiver = fresh_db(pg_cluster, "receiver")
-        outcomes = [load(receiver, backup).outcome for backup in order]
-        assert set(outcomes) <= {"loaded", "superseded"}
+        results = [(backup, load(receiver, backup)) for backup in order]
+        assert {r.outcome for _, r in results} <= {"loaded", "superseded"}
         _parity(dsn, receiver, [b.manifest.backup_id for b in order])
+        for backup, result in results:  # every change settled, whichever order it came in
+            if backup.manifest.source == "capture":
+                _settled(receiver, backup, result)
 
 
 def test_truncate_in_the_window_is_refused_naming_the_table(world):
