@@ -11,9 +11,14 @@ import pytest
 
 from arb_pipeline.capture.changes import ChangeError
 from arb_pipeline.capture.pgoutput import parse_lsn
-from arb_pipeline.capture.slot import CaptureError, advance, ensure_publication, ensure_slot
+from arb_pipeline.capture.slot import CaptureError, advance, ensure_publication, ensure_slot, slot_status
 from arb_pipeline.catalog import current_catalog
-from arb_pipeline.extract.captured import CaptureSource, build_captured_partial, copy_text_field
+from arb_pipeline.extract.captured import (
+    CaptureSource,
+    build_captured_partial,
+    copy_text_field,
+    publish_and_advance,
+)
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.captured_checks import check_captured_partial
 from arb_pipeline.ops.parity import compare_tables
@@ -21,6 +26,8 @@ from arb_pipeline.package.manifest import Manifest
 from arb_pipeline.package.schema_check import check_schema
 from arb_pipeline.package.verify import verify_files
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.transport.base import TransportError
+from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.backups import P, load, new_sender, wide_window
 from arb_pipeline_tests.support.postgres import fresh_db
 from arb_pipeline_tests.support.traffic import traffic
@@ -183,7 +190,23 @@ def test_crash_before_advance_rebuilds_the_same_changes_and_loads_once(world, re
     second = load(receiver_db, again)
     assert second.outcome == "loaded" and second.rows_deleted == 0
     _parity(dsn, receiver_db)
-    _advance(dsn, again)
+
+    class Killed(LocalFolderTransport):  # dies before the manifest is published
+        def publish(self, local_path, remote_name):
+            if remote_name.endswith("manifest.json"):
+                raise TransportError("killed")
+            super().publish(local_path, remote_name)
+
+    inbox = staging.parent / "inbox"
+    with pytest.raises(TransportError):
+        publish_and_advance(Killed(inbox), again, dsn)
+    with connect(dsn, autocommit=True) as conn:  # not advanced: the changes are still there
+        assert slot_status(conn, source.slot).confirmed_flush_lsn == parse_lsn(
+            again.manifest.capture.from_lsn
+        )
+    moved = publish_and_advance(LocalFolderTransport(inbox), again, dsn)
+    assert moved >= parse_lsn(again.manifest.capture.to_lsn)
+    assert (inbox / again.remote_dir / "manifest.json").exists()
     with pytest.raises(CaptureError, match="moved past them"):
         _captured(dsn, media, staging, source, expect_from_lsn=first.manifest.capture.from_lsn)
 
