@@ -179,6 +179,7 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
     assert writable == REPLICATED | derived | {
         "arb_loaded_backup",
         "arb_held_backup",
+        "arb_captured_delete",
         "arb_postprocess_state",
         "AndroidRequests_reportinfo",
     }

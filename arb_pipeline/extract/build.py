@@ -8,12 +8,15 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arb_pipeline import __version__
+from arb_pipeline.capture.pgoutput import format_lsn
+from arb_pipeline.capture.pin import pinned_snapshot
 from arb_pipeline.catalog import Catalog, current_catalog, introspect, shipped_columns
 from arb_pipeline.errors import ArbError, ConfigError
 from arb_pipeline.extract.media import bundle_all_media, bundle_media
@@ -55,7 +58,17 @@ def default_sender_id() -> str:
 
 
 def _manifest(
-    kind, bid, partition_key, window, extract_from, ex: Extracted, staged, media, sender_id, extra=None
+    kind,
+    bid,
+    partition_key,
+    window,
+    extract_from,
+    ex: Extracted,
+    staged,
+    media,
+    sender_id,
+    extra=None,
+    capture_lsn=None,
 ):
     return Manifest(
         backup_id=bid,
@@ -72,6 +85,7 @@ def _manifest(
         media=tuple(media.files),
         media_missing=tuple(media.missing),
         extra=extra or {},
+        capture_lsn=capture_lsn,
     )
 
 
@@ -126,9 +140,14 @@ def build_complete(
     include_personal: bool = False,
     zstd_level: int = 1,
     fingerprints: bool = False,
+    pin_to_slot: bool = False,
 ) -> BuiltBackup:
     """Every catalog table from one snapshot, in COPY text format, plus schema.sql and
-    restore.sql so that psql alone can restore it (disaster recovery), plus all media."""
+    restore.sql so that psql alone can restore it (disaster recovery), plus all media.
+
+    ``pin_to_slot`` (capture mode): the snapshot is a temporary slot's (capture/pin.py) and
+    the manifest's ``capture_lsn`` is its exact position, which captured partials are
+    ordered against on the receiver."""
     catalog = catalog or current_catalog()
     bid = build_backup_id("complete", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
@@ -140,7 +159,9 @@ def build_complete(
         staged.add_entry(FileEntry(name="schema.sql", kind="schema", bytes=size, sha256=digest))
 
     psql = str(Path(pg_dump).with_name("psql")) if Path(pg_dump).with_name("psql").exists() else "psql"
-    with connect(dsn) as conn:
+    with ExitStack() as stack:
+        pin = stack.enter_context(pinned_snapshot(dsn)) if pin_to_slot else None
+        conn = stack.enter_context(connect(dsn))
         ex = extract_complete(
             conn,
             staged,
@@ -151,6 +172,7 @@ def build_complete(
             psql=psql,
             dsn=dsn,
             fingerprints=fingerprints,
+            pinned_snapshot_id=pin.snapshot_id if pin else None,
         )
         restore = _restore_script(conn, ex, catalog, include_personal)
     with staged.binary_file("restore.sql") as out:
@@ -158,7 +180,10 @@ def build_complete(
     size, digest = staged.last_file
     staged.add_entry(FileEntry(name="restore.sql", kind="restore", bytes=size, sha256=digest))
     media = bundle_all_media(Path(media_dir), staged)
-    manifest = _manifest("complete", bid, partition_key, window, None, ex, staged, media, sender_id)
+    capture_lsn = format_lsn(pin.lsn) if pin else None
+    manifest = _manifest(
+        "complete", bid, partition_key, window, None, ex, staged, media, sender_id, capture_lsn=capture_lsn
+    )
     staged.write_manifest(manifest)
     return BuiltBackup(staged, manifest)
 

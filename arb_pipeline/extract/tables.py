@@ -76,13 +76,16 @@ class Extracted:
 
 
 @contextmanager
-def read_snapshot(conn) -> Iterator[datetime]:
-    """One consistent, read-only view of the database; yields its time on the DB clock."""
+def read_snapshot(conn, snapshot_id: str | None = None) -> Iterator[datetime]:
+    """One consistent, read-only view of the database (``snapshot_id``: an exported one);
+    yields its time on the DB clock."""
     if conn.info.transaction_status != 0:  # IDLE
         conn.rollback()
     conn.autocommit = False
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
+        if snapshot_id is not None:  # must come before the transaction's first query
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
         # now() is the transaction's start; the snapshot is taken at its first query.
         snapshot_time = conn.execute("SELECT now()").fetchone()[0]
         yield snapshot_time
@@ -418,8 +421,10 @@ def extract_complete(
     psql: str | None = None,
     dsn: str | None = None,
     fingerprints: bool = False,
+    pinned_snapshot_id: str | None = None,
 ) -> Extracted:
-    """Write every catalog table in COPY text format, from one snapshot.
+    """Write every catalog table in COPY text format, from one snapshot (``pinned_snapshot_id``:
+    one exported by a temporary slot, capture/pin.py; else this session exports its own).
 
     With ``fingerprints``, each table file's manifest entry carries the row count and
     order-independent digest of its columns (rowhash.table_fingerprint), computed by the
@@ -430,8 +435,8 @@ def extract_complete(
     streams through psql sessions joined to the same snapshot (much faster).
     """
     specs = _catalog_specs(catalog)
-    with read_snapshot(conn) as snapshot_time, ThreadPoolExecutor(max_workers=1) as side:
-        snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    with read_snapshot(conn, pinned_snapshot_id) as snapshot_time, ThreadPoolExecutor(max_workers=1) as side:
+        snapshot_id = pinned_snapshot_id or conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         # The schema (pg_dump --snapshot) is taken while the tables dump (it mostly waits on
         # the server); leaving the with block waits for it, inside the snapshot.
         schema_done = side.submit(on_snapshot, snapshot_id) if on_snapshot else None

@@ -26,6 +26,9 @@ is ever executed), then merged into the real table by primary key, parents first
   redoes it. A partial's refresh of an unchanged row's version touches neither.
 * The ledger ``arb_loaded_backup`` is written in the same transaction: loading the same
   backup again is a no-op.
+* Captured partials (change capture) carry upserts and deletes versioned by commit LSN;
+  load/captured.py applies them, and a complete pinned to the slot (``capture_lsn``) guards
+  rows by that LSN too (load/deletes.py, ``COMPLETE_IS_NEWER``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
+from arb_pipeline.load.captured import apply_captured, captured_partial_superseded, prune_tombstones
 from arb_pipeline.load.deletes import delete_absent, referrers
 from arb_pipeline.load.failures import backup_at_fault, server_message
 from arb_pipeline.load.hold import (
@@ -146,7 +150,7 @@ def load_backup(
                 workers,
                 disk_floor,
                 fingerprint=True,
-                then=partial(narrow, snapshot_time=manifest.snapshot_time),
+                then=partial(narrow, snapshot_time=manifest.snapshot_time, capture_lsn=manifest.capture_lsn),
                 key_ranges=key_ranges(conn, files, infos),
             )
         staging_s, t0 = time.perf_counter() - t0 if staged else 0.0, time.perf_counter()
@@ -195,7 +199,13 @@ def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
             )
         return "already loaded"
     newest = _newest_complete(conn)
-    return "superseded" if newest and manifest.snapshot_time <= newest[1] else None
+    if not newest:
+        return None
+    if manifest.source == "capture":  # by commit LSN against a pinned complete (load/captured.py)
+        verdict = captured_partial_superseded(conn, manifest)
+        if verdict is not None:
+            return "superseded" if verdict else None
+    return "superseded" if manifest.snapshot_time <= newest[1] else None
 
 
 def _newest_complete(conn):
@@ -222,6 +232,10 @@ def _apply(
     if state == "superseded":
         result.outcome, result.superseded_by = state, _newest_complete(conn)[0]
         result.tables = [TableLoad(f.table, f.rows or 0) for f in files]
+    elif manifest.source == "capture":
+        result.tables = apply_captured(conn, backup_dir, manifest, floor)
+        for info in introspect(conn, [t.table for t in result.tables]).values():
+            _advance_sequences(conn, info)
     else:
         infos = introspect(conn, [f.table for f in files])
         order = parents_first(infos)
@@ -264,12 +278,14 @@ def _apply(
             held = mass_deletions(conn, loads, limits)
             if held and not is_approved(conn, manifest.backup_id, manifest_sha256):
                 raise held_error(manifest, held, limits)
+            if manifest.capture_lsn is not None:
+                prune_tombstones(conn, manifest.capture_lsn)
         for table in order:
             _advance_sequences(conn, infos[table])
     conn.execute(
         "INSERT INTO arb_loaded_backup (backup_id, kind, partition_key, sender_id, manifest_sha256, "
-        "snapshot_time, window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "snapshot_time, window_start, window_end, outcome, rows_in_backup, rows_written, rows_deleted, "
+        "capture_lsn) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::pg_lsn)",
         (
             manifest.backup_id,
             manifest.kind,
@@ -283,6 +299,7 @@ def _apply(
             result.rows_in_backup,
             result.rows_written,
             result.rows_deleted,
+            manifest.capture.to_lsn if manifest.capture else manifest.capture_lsn,
         ),
     )
     return result

@@ -15,6 +15,35 @@ from arb_pipeline.catalog import current_catalog
 from arb_pipeline.pg.introspect import ForeignKey, TableInfo
 
 VERSION_COLUMN = "arb_synced_at"
+LSN_VERSION_COLUMN = "arb_synced_lsn"  # change capture's version (load/captured.py)
+
+
+# A complete writes (or deletes) a row only if it is newer than the row's version: by commit
+# LSN when the row has one and the complete was pinned to the slot (``%(pin)s``, its
+# capture_lsn; NULL otherwise), else by snapshot time as before capture.
+COMPLETE_IS_NEWER = sql.SQL(
+    "COALESCE(t.arb_synced_lsn < %(pin)s::pg_lsn, t.arb_synced_at IS NULL OR t.arb_synced_at < %(snap)s)"
+)
+
+
+TOMBSTONES = "arb_captured_delete"  # captured deletes: table, row key, commit LSN (load/captured.py)
+
+
+def row_key(primary_key, alias: str) -> sql.Composable:
+    """A row's key as the tombstones hold it: ROW(primary key)::text, in the receiver's types."""
+    return sql.SQL("ROW({})::text").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in primary_key
+        )
+    )
+
+
+def deleted_later(table: str, primary_key, alias: str, lsn: sql.Composable) -> sql.Composable:
+    """A captured delete of the row ``alias`` committed after ``lsn`` was loaded."""
+    return sql.SQL(
+        "EXISTS (SELECT 1 FROM {tomb} d WHERE d.table_name = {t} AND d.row_key = {key} "
+        "AND d.commit_lsn > {lsn})"
+    ).format(tomb=sql.Identifier(TOMBSTONES), t=sql.Literal(table), key=row_key(primary_key, alias), lsn=lsn)
 
 
 def referrers(infos: dict[str, TableInfo], table: str) -> list[tuple[str, ForeignKey]]:
@@ -24,7 +53,8 @@ def referrers(infos: dict[str, TableInfo], table: str) -> list[tuple[str, Foreig
 
 def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) -> int:
     """Rows the complete's snapshot doesn't have, that a backup wrote, and that no newer backup
-    wrote, are gone on the sender. Rows no backup wrote stay unless the table is ``mirror``.
+    wrote (nor a captured change at or after a pinned complete's position), are gone on the
+    sender. Rows no backup wrote stay unless the table is ``mirror``.
 
     A row still referenced by a row of a replicated table stays too: tables are done
     children first, so a referrer still there is one that stays (unshipped, newer than the
@@ -49,7 +79,11 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
         sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
     )
     kept_referrers = still_referenced_guard(referrers)
-    shipped = sql.SQL("(t.{v} IS NULL OR t.{v} <= %(snap)s)" if mirror else "t.{v} <= %(snap)s").format(v=v)
+    shipped = sql.SQL(
+        "COALESCE(t.arb_synced_lsn < %(pin)s::pg_lsn, t.{v} IS NULL OR t.{v} <= %(snap)s)"
+        if mirror
+        else "t.{v} IS NOT NULL AND COALESCE(t.arb_synced_lsn < %(pin)s::pg_lsn, t.{v} <= %(snap)s)"
+    ).format(v=v)
     cur = conn.execute(
         sql.SQL(
             "DELETE FROM {t} t WHERE {shipped} AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match}){refs}"
@@ -60,7 +94,7 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
             match=match,
             refs=kept_referrers,
         ),
-        {"snap": manifest.snapshot_time},
+        {"snap": manifest.snapshot_time, "pin": manifest.capture_lsn},
     )
     return cur.rowcount
 

@@ -29,7 +29,7 @@ import time
 
 from psycopg import sql
 
-from arb_pipeline.load.deletes import VERSION_COLUMN
+from arb_pipeline.load.deletes import COMPLETE_IS_NEWER, VERSION_COLUMN
 from arb_pipeline.load.key_ranges import KeyRanges
 from arb_pipeline.load.merge import LOAD_MEMORY, written_columns
 from arb_pipeline.load.staging import TableLoad
@@ -58,6 +58,7 @@ def narrow(
     load: TableLoad,
     *,
     snapshot_time,
+    capture_lsn: str | None = None,
 ) -> None:
     """In a complete's staging session (autocommit, before the load's transaction): copy into
     ``changes`` the staged rows the complete's MERGE would act on, and name it in
@@ -87,7 +88,9 @@ def narrow(
             only = None  # most ranges differ: one whole comparison costs less than filtering
     conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(changes, stage))
     if only is None or only:
-        _copy_acted_on(conn, info, stage, changes, written_columns(entry, info), snapshot_time, ranges, only)
+        _copy_acted_on(
+            conn, info, stage, changes, written_columns(entry, info), snapshot_time, capture_lsn, ranges, only
+        )
     if ranges is not None:  # the merge then reads the table's rows between them only, off its key's index
         ends = sql.SQL("SELECT min({k}), max({k}) FROM {c}").format(k=sql.Identifier(ranges.key), c=changes)
         load.changed_keys = conn.execute(ends).fetchone()
@@ -95,14 +98,14 @@ def narrow(
     load.seconds["narrow"] = time.perf_counter() - t0
 
 
-def _copy_acted_on(conn, info, stage, changes, columns, snapshot_time, ranges, only) -> None:
+def _copy_acted_on(conn, info, stage, changes, columns, snapshot_time, capture_lsn, ranges, only) -> None:
     """Copy the staged rows the MERGE acts on into ``changes``: all staged rows compared
     with the table row by row, or only those in the key ranges ``only`` (if not None)."""
     non_key = [c for c in columns if c not in info.primary_key]
     same = sql.SQL("true")
     if non_key:  # without non-key columns the MERGE only inserts and claims
-        same = sql.SQL("(t.{v} >= %(snap)s OR ({t}) IS NOT DISTINCT FROM ({s}))").format(
-            v=sql.Identifier(VERSION_COLUMN),
+        same = sql.SQL("(NOT {newer} OR ({t}) IS NOT DISTINCT FROM ({s}))").format(
+            newer=COMPLETE_IS_NEWER,
             t=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
             s=sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in non_key),
         )
@@ -125,5 +128,5 @@ def _copy_acted_on(conn, info, stage, changes, columns, snapshot_time, ranges, o
             v=sql.Identifier(VERSION_COLUMN),
             same=same,
         ),
-        {"snap": snapshot_time, "only": sorted(only or ())},
+        {"snap": snapshot_time, "pin": capture_lsn, "only": sorted(only or ())},
     )

@@ -108,7 +108,7 @@ def stage_table(
     path = Path(backup_dir) / entry.name
     try:
         conn.execute(create.format(stage, coldefs))
-        _copy_in(conn, path, entry, stage, backup_cols, floor)
+        copy_in(conn, path, entry, stage, backup_cols, floor)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -160,7 +160,7 @@ def stage_table(
     return load
 
 
-def _copy_in(
+def copy_in(
     conn,
     path: Path,
     entry: FileEntry,

@@ -17,8 +17,16 @@ from arb_pipeline.package.backup_id import KINDS, parse_backup_id
 
 FORMAT = "arb-backup"
 FORMAT_VERSION = 1
+# A captured partial is version 2: a receiver that predates capture must refuse it, not load
+# its upserts as a timestamp partial and skip its deletes. Everything else stays version 1.
+CAPTURE_FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
-FILE_KINDS = ("table", "media", "schema", "restore")
+# "deletes": a captured partial's deleted keys of one table (primary key + arb_commit_lsn)
+FILE_KINDS = ("table", "media", "schema", "restore", "deletes")
+ROW_FILE_KINDS = ("table", "deletes")  # files of rows, one per line, of one table
+COMMIT_LSN_COLUMN = "arb_commit_lsn"  # the last column of a captured partial's files: the row's commit LSN
+SOURCES = ("timestamp", "capture")  # how a partial chose its rows: by cursor window, or from the slot
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}\Z")
 TABLE_FORMATS = ("jsonl", "copy-text")
 # \Z, not $: "$" also matches before a final newline, so "x\n" would pass.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\Z")
@@ -74,6 +82,19 @@ class MissingMedia:
 
 
 @dataclass(frozen=True)
+class CaptureRange:
+    """What a captured partial holds: the slot's transactions from ``from_lsn`` up to
+    ``to_lsn`` (where the slot goes once it is published); LSNs as pg_lsn text."""
+
+    slot: str
+    from_lsn: str
+    to_lsn: str
+    transactions: int
+    first_commit: str | None  # commit LSN of its first and last transaction (None: no transaction)
+    last_commit: str | None
+
+
+@dataclass(frozen=True)
 class Manifest:
     backup_id: str
     kind: str
@@ -89,19 +110,27 @@ class Manifest:
     media: tuple[MediaEntry, ...] = ()
     media_missing: tuple[MissingMedia, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = "timestamp"
+    capture: CaptureRange | None = None  # a captured partial's slot range
+    capture_lsn: str | None = None  # a complete's: the slot position its snapshot was taken at
 
     def table_files(self) -> list[FileEntry]:
         by_table = {f.table: f for f in self.files if f.kind == "table"}
         return [by_table[t] for t in self.tables_order if t in by_table]
+
+    def delete_files(self) -> list[FileEntry]:
+        """A captured partial's delete files, children first (the reverse of tables_order)."""
+        by_table = {f.table: f for f in self.files if f.kind == "deletes"}
+        return [by_table[t] for t in reversed(self.tables_order) if t in by_table]
 
     def file(self, kind: str) -> FileEntry | None:
         return next((f for f in self.files if f.kind == kind), None)
 
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": CAPTURE_FORMAT_VERSION if self.source == "capture" else FORMAT_VERSION,
             "backup_id": self.backup_id,
             "kind": self.kind,
             "partition_key": self.partition_key,
@@ -121,6 +150,13 @@ class Manifest:
             },
             "extra": self.extra,
         }
+        if self.source != "timestamp":  # old manifests stay byte for byte as they were
+            doc["source"] = self.source
+        if self.capture is not None:
+            doc["capture"] = asdict(self.capture)
+        if self.capture_lsn is not None:
+            doc["capture_lsn"] = self.capture_lsn
+        return doc
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=1, ensure_ascii=False).encode()
@@ -141,12 +177,26 @@ class Manifest:
         if r.str("format") != FORMAT:
             raise ManifestError(f"manifest.format is not {FORMAT!r}: this is not an arb_pipeline backup")
         version = r.int("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, CAPTURE_FORMAT_VERSION):
             raise ManifestError(
                 f"manifest.format_version {version} is not supported (this receiver reads "
-                f"{FORMAT_VERSION}); upgrade arb_pipeline on the receiver"
+                f"{FORMAT_VERSION} and {CAPTURE_FORMAT_VERSION}); upgrade arb_pipeline on the receiver"
             )
         kind = r.choice("kind", KINDS)
+        source = r.choice("source", SOURCES, optional=True) or "timestamp"
+        capture = _capture_from(r.sub("capture", optional=True))
+        capture_lsn = r.lsn("capture_lsn", optional=True)
+        if (version == CAPTURE_FORMAT_VERSION) != (source == "capture"):
+            raise ManifestError(
+                f"manifest.format_version {version} does not fit source {source!r}: captured "
+                f"partials are version {CAPTURE_FORMAT_VERSION}, other backups {FORMAT_VERSION}"
+            )
+        if source == "capture" and (kind != "partial" or capture is None or capture_lsn is not None):
+            raise ManifestError("manifest.source 'capture' is for partials, with capture and no capture_lsn")
+        if source != "capture" and capture is not None:
+            raise ManifestError("manifest.capture is only for captured partials (source 'capture')")
+        if capture_lsn is not None and kind != "complete":
+            raise ManifestError("manifest.capture_lsn is only for completes")
         backup_id = r.str("backup_id")
         parsed = parse_backup_id(backup_id)
         if parsed is None or parsed.kind != kind:
@@ -160,7 +210,9 @@ class Manifest:
         if len(set(names)) != len(names):
             raise ManifestError("manifest.files lists a file twice")
         tables_order = tuple(r.str_list("tables_order"))
-        table_files = {f.table for f in files if f.kind == "table"}
+        if source != "capture" and any(f.kind == "deletes" for f in files):
+            raise ManifestError("manifest.files: only captured partials carry delete files")
+        table_files = {f.table for f in files if f.kind in ROW_FILE_KINDS}
         if table_files - set(tables_order):
             raise ManifestError(
                 f"manifest.tables_order lacks table(s) {sorted(table_files - set(tables_order))}"
@@ -185,7 +237,23 @@ class Manifest:
                 MissingMedia(s.str("name"), s.str("reason")) for s in media.list_of_subs("missing")
             ),
             extra=r.dict("extra", optional=True) or {},
+            source=source,
+            capture=capture,
+            capture_lsn=capture_lsn,
         )
+
+
+def _capture_from(r: "_Reader | None") -> CaptureRange | None:
+    if r is None:
+        return None
+    return CaptureRange(
+        slot=r.str("slot"),
+        from_lsn=r.lsn("from_lsn"),
+        to_lsn=r.lsn("to_lsn"),
+        transactions=r.nonneg("transactions"),
+        first_commit=r.lsn("first_commit", optional=True),
+        last_commit=r.lsn("last_commit", optional=True),
+    )
 
 
 def _file_to_dict(f: FileEntry) -> dict[str, Any]:
@@ -214,14 +282,14 @@ def _file_from(r: "_Reader") -> FileEntry:
     )
     if entry.fingerprint is not None and (kind != "table" or entry.fingerprint.rows != entry.rows):
         raise ManifestError(f"{r.path}.fingerprint: only table files carry one, with the file's row count")
-    if kind == "table" and (
+    if kind in ROW_FILE_KINDS and (
         entry.table is None
         or entry.format is None
         or entry.rows is None
         or not entry.columns
         or not entry.primary_key
     ):
-        raise ManifestError(f"{r.path}: a table file needs table, format, rows, columns and primary_key")
+        raise ManifestError(f"{r.path}: a {kind} file needs table, format, rows, columns and primary_key")
     return entry
 
 
@@ -267,6 +335,12 @@ class _Reader:
         value = self.int(key, optional)
         if value is not None and not 0 <= value < 2**63:
             raise ManifestError(f"{self.path}.{key} is out of range")
+        return value
+
+    def lsn(self, key, optional=False):
+        value = self.str(key, optional)
+        if value is not None and not _LSN.match(value):
+            raise ManifestError(f"{self.path}.{key} {value[:40]!r} is not an LSN (like 16/B374D848)")
         return value
 
     def choice(self, key, allowed, optional=False):

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from arb_pipeline.catalog import current_catalog
-from arb_pipeline.package.manifest import ColumnSpec, Manifest
+from arb_pipeline.package.manifest import COMMIT_LSN_COLUMN, ColumnSpec, Manifest
 from arb_pipeline.package.verify import VerifyError, altered_backup_error
 from arb_pipeline.pg.introspect import TableInfo, read_tables
 
@@ -98,7 +98,7 @@ def fit_table(columns: tuple[ColumnSpec, ...] | list[ColumnSpec], info: TableInf
 
 
 def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -> SchemaPlan:
-    """Map every table file of ``manifest`` onto the receiver's tables.
+    """Map every table (and captured delete) file of ``manifest`` onto the receiver's tables.
 
     ``replicated_tables`` (default: the catalog's tables) are the tables a backup may
     write; a receiver-only table is never written, even when it exists. Raises
@@ -108,8 +108,8 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
     catalog = current_catalog()
     allowed = set(replicated_tables) if replicated_tables is not None else set(catalog.table_names)
     bid = manifest.backup_id
-    entries = manifest.table_files()
-    tables = [e.table for e in entries]
+    entries = manifest.table_files() + manifest.delete_files()
+    tables = list(dict.fromkeys(e.table for e in entries))
     receiver = read_tables(receiver_conn, tables)
     plan = SchemaPlan(backup_id=bid)
     for entry in entries:
@@ -162,7 +162,13 @@ def check_schema(manifest: Manifest, receiver_conn, *, replicated_tables=None) -
                 backup_id=bid,
                 file=entry.name,
             )
-        fit = fit_table(entry.columns, info)
+        if entry.kind == "deletes":
+            continue  # keys only: the table and its key are what must fit
+        # a captured file's commit LSN is the load's version, not a column of the table
+        captured = manifest.source == "capture"
+        fit = fit_table(
+            tuple(c for c in entry.columns if not (captured and c.name == COMMIT_LSN_COLUMN)), info
+        )
         if fit.required_missing:
             col = fit.required_missing[0]
             raise SchemaMismatch(

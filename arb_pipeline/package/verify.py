@@ -23,7 +23,7 @@ import zstandard
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
 from arb_pipeline.package.limits import PayloadLimits
-from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest, ManifestError
+from arb_pipeline.package.manifest import MANIFEST_NAME, ROW_FILE_KINDS, FileEntry, Manifest, ManifestError
 from arb_pipeline.package.reader import SAFE_OPEN, manifest_bytes
 from arb_pipeline.settings import MAX_ROW_MB, MAX_TABLE_ROWS
 from arb_pipeline.transport.base import is_temporary_name
@@ -231,7 +231,7 @@ def _beyond_bound_error(manifest: Manifest, file: str, what: str, setting: str) 
 
 
 def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: PayloadLimits) -> None:
-    if entry.kind == "table" and entry.rows > limits.max_table_rows:
+    if entry.kind in ROW_FILE_KINDS and entry.rows > limits.max_table_rows:
         raise _beyond_bound_error(
             manifest,
             entry.name,
@@ -250,7 +250,7 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: 
                 f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
             )
         digest = hashlib.sha256()
-        counter = _LineCounter(entry, limits) if entry.kind == "table" else None
+        counter = _LineCounter(entry, limits) if entry.kind in ROW_FILE_KINDS else None
         read = 0
         while chunk := fh.read(CHUNK):
             digest.update(chunk)
@@ -318,8 +318,15 @@ def verify_files(backup_dir: Path, progress=None, limits: PayloadLimits | None =
     if backup_dir.is_symlink() or not backup_dir.is_dir():
         raise altered_backup_error(backup_dir.name, None, f"{backup_dir} is not a folder")
     manifest = _load_manifest(backup_dir)
-    tables = [f.table for f in manifest.files if f.kind == "table"]
-    twice = sorted({t for t in tables if tables.count(t) > 1})
+    twice = sorted(
+        {
+            t
+            for kind in ROW_FILE_KINDS
+            for tables in [[f.table for f in manifest.files if f.kind == kind]]
+            for t in tables
+            if tables.count(t) > 1
+        }
+    )
     if twice:
         raise altered_backup_error(
             manifest, MANIFEST_NAME, f"the manifest lists more than one file for table(s) {', '.join(twice)}"
