@@ -40,7 +40,7 @@ from arb_pipeline.load.merge import MergeError, content_sets, written_columns
 from arb_pipeline.load.staging import MalformedFileError, TableLoad, copy_in
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import COMMIT_LSN_COLUMN, FileEntry, Manifest
-from arb_pipeline.pg.quote import ident_list
+from arb_pipeline.pg.quote import ident_list, key_match
 
 
 def newest_complete_pin(conn) -> tuple[str | None, str | None]:
@@ -153,9 +153,7 @@ def _upsert(conn, entry: FileEntry, info, stage, manifest: Manifest, pin: str | 
 
 
 def _delete(conn, info, refs, stage, pin: str | None, mirror: bool) -> int:
-    match = sql.SQL(" AND ").join(
-        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
+    match = key_match(info.primary_key)
     owned = sql.SQL("true" if mirror else "t.{} IS NOT NULL").format(sql.Identifier(VERSION_COLUMN))
     params = {"pin": pin, "table": info.name}
     deleted = conn.execute(

@@ -28,6 +28,7 @@ from arb_pipeline.load.deletes import (
 )
 from arb_pipeline.package.manifest import COMMIT_LSN_COLUMN, Manifest
 from arb_pipeline.pg.connect import connect
+from arb_pipeline.pg.quote import key_match
 
 
 def check_captured_partial(
@@ -77,9 +78,7 @@ def _lsn(alias: str) -> sql.Composable:
 
 
 def _match(info) -> sql.Composable:
-    return sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
+    return key_match(info.primary_key)
 
 
 def _unsettled_upserts(conn, info, stage, pin) -> int:

@@ -13,6 +13,7 @@ from psycopg import sql
 
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.pg.introspect import ForeignKey, TableInfo
+from arb_pipeline.pg.quote import key_match
 
 VERSION_COLUMN = "arb_synced_at"
 LSN_VERSION_COLUMN = "arb_synced_lsn"  # change capture's version (load/captured.py)
@@ -75,9 +76,7 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
     ).fetchone()[0]
     if load.rows_owned <= load.rows_in_backup:
         return 0
-    match = sql.SQL(" AND ").join(
-        sql.SQL("s.{c} = t.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
+    match = key_match(info.primary_key)
     kept_referrers = still_referenced_guard(referrers)
     shipped = sql.SQL(
         "COALESCE(t.arb_synced_lsn < %(pin)s::pg_lsn, t.{v} IS NULL OR t.{v} <= %(snap)s)"

@@ -16,7 +16,7 @@ from arb_pipeline.load.deletes import COMPLETE_IS_NEWER, LSN_VERSION_COLUMN, VER
 from arb_pipeline.load.staging import TableLoad
 from arb_pipeline.package.manifest import FileEntry, Manifest
 from arb_pipeline.pg.introspect import TableInfo
-from arb_pipeline.pg.quote import ident_list
+from arb_pipeline.pg.quote import ident_list, key_match
 
 REPROCESS_COLUMN = "transformed"
 CHANGED_COLUMN = "arb_changed_at"  # receiver-only: when a load last changed the row (postprocessing's marker)
@@ -109,9 +109,7 @@ def _merge_complete(
     ``changed_keys`` (the staged rows' lowest and highest key), the table's side is read
     between them only: a day's new rows at the end of a large table don't scan all of it."""
     conn.execute(sql.SQL("ANALYZE {}").format(stage))
-    match = sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-    )
+    match = key_match(info.primary_key)
     if changed_keys and changed_keys[0] is not None:  # every staged row's key lies between them
         match = sql.SQL("{} AND t.{} BETWEEN {} AND {}").format(
             match,

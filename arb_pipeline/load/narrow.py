@@ -35,6 +35,7 @@ from arb_pipeline.load.merge import LOAD_MEMORY, written_columns
 from arb_pipeline.load.staging import TableLoad
 from arb_pipeline.package.manifest import FileEntry
 from arb_pipeline.pg.introspect import TableInfo
+from arb_pipeline.pg.quote import key_match
 
 
 def key_ranges(conn, files: list[FileEntry], infos: dict[str, TableInfo]) -> dict[str, KeyRanges]:
@@ -122,9 +123,7 @@ def _copy_acted_on(conn, info, stage, changes, columns, snapshot_time, capture_l
             t=sql.Identifier(info.name),
             s_in=in_ranges["s"],
             t_in=in_ranges["t"],
-            match=sql.SQL(" AND ").join(
-                sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in info.primary_key
-            ),
+            match=key_match(info.primary_key),
             v=sql.Identifier(VERSION_COLUMN),
             same=same,
         ),

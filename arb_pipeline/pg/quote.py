@@ -21,3 +21,13 @@ def quote_ident(*parts: str) -> str:
 def ident_list(names: Iterable[str]) -> sql.Composed:
     """``"a", "b", ...``: a column list for ``psycopg.sql`` queries."""
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def key_match(key_columns, left: str = "t", right: str = "s") -> sql.Composable:
+    """``left.k1 = right.k1 AND ...`` over a key's columns: how two relations' rows pair up."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(left), sql.Identifier(c), sql.Identifier(right), sql.Identifier(c)
+        )
+        for c in key_columns
+    )
