@@ -5,7 +5,9 @@
 -- so do TranSappViz's own columns and tables that `arb migrate` added where they were
 -- missing (schema/postprocess/transapp/receiver/0200_transappviz.sql): they are the app's.
 --
--- Stop the pipeline's services first. Run as the database's owner (or a superuser):
+-- Stop the pipeline's services first; on the sender, if change capture was set up, run
+-- `arb capture drop` first (a replication slot left behind keeps WAL forever). Run as the
+-- database's owner (or a superuser):
 --
 --   psql -X -v ON_ERROR_STOP=1 -v role=arb_receiver -d transappviz -f deploy/sql/rollback.sql
 --   psql -X -v ON_ERROR_STOP=1 -v role=arb_sender -d transapp -f deploy/sql/rollback.sql
@@ -30,11 +32,11 @@ DROP FUNCTION IF EXISTS arb_delete_reportinfo() CASCADE;
 DROP SCHEMA IF EXISTS arb_stage CASCADE;
 
 -- The pipeline's columns on the app's tables (their indexes and comments go with them):
--- arb_synced_at (the version of a row a backup wrote) and arb_changed_at
--- (postprocessing's change marker).
+-- arb_synced_at (the version of a row a backup wrote), arb_synced_lsn (the commit LSN of its
+-- last captured change) and arb_changed_at (postprocessing's change marker).
 SELECT format('ALTER TABLE public.%I DROP COLUMN %I', table_name, column_name)
 FROM information_schema.columns
-WHERE table_schema = 'public' AND column_name IN ('arb_synced_at', 'arb_changed_at')
+WHERE table_schema = 'public' AND column_name IN ('arb_synced_at', 'arb_synced_lsn', 'arb_changed_at')
 ORDER BY table_name, column_name \gexec
 
 -- The mark the receiver's migrations put on TranSappViz's own columns so loads never write
