@@ -9,31 +9,27 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
+from arb_pipeline.package.manifest_fields import FieldReader, ManifestError
 
 FORMAT = "arb-backup"
 FORMAT_VERSION = 1
 # A captured partial is version 2: a receiver that predates capture must refuse it, not load
 # its upserts as a timestamp partial and skip its deletes. Everything else stays version 1.
 CAPTURE_FORMAT_VERSION = 2
+# A complete with segmented table files is version 3: an older receiver reads only a file's
+# first zstd frame, so it must refuse the backup rather than count too few rows.
+SEGMENTED_FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 # "deletes": a captured partial's deleted keys of one table (primary key + arb_commit_lsn)
 FILE_KINDS = ("table", "media", "schema", "restore", "deletes")
 ROW_FILE_KINDS = ("table", "deletes")  # files of rows, one per line, of one table
 COMMIT_LSN_COLUMN = "arb_commit_lsn"  # the last column of a captured partial's files: the row's commit LSN
 SOURCES = ("timestamp", "capture")  # how a partial chose its rows: by cursor window, or from the slot
-_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}\Z")
 TABLE_FORMATS = ("jsonl", "copy-text")
-# \Z, not $: "$" also matches before a final newline, so "x\n" would pass.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\Z")
-
-
-class ManifestError(ArbError):
-    """A manifest is malformed: the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +50,21 @@ class TableFingerprint:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One zstd frame of a segmented table file: the rows whose key lies in
+    ``[key_low, key_high]`` (a power-of-two wide, aligned range), in key order, at ``offset``
+    in the compressed file. An unchanged range compresses to the same bytes, so the same
+    sha256 tells the receiver it has staged these rows before (load/segments.py)."""
+
+    key_low: int
+    key_high: int
+    offset: int
+    bytes: int
+    rows: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class FileEntry:
     name: str  # relative to the backup folder, e.g. "tables/X.jsonl.zst"
     kind: str  # table | media | schema | restore
@@ -66,6 +77,14 @@ class FileEntry:
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
     fingerprint: TableFingerprint | None = None  # complete backups' tables, over ``columns``
+    segments: tuple[Segment, ...] = ()  # a complete's large tables: one frame per key range
+
+    @property
+    def segment_bits(self) -> int | None:
+        """log2 of the segments' width (all segments of a file are as wide), or None."""
+        if not self.segments:
+            return None
+        return (self.segments[0].key_high - self.segments[0].key_low + 1).bit_length() - 1
 
 
 @dataclass(frozen=True)
@@ -126,11 +145,17 @@ class Manifest:
     def file(self, kind: str) -> FileEntry | None:
         return next((f for f in self.files if f.kind == kind), None)
 
+    @property
+    def format_version(self) -> int:
+        if self.source == "capture":
+            return CAPTURE_FORMAT_VERSION
+        return SEGMENTED_FORMAT_VERSION if any(f.segments for f in self.files) else FORMAT_VERSION
+
     # -- serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         doc = {
             "format": FORMAT,
-            "format_version": CAPTURE_FORMAT_VERSION if self.source == "capture" else FORMAT_VERSION,
+            "format_version": self.format_version,
             "backup_id": self.backup_id,
             "kind": self.kind,
             "partition_key": self.partition_key,
@@ -173,14 +198,14 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, doc: Any) -> "Manifest":
-        r = _Reader(doc, "manifest")
+        r = FieldReader(doc, "manifest")
         if r.str("format") != FORMAT:
             raise ManifestError(f"manifest.format is not {FORMAT!r}: this is not an arb_pipeline backup")
         version = r.int("format_version")
-        if version not in (FORMAT_VERSION, CAPTURE_FORMAT_VERSION):
+        if version not in (FORMAT_VERSION, CAPTURE_FORMAT_VERSION, SEGMENTED_FORMAT_VERSION):
             raise ManifestError(
                 f"manifest.format_version {version} is not supported (this receiver reads "
-                f"{FORMAT_VERSION} and {CAPTURE_FORMAT_VERSION}); upgrade arb_pipeline on the receiver"
+                f"{FORMAT_VERSION} to {SEGMENTED_FORMAT_VERSION}); upgrade arb_pipeline on the receiver"
             )
         kind = r.choice("kind", KINDS)
         source = r.choice("source", SOURCES, optional=True) or "timestamp"
@@ -212,6 +237,12 @@ class Manifest:
         tables_order = tuple(r.str_list("tables_order"))
         if source != "capture" and any(f.kind == "deletes" for f in files):
             raise ManifestError("manifest.files: only captured partials carry delete files")
+        segmented = any(f.segments for f in files)
+        if (version == SEGMENTED_FORMAT_VERSION) != segmented or (segmented and kind != "complete"):
+            raise ManifestError(
+                f"manifest.format_version {version} does not fit its files: completes with segmented "
+                f"table files are version {SEGMENTED_FORMAT_VERSION}, and only completes have them"
+            )
         table_files = {f.table for f in files if f.kind in ROW_FILE_KINDS}
         if table_files - set(tables_order):
             raise ManifestError(
@@ -243,7 +274,7 @@ class Manifest:
         )
 
 
-def _capture_from(r: "_Reader | None") -> CaptureRange | None:
+def _capture_from(r: FieldReader | None) -> CaptureRange | None:
     if r is None:
         return None
     return CaptureRange(
@@ -260,10 +291,11 @@ def _file_to_dict(f: FileEntry) -> dict[str, Any]:
     d = asdict(f)
     d["columns"] = [asdict(c) for c in f.columns]
     d["primary_key"] = list(f.primary_key)
+    d["segments"] = [asdict(x) for x in f.segments]
     return {k: v for k, v in d.items() if v not in (None, [], ())}
 
 
-def _file_from(r: "_Reader") -> FileEntry:
+def _file_from(r: FieldReader) -> FileEntry:
     kind = r.choice("kind", FILE_KINDS)
     entry = FileEntry(
         name=r.safe_name("name"),
@@ -279,6 +311,7 @@ def _file_from(r: "_Reader") -> FileEntry:
         primary_key=tuple(r.str_list("primary_key", optional=True)),
         cursor=r.str("cursor", optional=True),
         fingerprint=_fingerprint_from(r.sub("fingerprint", optional=True)),
+        segments=tuple(_segment_from(x) for x in r.list_of_subs("segments", optional=True)),
     )
     if entry.fingerprint is not None and (kind != "table" or entry.fingerprint.rows != entry.rows):
         raise ManifestError(f"{r.path}.fingerprint: only table files carry one, with the file's row count")
@@ -290,106 +323,52 @@ def _file_from(r: "_Reader") -> FileEntry:
         or not entry.primary_key
     ):
         raise ManifestError(f"{r.path}: a {kind} file needs table, format, rows, columns and primary_key")
+    if entry.segments:
+        _check_segments(r.path, entry)
     return entry
 
 
-def _fingerprint_from(r: "_Reader | None") -> TableFingerprint | None:
+def _segment_from(r: FieldReader) -> Segment:
+    return Segment(
+        key_low=r.key("key_low"),
+        key_high=r.key("key_high"),
+        offset=r.nonneg("offset"),
+        bytes=r.nonneg("bytes"),
+        rows=r.nonneg("rows"),
+        sha256=r.sha256("sha256"),
+    )
+
+
+def _check_segments(path: str, entry: FileEntry) -> None:
+    """Segments tile the file in order (offsets and rows add up), over ascending key ranges
+    of one power-of-two width, each aligned to it, of a one-column key."""
+    problem = None
+    if entry.kind != "table" or entry.format != "copy-text" or len(entry.primary_key) != 1:
+        problem = "only copy-text table files with a one-column primary key are segmented"
+    width = entry.segments[0].key_high - entry.segments[0].key_low + 1
+    offset, last_high = 0, None
+    for seg in entry.segments:
+        if problem:
+            break
+        if seg.key_high - seg.key_low + 1 != width or width <= 0 or width & (width - 1):
+            problem = "segments must all be as wide, a power of two keys"
+        elif seg.key_low % width or (last_high is not None and seg.key_low <= last_high):
+            problem = "segments must be aligned to their width and in ascending key order"
+        elif seg.offset != offset or seg.bytes == 0:
+            problem = "segments must tile the file: each starts where the one before ended"
+        offset, last_high = seg.offset + seg.bytes, seg.key_high
+    if not problem and offset != entry.bytes:
+        problem = f"segments cover {offset} bytes of the file's {entry.bytes}"
+    if not problem and sum(seg.rows for seg in entry.segments) != entry.rows:
+        problem = "segments' rows don't add up to the file's"
+    if problem:
+        raise ManifestError(f"{path}.segments: {problem}")
+
+
+def _fingerprint_from(r: FieldReader | None) -> TableFingerprint | None:
     if r is None:
         return None
     digest = r.str("digest")
     if not re.fullmatch(r"[0-9a-f]{16}", digest):
         raise ManifestError(f"{r.path}.digest is not 16 hex digits")
     return TableFingerprint(algorithm=r.str("algorithm"), rows=r.nonneg("rows"), digest=digest)
-
-
-class _Reader:
-    """Typed access to one JSON object, with errors that name the field's path."""
-
-    def __init__(self, doc: Any, path: str):
-        if not isinstance(doc, dict):
-            raise ManifestError(f"{path} must be a JSON object")
-        self.doc, self.path = doc, path
-
-    def _get(self, key: str, types, optional: bool):
-        value = self.doc.get(key)
-        if value is None:
-            if optional:
-                return None
-            raise ManifestError(f"{self.path}.{key} is missing")
-        if not isinstance(value, types) or (
-            isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
-        ):
-            raise ManifestError(f"{self.path}.{key} has the wrong type ({type(value).__name__})")
-        return value
-
-    def str(self, key, optional=False):
-        value = self._get(key, str, optional)
-        if value is not None and (len(value) > 10_000 or "\x00" in value):
-            raise ManifestError(f"{self.path}.{key} is too long or holds a NUL byte")
-        return value
-
-    def int(self, key, optional=False):
-        return self._get(key, int, optional)
-
-    def nonneg(self, key, optional=False):
-        value = self.int(key, optional)
-        if value is not None and not 0 <= value < 2**63:
-            raise ManifestError(f"{self.path}.{key} is out of range")
-        return value
-
-    def lsn(self, key, optional=False):
-        value = self.str(key, optional)
-        if value is not None and not _LSN.match(value):
-            raise ManifestError(f"{self.path}.{key} {value[:40]!r} is not an LSN (like 16/B374D848)")
-        return value
-
-    def choice(self, key, allowed, optional=False):
-        value = self.str(key, optional)
-        if value is not None and value not in allowed:
-            raise ManifestError(f"{self.path}.{key} is {value!r}, not one of {', '.join(allowed)}")
-        return value
-
-    def sha256(self, key):
-        value = self.str(key)
-        if not re.fullmatch(r"[0-9a-f]{64}", value):
-            raise ManifestError(f"{self.path}.{key} is not a sha256 hex digest")
-        return value
-
-    def safe_name(self, key):
-        value = self.str(key)
-        if not _SAFE_NAME.match(value) or ".." in value.split("/"):
-            raise ManifestError(f"{self.path}.{key} {value!r} is not a safe relative file name")
-        return value
-
-    def time(self, key, optional=False):
-        value = self.str(key, optional)
-        if value is None:
-            return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ManifestError(f"{self.path}.{key} {value!r} is not an ISO 8601 time") from None
-        if parsed.tzinfo is None:
-            raise ManifestError(f"{self.path}.{key} {value!r} has no UTC offset")
-        try:  # comparing times converts them to UTC: year 9999 with a negative offset can't be
-            parsed.astimezone(timezone.utc)
-        except OverflowError:
-            raise ManifestError(f"{self.path}.{key} {value!r} is out of range") from None
-        return parsed
-
-    def sub(self, key, optional=False):
-        value = self._get(key, dict, optional)
-        return None if value is None else _Reader(value, f"{self.path}.{key}")
-
-    def dict(self, key, optional=False):
-        return self._get(key, dict, optional)
-
-    def list_of_subs(self, key, optional=False):
-        items = self._get(key, list, optional) or []
-        return [_Reader(item, f"{self.path}.{key}[{i}]") for i, item in enumerate(items)]
-
-    def str_list(self, key, optional=False):
-        items = self._get(key, list, optional) or []
-        if not all(isinstance(i, str) for i in items):
-            raise ManifestError(f"{self.path}.{key} must be a list of strings")
-        return items

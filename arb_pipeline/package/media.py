@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from arb_pipeline.errors import ArbError
-from arb_pipeline.package.manifest import _SAFE_NAME
+from arb_pipeline.package.manifest_fields import SAFE_NAME
 
 BUNDLE_NAME = "media.tar"
 CHUNK = 1 << 20
@@ -37,7 +37,7 @@ def is_safe_name(name: str) -> bool:
     """The manifest's rule for media names (at most one folder level), minus "." and ".."."""
     return (
         isinstance(name, str)
-        and bool(_SAFE_NAME.match(name))
+        and bool(SAFE_NAME.match(name))
         and not any(part in (".", "..") for part in name.split("/"))
     )
 
