@@ -180,6 +180,7 @@ def test_the_receiver_role_is_refused_everything_else(receiver_db, pg_cluster):
         "arb_loaded_backup",
         "arb_held_backup",
         "arb_captured_delete",
+        "arb_segment_digest",
         "arb_postprocess_state",
         "AndroidRequests_reportinfo",
     }

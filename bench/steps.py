@@ -178,6 +178,7 @@ def publish_and_load(backup, inbox, receiver, receiver_media, sftp):
     per_table = {
         t.table: {k: round(v, 2) for k, v in t.seconds.items()}
         | ({"rows compared": t.rows_compared} if t.rows_compared is not None else {})
+        | ({"segments held": len(t.held_segments)} if t.held_segments else {})
         | {"rows": t.rows_in_backup}
         for t in result.tables
         if sum(t.seconds.values()) > 0.5

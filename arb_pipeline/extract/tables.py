@@ -35,6 +35,7 @@ from arb_pipeline.catalog import (
     shipped_columns,
 )
 from arb_pipeline.errors import ArbError
+from arb_pipeline.extract.segments import SegmentingSink, segmented_tables
 from arb_pipeline.package.manifest import ColumnSpec, FileEntry, TableFingerprint
 from arb_pipeline.package.writer import StagedBackup
 from arb_pipeline.pg.connect import client_program_args
@@ -457,19 +458,31 @@ def extract_complete(
             )
             for t in order
         }
+        shipped = {t: shipped_columns(specs[t], infos[t], include_personal) for t in order}
+        # Large tables in key order, cut by key range into frames (extract/segments.py).
+        segmented = segmented_tables(conn, infos, relations, shipped) if psql and dsn else {}
+        for t in segmented:
+            copies[t] = sql.SQL("COPY (SELECT {cols} FROM {t} ORDER BY {k}) TO STDOUT").format(
+                cols=_select_list(shipped[t]), t=sql.Identifier(t), k=sql.Identifier(infos[t].primary_key[0])
+            )
         # as text for psql, rendered here: the dump threads don't touch ``conn`` (it lists media meanwhile)
         copy_texts = {t: c.as_string(conn) for t, c in copies.items()}
 
         def dump(table: str, via_psql: bool):
             spec, info = specs[table], infos[table]
-            columns = shipped_columns(spec, info, include_personal)
+            columns = shipped[table]
             name = f"tables/{table}.copy.zst"
-            with staged.table_file(name, level=level, threads=threads) as sink:
+            cut = segmented.get(table)
+            with staged.table_file(name, level=level, threads=threads, framed=bool(cut)) as sink:
+                out = SegmentingSink(sink, *cut) if cut else sink
                 if via_psql:
-                    _copy_via_psql(psql, dsn, snapshot_id, copy_texts[table], sink)
+                    _copy_via_psql(psql, dsn, snapshot_id, copy_texts[table], out)
                 else:
-                    _copy_out(conn, copies[table], sink)
-            return _file_entry(sink, name, spec, info, columns, "copy-text", None)
+                    _copy_out(conn, copies[table], out)
+                if cut:
+                    out.close()
+            entry = _file_entry(sink, name, spec, info, columns, "copy-text", None)
+            return replace(entry, segments=tuple(out.segments)) if cut else entry
 
         wanted = (
             {

@@ -57,6 +57,7 @@ from arb_pipeline.load.hold import (
 )
 from arb_pipeline.load.merge import LOAD_MEMORY, merge
 from arb_pipeline.load.narrow import key_ranges, narrow
+from arb_pipeline.load.segments import record_digests
 from arb_pipeline.load.staging import TableLoad, clear_staging, stage_in_parallel, stage_table
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.manifest import Manifest
@@ -280,6 +281,7 @@ def _apply(
                 raise held_error(manifest, held, limits)
             if manifest.capture_lsn is not None:
                 prune_tombstones(conn, manifest.capture_lsn)
+            record_digests(conn, manifest.backup_id, result.tables, by_table)
         for table in order:
             _advance_sequences(conn, infos[table])
     conn.execute(

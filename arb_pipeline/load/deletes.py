@@ -12,6 +12,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from arb_pipeline.catalog import current_catalog
+from arb_pipeline.package.manifest import Segment
 from arb_pipeline.pg.introspect import ForeignKey, TableInfo
 from arb_pipeline.pg.quote import key_match
 
@@ -85,17 +86,34 @@ def delete_absent(conn, info, referrers, stage: sql.Identifier, manifest, load) 
     ).format(v=v)
     cur = conn.execute(
         sql.SQL(
-            "DELETE FROM {t} t WHERE {shipped} AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match}){refs}"
+            "DELETE FROM {t} t WHERE {shipped} AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {match}){refs}{held}"
         ).format(
             t=sql.Identifier(info.name),
             shipped=shipped,
             s=stage,
             match=match,
             refs=kept_referrers,
+            held=held_ranges_guard(info, load.held_segments),
         ),
         {"snap": manifest.snapshot_time, "pin": manifest.capture_lsn},
     )
     return cur.rowcount
+
+
+def held_ranges_guard(info: TableInfo, held: tuple[Segment, ...]) -> sql.Composable:
+    """`` AND`` the row ``t`` lies in none of the ``held`` segments (complete's delete: the
+    staged table lacks their rows, which the table holds)."""
+    if not held:
+        return sql.SQL("")
+    k = sql.SQL("t.{}").format(sql.Identifier(info.primary_key[0]))
+    return sql.SQL(" AND NOT ({})").format(
+        sql.SQL(" OR ").join(
+            sql.SQL("{k} BETWEEN {lo} AND {hi}").format(
+                k=k, lo=sql.Literal(s.key_low), hi=sql.Literal(s.key_high)
+            )
+            for s in held
+        )
+    )
 
 
 def still_referenced_guard(refs: list[tuple[str, ForeignKey]]) -> sql.Composable:

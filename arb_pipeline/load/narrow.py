@@ -43,8 +43,11 @@ def key_ranges(conn, files: list[FileEntry], infos: dict[str, TableInfo]) -> dic
     staging: the load lock keeps the tables as they are until the load commits)."""
     ranges = {}
     for entry in files:
-        info = infos[entry.table]
-        found = KeyRanges.of(conn, info, written_columns(entry, info))
+        info, columns = infos[entry.table], written_columns(entry, infos[entry.table])
+        if entry.segment_bits is not None:  # ranges aligned to the file's segments (load/segments.py)
+            found = KeyRanges.aligned(info, columns, entry.segment_bits)
+        else:
+            found = KeyRanges.of(conn, info, columns)
         if found is not None:
             ranges[entry.table] = found
     return ranges

@@ -23,6 +23,7 @@ from arb_pipeline import settings
 from arb_pipeline.errors import ArbError
 from arb_pipeline.fsutil import LineTooLongError
 from arb_pipeline.load.failures import backup_at_fault, server_message
+from arb_pipeline.load.segments import segments_held
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.package.limits import MB
 from arb_pipeline.package.manifest import FileEntry
@@ -70,6 +71,7 @@ class TableLoad:
     rows_compared: int | None = None
     changed_keys: tuple | None = None  # lowest and highest key of the narrowed rows (one-column keys)
     key_ranges: KeyRanges | None = None  # the table's, summed on the staged side as the digest
+    held_segments: tuple = ()  # segments of the file not staged: the table holds them (load/segments.py)
 
 
 def stage_table(
@@ -83,12 +85,14 @@ def stage_table(
     floor: DiskFloor | None = None,
     fingerprint: bool = False,
     key_ranges: KeyRanges | None = None,
+    held: tuple = (),
 ) -> TableLoad:
     """COPY one table file into a new staging table; check the row count (and, with
     ``floor``, the free disk space every FLOOR_EVERY bytes and after the table). With
     ``fingerprint``, the staged rows' row count and receiver-local digest (rowhash) are in the result, unless
     the manifest entry carries the sender's own digest (the check uses that one); with
-    ``key_ranges`` over the file's columns, that digest is summed by key range on the way."""
+    ``key_ranges`` over the file's columns, that digest is summed by key range on the way.
+    ``held``: segments of the file not staged, whose ranges the table holds (load/segments.py)."""
     t0 = time.perf_counter()
     receiver_types = {c.name: c.type for c in info.columns}
     backup_cols = [c.name for c in entry.columns]
@@ -108,7 +112,7 @@ def stage_table(
     path = Path(backup_dir) / entry.name
     try:
         conn.execute(create.format(stage, coldefs))
-        copy_in(conn, path, entry, stage, backup_cols, floor)
+        copy_in(conn, path, entry, stage, backup_cols, floor, held)
     except LineTooLongError as exc:  # verification bounds lines: the file changed since
         raise MalformedFileError(
             f"backup file {entry.name} (table {entry.table}): {exc} ({settings.MAX_ROW_MB.name}); "
@@ -128,20 +132,30 @@ def stage_table(
         floor.check()
     t1 = time.perf_counter()
     digest = None
-    if fingerprint and entry.fingerprint is None:  # the count comes with the digest: one pass
-        if key_ranges is not None and key_ranges.columns == backup_cols:
-            digest = key_ranges.take_staged(conn, stage)
-        else:
-            with canonical_text_settings(conn):
-                digest = local_fingerprint(
-                    conn,
-                    stage.as_string(conn),
-                    backup_cols,
-                    [receiver_types.get(c, "text") for c in backup_cols],
-                )
+    by_ranges = key_ranges is not None and key_ranges.columns == backup_cols
+    if by_ranges and (held or fingerprint and entry.fingerprint is None):  # count and digest: one pass
+        digest = key_ranges.take_staged(conn, stage, [r for seg in held for r in key_ranges.numbers_of(seg)])
+        count = digest.rows
+        misplaced = key_ranges.misplaced([seg for seg in entry.segments if seg not in held]) if held else None
+        if misplaced:  # else its rows could fall in a held range, and be neither compared nor kept
+            seg, rows = misplaced
+            raise MalformedFileError(
+                f"backup file {entry.name} (table {entry.table}): its segment of keys {seg.key_low} to "
+                f"{seg.key_high} holds {seg.rows} rows, {rows} of them in that range; the file is "
+                "malformed: re-run the sender's complete partition to publish the backup again"
+            )
+    elif fingerprint and entry.fingerprint is None:
+        with canonical_text_settings(conn):
+            digest = local_fingerprint(
+                conn,
+                stage.as_string(conn),
+                backup_cols,
+                [receiver_types.get(c, "text") for c in backup_cols],
+            )
         count = digest.rows
     else:
         count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()[0]
+        count += sum(seg.rows for seg in held)
     if count != entry.rows:
         raise MalformedFileError(f"{entry.name}: staged {count} rows but the manifest says {entry.rows}")
     if ignored:
@@ -152,7 +166,12 @@ def stage_table(
             ", ".join(ignored),
         )
     load = TableLoad(
-        entry.table, count, ignored_columns=ignored, seconds={"stage": t1 - t0}, key_ranges=key_ranges
+        entry.table,
+        count,
+        ignored_columns=ignored,
+        seconds={"stage": t1 - t0},
+        key_ranges=key_ranges,
+        held_segments=tuple(held),
     )
     if digest is not None:
         load.fingerprint = digest
@@ -167,9 +186,11 @@ def copy_in(
     stage: sql.Identifier,
     backup_cols: list[str],
     floor: DiskFloor | None,
+    held: tuple = (),
 ) -> None:
     max_line = int(settings.MAX_ROW_MB.read() * MB)
-    chunks = iter_table_chunks(path, max_line=max_line)
+    wanted = [s for s in entry.segments if s not in held] if held else None
+    chunks = iter_table_chunks(path, max_line=max_line, segments=wanted)
     if floor:
         chunks = _checking_floor(chunks, floor)
     with conn.cursor() as cur:
@@ -279,7 +300,11 @@ def stage_in_parallel(
     def one(item):
         i, table = item
         name = stage_name(backup_key, i)
+        ranges = (key_ranges or {}).get(table)
         with connect(dsn, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            held = segments_held(conn, entries[table], ranges) if ranges is not None else []
+            t_held = time.perf_counter() - t0
             load = stage_table(
                 conn,
                 backup_dir,
@@ -289,8 +314,11 @@ def stage_in_parallel(
                 temporary=False,
                 floor=floor,
                 fingerprint=fingerprint,
-                key_ranges=(key_ranges or {}).get(table),
+                key_ranges=ranges,
+                held=tuple(held),
             )
+            if entries[table].segments:
+                load.seconds["held"] = t_held  # the table's key ranges summed, frames looked up
             if then:
                 then(conn, entries[table], infos[table], name, stage_name(backup_key, i, "_c"), load)
                 if floor:

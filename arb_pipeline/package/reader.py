@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import zstandard
 
 from arb_pipeline.fsutil import line_chunks
-from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
+from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError, Segment
 from arb_pipeline.settings import MAX_MANIFEST_BYTES
 
 CHUNK = 1 << 20
@@ -51,12 +52,25 @@ def read_manifest(backup_dir: Path) -> Manifest:
     return Manifest.from_json(manifest_bytes(Path(backup_dir) / MANIFEST_NAME))
 
 
-def iter_table_chunks(path: Path, chunk_size: int = CHUNK, max_line: int | None = None) -> Iterator[bytes]:
-    """Decompressed content of a table file, in chunks that end on a line boundary; a line
-    longer than ``max_line`` raises fsutil.LineTooLongError (memory stays bounded)."""
+def iter_table_chunks(
+    path: Path,
+    chunk_size: int = CHUNK,
+    max_line: int | None = None,
+    segments: Sequence[Segment] | None = None,
+) -> Iterator[bytes]:
+    """Decompressed content of a table file (every frame, or only the frames of ``segments``),
+    in chunks that end on a line boundary; a line longer than ``max_line`` raises
+    fsutil.LineTooLongError (memory stays bounded)."""
     dctx = zstandard.ZstdDecompressor()
-    with open(path, "rb") as fh, dctx.stream_reader(fh) as reader:
-        yield from line_chunks(reader.read, chunk_size, max_line)
+    with open(path, "rb") as fh:
+        if segments is None:
+            with dctx.stream_reader(fh, read_across_frames=True) as reader:
+                yield from line_chunks(reader.read, chunk_size, max_line)
+            return
+        for seg in segments:  # verification checked each frame ends where its segment does
+            fh.seek(seg.offset)
+            with dctx.stream_reader(io.BytesIO(fh.read(seg.bytes)), read_across_frames=True) as reader:
+                yield from line_chunks(reader.read, chunk_size, max_line)
 
 
 def iter_table_lines(path: Path) -> Iterator[bytes]:

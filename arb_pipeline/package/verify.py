@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import zstandard
@@ -218,6 +219,53 @@ class _LineCounter:
         return self.lines + (1 if self.last_byte not in (b"", b"\n") else 0), None
 
 
+class _SegmentChecker:
+    """A segmented file's frames, each checked on its own as its bytes go by: its sha256, that
+    it is whole zstd frames ending where its segment ends, and its row count (within the
+    bounds, as _LineCounter does for a whole file). Same interface as _LineCounter."""
+
+    def __init__(self, entry: FileEntry, limits: PayloadLimits):
+        self._entry, self._limits = entry, limits
+        self._segments = list(entry.segments)
+        self._at = 0  # bytes of the file fed so far
+        self.lines = 0
+        self.error: str | None = None
+        self.bound: str | None = None
+        self._start()
+
+    def _start(self) -> None:
+        seg = self._segments[0]
+        self._counter = _LineCounter(replace(self._entry, rows=seg.rows, bytes=seg.bytes), self._limits)
+        self._sha = hashlib.sha256()
+
+    def feed(self, data: bytes) -> None:
+        while data and not self.error and self._segments:
+            seg = self._segments[0]
+            piece, data = data[: seg.offset + seg.bytes - self._at], data[seg.offset + seg.bytes - self._at :]
+            self._at += len(piece)
+            self._sha.update(piece)
+            self._counter.feed(piece)
+            if self._at == seg.offset + seg.bytes:
+                self._end(seg)
+
+    def _end(self, seg) -> None:
+        rows, problem = self._counter.finish()
+        where = f"its segment of keys {seg.key_low} to {seg.key_high}"
+        if problem:
+            self.error, self.bound = f"{where} {problem}", self._counter.bound
+        elif rows != seg.rows:
+            self.error = f"{where} holds {rows} lines, the manifest says {seg.rows}"
+        elif self._sha.hexdigest() != seg.sha256:
+            self.error = f"{where} has sha256 {self._sha.hexdigest()}, the manifest says {seg.sha256}"
+        self.lines += rows or 0
+        self._segments.pop(0)
+        if self._segments and not self.error:
+            self._start()
+
+    def finish(self) -> tuple[int | None, str | None]:
+        return (None, self.error) if self.error else (self.lines, None)
+
+
 def _beyond_bound_error(manifest: Manifest, file: str, what: str, setting: str) -> VerifyError:
     """A table file past one of the receiver's bounds: hostile or broken, or a table grown
     beyond what the receiver was set for (then the setting is the fix)."""
@@ -250,7 +298,9 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: 
                 f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
             )
         digest = hashlib.sha256()
-        counter = _LineCounter(entry, limits) if entry.kind in ROW_FILE_KINDS else None
+        counter = None
+        if entry.kind in ROW_FILE_KINDS:
+            counter = (_SegmentChecker if entry.segments else _LineCounter)(entry, limits)
         read = 0
         while chunk := fh.read(CHUNK):
             digest.update(chunk)

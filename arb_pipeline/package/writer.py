@@ -29,12 +29,26 @@ class HashingWriter:
         self._fh = fh
         self.sha256 = hashlib.sha256()
         self.bytes = 0
+        self._part: tuple[int, "hashlib._Hash"] | None = None  # start and hash of the part being written
 
     def write(self, data) -> int:
         self._fh.write(data)
         self.sha256.update(data)
+        if self._part is not None:
+            self._part[1].update(data)
         self.bytes += len(data)
         return len(data)
+
+    def start_part(self) -> None:
+        """Hash what is written from here on as a part of its own too (``end_part``)."""
+        self._part = (self.bytes, hashlib.sha256())
+
+    def end_part(self) -> tuple[int, int, str]:
+        """The part's offset in the file, size and sha256."""
+        assert self._part is not None, "start_part first"
+        start, digest = self._part
+        self._part = None
+        return start, self.bytes - start, digest.hexdigest()
 
     def flush(self) -> None:
         self._fh.flush()
@@ -71,6 +85,38 @@ class TableSink:
         return self._compressed.sha256.hexdigest()
 
 
+class FramedTableSink(TableSink):
+    """A table sink whose file is a sequence of zstd frames, each hashed on its own
+    (segmented table files); nothing follows the last frame."""
+
+    def __init__(self, compressed: HashingWriter, level: int, threads: int):
+        self._compressed = compressed
+        self._cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+        self._frame = None
+        self.rows = 0
+        self.raw_bytes = 0
+
+    def start_frame(self) -> None:
+        """What is written from here to ``end_frame`` is one frame."""
+        self._compressed.start_part()
+        self._frame = self._cctx.compressobj()
+
+    def write_lines(self, data: bytes) -> None:
+        self.rows += data.count(b"\n")
+        self.raw_bytes += len(data)
+        self._compressed.write(self._frame.compress(data))
+
+    def end_frame(self) -> tuple[int, int, str]:
+        """End the frame: its offset in the file, size and sha256. No state carries over
+        from one frame to the next, so the same rows make the same bytes."""
+        self._compressed.write(self._frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        self._frame = None
+        return self._compressed.end_part()
+
+    def close(self) -> None:
+        assert self._frame is None, "end_frame first"
+
+
 class StagedBackup:
     """One backup's staging folder; files are added, then the manifest is written last."""
 
@@ -93,13 +139,15 @@ class StagedBackup:
         self.last_file = (writer.bytes, writer.sha256.hexdigest())
 
     @contextmanager
-    def table_file(self, name: str, *, level: int = 3, threads: int = 0) -> Iterator[TableSink]:
-        """Write one table's file; the sink carries rows, bytes and sha256 afterwards.
-        Safe to use from several threads at once (one file each)."""
+    def table_file(
+        self, name: str, *, level: int = 3, threads: int = 0, framed: bool = False
+    ) -> Iterator[TableSink]:
+        """Write one table's file; the sink carries rows, bytes and sha256 afterwards
+        (``framed``: a FramedTableSink). Safe to use from several threads at once (one file each)."""
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
-            sink = TableSink(HashingWriter(fh), level, threads)
+            sink = (FramedTableSink if framed else TableSink)(HashingWriter(fh), level, threads)
             yield sink
             sink.close()
 

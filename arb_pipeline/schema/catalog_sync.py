@@ -90,6 +90,7 @@ def role_tables(conn, role: str, catalog: Catalog) -> dict[str, str]:
         tables["arb_loaded_backup"] = "write"
         tables["arb_held_backup"] = "write"  # the guard on mass deletion records holds
         tables["arb_captured_delete"] = "write"  # captured deletes' tombstones (load/captured.py)
+        tables["arb_segment_digest"] = "write"  # staged frames' digests (load/segments.py)
         if catalog.postprocess:
             own = conn.execute(
                 "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
