@@ -31,12 +31,15 @@ def small_segments(monkeypatch):
     ranges of at least 4 keys."""
     monkeypatch.setattr(segments, "SEGMENTED_TABLE_BYTES", 0)
     monkeypatch.setattr(segments, "MIN_SEGMENT_BITS", 2)
+    monkeypatch.setattr(segments, "MIN_KEY_CORRELATION", 0.5)  # the traffic's votes moved some events
 
 
 @pytest.fixture
 def sender(sender_db, tmp_path, small_segments):
     with seeded_sender(sender_db, tmp_path, seed=7) as world:
         traffic(world[2], 120)
+        with connect(world[0], autocommit=True) as conn:
+            conn.execute("ANALYZE")  # the statistics say the rows lie in key order
         yield world
 
 
@@ -103,6 +106,21 @@ def test_frames_the_receiver_holds_are_not_staged_and_changes_on_both_sides_are(
             "SELECT count(DISTINCT backup_id), count(*) FROM arb_segment_digest"
         ).fetchone()
     assert recorded == (1, sum(len(f.segments) for f in second.manifest.table_files()))
+
+
+def test_only_tables_whose_rows_lie_in_key_order_are_segmented(sender, tmp_path, monkeypatch):
+    """The sender reads a segmented table in key order off its index: cheap only where the
+    rows lie in about that order (PostgreSQL's statistics), as telemetry's do."""
+    dsn, media, _ = sender
+    monkeypatch.setattr(segments, "MIN_KEY_CORRELATION", 0.9)
+    with connect(dsn) as conn:
+        correlation = dict(
+            conn.execute("SELECT tablename, correlation FROM pg_stats WHERE attname = 'id'").fetchall()
+        )
+    built = complete_for_yesterday(dsn, tmp_path / "s", media)
+    cut = {f.table for f in built.manifest.table_files() if f.segments}
+    assert correlation[EVENTS] < 0.9 and EVENTS not in cut
+    assert f"{P}poseintrajectoryoftoken" in cut and correlation[f"{P}poseintrajectoryoftoken"] >= 0.9
 
 
 def test_a_segment_changed_in_the_manifest_is_refused_by_verification(sender, tmp_path):

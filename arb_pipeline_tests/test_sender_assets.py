@@ -123,10 +123,20 @@ def test_backfill_of_a_past_window_gives_the_same_content(traffic, tmp_path):
     assert [(f.name, f.sha256) for f in first.files] == [(f.name, f.sha256) for f in second.files]
 
 
-def test_complete_backup_restores_with_psql(traffic, tmp_path, pg_cluster):
+@pytest.mark.parametrize("segmented", [False, True], ids=["whole", "segmented"])
+def test_complete_backup_restores_with_psql(traffic, tmp_path, pg_cluster, monkeypatch, segmented):
+    """Also with every table cut into frames by key range (extract/segments.py), as the
+    large ones are: zstd reads the frames one after the other."""
     import subprocess
 
+    from arb_pipeline.extract import segments
+
     dsn, media, _ = traffic
+    if segmented:
+        monkeypatch.setattr(segments, "SEGMENTED_TABLE_BYTES", 0)
+        monkeypatch.setattr(segments, "MIN_SEGMENT_BITS", 2)
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute("ANALYZE")  # the statistics say which tables' rows lie in key order
     inbox = tmp_path / "inbox"
     day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     result = dg.materialize(
@@ -138,6 +148,8 @@ def test_complete_backup_restores_with_psql(traffic, tmp_path, pg_cluster):
     [backup] = _published(inbox, "complete")
     manifest = Manifest.from_json((backup / MANIFEST_NAME).read_bytes())
     assert len(manifest.table_files()) == 23 and manifest.file("schema") and manifest.file("restore")
+    cut = sum(len(f.segments) > 1 for f in manifest.table_files())
+    assert cut > 5 if segmented else cut == 0
     assert {m.name for m in manifest.media} == {p.name for p in media.iterdir()}
     # Disaster recovery: the command in docs/backup-format.md restores it into an empty database.
     target = pg_cluster.create_database("restored_" + backup.name[-8:])
