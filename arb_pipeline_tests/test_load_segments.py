@@ -13,6 +13,7 @@ import zstandard
 from arb_pipeline.extract import segments
 from arb_pipeline.extract.segments import SegmentError, SegmentingSink, segment_bits
 from arb_pipeline.load.checks import check_complete
+from arb_pipeline.load.staging import MalformedFileError
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME, Manifest, ManifestError
 from arb_pipeline.package.reader import iter_table_chunks
@@ -198,3 +199,37 @@ def test_segment_width_is_a_power_of_two_that_changes_only_when_the_table_double
     assert segment_bits(1, 8_000_000) == 18  # 31 ranges of 262,144 keys
     assert segment_bits(1, 8_388_607) == 18 and segment_bits(1, 8_388_608) == 19
     assert segment_bits(-100, 5) == segments.MIN_SEGMENT_BITS
+
+
+def test_a_frame_holding_rows_of_another_range_is_refused(sender, receiver_db, tmp_path):
+    """A frame's rows outside its segment's range could land in a range the receiver holds
+    and be neither compared nor kept from deletion: the load refuses the file, loads nothing."""
+    dsn, media, _ = sender
+    built = complete_for_yesterday(dsn, tmp_path / "s", media)
+    root = built.staged.root
+    doc = json.loads((root / MANIFEST_NAME).read_bytes())
+    entry = next(f for f in doc["files"] if f.get("table") == EVENTS)
+    path = root / entry["name"]
+    raw = path.read_bytes()
+    frames = [
+        zstandard.ZstdDecompressor().decompressobj().decompress(raw[s["offset"] : s["offset"] + s["bytes"]])
+        for s in entry["segments"]
+    ]
+    moved = frames[1].splitlines(keepends=True)[0]  # the first row of the second range, into the first
+    frames[0], frames[1] = frames[0] + moved, frames[1][len(moved) :]
+    with open(path, "wb") as fh:
+        writer = HashingWriter(fh)
+        sink = FramedTableSink(writer, 1, 0)
+        for seg, rows in zip(entry["segments"], frames, strict=True):
+            sink.start_frame()
+            sink.write_lines(rows)
+            seg["offset"], seg["bytes"], seg["sha256"] = sink.end_frame()
+            seg["rows"] = rows.count(b"\n")
+    entry["bytes"], entry["sha256"] = writer.bytes, writer.sha256.hexdigest()
+    (root / MANIFEST_NAME).write_text(json.dumps(doc))
+    verify_files(root)  # the frames are whole and as the manifest says: only the load can tell
+    with pytest.raises(MalformedFileError, match="segment of keys 0 to .* holds"):
+        load(receiver_db, built)
+    with connect(receiver_db) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{EVENTS}"').fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM arb_loaded_backup").fetchone()[0] == 0

@@ -20,7 +20,9 @@ versioned, holds the same rows, so the MERGE would act on none of them. Only the
 that differ are compared row by row, on both sides. A daily complete of append-mostly
 telemetry differs in its newest range and past the table's last key only. Tables keyed
 otherwise, and tables whose differing ranges hold most of the rows (a bulk update touching
-every range), are compared row by row whole.
+every range), are compared row by row whole. A segmented file's ranges are aligned to its
+segments, and the segments the receiver already holds are not even staged: their ranges'
+sums are the table's (load/segments.py).
 """
 
 from __future__ import annotations

@@ -132,12 +132,15 @@ def stage_table(
         floor.check()
     t1 = time.perf_counter()
     digest = None
+    # Count and digest in one pass, by key range where there are ranges over the file's columns.
     by_ranges = key_ranges is not None and key_ranges.columns == backup_cols
-    if by_ranges and (held or fingerprint and entry.fingerprint is None):  # count and digest: one pass
+    if by_ranges and (entry.segments or fingerprint and entry.fingerprint is None):
         digest = key_ranges.take_staged(conn, stage, [r for seg in held for r in key_ranges.numbers_of(seg)])
         count = digest.rows
-        misplaced = key_ranges.misplaced([seg for seg in entry.segments if seg not in held]) if held else None
-        if misplaced:  # else its rows could fall in a held range, and be neither compared nor kept
+        misplaced = key_ranges.misplaced([seg for seg in entry.segments if seg not in held])
+        # else its rows could fall in a held range (neither compared nor kept from deletion), or
+        # be recorded as another frame's digest (load/segments.py)
+        if misplaced:
             seg, rows = misplaced
             raise MalformedFileError(
                 f"backup file {entry.name} (table {entry.table}): its segment of keys {seg.key_low} to "
