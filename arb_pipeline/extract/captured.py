@@ -50,7 +50,7 @@ def copy_text_field(value: str | None) -> str:
     return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
-def _copy_line(values: tuple[str | None, ...], commit_lsn: str) -> str:
+def copy_text_line(values: tuple[str | None, ...], commit_lsn: str) -> str:
     """One row of a captured file: its values, then its commit LSN (nothing to escape)."""
     if None not in values:
         line = "\t".join(values)  # type: ignore[arg-type]
@@ -188,7 +188,7 @@ def _write_table(staged: StagedBackup, changes: TableChanges, info, columns: lis
                 lsn = lsn_texts.get(change.commit_lsn)
                 if lsn is None:
                     lsn = lsn_texts[change.commit_lsn] = format_lsn(change.commit_lsn)
-                lines.append(_copy_line(values, lsn))
+                lines.append(copy_text_line(values, lsn))
                 if len(lines) == _LINES_PER_WRITE:
                     sink.write_lines(("\n".join(lines) + "\n").encode())
                     lines.clear()
