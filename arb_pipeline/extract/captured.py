@@ -13,7 +13,10 @@ publishes the same changes; the receiver's loads of both are idempotent.
 
 from __future__ import annotations
 
+import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -94,7 +97,7 @@ def build_captured_partial(
     catalog = catalog or current_catalog()
     bid = build_backup_id("partial", partition_key, unique)
     staged = StagedBackup(Path(staging_root) / bid)
-    with connect(dsn, autocommit=True) as conn:
+    with connect(dsn, autocommit=True) as conn, _cyclic_gc_paused():
         specs = {s.name: s for s in catalog.specs}
         infos = introspect(conn, list(specs))
         # Folded as each transaction is read: the window's rows are held once, as change sets.
@@ -113,14 +116,15 @@ def build_captured_partial(
         snapshot_time = conn.execute("SELECT now()").fetchone()[0]
     order = [t for t in parents_first(infos) if t in sets.tables]
     files, media = [], set()
-    for table in order:
-        spec, info, changes = specs[table], infos[table], sets.tables[table]
-        columns = shipped_columns(spec, info, include_personal)
-        files += _write_table(
-            staged, changes, info, [c.name for c in columns], {c.name: c.type for c in columns}
-        )
-        if spec.media_column:
-            media.update(c.values.get(spec.media_column) or "" for c in changes.upserts)
+    with _cyclic_gc_paused():
+        for table in order:
+            spec, info, changes = specs[table], infos[table], sets.tables[table]
+            columns = shipped_columns(spec, info, include_personal)
+            files += _write_table(
+                staged, changes, info, [c.name for c in columns], {c.name: c.type for c in columns}
+            )
+            if spec.media_column:
+                media.update(c.values.get(spec.media_column) or "" for c in changes.upserts)
     bundle = bundle_media(Path(media_dir), sorted(media), staged)
     manifest = Manifest(
         backup_id=bid,
@@ -148,6 +152,20 @@ def build_captured_partial(
     )
     staged.write_manifest(manifest)
     return BuiltBackup(staged, manifest)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Reading and writing a window allocate a few objects per row change, none in a cycle;
+    the cyclic collector's passes over them took a quarter of extraction's CPU. Reference
+    counting still frees them; the collector runs again after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fold(sets: ChangeSets, commits: list[int], txn: Transaction) -> None:
