@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 
+import psycopg
 from psycopg import sql
 
 from arb_pipeline.capture.pgoutput import (
@@ -165,8 +166,8 @@ def _confirmed_position(conn, slot: str) -> int:
     return parse_lsn(row[2])
 
 
-_PEEK = (
-    "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
+_CHANGES = (  # {} is peek (the slot itself) or get (a temporary copy of it)
+    "SELECT data FROM pg_logical_slot_{}_binary_changes(%s, %s::pg_lsn, %s, "
     "'proto_version', '1', 'publication_names', %s)"
 )
 
@@ -188,12 +189,16 @@ def read_window(
     even if commit times are a few microseconds out of commit order. Only WAL flushed when the
     read starts is decoded, so rereading before ``advance`` gives the same transactions.
 
-    Cost: every peek decodes from the slot's position again, each asking for at least twice
-    the messages of the last until the window closes, so the server decodes at most about four
-    times what the window holds (plus what the last peek's limit takes past it); it keeps each
-    result server-side, spilling to disk past work_mem. The client holds ``FETCH_ROWS`` messages
-    and the window's transactions, or one transaction when ``consume`` takes each as it ends;
-    messages of transactions an earlier peek took are skipped without being decoded.
+    Cost: the read goes in batches, each asking for at least twice the messages of the last
+    until the window closes; the server keeps each batch's result server-side, spilling to disk
+    past work_mem. The batches are read from a temporary copy of the slot with
+    ``pg_logical_slot_get_binary_changes``, so each continues where the last stopped and the
+    server decodes the window once (plus what the last batch's limit takes past it); the copy
+    moves, the slot never does, and the copy is dropped after. With no slot free for the copy
+    (max_replication_slots), the slot itself is peeked: every peek decodes from its position
+    again, about four times the window in all. The client holds ``FETCH_ROWS`` messages and the
+    window's transactions, or one transaction when ``consume`` takes each as it ends; messages
+    of transactions an earlier peek took are skipped without being decoded.
     """
     if end.tzinfo is None:
         raise CaptureError("read_window: end must be timezone-aware")
@@ -201,16 +206,22 @@ def read_window(
     upto = parse_lsn(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
     read = _WindowRead(end, consume)
     limit = max(1, chunk_changes)
-    with conn.transaction():  # a server-side cursor lives in a transaction
-        while True:
-            with conn.cursor(name=f"arb_capture_{next(_cursor_names)}") as cur:
-                # binary: the bytea arrives as it is, not as hex for the client to undo
-                cur.execute(_PEEK, (slot, format_lsn(upto), limit, publication), binary=True)
-                rows, reached_end = read.peek(cur)
-            if reached_end or rows < limit:
-                break  # closed, or fewer messages than asked for: the peek read all up to ``upto``
-            # peek stops only at a commit, so a large transaction may have overshot the limit
-            limit = 2 * max(limit, rows)
+    copy = reading_copy(conn, slot)
+    query = _CHANGES.format("get" if copy else "peek")
+    try:
+        with conn.transaction():  # a server-side cursor lives in a transaction
+            while True:
+                with conn.cursor(name=f"arb_capture_{next(_cursor_names)}") as cur:
+                    # binary: the bytea arrives as it is, not as hex for the client to undo
+                    cur.execute(query, (copy or slot, format_lsn(upto), limit, publication), binary=True)
+                    rows, reached_end = read.peek(cur)
+                if reached_end or rows < limit:
+                    break  # closed, or fewer messages than asked for: read all up to ``upto``
+                # a batch stops only at a commit, so a large transaction may have overshot the limit
+                limit = 2 * max(limit, rows)
+    finally:
+        if copy:
+            _drop_copy(conn, copy)
     last_end = read.last_end if read.taken else start
     # Read to the flushed WAL with nothing past the window: every transaction that committed
     # before ``upto`` is taken, so the slot may skip to it (WAL of unpublished tables included).
@@ -218,8 +229,31 @@ def read_window(
     return CapturedWindow(start, advance_to, tuple(read.kept), read.taken, reached_end)
 
 
+def reading_copy(conn, slot: str) -> str | None:
+    """A temporary copy of ``slot`` at its position, for ``read_window`` to read in batches;
+    None when it can't be made (no slot free; a transaction that has written): the slot is
+    peeked instead, which any refusal of the copy would refuse too, saying why."""
+    name = f"arb_read_{conn.info.backend_pid}_{next(_cursor_names)}"
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
+            conn.execute("SELECT pg_copy_logical_replication_slot(%s, %s, true)", (slot, name))
+    except psycopg.DatabaseError:  # e.g. all max_replication_slots in use
+        return None
+    return name
+
+
+def _drop_copy(conn, copy: str) -> None:
+    # A temporary slot goes with its session, and PostgreSQL drops it on an error in it already.
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND temporary",
+            (copy,),
+        )
+
+
 class _WindowRead:
-    """What ``read_window``'s peeks have taken so far: each peek starts at the slot's position
+    """What ``read_window``'s batches have taken so far. A peek starts at the slot's position
     again, so the transactions an earlier one took are skipped by their commit LSN."""
 
     def __init__(self, end: datetime, consume: Callable[[Transaction], None] | None):
