@@ -214,7 +214,7 @@ def read_window(
                 with conn.cursor(name=f"arb_capture_{next(_cursor_names)}") as cur:
                     # binary: the bytea arrives as it is, not as hex for the client to undo
                     cur.execute(query, (copy or slot, format_lsn(upto), limit, publication), binary=True)
-                    rows, reached_end = read.peek(cur)
+                    rows, reached_end = read.batch(cur)
                 if reached_end or rows < limit:
                     break  # closed, or fewer messages than asked for: read all up to ``upto``
                 # a batch stops only at a commit, so a large transaction may have overshot the limit
@@ -259,13 +259,13 @@ class _WindowRead:
     def __init__(self, end: datetime, consume: Callable[[Transaction], None] | None):
         self.end, self.consume = end, consume
         self.kept: list[Transaction] = []
-        self.relations: dict[int, Relation] = {}  # each peek sends one only before its first use
+        self.relations: dict[int, Relation] = {}  # each batch sends one only before its first use
         self.done_commit = -1  # commit LSN of the last transaction taken
         self.last_end = -1
         self.taken = 0
 
-    def peek(self, cur) -> tuple[int, bool]:
-        """Read one peek's messages; returns how many, and whether the window closed."""
+    def batch(self, cur) -> tuple[int, bool]:
+        """Read one batch's messages; returns how many, and whether the window closed."""
         rows = 0
         begin: Begin | None = None
         changes: list[DecodedChange] = []
