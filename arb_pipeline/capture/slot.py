@@ -46,7 +46,7 @@ from arb_pipeline.capture.status import status_of_row as status_of_row
 from arb_pipeline.errors import ArbError
 
 PLUGIN = "pgoutput"
-CHUNK_CHANGES = 10_000  # messages a first peek asks for; each further peek asks for twice as many
+CHUNK_CHANGES = 10_000  # messages a first batch asks for; each further batch asks for twice as many
 FETCH_ROWS = 5_000  # messages the client holds at a time (server-side cursor)
 _cursor_names = count()
 _BEGIN_OR_RELATION = (ord("B"), ord("R"))
@@ -231,8 +231,9 @@ def read_window(
 
 def reading_copy(conn, slot: str) -> str | None:
     """A temporary copy of ``slot`` at its position, for ``read_window`` to read in batches;
-    None when it can't be made (no slot free; a transaction that has written): the slot is
-    peeked instead, which any refusal of the copy would refuse too, saying why."""
+    None when it can't be made (all max_replication_slots in use, say). read_window then peeks
+    the slot itself; a refusal that is about the slot (a missing right) refuses the peek too,
+    with PostgreSQL's reason."""
     name = f"arb_read_{conn.info.backend_pid}_{next(_cursor_names)}"
     try:
         with conn.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
