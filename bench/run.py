@@ -4,6 +4,8 @@ noisy. Never used by tests.
 
     .venv/bin/python -m bench.run --gigabytes 2
 
+The change-capture lines (bench/capture.py) run on a second, small wal_level=logical cluster.
+
 Starts its own PostgreSQL cluster under a temporary folder; uses the local-folder
 transport, or SFTP through a throwaway sshd with --sftp (root only).
 """
@@ -60,6 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--window-rows", type=int, default=100_000)
     parser.add_argument("--catchup-partials", type=int, default=288)
     parser.add_argument("--sftp", action="store_true", help="move the complete through a local sshd (root)")
+    parser.add_argument(
+        "--capture-rows", type=int, default=100_000, help="row changes for capture throughput (0: skip)"
+    )
+    parser.add_argument(
+        "--capture-windows", type=int, default=4, help="windows for capture vs timestamp bytes (0: skip)"
+    )
     args = parser.parse_args(argv)
 
     from arb_pipeline.dev.generator.reference import seed_reference
@@ -255,6 +263,17 @@ def main(argv=None) -> int:
         )
         peak = max(rss_complete, rss_fp, rss_partial, rss_b, rss_l, rss_pl, rss_cu)
         figures["peak RSS of any pipeline step"] = f"{peak / 1e6:.0f} MB (target <= 300 MB)"
+        # Change capture needs wal_level=logical: bench.capture starts its own small cluster.
+        from bench import capture
+
+        if args.capture_rows:
+            figures[
+                f"captured partial rows/s end to end (extract + load, {args.capture_rows:,} row changes)"
+            ] = capture.throughput_line(capture.run(args.capture_rows))
+        if args.capture_windows:
+            figures["bytes per window, capture mode / timestamp mode (same app traffic)"] = (
+                capture.bytes_line(capture.bytes_per_window(args.capture_windows))
+            )
         print("\n== arb_pipeline benchmark ==")
         print(
             f"database {size / 1e9:.2f} GB; baselines: pg_dump {t_pg_dump:.1f} s, pg_dump|psql {t_pipe:.1f} s"

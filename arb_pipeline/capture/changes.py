@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from arb_pipeline.capture.pgoutput import UNCHANGED, Delete, Insert, Relation, Truncate, Update, Value
 from arb_pipeline.capture.slot import Transaction
@@ -30,8 +31,7 @@ class ChangeError(ArbError):
     pass
 
 
-@dataclass(frozen=True)
-class RowChange:
+class RowChange(NamedTuple):  # one per changed row: a tuple is the cheapest record to build
     op: str  # UPSERT or DELETE
     key: tuple[str, ...]  # primary key values, as text, in the key's column order
     values: Mapping[str, str | None] | None  # UPSERT: every column; DELETE: None
@@ -71,6 +71,8 @@ class ChangeSets:
         self.primary_keys = dict(primary_keys)  # table -> key columns (catalog.introspect)
         self.tables: dict[str, TableChanges] = {}
         self.last_commit_lsn = -1
+        # relation id -> (its latest Relation, its change set, where its key columns are)
+        self._by_relation: dict[int, tuple[Relation, TableChanges, tuple[int, ...]]] = {}
 
     def add(self, txn: Transaction) -> None:
         if txn.commit_lsn <= self.last_commit_lsn:
@@ -79,20 +81,26 @@ class ChangeSets:
                 "change sets are built in commit order"
             )
         self.last_commit_lsn = txn.commit_lsn
+        stamp = (txn.commit_lsn, txn.commit_time)
         for change in txn.changes:
-            msg = change.message
-            if change.relation is None:
+            msg, relation = change.message, change.relation
+            if relation is None:
                 continue  # a logical message: no row
-            table = table_name(change.relation)
             if isinstance(msg, Truncate):
                 raise ChangeError(
-                    f"TRUNCATE of {table} in transaction {txn.xid} committed {txn.commit_time.isoformat()}: "
-                    "a partial can't carry it. Take a complete to resync the table; avoid TRUNCATE on "
-                    "replicated tables (DELETE is captured row by row)"
+                    f"TRUNCATE of {table_name(relation)} in transaction {txn.xid} committed "
+                    f"{txn.commit_time.isoformat()}: a partial can't carry it. Take a complete to resync "
+                    "the table; avoid TRUNCATE on replicated tables (DELETE is captured row by row)"
                 )
-            self._apply(self._table(table), change.relation, msg, txn)
+            self._apply(self._table(relation), relation, msg, stamp)
 
-    def _table(self, table: str) -> TableChanges:
+    def _table(self, relation: Relation) -> tuple[TableChanges, tuple[int, ...]]:
+        """The relation's change set and where its key columns are in its rows (the same
+        Relation object for every change until its schema changes: cached by identity)."""
+        cached = self._by_relation.get(relation.relation_id)
+        if cached is not None and cached[0] is relation:
+            return cached[1], cached[2]
+        table = table_name(relation)
         if table not in self.tables:
             if table not in self.primary_keys:
                 raise ChangeError(
@@ -100,38 +108,48 @@ class ChangeSets:
                     "the publication holds a table the catalog does not"
                 )
             self.tables[table] = TableChanges(table, self.primary_keys[table])
-        return self.tables[table]
-
-    def _apply(self, tc: TableChanges, relation: Relation, msg, txn: Transaction) -> None:
+        tc = self.tables[table]
         names = relation.column_names
-        tc.columns = names
-        stamp = dict(commit_lsn=txn.commit_lsn, commit_time=txn.commit_time)
+        tc.columns = names  # as the last change's Relation message lists them
+        missing = [c for c in tc.key_columns if c not in names]
+        if missing:
+            raise ChangeError(f"table {table}: its changes lack key column(s) {', '.join(missing)}")
+        key_at = tuple(names.index(c) for c in tc.key_columns)
+        self._by_relation[relation.relation_id] = (relation, tc, key_at)
+        return tc, key_at
+
+    def _apply(self, table: tuple[TableChanges, tuple[int, ...]], relation: Relation, msg, stamp) -> None:
+        tc, key_at = table
+        names = tc.columns
         if isinstance(msg, Insert):
-            row = self._resolved(tc, names, msg.new, None)
-            tc.put(RowChange(UPSERT, self._key(tc, row), row, **stamp))
+            new = msg.new
+            key = self._key(tc, tuple([new[i] for i in key_at]))
+            row = dict(zip(names, new, strict=True))
+            if UNCHANGED in new:
+                row = self._resolved(tc, key, row, None)
+            tc.put(RowChange(UPSERT, key, row, *stamp))
         elif isinstance(msg, Update):
-            old = dict(zip(names, msg.old, strict=True)) if msg.old is not None else None
-            # Only a whole old row ('O') holds other columns: a key ('K') has them NULL.
-            row = self._resolved(tc, names, msg.new, old if msg.old_kind == "O" else None)
-            key = self._key(tc, row)
+            new, old = msg.new, msg.old
+            key = self._key(tc, tuple([new[i] for i in key_at]))
+            row = dict(zip(names, new, strict=True))
+            if UNCHANGED in new:
+                # Only a whole old row ('O') holds other columns: a key ('K') has them NULL.
+                whole_old = dict(zip(names, old, strict=True)) if msg.old_kind == "O" else None
+                row = self._resolved(tc, key, row, whole_old)
             if old is not None:
-                old_key = self._key(tc, old)
+                old_key = self._key(tc, tuple([old[i] for i in key_at]))
                 if old_key != key:  # the key itself changed: the old one is gone
-                    tc.put(RowChange(DELETE, old_key, None, **stamp))
-            tc.put(RowChange(UPSERT, key, row, **stamp))
+                    tc.put(RowChange(DELETE, old_key, None, *stamp))
+            tc.put(RowChange(UPSERT, key, row, *stamp))
         elif isinstance(msg, Delete):
-            old = dict(zip(names, msg.old, strict=True))
-            tc.put(RowChange(DELETE, self._key(tc, old), None, **stamp))
+            old = msg.old
+            tc.put(RowChange(DELETE, self._key(tc, tuple([old[i] for i in key_at])), None, *stamp))
 
     def _resolved(
-        self, tc: TableChanges, names: tuple[str, ...], new: tuple[Value, ...], old_row: dict | None
+        self, tc: TableChanges, key: tuple[str, ...], row: dict[str, Value], old_row: dict | None
     ) -> dict[str, str | None]:
-        row = dict(zip(names, new, strict=True))
-        unchanged = [name for name, value in row.items() if value is UNCHANGED]
-        if not unchanged:
-            return row
-        earlier = tc.rows.get(self._key(tc, row)) if not any(c in unchanged for c in tc.key_columns) else None
-        for name in unchanged:
+        earlier = tc.rows.get(key)
+        for name in [name for name, value in row.items() if value is UNCHANGED]:
             if old_row is not None and name in old_row and old_row[name] is not UNCHANGED:
                 row[name] = old_row[name]  # REPLICA IDENTITY FULL sends the old row whole
             elif earlier is not None and earlier.values is not None and name in earlier.values:
@@ -143,11 +161,12 @@ class ChangeSets:
                     f'Run ALTER TABLE "{tc.table}" REPLICA IDENTITY FULL; on the sender (updates '
                     "then carry the old row whole) and take a complete"
                 )
-        return row
+        return row  # type: ignore[return-value]
 
-    def _key(self, tc: TableChanges, row: Mapping[str, Value]) -> tuple[str, ...]:
-        values = tuple(row.get(c) for c in tc.key_columns)
-        if any(not isinstance(v, str) for v in values):
+    @staticmethod
+    def _key(tc: TableChanges, values: tuple[Value, ...]) -> tuple[str, ...]:
+        # A key column is never UNCHANGED-TOAST in practice; either it or NULL means no key was sent.
+        if None in values or UNCHANGED in values:
             raise ChangeError(
                 f"table {tc.table}: a change without its primary key ({', '.join(tc.key_columns)}); "
                 "the table's REPLICA IDENTITY must include the primary key (the default does)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from arb_pipeline.capture.slot import RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE, SlotStatus, slot_status
+from arb_pipeline.capture.status import RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE, SlotStatus, slot_status
 
 MB = 1 << 20
 LOST_FIX = (

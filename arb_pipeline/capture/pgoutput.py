@@ -30,13 +30,14 @@ PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 NULL, UNCHANGED_TOAST, TEXT = "n", "u", "t"
 _NULL_BYTE, _UNCHANGED_BYTE, _TEXT_BYTE = (ord(k) for k in (NULL, UNCHANGED_TOAST, TEXT))
 _INT16, _INT32 = struct.Struct(">h"), struct.Struct(">i")
+_REL_ID_KIND = struct.Struct(">IB")  # a row change's relation id and the byte after it
 
 
 class DecodeError(ArbError):
     """A pgoutput message this decoder does not understand or that is cut short."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a singleton: identity is equality, and ``in`` stays in C
 class Unchanged:
     """An unchanged TOASTed value: PostgreSQL did not send it. Never the same as NULL."""
 
@@ -194,48 +195,88 @@ class _Reader:
         self.pos = end + 1
         return text
 
-    def tuple_data(self) -> tuple[Value, ...]:
-        # The hot path (every row of every change): offsets into the bytes, no per-field calls.
-        data, pos = self.data, self.pos
-        if pos + 2 > len(data):
-            raise DecodeError(f"pgoutput message cut short: tuple data at offset {pos}")
-        (ncols,) = _INT16.unpack_from(data, pos)
-        pos += 2
-        values: list[Value] = []
-        for _ in range(ncols):
-            kind = data[pos] if pos < len(data) else None
-            pos += 1
-            if kind == _TEXT_BYTE:
-                if pos + 4 > len(data):
-                    break
-                (length,) = _INT32.unpack_from(data, pos)
-                pos += 4
-                if pos + length > len(data):
-                    break
-                values.append(data[pos : pos + length].decode("utf-8"))
-                pos += length
-            elif kind == _NULL_BYTE:
-                values.append(None)
-            elif kind == _UNCHANGED_BYTE:
-                values.append(UNCHANGED)
-            elif kind is None:
-                break
-            else:  # 'b' (binary) only when the 'binary' option is on, which we never ask for
-                raise DecodeError(f"pgoutput tuple column of unknown kind {chr(kind)!r} ({kind})")
-        if len(values) != ncols:
-            raise DecodeError(f"pgoutput message cut short: tuple of {ncols} columns ends at {len(values)}")
-        self.pos = pos
-        return tuple(values)
-
     def done(self, what: str) -> None:
         if self.pos != len(self.data):
             raise DecodeError(f"pgoutput {what} message has {len(self.data) - self.pos} unread bytes")
+
+
+def _tuple_at(data: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    """The TupleData at ``pos`` and the offset past it. The hot path (every row of every
+    change): offsets into the bytes, no per-field calls."""
+    end = len(data)
+    if pos + 2 > end:
+        raise DecodeError(f"pgoutput message cut short: tuple data at offset {pos}")
+    (ncols,) = _INT16.unpack_from(data, pos)
+    pos += 2
+    values: list[Value] = []
+    append = values.append
+    for _ in range(ncols):
+        if pos >= end:
+            break
+        kind = data[pos]
+        if kind == _TEXT_BYTE:
+            if pos + 5 > end:
+                break
+            (length,) = _INT32.unpack_from(data, pos + 1)
+            pos += 5 + length
+            if pos > end:
+                break
+            append(data[pos - length : pos].decode("utf-8"))
+        elif kind == _NULL_BYTE:
+            pos += 1
+            append(None)
+        elif kind == _UNCHANGED_BYTE:
+            pos += 1
+            append(UNCHANGED)
+        else:  # 'b' (binary) only when the 'binary' option is on, which we never ask for
+            raise DecodeError(f"pgoutput tuple column of unknown kind {chr(kind)!r} ({kind})")
+    if len(values) != ncols:
+        raise DecodeError(f"pgoutput message cut short: tuple of {ncols} columns ends at {len(values)}")
+    return tuple(values), pos
+
+
+def decode_row_change(tag: int, data: bytes) -> Insert | Update | Delete:
+    """An insert, update or delete (nearly every message of a window), read without a _Reader."""
+    if len(data) < 6:
+        raise DecodeError("pgoutput message cut short: a row change without its relation")
+    rel_id, kind = _REL_ID_KIND.unpack_from(data, 1)
+    if tag == _INSERT_BYTE:
+        if kind != _NEW_BYTE:
+            raise DecodeError(f"pgoutput insert: expected 'N', got {chr(kind)!r}")
+        new, pos = _tuple_at(data, 6)
+        msg: Insert | Update | Delete = Insert(rel_id, new)
+    elif tag == _DELETE_BYTE:
+        if kind not in _OLD_BYTES:
+            raise DecodeError(f"pgoutput delete: expected 'K' or 'O' before the old row, got {chr(kind)!r}")
+        old, pos = _tuple_at(data, 6)
+        msg = Delete(rel_id, old, chr(kind))
+    else:
+        old, old_kind, pos = None, None, 6
+        if kind in _OLD_BYTES:
+            old, pos = _tuple_at(data, 6)
+            old_kind = chr(kind)
+            kind = data[pos] if pos < len(data) else 0
+            pos += 1
+        if kind != _NEW_BYTE:
+            raise DecodeError(f"pgoutput update: expected 'N' before the new row, got {chr(kind)!r}")
+        new, pos = _tuple_at(data, pos)
+        msg = Update(rel_id, new, old, old_kind)
+    if pos != len(data):
+        raise DecodeError(f"pgoutput {type(msg).__name__} message has {len(data) - pos} unread bytes")
+    return msg
+
+
+_INSERT_BYTE, _UPDATE_BYTE, _DELETE_BYTE, _NEW_BYTE = (ord(t) for t in "IUDN")
+ROW_CHANGE_TAGS = frozenset((_INSERT_BYTE, _UPDATE_BYTE, _DELETE_BYTE))
+_OLD_BYTES = (ord("K"), ord("O"))
 
 
 def decode(data: bytes) -> Message:
     """One pgoutput message (one row's ``data``) as its dataclass."""
     if not data:
         raise DecodeError("empty pgoutput message")
+    if data[0] in ROW_CHANGE_TAGS:
+        return decode_row_change(data[0], data)
     r = _Reader(bytes(data))
     tag = r.byte()
     msg: Message
@@ -256,26 +297,6 @@ def decode(data: bytes) -> Message:
         msg = Relation(rel_id, namespace, name, identity, columns)
     elif tag == "Y":
         msg = Type(type_oid=r.uint32(), namespace=r.string(), name=r.string())
-    elif tag == "I":
-        rel_id = r.uint32()
-        _expect(r, "N", "insert")
-        msg = Insert(rel_id, r.tuple_data())
-    elif tag == "U":
-        rel_id = r.uint32()
-        kind = r.byte()
-        old = old_kind = None
-        if kind in ("K", "O"):
-            old_kind, old = kind, r.tuple_data()
-            kind = r.byte()
-        if kind != "N":
-            raise DecodeError(f"pgoutput update: expected 'N' before the new row, got {kind!r}")
-        msg = Update(rel_id, r.tuple_data(), old, old_kind)
-    elif tag == "D":
-        rel_id = r.uint32()
-        kind = r.byte()
-        if kind not in ("K", "O"):
-            raise DecodeError(f"pgoutput delete: expected 'K' or 'O' before the old row, got {kind!r}")
-        msg = Delete(rel_id, r.tuple_data(), kind)
     elif tag == "T":
         count, options = r.int32(), r.int8()
         ids = tuple(r.uint32() for _ in range(count))
@@ -290,9 +311,3 @@ def decode(data: bytes) -> Message:
         )
     r.done(type(msg).__name__)
     return msg
-
-
-def _expect(r: _Reader, want: str, what: str) -> None:
-    got = r.byte()
-    if got != want:
-        raise DecodeError(f"pgoutput {what}: expected {want!r}, got {got!r}")

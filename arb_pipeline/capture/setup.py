@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from arb_pipeline.capture.slot import PLUGIN, prerequisites, publication_change
+from arb_pipeline.capture.slot import PLUGIN, publication_change
+from arb_pipeline.capture.status import prerequisites
 
 # prerequisites() lists the unlimited max_slot_wal_keep_size too: advice, capture works without it
 _ADVICE_PREFIX = "max_slot_wal_keep_size"

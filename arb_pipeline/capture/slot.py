@@ -14,13 +14,15 @@ was at each change), and a table added to it later is published only from that p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 
+import psycopg
 from psycopg import sql
 
 from arb_pipeline.capture.pgoutput import (
+    ROW_CHANGE_TAGS,
     Begin,
     Commit,
     Delete,
@@ -30,15 +32,22 @@ from arb_pipeline.capture.pgoutput import (
     Truncate,
     Update,
     decode,
+    decode_row_change,
     format_lsn,
     parse_lsn,
 )
+from arb_pipeline.capture.status import (  # re-exported: callers import them from here too
+    RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE as RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE,
+)
+from arb_pipeline.capture.status import SlotStatus as SlotStatus
+from arb_pipeline.capture.status import prerequisites as prerequisites
+from arb_pipeline.capture.status import slot_status as slot_status
+from arb_pipeline.capture.status import status_of_row as status_of_row
 from arb_pipeline.errors import ArbError
 
 PLUGIN = "pgoutput"
-CHUNK_CHANGES = 10_000  # messages a first peek asks for; each further peek asks for twice as many
-FETCH_ROWS = 1_000  # messages the client holds at a time (server-side cursor)
-RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE = "10GB"  # a day of the sender's WAL, several times over
+CHUNK_CHANGES = 10_000  # messages a first batch asks for; each further batch asks for twice as many
+FETCH_ROWS = 5_000  # messages the client holds at a time (server-side cursor)
 _cursor_names = count()
 _BEGIN_OR_RELATION = (ord("B"), ord("R"))
 
@@ -157,8 +166,8 @@ def _confirmed_position(conn, slot: str) -> int:
     return parse_lsn(row[2])
 
 
-_PEEK = (
-    "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
+_CHANGES = (  # {} is peek (the slot itself) or get (a temporary copy of it)
+    "SELECT data FROM pg_logical_slot_{}_binary_changes(%s, %s::pg_lsn, %s, "
     "'proto_version', '1', 'publication_names', %s)"
 )
 
@@ -180,82 +189,141 @@ def read_window(
     even if commit times are a few microseconds out of commit order. Only WAL flushed when the
     read starts is decoded, so rereading before ``advance`` gives the same transactions.
 
-    Cost: every peek decodes from the slot's position again, each asking for at least twice
-    the messages of the last until the window closes, so the server decodes at most about four
-    times what the window holds (plus what the last peek's limit takes past it); it keeps each
-    result server-side, spilling to disk past work_mem. The client holds ``FETCH_ROWS`` messages
-    and the window's transactions, or one transaction when ``consume`` takes each as it ends;
-    messages of transactions an earlier peek took are skipped without being decoded.
+    Cost: the read goes in batches, each asking for at least twice the messages of the last
+    until the window closes; the server keeps each batch's result server-side, spilling to disk
+    past work_mem. The batches are read from a temporary copy of the slot with
+    ``pg_logical_slot_get_binary_changes``, so each continues where the last stopped and the
+    server decodes the window once (plus what the last batch's limit takes past it); the copy
+    moves, the slot never does, and the copy is dropped after. With no slot free for the copy
+    (max_replication_slots), the slot itself is peeked: every peek decodes from its position
+    again, about four times the window in all. The client holds ``FETCH_ROWS`` messages and the
+    window's transactions, or one transaction when ``consume`` takes each as it ends; messages
+    of transactions an earlier peek took are skipped without being decoded.
     """
     if end.tzinfo is None:
         raise CaptureError("read_window: end must be timezone-aware")
     start = _confirmed_position(conn, slot)
     upto = parse_lsn(conn.execute("SELECT pg_current_wal_flush_lsn()::text").fetchone()[0])
-    kept: list[Transaction] = []
-    relations: dict[int, Relation] = {}
-    done_commit = -1  # commit LSN of the last transaction taken
-    last_end = start
-    taken = 0
+    read = _WindowRead(end, consume)
     limit = max(1, chunk_changes)
-    with conn.transaction():  # a server-side cursor lives in a transaction
-        while True:
-            rows, reached_end = 0, False
-            begin: Begin | None = None
-            changes: list[DecodedChange] = []
-            with conn.cursor(name=f"arb_capture_{next(_cursor_names)}") as cur:
-                cur.itersize = FETCH_ROWS
-                cur.execute(_PEEK, (slot, format_lsn(upto), limit, publication))
-                for (data,) in cur:
-                    rows += 1
-                    if begin is None and data[0] not in _BEGIN_OR_RELATION:
-                        continue  # inside a transaction taken already: not worth decoding
-                    msg = decode(data)
-                    if isinstance(msg, Relation):  # also in a skipped transaction: later ones use it
-                        relations[msg.relation_id] = msg
-                    elif isinstance(msg, Begin):
-                        if msg.final_lsn > done_commit and msg.commit_time >= end:
-                            reached_end = True
-                            break
-                        begin, changes = (msg if msg.final_lsn > done_commit else None), []
-                    elif begin is None:
-                        continue  # a transaction an earlier peek took already
-                    elif isinstance(msg, Commit):
-                        if msg.commit_lsn != begin.final_lsn:  # later peeks skip by this LSN
-                            raise CaptureError(
-                                f"pgoutput commit at {format_lsn(msg.commit_lsn)} does not match its "
-                                f"begin's final LSN {format_lsn(begin.final_lsn)}"
-                            )
-                        txn = Transaction(
-                            begin.xid, msg.commit_lsn, msg.end_lsn, msg.commit_time, tuple(changes)
-                        )
-                        if consume is not None:
-                            consume(txn)
-                        else:
-                            kept.append(txn)
-                        taken += 1
-                        done_commit, last_end, begin = msg.commit_lsn, msg.end_lsn, None
-                    else:
-                        changes.extend(_changes_of(msg, relations))
-            if reached_end or rows < limit:
-                break  # closed, or fewer messages than asked for: the peek read all up to ``upto``
-            # peek stops only at a commit, so a large transaction may have overshot the limit
-            limit = 2 * max(limit, rows)
+    copy = reading_copy(conn, slot)
+    query = _CHANGES.format("get" if copy else "peek")
+    try:
+        with conn.transaction():  # a server-side cursor lives in a transaction
+            while True:
+                with conn.cursor(name=f"arb_capture_{next(_cursor_names)}") as cur:
+                    # binary: the bytea arrives as it is, not as hex for the client to undo
+                    cur.execute(query, (copy or slot, format_lsn(upto), limit, publication), binary=True)
+                    rows, reached_end = read.batch(cur)
+                if reached_end or rows < limit:
+                    break  # closed, or fewer messages than asked for: read all up to ``upto``
+                # a batch stops only at a commit, so a large transaction may have overshot the limit
+                limit = 2 * max(limit, rows)
+    finally:
+        if copy:
+            _drop_copy(conn, copy)
+    last_end = read.last_end if read.taken else start
     # Read to the flushed WAL with nothing past the window: every transaction that committed
     # before ``upto`` is taken, so the slot may skip to it (WAL of unpublished tables included).
     advance_to = last_end if reached_end else max(last_end, upto, start)
-    return CapturedWindow(start, advance_to, tuple(kept), taken, reached_end)
+    return CapturedWindow(start, advance_to, tuple(read.kept), read.taken, reached_end)
+
+
+def reading_copy(conn, slot: str) -> str | None:
+    """A temporary copy of ``slot`` at its position, for ``read_window`` to read in batches;
+    None when it can't be made (all max_replication_slots in use, say). read_window then peeks
+    the slot itself; a refusal that is about the slot (a missing right) refuses the peek too,
+    with PostgreSQL's reason."""
+    name = f"arb_read_{conn.info.backend_pid}_{next(_cursor_names)}"
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
+            conn.execute("SELECT pg_copy_logical_replication_slot(%s, %s, true)", (slot, name))
+    except psycopg.DatabaseError:  # e.g. all max_replication_slots in use
+        return None
+    return name
+
+
+def _drop_copy(conn, copy: str) -> None:
+    # A temporary slot goes with its session, and PostgreSQL drops it on an error in it already.
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND temporary",
+            (copy,),
+        )
+
+
+class _WindowRead:
+    """What ``read_window``'s batches have taken so far. A peek starts at the slot's position
+    again, so the transactions an earlier one took are skipped by their commit LSN."""
+
+    def __init__(self, end: datetime, consume: Callable[[Transaction], None] | None):
+        self.end, self.consume = end, consume
+        self.kept: list[Transaction] = []
+        self.relations: dict[int, Relation] = {}  # each batch sends one only before its first use
+        self.done_commit = -1  # commit LSN of the last transaction taken
+        self.last_end = -1
+        self.taken = 0
+
+    def batch(self, cur) -> tuple[int, bool]:
+        """Read one batch's messages; returns how many, and whether the window closed."""
+        rows = 0
+        begin: Begin | None = None
+        changes: list[DecodedChange] = []
+        relations = self.relations
+        while batch := cur.fetchmany(FETCH_ROWS):
+            for (data,) in batch:
+                rows += 1
+                tag = data[0]
+                if tag in ROW_CHANGE_TAGS:  # nearly every message: decoded inline, no dispatch
+                    if begin is not None:
+                        msg = decode_row_change(tag, data)
+                        changes.append(DecodedChange(_relation(relations, msg.relation_id), msg))
+                    continue  # else inside a transaction taken already: not worth decoding
+                if begin is None and tag not in _BEGIN_OR_RELATION:
+                    continue
+                msg = decode(data)
+                if isinstance(msg, Relation):  # also in a skipped transaction: later ones use it
+                    relations[msg.relation_id] = msg
+                elif isinstance(msg, Begin):
+                    if msg.final_lsn > self.done_commit and msg.commit_time >= self.end:
+                        return rows, True
+                    begin, changes = (msg if msg.final_lsn > self.done_commit else None), []
+                elif begin is None:
+                    continue  # a transaction an earlier peek took already
+                elif isinstance(msg, Commit):
+                    self._take(begin, msg, changes)
+                    begin = None
+                else:
+                    changes.extend(_changes_of(msg, relations))
+        return rows, False
+
+    def _take(self, begin: Begin, commit: Commit, changes: list[DecodedChange]) -> None:
+        if commit.commit_lsn != begin.final_lsn:  # later peeks skip by this LSN
+            raise CaptureError(
+                f"pgoutput commit at {format_lsn(commit.commit_lsn)} does not match its "
+                f"begin's final LSN {format_lsn(begin.final_lsn)}"
+            )
+        txn = Transaction(begin.xid, commit.commit_lsn, commit.end_lsn, commit.commit_time, tuple(changes))
+        if self.consume is not None:
+            self.consume(txn)
+        else:
+            self.kept.append(txn)
+        self.taken += 1
+        self.done_commit, self.last_end = commit.commit_lsn, commit.end_lsn
+
+
+def _relation(relations: dict[int, Relation], rel_id: int) -> Relation:
+    relation = relations.get(rel_id)
+    if relation is None:
+        raise CaptureError(f"pgoutput sent a change of relation {rel_id} before its Relation message")
+    return relation
 
 
 def _changes_of(msg, relations: dict[int, Relation]) -> list[DecodedChange]:
-    def relation(rel_id: int) -> Relation:
-        if rel_id not in relations:
-            raise CaptureError(f"pgoutput sent a change of relation {rel_id} before its Relation message")
-        return relations[rel_id]
-
-    if isinstance(msg, (Insert, Update, Delete)):
-        return [DecodedChange(relation(msg.relation_id), msg)]
+    """The changes a message other than a row change carries (a row change: decoded inline)."""
     if isinstance(msg, Truncate):
-        return [DecodedChange(relation(rel_id), msg) for rel_id in msg.relation_ids]
+        return [DecodedChange(_relation(relations, rel_id), msg) for rel_id in msg.relation_ids]
     if isinstance(msg, LogicalMessage):
         return [DecodedChange(None, msg)]
     return []  # Type and Origin messages say nothing a change set needs
@@ -275,129 +343,3 @@ def advance(conn, slot: str, lsn: int) -> int:
         "SELECT end_lsn::text FROM pg_replication_slot_advance(%s, %s::pg_lsn)", (slot, format_lsn(lsn))
     ).fetchone()[0]
     return parse_lsn(moved)
-
-
-@dataclass(frozen=True)
-class SlotStatus:
-    slot: str
-    exists: bool
-    active: bool = False
-    wal_status: str | None = None  # reserved, extended, unreserved or lost
-    confirmed_flush_lsn: int | None = None
-    restart_lsn: int | None = None
-    lag_bytes: int | None = None  # WAL written since the confirmed position: not yet shipped
-    retained_wal_bytes: int | None = None  # WAL the server keeps for the slot
-    max_slot_wal_keep_size_bytes: int | None = None  # None: -1, unlimited
-    problems: tuple[str, ...] = field(default=())
-
-    @property
-    def lost(self) -> bool:
-        return self.wal_status == "lost"
-
-
-_STATUS_SQL = """
-SELECT s.active, s.wal_status, s.confirmed_flush_lsn::text, s.restart_lsn::text,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,
-       pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
-FROM pg_replication_slots s WHERE s.slot_name = %s
-"""
-
-
-def slot_status(conn, slot: str) -> SlotStatus:
-    """What the slot costs the server now (``status_of_row`` reads the row)."""
-    row = conn.execute(_STATUS_SQL, (slot,)).fetchone()
-    return status_of_row(slot, row)
-
-
-def status_of_row(slot: str, row) -> SlotStatus:
-    """A SlotStatus from ``_STATUS_SQL``'s row (None: no such slot). max_slot_wal_keep_size
-    comes in MB (pg_settings' unit), -1 for unlimited."""
-    if row is None:
-        return SlotStatus(slot, exists=False, problems=(f"replication slot {slot} does not exist",))
-    active, wal_status, confirmed, restart, lag, retained, keep_mb = row
-    problems = []
-    if wal_status == "lost":
-        problems.append(
-            f"replication slot {slot} is lost: the server removed WAL it needed; "
-            "drop and recreate it and take a complete, or changes are missed"
-        )
-    elif wal_status == "unreserved":
-        problems.append(
-            f"replication slot {slot} is past max_slot_wal_keep_size: its WAL goes at the next checkpoint"
-        )
-    return SlotStatus(
-        slot,
-        exists=True,
-        active=bool(active),
-        wal_status=wal_status,
-        confirmed_flush_lsn=parse_lsn(confirmed) if confirmed else None,
-        restart_lsn=parse_lsn(restart) if restart else None,
-        lag_bytes=lag,
-        retained_wal_bytes=retained,
-        max_slot_wal_keep_size_bytes=None if keep_mb is None or keep_mb < 0 else keep_mb << 20,
-        problems=tuple(problems),
-    )
-
-
-_PREREQ_SQL = """
-SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int,
-       current_setting('max_slot_wal_keep_size'), r.rolname, r.rolreplication, r.rolsuper
-FROM pg_roles r WHERE r.rolname = current_user
-"""
-_TABLES_SQL = """
-SELECT c.relname, c.relreplident,
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)
-"""
-
-
-def prerequisites(conn, tables: Iterable[str]) -> list[str]:
-    """What keeps change capture of ``tables`` from working on this server, in plain words
-    with the command that fixes each; empty when nothing does."""
-    tables = list(tables)
-    wal_level, max_slots, keep_size, role, can_replicate, superuser = conn.execute(_PREREQ_SQL).fetchone()
-    problems = []
-    if wal_level != "logical":
-        problems.append(
-            f"wal_level is {wal_level!r}; logical decoding needs 'logical'. As a superuser run "
-            "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL "
-            "(e.g. systemctl restart postgresql)"
-        )
-    if max_slots == 0:
-        problems.append(
-            "max_replication_slots is 0, so no slot can be created. Run "
-            "ALTER SYSTEM SET max_replication_slots = 10; then restart PostgreSQL"
-        )
-    if keep_size == "-1":
-        problems.append(
-            "max_slot_wal_keep_size is -1: a slot nobody reads keeps WAL until the disk fills. Run "
-            f"ALTER SYSTEM SET max_slot_wal_keep_size = '{RECOMMENDED_MAX_SLOT_WAL_KEEP_SIZE}'; "
-            "SELECT pg_reload_conf(); (size it for the longest pause of the pipeline you will ride out; "
-            "past it the slot is lost and a complete resyncs)"
-        )
-    if not (can_replicate or superuser):
-        problems.append(
-            f"role {role} has no REPLICATION right, needed to create and read a replication slot. "
-            f'As a superuser run ALTER ROLE "{role}" REPLICATION;'
-        )
-    found = {name: rest for name, *rest in conn.execute(_TABLES_SQL, (tables,))}
-    for table in tables:
-        if table not in found:
-            problems.append(f"table {table} does not exist in schema public")
-            continue
-        identity, has_pk, has_identity_index = found[table]
-        keyless = (
-            identity == "n"
-            or (identity == "d" and not has_pk)
-            or (identity == "i" and not has_identity_index)
-        )
-        if keyless:
-            problems.append(
-                f"table {table} has no primary key or REPLICA IDENTITY, so its updates and deletes "
-                "would carry no key (PostgreSQL refuses them once the table is published). Add a primary "
-                f'key, or run ALTER TABLE "{table}" REPLICA IDENTITY FULL;'
-            )
-    return problems

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from arb_pipeline.capture import slot as slot_module
 from arb_pipeline.capture.changes import DELETE, UPSERT, ChangeError, change_sets
 from arb_pipeline.capture.pgoutput import UNCHANGED, Update, parse_lsn
 from arb_pipeline.capture.slot import (
@@ -328,3 +329,64 @@ def test_a_consumer_takes_transactions_one_at_a_time_and_a_key_change_deletes_th
     assert window.transactions == () and window.transaction_count == len(taken) == 2
     rows = change_sets(taken, keys)[BUS].rows
     assert [(k, c.op) for k, c in rows.items()] == [((str(old_id),), DELETE), ((str(old_id + 1000),), UPSERT)]
+
+
+@pytest.mark.parametrize("copy", [True, False], ids=["from a copy", "peeked, no slot free"])
+def test_batched_reads_take_the_same_whole_transactions_as_one_read(capture, monkeypatch, copy):
+    """Batches that each stop after one transaction, and client fetches of two messages that
+    end inside transactions, give what one large read gives: whole transactions in commit order."""
+    dsn, conn, slot, _ = capture
+    made = []
+    copy_of = slot_module.reading_copy if copy else (lambda conn, slot: None)
+    monkeypatch.setattr(
+        slot_module, "reading_copy", lambda conn, slot: made.append(copy_of(conn, slot)) or made[-1]
+    )
+    _commit(dsn, _bus("BAT111"), _bus("BAT222"), _bus("BAT333"))  # B, R, I, I, I, C
+    _commit(dsn, _bus("BAT444"))
+    _commit(dsn, f'UPDATE "{BUS}" SET "registrationPlate" = lower("registrationPlate")')
+    end = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    _commit(dsn, _bus("LATE33"))  # past the window: closes it
+
+    whole = read_window(conn, slot, PUBLICATION, end)
+    assert whole.reached_end and [len(t.changes) for t in whole.transactions] == [3, 1, 4]
+    monkeypatch.setattr(slot_module, "FETCH_ROWS", 2)
+    batched = read_window(conn, slot, PUBLICATION, end, chunk_changes=1)  # one transaction a peek
+    assert batched == whole
+    consumed = []
+    window = read_window(conn, slot, PUBLICATION, end, chunk_changes=3, consume=consumed.append)
+    assert tuple(consumed) == whole.transactions and window.advance_to == whole.advance_to
+    assert len(made) == 3 and all(made) == copy  # every read from a copy, or every one peeked
+
+
+def test_a_window_larger_than_one_peek_folds_like_one_read(capture):
+    dsn, conn, slot, keys = capture
+    for i in range(12):  # a transaction larger than the first peek's limit, then small ones
+        rows = 40 if i == 0 else 1
+        _commit(dsn, *(_bus(f"W{i:02d}{n:03d}") for n in range(rows)))
+    _commit(dsn, f'DELETE FROM "{BUS}" WHERE "registrationPlate" LIKE %s', params=("W00%",))
+    later = _later(conn)
+    small = read_window(conn, slot, PUBLICATION, later, chunk_changes=5)
+    assert small.transaction_count == 13 and not small.reached_end
+    assert small == read_window(conn, slot, PUBLICATION, later)
+    buses = change_sets(small.transactions, keys)[BUS]
+    assert len(buses.upserts) == 11 and len(buses.deletes) == 40
+
+
+def _slots(conn):
+    return conn.execute("SELECT slot_name, confirmed_flush_lsn::text FROM pg_replication_slots").fetchall()
+
+
+def test_a_read_moves_no_slot_and_leaves_no_copy_even_when_its_consumer_fails(capture):
+    dsn, conn, slot, _ = capture
+    _commit(dsn, _bus("COPY11"))
+    _commit(dsn, _bus("COPY22"))
+    before = _slots(conn)
+    assert read_window(conn, slot, PUBLICATION, _later(conn), chunk_changes=1).transaction_count == 2
+    assert _slots(conn) == before
+
+    def refuse(txn):
+        raise ChangeError("a consumer refused")
+
+    with pytest.raises(ChangeError, match="refused"):
+        read_window(conn, slot, PUBLICATION, _later(conn), consume=refuse)
+    assert _slots(conn) == before

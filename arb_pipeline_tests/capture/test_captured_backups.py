@@ -17,6 +17,7 @@ from arb_pipeline.extract.captured import (
     CaptureSource,
     build_captured_partial,
     copy_text_field,
+    copy_text_line,
     publish_and_advance,
 )
 from arb_pipeline.extract.tables import Window
@@ -124,6 +125,14 @@ def test_copy_text_escapes_what_copy_would_unescape():
     assert copy_text_field(None) == "\\N"
     assert copy_text_field("a\\b\tc\nd\re") == "a\\\\b\\tc\\nd\\re"
     assert copy_text_field("\\N") == "\\\\N"  # the text, not NULL
+
+
+@pytest.mark.parametrize(
+    "values",
+    [("1", "-70.5", "x y"), ("a\tb", "c"), ("a\\b", None), (None,), ("\\N",), ("line\nbreak", "cr\r")],
+)
+def test_a_captured_line_escapes_each_value_as_copy_text_field_does(values):
+    assert copy_text_line(values, "0/16B3748") == "\t".join([*map(copy_text_field, values), "0/16B3748"])
 
 
 def test_escaped_values_copy_back_exactly(receiver_db):

@@ -106,6 +106,11 @@ INSERT_1 = b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 1)  # an inser
         (b"I" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 2) + b"n", "cut short"),
         (INSERT_1 + b"b", "unknown kind 'b'"),
         (b"C" + struct.pack(">bQQq", 0, 1, 2, 3) + b"!", "1 unread bytes"),
+        (INSERT_1 + b"n!", "Insert message has 1 unread bytes"),
+        (b"I" + struct.pack(">I", 1) + b"K" + struct.pack(">h", 0), "insert: expected 'N'"),
+        (b"U" + struct.pack(">I", 1) + b"O" + struct.pack(">h", 0), "update: expected 'N'"),
+        (b"D" + struct.pack(">I", 1) + b"N" + struct.pack(">h", 0), "delete: expected 'K' or 'O'"),
+        (b"U\x00\x00", "without its relation"),
         (b"", "empty"),
     ],
 )
