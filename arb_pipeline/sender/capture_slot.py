@@ -5,6 +5,10 @@ stays (arb_pipeline.capture.health and .alert decide; this only drives them).
 A sensor, not an asset check: a check needs a run per evaluation, and the slot's cost grows
 between runs nobody scheduled. A tick is two catalog lookups; with no slot and no publication
 (capture never set up) it sends nothing and says so.
+
+In capture mode (``resync_job``) it also requests a complete when none is pinned after the
+slot's epoch (capture/chain.py: the slot was set up or recreated since), since the receiver
+holds captured partials back until such a complete has loaded.
 """
 
 import json
