@@ -7,7 +7,6 @@ table is at parity. The rule is capture/chain.py's."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 import dagster as dg
 import pytest
@@ -17,8 +16,6 @@ from arb_pipeline.capture.pgoutput import parse_lsn
 from arb_pipeline.capture.setup import plan_setup, run_plan
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import PARTIAL
-from arb_pipeline.dev.postgres import find_bin_dir
-from arb_pipeline.extract.build import build_complete
 from arb_pipeline.extract.captured import CaptureSource, build_captured_partial, publish_and_advance
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.apply import CaptureGapError
@@ -32,7 +29,7 @@ from arb_pipeline.sender.schedules import complete_backup_job
 from arb_pipeline.settings import CaptureSettings
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.alerts import mailer_for
-from arb_pipeline_tests.support.backups import P, load, new_sender, wide_window
+from arb_pipeline_tests.support.backups import P, complete_for_yesterday, load, new_sender, wide_window
 from arb_pipeline_tests.support.receiver import Receiver, tick
 from arb_pipeline_tests.support.traffic import traffic
 
@@ -102,18 +99,7 @@ def _partial(dsn, media, staging, slot, previous: CapturedRange | None, key: str
 
 
 def _complete(dsn, media, staging):
-    day = wide_window().start.replace(hour=0, minute=0) - timedelta(days=1)
-    return build_complete(
-        dsn,
-        staging,
-        partition_key=day.strftime("%Y-%m-%d"),
-        window=Window(day, day + timedelta(days=1)),
-        unique=f"r{next(_n):07d}",
-        media_dir=media,
-        sender_id="resync",
-        pg_dump=str(find_bin_dir() / "pg_dump"),
-        pin_to_slot=True,
-    )
+    return complete_for_yesterday(dsn, staging, media, pin_to_slot=True)
 
 
 def _record(instance, key: dg.AssetKey, built) -> None:
