@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,9 +19,12 @@ from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import PARTIAL
 from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.ops.parity import compare_tables
+from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.sender.assets import complete_backup, partial_backup
 from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
+from arb_pipeline.transport.base import TransportError
+from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.backups import P, new_sender
 from arb_pipeline_tests.support.receiver import Receiver, tick
 from arb_pipeline_tests.support.traffic import traffic
@@ -61,6 +65,20 @@ def capture_world(logical_pg_cluster, tmp_path):
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (slot,),
             )
+
+
+class _NoManifest(LocalFolderTransport):
+    def publish(self, local_path, remote_name):
+        if remote_name.endswith(MANIFEST_NAME):
+            raise TransportError("the connection dropped before the manifest")
+        super().publish(local_path, remote_name)
+
+
+class FailingManifest(BackupDestination):
+    """The local inbox, whose manifest publish fails (a crash before the commit marker)."""
+
+    def open(self, retries=None):
+        return _NoManifest(Path(self.local_dir))
 
 
 def _silent_changes(dsn, work) -> int:
@@ -110,9 +128,25 @@ def test_captured_partial_through_dagster_loads_and_every_table_is_at_parity(
         traffic(work, 20)
         key = PARTIAL.get_partition_key_for_timestamp(datetime.now(UTC).timestamp())
         _wait_until_closed(key)
+        with connect(dsn, autocommit=True) as conn:
+            start = slot_status(conn, slot).confirmed_flush_lsn
+        # The manifest's publish fails: the run fails and the slot stays where it was.
+        failing = FailingManifest(kind="local", local_dir=str(tmp_path / "inbox"))
+        broken = {
+            **resources,
+            "backup_destination": failing,
+            "backup_publisher": BackupPublisher(destination=failing),
+        }
+        failed = dg.materialize(
+            [partial_backup], partition_key=key, resources=broken, instance=sender, raise_on_error=False
+        )
+        assert not failed.success
+        with connect(dsn, autocommit=True) as conn:
+            assert slot_status(conn, slot).confirmed_flush_lsn == start
         built = dg.materialize([partial_backup], partition_key=key, resources=resources, instance=sender)
         assert built.success
         meta = _materialization(sender, ["sender", "partial", "backup"], key)
+        assert parse_lsn(meta["from_lsn"]) == start  # the same changes, read again
         assert meta["source"] == "capture" and meta["transactions"] > 0
         assert parse_lsn(meta["from_lsn"]) < parse_lsn(pin) < parse_lsn(meta["to_lsn"])
         assert meta["changes"][TOKEN]["deleted_keys"] > 0  # the purge: no asset of its own
