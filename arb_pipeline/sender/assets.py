@@ -67,11 +67,11 @@ def _results(context: dg.AssetExecutionContext, kind: str, built: BuiltBackup, s
     """Outputs in publishing order: each table's dump, the media bundle, then the package
     (remaining files and the manifest). The IO manager publishes each as it is yielded."""
     m = built.manifest
+    upserts = {f.table: f for f in m.table_files()}
     deletes = {f.table: f for f in m.delete_files()}
-    with_rows = [f.table for f in m.table_files()]
     # a captured partial has files only for tables that changed: the others show 0 rows
-    for table in [t for t in with_rows + sorted(shown_tables - set(with_rows)) if t in shown_tables]:
-        rows = next((f for f in m.table_files() if f.table == table), None)
+    for table in [t for t in upserts if t in shown_tables] + sorted(shown_tables - set(upserts)):
+        rows = upserts.get(table)
         files = [f for f in (rows, deletes.get(table)) if f is not None]
         metadata = {"rows": rows.rows if rows else 0, "bytes": sum(f.bytes for f in files)}
         if rows:
