@@ -67,18 +67,27 @@ def capture_world(logical_pg_cluster, tmp_path):
             )
 
 
-class _NoManifest(LocalFolderTransport):
+class _Crashing(LocalFolderTransport):
+    def __init__(self, root: Path, after_manifest: bool):
+        super().__init__(root)
+        self.after_manifest = after_manifest
+
     def publish(self, local_path, remote_name):
-        if remote_name.endswith(MANIFEST_NAME):
+        if remote_name.endswith(MANIFEST_NAME) and not self.after_manifest:
             raise TransportError("the connection dropped before the manifest")
         super().publish(local_path, remote_name)
+        if remote_name.endswith(MANIFEST_NAME):
+            raise TransportError("the run died right after publishing the manifest")
 
 
-class FailingManifest(BackupDestination):
-    """The local inbox, whose manifest publish fails (a crash before the commit marker)."""
+class CrashingInbox(BackupDestination):
+    """The local inbox, with the run dying just before or just after the manifest (the
+    commit marker) is published: either way before the asset advances the slot."""
+
+    after_manifest: bool = False
 
     def open(self, retries=None):
-        return _NoManifest(Path(self.local_dir))
+        return _Crashing(Path(self.local_dir), self.after_manifest)
 
 
 def _silent_changes(dsn, work) -> int:
@@ -130,19 +139,24 @@ def test_captured_partial_through_dagster_loads_and_every_table_is_at_parity(
         _wait_until_closed(key)
         with connect(dsn, autocommit=True) as conn:
             start = slot_status(conn, slot).confirmed_flush_lsn
-        # The manifest's publish fails: the run fails and the slot stays where it was.
-        failing = FailingManifest(kind="local", local_dir=str(tmp_path / "inbox"))
-        broken = {
-            **resources,
-            "backup_destination": failing,
-            "backup_publisher": BackupPublisher(destination=failing),
-        }
-        failed = dg.materialize(
-            [partial_backup], partition_key=key, resources=broken, instance=sender, raise_on_error=False
-        )
-        assert not failed.success
-        with connect(dsn, autocommit=True) as conn:
-            assert slot_status(conn, slot).confirmed_flush_lsn == start
+        # The run dies before, then after, publishing the manifest: each time the slot stays where
+        # it was; the second left a whole backup in the inbox.
+        for after_manifest in (False, True):
+            crashing = CrashingInbox(
+                kind="local", local_dir=str(tmp_path / "inbox"), after_manifest=after_manifest
+            )
+            broken = {
+                **resources,
+                "backup_destination": crashing,
+                "backup_publisher": BackupPublisher(destination=crashing),
+            }
+            failed = dg.materialize(
+                [partial_backup], partition_key=key, resources=broken, instance=sender, raise_on_error=False
+            )
+            assert not failed.success
+            with connect(dsn, autocommit=True) as conn:
+                assert slot_status(conn, slot).confirmed_flush_lsn == start
+        assert len(list((tmp_path / "inbox" / "partial").glob("*/manifest.json"))) == 1
         built = dg.materialize([partial_backup], partition_key=key, resources=resources, instance=sender)
         assert built.success
         meta = _materialization(sender, ["sender", "partial", "backup"], key)
@@ -158,14 +172,18 @@ def test_captured_partial_through_dagster_loads_and_every_table_is_at_parity(
         result, outcomes = tick(rx, receiver.resources())
         assert [r.job_name for r, _ in outcomes] == ["load_complete_job"] and outcomes[0][1].success
         result, outcomes = tick(rx, receiver.resources(), result.cursor)
-        assert [r.job_name for r, _ in outcomes] == ["load_partial_job"] and outcomes[0][1].success
+        assert {r.job_name for r, _ in outcomes} == {"load_partial_job"}
+        assert all(o.success for _, o in outcomes)
         report = compare_tables(dsn, receiver.dsn)  # every replicated table, no complete in between
         assert report.ok, report.format()
         with connect(receiver.dsn) as conn:
-            row = conn.execute(
-                "SELECT outcome, rows_deleted FROM arb_loaded_backup WHERE kind = 'partial'"
-            ).fetchone()
-        assert row[0] == "loaded" and row[1] > 0
+            rows = conn.execute(
+                "SELECT outcome, rows_deleted, capture_lsn::text FROM arb_loaded_backup "
+                "WHERE kind = 'partial' ORDER BY loaded_at"
+            ).fetchall()
+        # the crashed run's backup and the re-run's: the same changes, applied once
+        assert [r[0] for r in rows] == ["loaded", "loaded"] and rows[0][1] > 0 and rows[1][1] == 0
+        assert rows[0][2] == rows[1][2] == meta["to_lsn"]
 
         # Re-materializing the window once the slot has moved past it: refused, with the reason.
         again = dg.materialize(
