@@ -20,6 +20,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--partial-minutes", type=int, default=1, help="ARB_PARTIAL_MINUTES of the demo (default 1)"
     )
+    p.add_argument(
+        "--partials",
+        choices=("capture", "timestamp"),
+        default="capture",
+        help="ARB_PARTIAL_SOURCE of the demo: every committed change from a replication slot "
+        "(default), or rows by their timeStamp window",
+    )
     p.add_argument("--dir", type=Path, help="where the demo keeps everything (default var/demo)")
     p.set_defaults(func=run)
 
@@ -34,4 +41,5 @@ def run(args) -> int:
         sftp=args.sftp,
         partial_minutes=args.partial_minutes,
         base=args.dir,
+        partial_source=args.partials,
     )

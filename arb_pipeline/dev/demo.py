@@ -19,6 +19,8 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from arb_pipeline.capture.chain import CAPTURE
+from arb_pipeline.dev.demo_capture import QuietParity, TrafficGate, setup_capture
 from arb_pipeline.dev.demo_parity import loaded_parity
 from arb_pipeline.dev.ports import free_port
 from arb_pipeline.dev.postgres import LocalPostgres, find_bin_dir
@@ -85,21 +87,27 @@ def operations_environment(pg: LocalPostgres, mail: LocalSmtp) -> dict[str, str]
     }
 
 
-# Bulk updates that leave timeStamp alone (the app's "mark declined events broken" cron)
-# reach the receiver only with the next daily complete (docs/guarantees.md, promise 1); the demo
-# leaves them out so its minute-by-minute parity summary shows what partials promise.
-DEMO_TRAFFIC_WEIGHTS = {"mark_declined_broken": 0}
+# In timestamp mode, bulk updates that leave timeStamp alone (the app's "mark declined events
+# broken" cron) reach the receiver only with the next daily complete (docs/guarantees.md,
+# promise 1); the demo leaves them out there so its parity summary shows what partials promise.
+# Capture mode (the default) ships them: the generator's full traffic.
+TIMESTAMP_TRAFFIC_WEIGHTS = {"mark_declined_broken": 0}
 SUMMARY_EVERY_S = 30
 
 
-def _traffic(dsn: str, media: Path, stop: threading.Event, rate: float) -> None:
+def _traffic(dsn: str, media: Path, stop: threading.Event, rate: float, gate: TrafficGate | None) -> None:
     from arb_pipeline.dev.generator.workload import DEFAULT_WEIGHTS, Workload
 
-    weights = {**DEFAULT_WEIGHTS, **DEMO_TRAFFIC_WEIGHTS}
+    weights = DEFAULT_WEIGHTS if gate is not None else {**DEFAULT_WEIGHTS, **TIMESTAMP_TRAFFIC_WEIGHTS}
     try:
         with Workload(dsn, media, seed=int(time.time()), weights=weights) as work:
             while not stop.is_set():
-                work.step()
+                if gate is None:
+                    work.step()
+                else:
+                    with gate.step(stop):
+                        if not stop.is_set():
+                            work.step()
                 stop.wait(1 / rate)
     except Exception as exc:  # e.g. PostgreSQL stopping under it: say so once, don't dump a trace
         if not stop.is_set():
@@ -139,6 +147,7 @@ def run(
     sftp: bool = False,
     partial_minutes: int = 1,
     base: Path | None = None,
+    partial_source: str = "capture",
 ) -> int:
     # Started as a background job of a script, we inherit SIGINT ignored; dagster dev maps
     # SIGTERM to whatever SIGINT does, so it would ignore our SIGTERM too. A Python handler
@@ -166,7 +175,8 @@ def run(
     stop = threading.Event()
     try:
         _log(f"starting PostgreSQL ({find_bin_dir()}) under {base}")
-        pg = LocalPostgres(base / "postgres").start()
+        # wal_level=logical: the sender's changes are captured (one cluster holds both databases)
+        pg = LocalPostgres(base / "postgres", settings={"wal_level": "logical"}).start()
         for role in ("sender", "receiver"):
             apply_migrations(pg.create_database(role), role)
         from arb_pipeline.dev.generator.reference import seed_reference
@@ -178,16 +188,23 @@ def run(
 
         with connect(pg.dsn("sender")) as conn:
             seed_reference(conn, seed=1, scale=0.1)
+        gate = quiet = None
+        if partial_source == CAPTURE:  # before any traffic or complete: the slot captures from here
+            for step in setup_capture(pg.dsn("sender")):
+                _log(f"arb capture setup: {step}")
+            gate = TrafficGate()
+            quiet = QuietParity(pg.dsn("sender"), pg.dsn("receiver"), gate)
         traffic = threading.Thread(
-            target=_traffic, args=(pg.dsn("sender"), base / "sender-media", stop, rate), daemon=True
+            target=_traffic, args=(pg.dsn("sender"), base / "sender-media", stop, rate, gate), daemon=True
         )
         traffic.start()
-        _log(f"sender database seeded; app traffic at {rate:g} operations/s")
+        _log(f"sender database seeded; app traffic at {rate:g} operations/s, partials by {partial_source}")
         # Go-live is now: partials start with the demo, and the completes the day before
         # (partitions.py), so yesterday's complete exists to seed the receiver.
         go_live = datetime.now(timezone.utc).replace(second=0, microsecond=0)
         port = port if _port_free(port) else free_port()
         env = demo_environment(base, pg, go_live, port, partial_minutes)
+        env["ARB_PARTIAL_SOURCE"] = partial_source
         if sftp:
             sshd = LocalSshd(base / "sshd").start()
             env.update(sftp_environment(sshd))
@@ -244,7 +261,7 @@ def run(
                     f"{base / 'dagster-dev.log'}"
                 )
                 seed_reported = True
-            _log(summary(pg))
+            _log(quiet.summary() if quiet else summary(pg))
         _log(f"dagster dev exited with {dev.returncode}; see {base / 'dagster-dev.log'}")
         return 1
     except KeyboardInterrupt:

@@ -233,11 +233,19 @@ def _write_table(staged: StagedBackup, changes: TableChanges, info, columns: lis
 
 def publish_and_advance(transport: Transport, built: BuiltBackup, dsn: str) -> int:
     """Publish a captured partial, then move its slot past what it holds; returns the slot's
-    new position. The Dagster asset calls this: killed after the publish, the slot stays and
-    the next build publishes the same changes again."""
+    new position. Killed after the publish, the slot stays and the next build publishes the
+    same changes again."""
+    if built.manifest.capture is None:
+        raise CaptureError(f"backup {built.manifest.backup_id} is not a captured partial")
+    publish(transport, built)
+    return advance_past(built, dsn)
+
+
+def advance_past(built: BuiltBackup, dsn: str) -> int:
+    """Move the slot to the captured partial's ``to_lsn``; call it only once its manifest is
+    published (the Dagster asset does, after its IO manager published the package)."""
     capture = built.manifest.capture
     if capture is None:
         raise CaptureError(f"backup {built.manifest.backup_id} is not a captured partial")
-    publish(transport, built)
     with connect(dsn, autocommit=True) as conn:
         return advance(conn, capture.slot, parse_lsn(capture.to_lsn))

@@ -42,9 +42,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from arb_pipeline.capture.chain import EPOCH, gap_reason
 from arb_pipeline.catalog import introspect, parents_first
 from arb_pipeline.errors import ArbError
-from arb_pipeline.load.captured import apply_captured, captured_partial_superseded, prune_tombstones
+from arb_pipeline.load.captured import (
+    apply_captured,
+    captured_partial_superseded,
+    newest_pin,
+    prune_tombstones,
+)
 from arb_pipeline.load.deletes import delete_absent, referrers
 from arb_pipeline.load.failures import backup_at_fault, server_message
 from arb_pipeline.load.hold import (
@@ -68,6 +74,11 @@ log = logging.getLogger(__name__)
 
 class LoadError(ArbError):
     pass
+
+
+class CaptureGapError(LoadError):
+    """A captured partial from a slot no loaded complete is pinned after (capture/chain.py):
+    not at fault, it waits in the inbox until such a complete loads."""
 
 
 class RowsRejectedError(LoadError):
@@ -200,12 +211,17 @@ def _ledger_state(conn, manifest: Manifest, manifest_sha256: str) -> str | None:
             )
         return "already loaded"
     newest = _newest_complete(conn)
+    if manifest.source == "capture":  # by commit LSN against a pinned complete (load/captured.py)
+        verdict = captured_partial_superseded(conn, manifest) if newest else None
+        if verdict:
+            return "superseded"
+        gap = gap_reason(manifest.extra.get(EPOCH), newest_pin(conn), manifest.backup_id)
+        if gap:
+            raise CaptureGapError(gap)
+        if verdict is not None:
+            return None
     if not newest:
         return None
-    if manifest.source == "capture":  # by commit LSN against a pinned complete (load/captured.py)
-        verdict = captured_partial_superseded(conn, manifest)
-        if verdict is not None:
-            return "superseded" if verdict else None
     return "superseded" if manifest.snapshot_time <= newest[1] else None
 
 

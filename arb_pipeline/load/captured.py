@@ -52,6 +52,13 @@ def newest_complete_pin(conn) -> tuple[str | None, str | None]:
     return (row[0], row[1]) if row else (None, None)
 
 
+def newest_pin(conn) -> str | None:
+    """The greatest capture_lsn of the pinned completes loaded (capture/chain.py's rule)."""
+    return conn.execute(
+        "SELECT max(capture_lsn)::text FROM arb_loaded_backup WHERE kind = 'complete' AND outcome = 'loaded'"
+    ).fetchone()[0]
+
+
 def captured_partial_superseded(conn, manifest: Manifest) -> bool | None:
     """Every transaction of the partial committed before the newest complete's pin, so that
     complete holds all of it; None: the newest complete is not pinned (load/apply.py then

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from arb_pipeline.capture.chain import EPOCH
 from arb_pipeline.errors import ArbError
 from arb_pipeline.load.apply import LoadResult, load_backup
 from arb_pipeline.load.apply import _newest_complete as newest_complete
+from arb_pipeline.load.captured import newest_pin
 from arb_pipeline.load.hold import DeletionLimits
 from arb_pipeline.ops.disk_guard import DiskFloor
 from arb_pipeline.ops.retention import apply_retention, load_ledger, plan_retention
@@ -48,6 +50,7 @@ class Pending:
     snapshot_time: datetime
     manifest_sha256: str
     window: tuple[datetime, datetime] | None = None  # the manifest's [start, end)
+    capture_epoch: str | None = None  # a captured partial's slot epoch (capture/chain.py)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def find_published(
                     manifest.snapshot_time,
                     hashlib.sha256(data).hexdigest(),
                     (manifest.window_start, manifest.window_end),
+                    manifest.extra.get(EPOCH) if manifest.capture else None,
                 )
             )
     found.sort(key=lambda p: (p.snapshot_time, p.kind != "complete", p.backup_id))
@@ -157,6 +161,12 @@ def set_aside(bad: Unreadable, quarantine_dir: Path) -> str:
 def quarantined_in(where: Path) -> str:
     """Where a quarantined backup went and how to bring it back, for the error that reports it."""
     return f"quarantined in {where}; `arb requeue {where.name}` once the cause is fixed"
+
+
+def newest_pin_of(dsn: str) -> str | None:
+    """The newest pinned complete's capture_lsn (load/captured.py), for the sensor's one query a tick."""
+    with connect(dsn) as conn:
+        return newest_pin(conn)
 
 
 def loaded_ids(dsn: str) -> dict[str, str]:

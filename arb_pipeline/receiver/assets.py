@@ -19,6 +19,7 @@ import dagster as dg
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
+from arb_pipeline.load.captured_checks import check_captured_partial
 from arb_pipeline.load.checks import TableCheck, check_complete, check_partial
 from arb_pipeline.load.hold import DeletionLimits
 from arb_pipeline.package.backup_id import parse_backup_id
@@ -170,12 +171,26 @@ def _check_specs(kind: str, tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
 
 def _run_checks(context, kind: str, tables: Sequence[str], received: Received, path: Path, dsn: str) -> dict:
     try:
+        if kind == "partial" and received.manifest.source == "capture":
+            return _captured_checks(
+                check_captured_partial(dsn, path, received.manifest, received.load), tables
+            )
         if kind == "partial":
             return check_partial(dsn, path, received.manifest, received.load, shown=tables)
         return check_complete(dsn, path, received.manifest, received.load)
     except Exception as exc:  # the load committed; a check that can't run fails, it doesn't undo it
         context.log.error(f"checks of {received.load.backup_id} could not run: {exc}")
         return {t: TableCheck(t, False, f"the check could not run: {exc}") for t in tables}
+
+
+def _captured_checks(checks: dict[str, TableCheck], tables: Sequence[str]) -> dict[str, TableCheck]:
+    """A captured partial's checks on the tables with an asset; a table it changed without one
+    (telemetry, tokens) that failed fails each of them, named, rather than go unseen."""
+    unseen = [c for t, c in checks.items() if t not in tables and not c.passed]
+    if not unseen:
+        return checks
+    text = "; captured table(s) without an asset not applied: " + "; ".join(c.description for c in unseen)
+    return {t: TableCheck(t, False, (checks[t].description if t in checks else t) + text) for t in tables}
 
 
 def _check_results(kind: str, tables: Sequence[str], checks: list[tuple[str, dict]]):

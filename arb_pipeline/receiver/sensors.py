@@ -28,6 +28,10 @@ A complete held by the guard on mass deletion (load/hold.py) is not requested ag
 from the approval; once a newer complete has loaded it is requested so it is quarantined
 (older than the newest loaded). Partials are requested meanwhile as usual.
 
+A captured partial read from a slot that no loaded complete is pinned after (set up or
+recreated since: capture/chain.py) is not requested either: it waits, named in the skip
+reason, until such a complete has loaded, then loads with the partials after it.
+
 A backup no sender could make right (``at fault``: a key that is not a key, a window off its
 key, a partition far ahead of the receiver's clock) is quarantined by the tick itself, as is
 a folder whose manifest can't be read as one (receive.inbox.find_published): whatever one
@@ -40,9 +44,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline.capture.chain import gap_reason
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL, RANGE_END_TAG, RANGE_START_TAG
 from arb_pipeline.load.hold import holds
-from arb_pipeline.receive.inbox import Pending, Unreadable, find_published, loaded_ids, set_aside
+from arb_pipeline.receive.inbox import (
+    Pending,
+    Unreadable,
+    find_published,
+    loaded_ids,
+    newest_pin_of,
+    set_aside,
+)
 from arb_pipeline.receiver.assets import STOPPED_TAG, load_complete, load_partial, partition_key_from_name
 from arb_pipeline.receiver.partition_fit import AT_FAULT, OK, REFUSED, WAITS, fit
 from arb_pipeline.receiver.resources import ReceiverDatabase, ReceiverSettings
@@ -164,7 +176,14 @@ def inbox_sensor(
     due, skipped, refused = [], [], set()
     batch_runs = _batch_runs(context.instance) if waiting else {}
     now = time.time()
+    captured = any(p.capture_epoch for p in waiting)
+    pin = newest_pin_of(receiver_db.checked_dsn()) if captured else None
     for pending in waiting:
+        gap = gap_reason(pending.capture_epoch, pin, pending.backup_id)
+        if gap:  # waits for a complete pinned after its slot started (capture/chain.py); no attempt counted
+            context.log.info(gap)
+            skipped.append(gap)
+            continue
         verdict = fit(pending.kind, pending.partition_key, pending.window)
         if verdict.verdict == AT_FAULT:  # no run could take it: quarantined here, with the reason
             at_fault = Unreadable(pending.kind, pending.backup_id, pending.path, verdict.reason)

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from arb_pipeline.capture.chain import CAPTURE
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.freshness import policy_for
 from arb_pipeline.dagster_common.partitions import COMPLETE, PARTIAL
 from arb_pipeline.extract.build import BackupPart, BuiltBackup, build_complete, build_partial
 from arb_pipeline.extract.staging import create_run_folder, sweep_staging
 from arb_pipeline.extract.tables import Window
+from arb_pipeline.sender.capture_mode import capture_build, capture_metadata
 from arb_pipeline.sender.resources import SenderDatabase, SenderSettings
 
 # Read when the code location loads; runs use this same catalog for what they extract.
@@ -65,13 +67,22 @@ def _results(context: dg.AssetExecutionContext, kind: str, built: BuiltBackup, s
     """Outputs in publishing order: each table's dump, the media bundle, then the package
     (remaining files and the manifest). The IO manager publishes each as it is yielded."""
     m = built.manifest
-    for f in m.table_files():
-        if f.table in shown_tables:
-            yield dg.Output(
-                BackupPart(built, (f.name,)),
-                output_name=_output_name(table_key(kind, f.table).path),
-                metadata={"rows": f.rows, "bytes": f.bytes, "sha256": f.sha256, "backup_id": m.backup_id},
-            )
+    upserts = {f.table: f for f in m.table_files()}
+    deletes = {f.table: f for f in m.delete_files()}
+    # a captured partial has files only for tables that changed: the others show 0 rows
+    for table in [t for t in upserts if t in shown_tables] + sorted(shown_tables - set(upserts)):
+        rows = upserts.get(table)
+        files = [f for f in (rows, deletes.get(table)) if f is not None]
+        metadata = {"rows": rows.rows if rows else 0, "bytes": sum(f.bytes for f in files)}
+        if rows:
+            metadata["sha256"] = rows.sha256
+        if table in deletes:
+            metadata["deleted_keys"] = deletes[table].rows
+        yield dg.Output(
+            BackupPart(built, tuple(f.name for f in files)),
+            output_name=_output_name(table_key(kind, table).path),
+            metadata={**metadata, "backup_id": m.backup_id},
+        )
     media_file = m.file("media")
     yield dg.Output(
         BackupPart(built, (media_file.name,) if media_file else ()),
@@ -97,6 +108,7 @@ def _results(context: dg.AssetExecutionContext, kind: str, built: BuiltBackup, s
             "bytes": sum(f.bytes for f in m.files),
             "media_files": len(m.media),
             "media_missing": len(m.media_missing),
+            **capture_metadata(m),
         },
     )
 
@@ -105,9 +117,17 @@ def _output_name(path: list[str]) -> str:
     return "__".join(path)
 
 
-def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: SenderSettings, **kwargs):
+def _run_backup(
+    context: dg.AssetExecutionContext,
+    kind: str,
+    build,
+    settings: SenderSettings,
+    after_publish=None,
+    **kwargs,
+):
     """Build one backup in a per-run staging folder, yield its outputs (the IO manager
-    publishes them), and empty the folder after every run, failed ones too."""
+    publishes each as it is yielded, the package's manifest last), then ``after_publish``
+    (a captured partial's slot advance), and empty the folder after every run, failed ones too."""
     tw = context.partition_time_window
     staging = Path(settings.staging_dir)
     sweep = sweep_staging(staging)
@@ -132,6 +152,8 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
             **kwargs,
         )
         yield from _results(context, kind, built, set(CATALOG.tables_of(kind)))
+        if after_publish is not None:  # the generator resumes only once the manifest is published
+            after_publish(built)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -140,14 +162,20 @@ def _run_backup(context: dg.AssetExecutionContext, kind: str, build, settings: S
     name="partial_backup",
     specs=_specs("partial", CATALOG.partial_tables, PARTIAL),
     partitions_def=PARTIAL,
-    pool="sender_partial",
+    pool="sender_partial",  # one window at a time: a captured window reads from where the last left the slot
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     can_subset=False,
 )
 def partial_backup(
     context: dg.AssetExecutionContext, sender_db: SenderDatabase, sender_settings: SenderSettings
 ):
     """Rows whose cursor falls in the partition's window (plus the overlap for late
-    commits and clock skew) and their FK parents, one JSON Lines file per table."""
+    commits and clock skew) and their FK parents, one JSON Lines file per table; with
+    ARB_PARTIAL_SOURCE=capture, every change committed in the window, from the slot."""
+    if sender_settings.partial_source == CAPTURE:
+        build, kwargs = capture_build(context, sender_db, sender_settings)
+        yield from _run_backup(context, "partial", build, sender_settings, **kwargs)
+        return
     yield from _run_backup(
         context,
         "partial",
@@ -178,4 +206,5 @@ def complete_backup(
         pg_dump=sender_settings.pg_dump,
         zstd_level=sender_settings.zstd_level,
         fingerprints=sender_settings.complete_fingerprints,
+        pin_to_slot=sender_settings.partial_source == CAPTURE,  # captured partials order against it
     )

@@ -6,6 +6,7 @@ Settings come from ARB_* environment variables (docs/settings.md), read once her
 import dagster as dg
 
 from arb_pipeline import settings
+from arb_pipeline.capture.chain import CAPTURE
 from arb_pipeline.dagster_common.alert_sensors import alert_mailer_from_environment, alert_sensors
 from arb_pipeline.dagster_common.partitions import SHARED
 from arb_pipeline.sender.assets import complete_backup, partial_backup
@@ -26,7 +27,10 @@ defs = dg.Definitions(
     schedules=[*backup_schedules(SENDER, SHARED), connectivity_schedule(SENDER)],
     sensors=[
         *alert_sensors("sender", [partial_backup, complete_backup]),
-        make_capture_slot_sensor(settings.CaptureSettings.from_env()),
+        make_capture_slot_sensor(
+            settings.CaptureSettings.from_env(),
+            resync_job=complete_backup_job if SENDER.partial_source == CAPTURE else None,
+        ),
     ],
     resources={**from_environment(SENDER), "alert_mailer": alert_mailer_from_environment()},
 )

@@ -34,6 +34,9 @@ class SenderSettings(dg.ConfigurableResource):
     pg_dump: str = settings.PG_DUMP.default
     zstd_level: int = 1  # completes: level 1 keeps the dump as fast as pg_dump
     complete_fingerprints: bool = settings.COMPLETE_FINGERPRINTS.default_value
+    partial_source: str = settings.PARTIAL_SOURCE.default  # timestamp | capture
+    capture_slot: str = settings.CAPTURE_SLOT.default
+    capture_publication: str = settings.CAPTURE_PUBLICATION.default
 
     def overlap(self):
         from datetime import timedelta
@@ -141,6 +144,7 @@ def from_environment(sender: settings.SenderSettings | None = None) -> dict:
     """The sender's resources, from its settings (docs/settings.md); the secrets through dg.EnvVar."""
     sender = sender or settings.SenderSettings.from_env()
     d = settings.DestinationSettings.from_env()
+    capture = settings.CaptureSettings.from_env()
     destination = BackupDestination(
         kind=d.kind,
         local_dir=d.local_dir,
@@ -165,6 +169,9 @@ def from_environment(sender: settings.SenderSettings | None = None) -> dict:
             include_personal_columns=sender.include_personal_columns,
             pg_dump=sender.pg_dump,
             complete_fingerprints=sender.complete_fingerprints,
+            partial_source=sender.partial_source,
+            capture_slot=capture.slot,
+            capture_publication=capture.publication,
         ),
         "backup_destination": destination,
         "backup_publisher": BackupPublisher(destination=destination),

@@ -112,6 +112,7 @@ class SenderSettings(FromEnv):
     partial_delay_minutes: int = t.PARTIAL_DELAY_MINUTES.field()
     complete_at: time = t.COMPLETE_AT.field()
     connectivity_cron: str = t.CONNECTIVITY_CRON.field()
+    partial_source: str = t.PARTIAL_SOURCE.field()
 
     @classmethod
     def from_env(cls, environ=None, problems: list | None = None):

@@ -442,6 +442,15 @@ PROGRESS = Setting(
     "1 forces, 0 hides the progress bars of `arb` commands",
     default_text="on a terminal",
 )
+PARTIAL_SOURCE = Setting(
+    "ARB_PARTIAL_SOURCE",
+    "timestamp",
+    one_of("timestamp", "capture"),
+    "sender",
+    "what partials ship: `timestamp` (rows whose cursor falls in the window, plus the overlap) or "
+    "`capture` (every committed change, from the logical replication slot; needs `arb capture setup`; "
+    "completes are then pinned to the slot: docs/change-capture.md)",
+)
 CAPTURE_SLOT = Setting(
     "ARB_CAPTURE_SLOT",
     "arb_pipeline",

@@ -107,6 +107,8 @@ def test_setup_dry_run_changes_nothing_setup_creates_twice_is_fine_and_drop_free
     env = _env(dsn, slot, publication)
     try:
         assert _capture_items(env) == []  # capture never set up: arb check says nothing of it
+        [missing] = _capture_items({**env, "ARB_PARTIAL_SOURCE": "capture"})  # unless partials need it
+        assert missing["status"] == "FAIL" and "arb capture setup" in missing["fix"], missing
 
         dry = arb("capture", "setup", "--dry-run", env=env)
         assert dry.returncode == 0, dry.stderr

@@ -106,9 +106,12 @@ def partial_for(dsn: str, staging: Path, media: Path, key: str, unique: str) -> 
     )
 
 
-def complete_for_yesterday(dsn: str, staging: Path, media: Path, fingerprints: bool = False) -> BuiltBackup:
+def complete_for_yesterday(
+    dsn: str, staging: Path, media: Path, fingerprints: bool = False, pin_to_slot: bool = False
+) -> BuiltBackup:
     """A complete backup of yesterday's partition (a key the daily partitions know); with
-    ``fingerprints``, its manifest carries the sender's per-table digests."""
+    ``fingerprints``, its manifest carries the sender's per-table digests; with
+    ``pin_to_slot``, its capture_lsn (capture mode: a wal_level=logical sender)."""
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
     return build_complete(
@@ -121,6 +124,7 @@ def complete_for_yesterday(dsn: str, staging: Path, media: Path, fingerprints: b
         sender_id="test-sender",
         pg_dump=str(find_bin_dir() / "pg_dump"),
         fingerprints=fingerprints,
+        pin_to_slot=pin_to_slot,
     )
 
 

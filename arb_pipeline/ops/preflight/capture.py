@@ -1,6 +1,7 @@
 """The change-capture slot in ``arb check`` (sender): its lag, retained WAL and wal_status, a
 FAIL past ARB_CAPTURE_MAX_LAG_MB or when lost, a WARN while max_slot_wal_keep_size is -1.
-Nothing at all where capture was never set up (no slot, no publication)."""
+Nothing at all where capture was never set up (no slot, no publication), unless
+ARB_PARTIAL_SOURCE is capture: then its partials would fail, and that is a FAIL."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ def capture_items(dsn: str) -> Iterator[Item]:
     from arb_pipeline.capture.health import read_slot_health
     from arb_pipeline.errors import ArbError
     from arb_pipeline.pg.connect import connect
-    from arb_pipeline.settings import CaptureSettings, SettingError
+    from arb_pipeline.settings import PARTIAL_SOURCE, CaptureSettings, SettingError
 
     problems: list[SettingError] = []
     capture = CaptureSettings.from_env(problems=problems)
@@ -31,6 +32,17 @@ def capture_items(dsn: str) -> Iterator[Item]:
         yield Item("ARB_CAPTURE_SLOT", FAIL, f"can't read the slot's status: {exc}", "see the message")
         return
     if not health.set_up:
+        try:
+            needed = PARTIAL_SOURCE.read() == "capture"
+        except SettingError:  # the sender's settings items name a bad value
+            needed = False
+        if needed:
+            yield Item(
+                "ARB_CAPTURE_SLOT",
+                FAIL,
+                f"ARB_PARTIAL_SOURCE is capture but there is no replication slot {capture.slot}",
+                "run `arb capture setup` (then a complete), or set ARB_PARTIAL_SOURCE=timestamp",
+            )
         return
     s = health.status
     metrics = {"capture_lag_bytes": s.lag_bytes, "capture_retained_wal_bytes": s.retained_wal_bytes}
