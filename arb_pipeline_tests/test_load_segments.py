@@ -4,6 +4,7 @@ and every load ends in parity."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 
@@ -65,6 +66,11 @@ def test_frames_the_receiver_holds_are_not_staged_and_changes_on_both_sides_are(
     first = _complete(dsn, tmp_path, media)
     entry = next(f for f in first.manifest.table_files() if f.table == EVENTS)
     assert len(entry.segments) >= 8 and first.manifest.format_version == 3
+    # The file's sha256 is its frames': sha256sum each frame, then sha256sum those lines.
+    raw = (first.staged.root / entry.name).read_bytes()
+    frames = [hashlib.sha256(raw[s.offset : s.offset + s.bytes]).hexdigest() for s in entry.segments]
+    assert frames == [s.sha256 for s in entry.segments]
+    assert entry.sha256 == hashlib.sha256("".join(f"{d}\n" for d in frames).encode()).hexdigest()
     result = load(receiver_db, first)
     assert _table_load(result).held_segments == ()  # nothing recorded yet: everything staged
     with connect(receiver_db) as conn:
@@ -225,7 +231,7 @@ def test_a_frame_holding_rows_of_another_range_is_refused(sender, receiver_db, t
             sink.write_lines(rows)
             seg["offset"], seg["bytes"], seg["sha256"] = sink.end_frame()
             seg["rows"] = rows.count(b"\n")
-    entry["bytes"], entry["sha256"] = writer.bytes, writer.sha256.hexdigest()
+    entry["bytes"], entry["sha256"] = writer.bytes, sink.file_sha256
     (root / MANIFEST_NAME).write_text(json.dumps(doc))
     verify_files(root)  # the frames are whole and as the manifest says: only the load can tell
     with pytest.raises(MalformedFileError, match="segment of keys 0 to .* holds"):

@@ -6,6 +6,7 @@ malformed or hostile manifest never reaches the loader.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,12 @@ class Segment:
     sha256: str
 
 
+def frames_sha256(frame_sha256s) -> str:
+    """A segmented file's ``sha256``: of its frames' sha256 hex digests, each on a line of its
+    own (``sha256sum`` of each frame, then of those lines), so each byte is hashed once."""
+    return hashlib.sha256("".join(f"{d}\n" for d in frame_sha256s).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class FileEntry:
     name: str  # relative to the backup folder, e.g. "tables/X.jsonl.zst"
@@ -77,7 +84,8 @@ class FileEntry:
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
     fingerprint: TableFingerprint | None = None  # complete backups' tables, over ``columns``
-    segments: tuple[Segment, ...] = ()  # a complete's large tables: one frame per key range
+    # A complete's large tables: one frame per key range; ``sha256`` is then frames_sha256's.
+    segments: tuple[Segment, ...] = ()
 
     @property
     def segment_bits(self) -> int | None:

@@ -24,7 +24,14 @@ import zstandard
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.backup_id import KINDS, parse_backup_id
 from arb_pipeline.package.limits import PayloadLimits
-from arb_pipeline.package.manifest import MANIFEST_NAME, ROW_FILE_KINDS, FileEntry, Manifest, ManifestError
+from arb_pipeline.package.manifest import (
+    MANIFEST_NAME,
+    ROW_FILE_KINDS,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    frames_sha256,
+)
 from arb_pipeline.package.reader import SAFE_OPEN, manifest_bytes
 from arb_pipeline.settings import MAX_ROW_MB, MAX_TABLE_ROWS
 from arb_pipeline.transport.base import is_temporary_name
@@ -227,6 +234,7 @@ class _SegmentChecker:
     def __init__(self, entry: FileEntry, limits: PayloadLimits):
         self._entry, self._limits = entry, limits
         self._segments = list(entry.segments)
+        self._frame_sha256: list[str] = []
         self._at = 0  # bytes of the file fed so far
         self.lines = 0
         self.error: str | None = None
@@ -239,31 +247,39 @@ class _SegmentChecker:
         self._sha = hashlib.sha256()
 
     def feed(self, data: bytes) -> None:
-        while data and not self.error and self._segments:
+        """Hash every frame whole (the file's sha256 is theirs); stop unpacking at the first error."""
+        while data and self._segments:
             seg = self._segments[0]
             piece, data = data[: seg.offset + seg.bytes - self._at], data[seg.offset + seg.bytes - self._at :]
             self._at += len(piece)
             self._sha.update(piece)
-            self._counter.feed(piece)
+            if not self.error:
+                self._counter.feed(piece)
             if self._at == seg.offset + seg.bytes:
                 self._end(seg)
 
     def _end(self, seg) -> None:
-        rows, problem = self._counter.finish()
-        where = f"its segment of keys {seg.key_low} to {seg.key_high}"
-        if problem:
-            self.error, self.bound = f"{where} {problem}", self._counter.bound
-        elif rows != seg.rows:
-            self.error = f"{where} holds {rows} lines, the manifest says {seg.rows}"
-        elif self._sha.hexdigest() != seg.sha256:
-            self.error = f"{where} has sha256 {self._sha.hexdigest()}, the manifest says {seg.sha256}"
-        self.lines += rows or 0
+        if not self.error:
+            rows, problem = self._counter.finish()
+            where = f"its segment of keys {seg.key_low} to {seg.key_high}"
+            if problem:
+                self.error, self.bound = f"{where} {problem}", self._counter.bound
+            elif rows != seg.rows:
+                self.error = f"{where} holds {rows} lines, the manifest says {seg.rows}"
+            elif self._sha.hexdigest() != seg.sha256:
+                self.error = f"{where} has sha256 {self._sha.hexdigest()}, the manifest says {seg.sha256}"
+            self.lines += rows or 0
+        self._frame_sha256.append(self._sha.hexdigest())
         self._segments.pop(0)
-        if self._segments and not self.error:
+        if self._segments:
             self._start()
 
     def finish(self) -> tuple[int | None, str | None]:
         return (None, self.error) if self.error else (self.lines, None)
+
+    def file_sha256(self) -> str:
+        """The file's sha256 as a segmented file's is taken: of its frames' (frames_sha256)."""
+        return frames_sha256(self._frame_sha256) if not self._segments else ""
 
 
 def _beyond_bound_error(manifest: Manifest, file: str, what: str, setting: str) -> VerifyError:
@@ -297,13 +313,14 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: 
                 entry.name,
                 f"size differs: the manifest says {entry.bytes} bytes, the file has {size} bytes",
             )
-        digest = hashlib.sha256()
+        digest = None if entry.segments else hashlib.sha256()  # a segmented file's: its frames'
         counter = None
         if entry.kind in ROW_FILE_KINDS:
             counter = (_SegmentChecker if entry.segments else _LineCounter)(entry, limits)
         read = 0
         while chunk := fh.read(CHUNK):
-            digest.update(chunk)
+            if digest is not None:
+                digest.update(chunk)
             read += len(chunk)
             if counter:
                 counter.feed(chunk)  # stops unpacking at a bound; the hash still covers the file
@@ -313,7 +330,7 @@ def _check_file(backup_dir: Path, manifest: Manifest, entry: FileEntry, limits: 
             entry.name,
             f"size differs: the manifest says {entry.bytes} bytes, {read} bytes were read",
         )
-    actual = digest.hexdigest()
+    actual = digest.hexdigest() if digest is not None else counter.file_sha256()
     if actual != entry.sha256:
         raise altered_backup_error(
             manifest, entry.name, f"sha256 differs: the manifest says {entry.sha256}, the file has {actual}"

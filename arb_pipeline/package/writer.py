@@ -19,21 +19,23 @@ from typing import BinaryIO, Iterator
 
 import zstandard
 
-from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest
+from arb_pipeline.package.manifest import MANIFEST_NAME, FileEntry, Manifest, frames_sha256
 
 
 class HashingWriter:
     """A binary sink that writes to a file, hashing and counting the bytes."""
 
-    def __init__(self, fh: BinaryIO):
+    def __init__(self, fh: BinaryIO, whole: bool = True):
+        """``whole``: hash the whole file (else only its parts, ``start_part``)."""
         self._fh = fh
-        self.sha256 = hashlib.sha256()
+        self.sha256 = hashlib.sha256() if whole else None
         self.bytes = 0
         self._part: tuple[int, "hashlib._Hash"] | None = None  # start and hash of the part being written
 
     def write(self, data) -> int:
         self._fh.write(data)
-        self.sha256.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
         if self._part is not None:
             self._part[1].update(data)
         self.bytes += len(data)
@@ -87,12 +89,14 @@ class TableSink:
 
 class FramedTableSink(TableSink):
     """A table sink whose file is a sequence of zstd frames, each hashed on its own
-    (segmented table files); nothing follows the last frame."""
+    (segmented table files); nothing follows the last frame. The file's sha256 is its
+    frames' (manifest.frames_sha256): each byte is hashed once, on the production server too."""
 
     def __init__(self, compressed: HashingWriter, level: int, threads: int):
         self._compressed = compressed
         self._cctx = zstandard.ZstdCompressor(level=level, threads=threads)
         self._frame = None
+        self._frame_sha256: list[str] = []
         self.rows = 0
         self.raw_bytes = 0
 
@@ -111,10 +115,16 @@ class FramedTableSink(TableSink):
         from one frame to the next, so the same rows make the same bytes."""
         self._compressed.write(self._frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
         self._frame = None
-        return self._compressed.end_part()
+        offset, size, sha256 = self._compressed.end_part()
+        self._frame_sha256.append(sha256)
+        return offset, size, sha256
 
     def close(self) -> None:
         assert self._frame is None, "end_frame first"
+
+    @property
+    def file_sha256(self) -> str:
+        return frames_sha256(self._frame_sha256)
 
 
 class StagedBackup:
@@ -147,7 +157,9 @@ class StagedBackup:
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "wb") as fh:
-            sink = (FramedTableSink if framed else TableSink)(HashingWriter(fh), level, threads)
+            sink = (FramedTableSink if framed else TableSink)(
+                HashingWriter(fh, whole=not framed), level, threads
+            )
             yield sink
             sink.close()
 
