@@ -135,10 +135,11 @@ def main(argv=None) -> int:
             "staging": str(staging),
             "pg_dump": pg.tool("pg_dump"),
         }
-        # Twice each, alternating, and the faster of each: one slow run (another process,
-        # the restore's aftermath) must not decide the ratio either way.
+        # Three times each, alternating, and the fastest of each: one slow run (another
+        # process, the restore's aftermath) must not decide the ratio either way (on this VM
+        # either side's runs spread over 1-2 s).
         completes, dumps = [], [t_pg_dump]
-        for again in (False, True):
+        for again in (False, True, True):
             if again:
                 _settle(sender)
                 dumps.append(_timed([pg.tool("pg_dump"), "-d", sender, "-f", str(dump_file)]))
