@@ -15,29 +15,16 @@ from arb_pipeline.ops.media_parity import compare_media
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.sender.assets import complete_backup, partial_backup
-from arb_pipeline.sender.resources import BackupPublisher, SenderDatabase, SenderSettings
 from arb_pipeline_tests.support.receiver import receiver_resources, tick
+from arb_pipeline_tests.support.sender import sender_resources
 from arb_pipeline_tests.support.services import sftp_destination
 
 UTC = timezone.utc
 pytestmark = pytest.mark.sshd
 
 
-def sender_resources(dsn, media, staging, sshd, retries=2):
-    dest = sftp_destination(sshd, retries=retries)
-    from arb_pipeline.dev.postgres import find_bin_dir
-
-    return {
-        "sender_db": SenderDatabase(dsn=dsn),
-        "sender_settings": SenderSettings(
-            media_dir=str(media),
-            staging_dir=str(staging),
-            sender_id="e2e",
-            pg_dump=str(find_bin_dir() / "pg_dump"),
-        ),
-        "backup_destination": dest,
-        "backup_publisher": BackupPublisher(destination=dest),
-    }
+def sftp_sender_resources(dsn, media, staging, sshd, retries=2):
+    return sender_resources(dsn, media, staging, sftp_destination(sshd, retries=retries), sender_id="e2e")
 
 
 @pytest.fixture
@@ -62,7 +49,7 @@ def _publish_partial(w, key):
     assert dg.materialize(
         [partial_backup],
         partition_key=key,
-        resources=sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
+        resources=sftp_sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
     ).success
 
 
@@ -70,7 +57,7 @@ def _publish_complete(w, day):
     assert dg.materialize(
         [complete_backup],
         partition_key=day,
-        resources=sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
+        resources=sftp_sender_resources(w["sender_db"], w["sender_media"], w["staging"], w["sshd"]),
     ).success
 
 

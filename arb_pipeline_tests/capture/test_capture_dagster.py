@@ -5,7 +5,6 @@ sensor loading what they published, parity for every replicated table."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,58 +12,42 @@ import dagster as dg
 import pytest
 
 from arb_pipeline.capture.pgoutput import parse_lsn
-from arb_pipeline.capture.setup import plan_setup, run_plan
 from arb_pipeline.capture.slot import slot_status
-from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import PARTIAL
-from arb_pipeline.dev.postgres import find_bin_dir
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
 from arb_pipeline.pg.connect import connect
 from arb_pipeline.sender.assets import complete_backup, partial_backup
-from arb_pipeline.sender.resources import BackupDestination, BackupPublisher, SenderDatabase, SenderSettings
+from arb_pipeline.sender.resources import BackupDestination, BackupPublisher
 from arb_pipeline.transport.base import TransportError
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.backups import P, new_sender
+from arb_pipeline_tests.support.capture import PUBLICATION, capture_sender
 from arb_pipeline_tests.support.receiver import Receiver, tick
+from arb_pipeline_tests.support.sender import sender_resources
 from arb_pipeline_tests.support.traffic import traffic
 
 UTC = timezone.utc
 TOKEN = P + "activetoken"
-PUBLICATION = "arb_pipeline"  # per database: each test's sender is a fresh one
 
 
 @pytest.fixture
 def capture_world(logical_pg_cluster, tmp_path):
     """(dsn, media, resources, slot): a seeded sender set up as `arb capture setup` does, and the
     sender's resources in capture mode publishing into a local inbox."""
-    dsn, media, staging = new_sender(logical_pg_cluster, tmp_path, seed=13)
-    slot = f"arb_t_{uuid.uuid4().hex[:12]}"
-    with connect(dsn, autocommit=True) as conn:
-        run_plan(conn, plan_setup(conn, slot, PUBLICATION, current_catalog().table_names))
-    destination = BackupDestination(kind="local", local_dir=str(tmp_path / "inbox"))
-    resources = {
-        "sender_db": SenderDatabase(dsn=dsn),
-        "sender_settings": SenderSettings(
-            media_dir=str(media),
-            staging_dir=str(staging),
+    with capture_sender(logical_pg_cluster, tmp_path, seed=13) as (dsn, media, staging, slot):
+        destination = BackupDestination(kind="local", local_dir=str(tmp_path / "inbox"))
+        resources = sender_resources(
+            dsn,
+            media,
+            staging,
+            destination,
             sender_id="capture-e2e",
-            pg_dump=str(find_bin_dir() / "pg_dump"),
             partial_source="capture",
             capture_slot=slot,
             capture_publication=PUBLICATION,
-        ),
-        "backup_destination": destination,
-        "backup_publisher": BackupPublisher(destination=destination),
-    }
-    try:
+        )
         yield dsn, media, resources, slot
-    finally:
-        with connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,),
-            )
 
 
 class _Crashing(LocalFolderTransport):
@@ -197,17 +180,9 @@ def test_captured_partial_through_dagster_loads_and_every_table_is_at_parity(
 def test_capture_mode_without_a_slot_names_arb_capture_setup(logical_pg_cluster, tmp_path):
     dsn, media, staging = new_sender(logical_pg_cluster, tmp_path, seed=3)
     destination = BackupDestination(kind="local", local_dir=str(tmp_path / "inbox"))
-    resources = {
-        "sender_db": SenderDatabase(dsn=dsn),
-        "sender_settings": SenderSettings(
-            media_dir=str(media),
-            staging_dir=str(staging),
-            partial_source="capture",
-            capture_slot="arb_no_such_slot",
-        ),
-        "backup_destination": destination,
-        "backup_publisher": BackupPublisher(destination=destination),
-    }
+    resources = sender_resources(
+        dsn, media, staging, destination, partial_source="capture", capture_slot="arb_no_such_slot"
+    )
     key = PARTIAL.get_last_partition_key()
     result = dg.materialize([partial_backup], partition_key=key, resources=resources, raise_on_error=False)
     assert not result.success

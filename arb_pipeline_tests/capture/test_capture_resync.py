@@ -6,8 +6,6 @@ table is at parity. The rule is capture/chain.py's."""
 
 from __future__ import annotations
 
-import uuid
-
 import dagster as dg
 import pytest
 
@@ -16,7 +14,7 @@ from arb_pipeline.capture.pgoutput import parse_lsn
 from arb_pipeline.capture.setup import plan_setup, run_plan
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.dagster_common.partitions import PARTIAL
-from arb_pipeline.extract.captured import CaptureSource, build_captured_partial, publish_and_advance
+from arb_pipeline.extract.captured import CaptureSource, publish_and_advance
 from arb_pipeline.extract.tables import Window
 from arb_pipeline.load.apply import CaptureGapError
 from arb_pipeline.ops.parity import compare_tables
@@ -29,13 +27,12 @@ from arb_pipeline.sender.schedules import complete_backup_job
 from arb_pipeline.settings import CaptureSettings
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.alerts import mailer_for
-from arb_pipeline_tests.support.backups import P, complete_for_yesterday, load, new_sender, wide_window
+from arb_pipeline_tests.support.backups import P, complete_for_yesterday, load, wide_window
+from arb_pipeline_tests.support.capture import PUBLICATION, capture_sender, captured_partial
 from arb_pipeline_tests.support.receiver import Receiver, tick
 from arb_pipeline_tests.support.traffic import traffic
 
-PUBLICATION = "arb_pipeline"
 TOKEN = P + "activetoken"
-_n = iter(range(10_000))
 
 
 def test_resync_point_and_gap_rule():
@@ -59,18 +56,8 @@ def test_resync_point_and_gap_rule():
 @pytest.fixture
 def sender(logical_pg_cluster, tmp_path):
     """(dsn, media, staging, slot): a seeded sender set up as `arb capture setup` does."""
-    dsn, media, staging = new_sender(logical_pg_cluster, tmp_path, seed=17)
-    slot = f"arb_t_{uuid.uuid4().hex[:12]}"
-    with connect(dsn, autocommit=True) as conn:
-        run_plan(conn, plan_setup(conn, slot, PUBLICATION, current_catalog().table_names))
-    try:
-        yield dsn, media, staging, slot
-    finally:
-        with connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                (slot,),
-            )
+    with capture_sender(logical_pg_cluster, tmp_path, seed=17) as world:
+        yield world
 
 
 def _partial(dsn, media, staging, slot, previous: CapturedRange | None, key: str | None = None):
@@ -82,15 +69,8 @@ def _partial(dsn, media, staging, slot, previous: CapturedRange | None, key: str
     else:
         tw = PARTIAL.time_window_for_partition_key(key)
         window = Window(tw.start, tw.end)
-    built = build_captured_partial(
-        dsn,
-        staging,
-        partition_key=key,
-        window=window,
-        unique=f"r{next(_n):07d}",
-        media_dir=media,
-        sender_id="resync",
-        source=CaptureSource(slot, PUBLICATION),
+    built = captured_partial(
+        dsn, staging, media, CaptureSource(slot, PUBLICATION), window=window, key=key, sender_id="resync"
     )
     c = built.manifest.capture
     built = stamp_epoch(built, epoch_of(c.from_lsn, previous))

@@ -15,7 +15,6 @@ from arb_pipeline.capture.slot import CaptureError, advance, ensure_publication,
 from arb_pipeline.catalog import current_catalog
 from arb_pipeline.extract.captured import (
     CaptureSource,
-    build_captured_partial,
     copy_text_field,
     copy_text_line,
     publish_and_advance,
@@ -30,6 +29,7 @@ from arb_pipeline.pg.connect import connect
 from arb_pipeline.transport.base import TransportError
 from arb_pipeline.transport.local import LocalFolderTransport
 from arb_pipeline_tests.support.backups import P, load, new_sender, wide_window
+from arb_pipeline_tests.support.capture import captured_partial
 from arb_pipeline_tests.support.postgres import fresh_db
 from arb_pipeline_tests.support.traffic import traffic
 
@@ -56,22 +56,8 @@ def world(logical_pg_cluster, tmp_path):
             conn.execute("SELECT pg_drop_replication_slot(%s)", (source.slot,))
 
 
-_n = iter(range(10_000))
-
-
 def _captured(dsn, media, staging, source, expect_from_lsn=None):
-    window = wide_window()
-    return build_captured_partial(
-        dsn,
-        staging,
-        partition_key=window.start.strftime("%Y-%m-%d-%H-%M"),
-        window=window,
-        unique=f"c{next(_n):07d}",
-        media_dir=media,
-        sender_id="test-sender",
-        source=source,
-        expect_from_lsn=expect_from_lsn,
-    )
+    return captured_partial(dsn, staging, media, source, expect_from_lsn=expect_from_lsn)
 
 
 def _advance(dsn, built):

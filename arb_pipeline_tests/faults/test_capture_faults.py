@@ -23,7 +23,7 @@ from arb_pipeline.capture.pgoutput import parse_lsn
 from arb_pipeline.capture.setup import plan_setup, run_plan
 from arb_pipeline.capture.slot import slot_status
 from arb_pipeline.catalog import current_catalog
-from arb_pipeline.extract.captured import CaptureSource, build_captured_partial, publish_and_advance
+from arb_pipeline.extract.captured import CaptureSource, publish_and_advance
 from arb_pipeline.load.apply import load_backup
 from arb_pipeline.ops.parity import compare_tables
 from arb_pipeline.package.manifest import MANIFEST_NAME
@@ -38,9 +38,9 @@ from arb_pipeline_tests.support.backups import (
     new_sender,
     wide_window,
 )
+from arb_pipeline_tests.support.capture import PUBLICATION, captured_partial
 from arb_pipeline_tests.support.traffic import traffic
 
-PUBLICATION = "arb_pipeline"
 POSITION = P + "devicepositionintime"
 _n = iter(range(10_000))
 
@@ -112,17 +112,7 @@ def _child(dsn, media, staging, inbox, slot, *, die_after_publish=False) -> subp
 
 def _build(dsn, media, staging, inbox, slot):
     """The next captured partial, in process, published and advanced."""
-    window = wide_window()
-    built = build_captured_partial(
-        dsn,
-        staging,
-        partition_key=window.start.strftime("%Y-%m-%d-%H-%M"),
-        window=window,
-        unique=f"f{next(_n):07d}",
-        media_dir=media,
-        sender_id="faults",
-        source=CaptureSource(slot, PUBLICATION),
-    )
+    built = captured_partial(dsn, staging, media, CaptureSource(slot, PUBLICATION), sender_id="faults")
     publish_and_advance(LocalFolderTransport(inbox), built, dsn)
     return built
 
