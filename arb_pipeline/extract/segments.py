@@ -23,11 +23,11 @@ from psycopg import sql
 from arb_pipeline.errors import ArbError
 from arb_pipeline.package.manifest import Segment
 from arb_pipeline.package.writer import FramedTableSink
+from arb_pipeline.pg.introspect import INTEGER_KEY_TYPES
 
 SEGMENTS_PER_TABLE = 32
 MIN_SEGMENT_BITS = 12  # ranges of at least 4096 keys: a small table is one or a few frames
 SEGMENTED_TABLE_BYTES = 32 * 1024 * 1024  # tables smaller than this cost little to stage whole
-INTEGER_KEY_TYPES = frozenset({"smallint", "integer", "bigint"})
 # Key order is read off the key's index; as cheap as a plain COPY only where the rows lie in
 # about key order (append-mostly tables), which PostgreSQL's statistics say (ANALYZE).
 MIN_KEY_CORRELATION = 0.9

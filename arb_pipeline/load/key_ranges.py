@@ -14,11 +14,10 @@ import math
 from psycopg import sql
 
 from arb_pipeline.load.deletes import VERSION_COLUMN
-from arb_pipeline.pg.introspect import TableInfo
+from arb_pipeline.pg.introspect import INTEGER_KEY_TYPES, TableInfo
 from arb_pipeline.pg.rowhash import Fingerprint, canonical_text_settings, fingerprint_of, local_row_hash_sql
 
 RANGES = 4096  # per table: small aggregates; a day of a 60-day table is about 70 ranges
-INTEGER_KEY_TYPES = frozenset({"smallint", "integer", "bigint"})
 RANGES_PER_SEGMENT_BITS = 6  # a segmented file's ranges: 64 per segment (load/segments.py)
 
 

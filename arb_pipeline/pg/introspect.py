@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+INTEGER_KEY_TYPES = frozenset({"smallint", "integer", "bigint"})  # keys cut into ranges
+
 
 @dataclass(frozen=True)
 class Column:
